@@ -1,0 +1,54 @@
+/**
+ * The one error catalogue. Every failure the gateway reports carries one of these codes; the REST edge maps
+ * it to application/problem+json and the GraphQL edge to `extensions.code`, both from this table only.
+ */
+export const catalogue = {
+  INVALID_REFERENCE: { status: 400, title: 'Invalid image reference' },
+  INVALID_REQUEST: { status: 400, title: 'Invalid request' },
+  UNKNOWN_REGISTRY: { status: 400, title: 'Unknown registry' },
+  UNAUTHENTICATED: { status: 401, title: 'Authentication required' },
+  FORBIDDEN: { status: 403, title: 'Forbidden' },
+  PROTECTED_TAG: { status: 403, title: 'Protected tag' },
+  NOT_FOUND: { status: 404, title: 'Not found' },
+  SHARED_DIGEST: { status: 409, title: 'Digest shared with other tags' },
+  RATE_LIMITED: { status: 429, title: 'Rate limited' },
+  INTERNAL_ERROR: { status: 500, title: 'Internal error' },
+  DELETE_DISABLED: { status: 501, title: 'Deletion disabled on the registry' },
+  UPSTREAM_AUTH_FAILED: { status: 502, title: 'Registry refused the gateway credentials' },
+  UPSTREAM_ERROR: { status: 502, title: 'Registry error' },
+  UPSTREAM_UNAVAILABLE: { status: 503, title: 'Registry unavailable' },
+  UPSTREAM_TIMEOUT: { status: 504, title: 'Registry timeout' }
+} as const satisfies Record<string, { status: number, title: string }>
+
+export type ErrorCode = keyof typeof catalogue
+
+/** Extra, code-specific fields that are safe to show to the caller (never secrets). */
+export type ErrorExtras = Record<string, unknown>
+
+export class GatewayError extends Error {
+  readonly code: ErrorCode
+  readonly status: number
+  readonly title: string
+  readonly detail: string
+  readonly extras: ErrorExtras
+  /** Seconds the caller should wait, surfaced as the Retry-After header. */
+  readonly retryAfter?: number
+  /** Extra response headers (e.g. WWW-Authenticate); transport-neutral so both edges can use them. */
+  readonly headers: Record<string, string>
+
+  constructor (code: ErrorCode, detail: string, options: { extras?: ErrorExtras, retryAfter?: number, headers?: Record<string, string>, cause?: unknown } = {}) {
+    super(detail, options.cause === undefined ? undefined : { cause: options.cause })
+    this.name = 'GatewayError'
+    this.code = code
+    this.status = catalogue[code].status
+    this.title = catalogue[code].title
+    this.detail = detail
+    this.extras = options.extras ?? {}
+    this.retryAfter = options.retryAfter
+    this.headers = options.headers ?? {}
+  }
+}
+
+export function isGatewayError (value: unknown): value is GatewayError {
+  return value instanceof GatewayError
+}
