@@ -1,0 +1,14 @@
+export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json'
+export const DOCKER_LIST = 'application/vnd.docker.distribution.manifest.list.v2+json'
+export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
+export const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+json'
+
+/**
+ * Every manifest type a delete may target, indexes first. Without all four a registry answers with a
+ * converted schema1 digest that exists nowhere, the amd64 child of a list, or 404 for OCI content.
+ */
+export const MANIFEST_ACCEPT = [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST].join(', ')
+
+export function isIndex (mediaType: string): boolean {
+  return mediaType === OCI_INDEX || mediaType === DOCKER_LIST
+}
