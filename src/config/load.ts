@@ -1,0 +1,115 @@
+import { readFileSync } from 'node:fs'
+import { Value } from 'typebox/value'
+import { parse as parseYaml } from 'yaml'
+import { ConfigSchema, RegistrySchema, type Config } from './schema.js'
+
+export class ConfigError extends Error {
+  constructor (message: string) {
+    super(message)
+    this.name = 'ConfigError'
+  }
+}
+
+type Env = Record<string, string | undefined>
+
+function isObject (value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+/** The config file named by `--config FILE` or CONFIG_FILE, if any. */
+export function configFileFrom (argv: readonly string[], env: Env): string | undefined {
+  const flag = argv.indexOf('--config')
+  if (flag !== -1) {
+    const file = argv[flag + 1]
+    if (file === undefined) throw new ConfigError('--config needs a file name')
+    return file
+  }
+  const inline = argv.find(arg => arg.startsWith('--config='))
+  return inline?.slice('--config='.length) ?? env.CONFIG_FILE
+}
+
+function readConfigFile (file: string): Record<string, unknown> {
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (error) {
+    throw new ConfigError(`cannot read config file ${file}: ${(error as Error).message}`)
+  }
+  let parsed: unknown
+  try {
+    parsed = parseYaml(text)
+  } catch (error) {
+    throw new ConfigError(`config file ${file} is not valid YAML: ${(error as Error).message}`)
+  }
+  if (parsed === null || parsed === undefined) return {}
+  if (!isObject(parsed)) throw new ConfigError(`config file ${file} must be a YAML mapping at the top level`)
+  return parsed
+}
+
+/** The environment covers the common case of one registry without a file, and overrides a file's values. */
+function applyEnv (raw: Record<string, unknown>, env: Env): void {
+  if (env.HOST !== undefined) raw.host = env.HOST
+  if (env.PORT !== undefined) raw.port = /^\d+$/.test(env.PORT) ? Number(env.PORT) : env.PORT
+  if (env.LOG_LEVEL !== undefined) raw.logLevel = env.LOG_LEVEL
+  if (env.POLICY_FILE !== undefined) raw.policyFile = env.POLICY_FILE
+  const registryEnv = { url: env.REGISTRY_URL, username: env.REGISTRY_USERNAME, password: env.REGISTRY_PASSWORD }
+  if (Object.values(registryEnv).every(value => value === undefined)) return
+  const registries = isObject(raw.registries) ? raw.registries : {}
+  raw.registries = registries
+  const name = typeof raw.defaultRegistry === 'string' ? raw.defaultRegistry : 'default'
+  const entry = isObject(registries[name]) ? registries[name] : {}
+  registries[name] = entry
+  for (const [key, value] of Object.entries(registryEnv)) {
+    if (value !== undefined) entry[key] = value
+  }
+}
+
+function describePath (instancePath: string): string {
+  return instancePath === '' ? '(top level)' : instancePath.slice(1).replaceAll('/', '.')
+}
+
+export function validateConfig (raw: Record<string, unknown>, source: string): Config {
+  const withDefaults = Value.Default(ConfigSchema, structuredClone(raw))
+  // TypeBox fills defaults through objects but not into the values of a record.
+  const registries = (withDefaults as Record<string, unknown>).registries
+  if (isObject(registries)) {
+    for (const [name, entry] of Object.entries(registries)) {
+      if (isObject(entry)) registries[name] = Value.Default(RegistrySchema, entry)
+    }
+  }
+  const errors = [...Value.Errors(ConfigSchema, withDefaults)]
+  if (errors.length > 0) {
+    const lines = errors
+      .filter(error => error.keyword !== 'boolean')
+      .map(error => {
+        const extra = error.keyword === 'additionalProperties'
+          ? ` (unknown: ${(error.params as { additionalProperties: string[] }).additionalProperties.join(', ')})`
+          : ''
+        return `  ${describePath(error.instancePath)}: ${error.message}${extra}`
+      })
+    throw new ConfigError(`invalid configuration from ${source}:\n${lines.join('\n')}`)
+  }
+  const config = withDefaults as Config
+  if (config.registries[config.defaultRegistry] === undefined) {
+    throw new ConfigError(`invalid configuration from ${source}:\n  defaultRegistry: must name a key of registries (have: ${Object.keys(config.registries).join(', ')})`)
+  }
+  return deepFreeze(config)
+}
+
+function deepFreeze<T> (value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    for (const inner of Object.values(value)) deepFreeze(inner)
+    Object.freeze(value)
+  }
+  return value
+}
+
+export function loadConfig (argv: readonly string[] = process.argv.slice(2), env: Env = process.env): Config {
+  const file = configFileFrom(argv, env)
+  const raw = file === undefined ? {} : readConfigFile(file)
+  applyEnv(raw, env)
+  if (raw.registries === undefined) {
+    throw new ConfigError('no registry configured: set REGISTRY_URL, or give a config file (CONFIG_FILE or --config) with registries')
+  }
+  return validateConfig(raw, file === undefined ? 'the environment' : `${file} and the environment`)
+}

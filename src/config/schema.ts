@@ -1,0 +1,34 @@
+import Type, { type Static } from 'typebox'
+
+export const RegistrySchema = Type.Object({
+  url: Type.String({ pattern: '^https?://[^\\s]+$', description: 'Base URL of the registry, e.g. https://registry.example.com' }),
+  username: Type.Optional(Type.String({ minLength: 1 })),
+  password: Type.Optional(Type.String({ minLength: 1 })),
+  timeouts: Type.Object({
+    connectMs: Type.Integer({ minimum: 1, maximum: 600_000, default: 2000 }),
+    requestMs: Type.Integer({ minimum: 1, maximum: 600_000, default: 10_000 })
+  }, { additionalProperties: false, default: {} }),
+  tls: Type.Object({
+    caFile: Type.Optional(Type.String({ minLength: 1 })),
+    insecure: Type.Boolean({ default: false })
+  }, { additionalProperties: false, default: {} }),
+  tokenRealmOrigins: Type.Array(Type.String({ pattern: '^https?://[^/\\s]+$' }), { default: [] }),
+  connections: Type.Integer({ minimum: 1, maximum: 256, default: 16 })
+}, { additionalProperties: false })
+
+export const ConfigSchema = Type.Object({
+  host: Type.String({ minLength: 1, default: '127.0.0.1' }),
+  port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080 }),
+  logLevel: Type.Union([
+    Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'),
+    Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')
+  ], { default: 'info' }),
+  graphiql: Type.Boolean({ default: false }),
+  defaultRegistry: Type.String({ minLength: 1, default: 'default' }),
+  registries: Type.Record(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' }), RegistrySchema, { minProperties: 1 }),
+  coTagConcurrency: Type.Integer({ minimum: 1, maximum: 256, default: 16 }),
+  policyFile: Type.Optional(Type.String({ minLength: 1 }))
+}, { additionalProperties: false })
+
+export type RegistryConfig = Static<typeof RegistrySchema>
+export type Config = Static<typeof ConfigSchema>

@@ -1,0 +1,79 @@
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+import { ConfigError, configFileFrom, loadConfig } from '../../src/config/load.js'
+
+const dir = mkdtempSync(join(tmpdir(), 'rdg-config-'))
+function file (name: string, text: string): string {
+  const path = join(dir, name)
+  writeFileSync(path, text)
+  return path
+}
+
+t.test('the environment alone configures one registry with defaults', async t => {
+  const config = loadConfig([], { REGISTRY_URL: 'http://127.0.0.1:5000', REGISTRY_USERNAME: 'u', REGISTRY_PASSWORD: 'p' })
+  t.equal(config.host, '127.0.0.1')
+  t.equal(config.port, 8080)
+  t.equal(config.logLevel, 'info')
+  t.equal(config.graphiql, false)
+  t.same(config.registries.default, {
+    url: 'http://127.0.0.1:5000',
+    username: 'u',
+    password: 'p',
+    timeouts: { connectMs: 2000, requestMs: 10000 },
+    tls: { insecure: false },
+    tokenRealmOrigins: [],
+    connections: 16
+  })
+  t.ok(Object.isFrozen(config.registries.default), 'config is frozen')
+})
+
+t.test('the example file is valid and documents every key', async t => {
+  const config = loadConfig(['--config', new URL('../../config.example.yaml', import.meta.url).pathname], {})
+  t.same(Object.keys(config.registries), ['default', 'mirror'])
+  t.equal(config.policyFile, './policy.yaml')
+  t.equal(config.registries.default?.tls.caFile, '/etc/ssl/private-ca.pem')
+})
+
+t.test('environment overrides a file', async t => {
+  const path = file('multi.yaml', 'defaultRegistry: main\nregistries:\n  main: { url: "http://127.0.0.1:1" }\n  other: { url: "https://other.example" }\n')
+  const config = loadConfig([`--config=${path}`], { PORT: '9000', HOST: '0.0.0.0', LOG_LEVEL: 'warn', POLICY_FILE: 'p.yaml', REGISTRY_URL: 'http://127.0.0.1:2' })
+  t.equal(config.port, 9000)
+  t.equal(config.host, '0.0.0.0')
+  t.equal(config.logLevel, 'warn')
+  t.equal(config.policyFile, 'p.yaml')
+  t.equal(config.registries.main?.url, 'http://127.0.0.1:2')
+  t.equal(config.registries.other?.url, 'https://other.example')
+  t.equal(loadConfig([], { CONFIG_FILE: path }).registries.main?.url, 'http://127.0.0.1:1', 'CONFIG_FILE names the file')
+})
+
+t.test('errors name the key and the rule', async t => {
+  const cases: Array<[string, Record<string, string>, RegExp]> = [
+    ['', {}, /no registry configured/],
+    ['port: 99999\nregistries: { default: { url: "http://x" } }', {}, /port: must be <= 65535/],
+    ['registries: { default: { url: "ftp://x" } }', {}, /registries\.default\.url: must match pattern/],
+    ['registries: { default: { url: "http://x", timeouts: { requestMs: 0 } } }', {}, /registries\.default\.timeouts\.requestMs: must be >= 1/],
+    ['registries: { default: { url: "http://x", colour: red } }', {}, /registries\.default: must not have additional properties \(unknown: colour\)/],
+    ['registries: { default: { url: "http://x" } }\ndefaultRegistry: nope', {}, /defaultRegistry: must name a key of registries \(have: default\)/],
+    ['registries: { default: { url: "http://x" } }', { PORT: 'eighty' }, /port: must be integer/],
+    ['registries: { default: { url: "http://x" } }', { LOG_LEVEL: 'loud' }, /logLevel/],
+    ['registries: [a]', {}, /registries: must be object/],
+    ['colour: red\nregistries: { default: { url: "http://x" } }', {}, /\(top level\): must not have additional properties \(unknown: colour\)/],
+    ['registries: { default: 7 }', {}, /registries.default: must be object/],
+    ['- a list', {}, /must be a YAML mapping/],
+    ['registries: [unclosed', {}, /not valid YAML/]
+  ]
+  for (const [text, env, expected] of cases) {
+    const path = file('bad.yaml', text)
+    t.throws(() => loadConfig(['--config', path], env), expected, `${text} ${JSON.stringify(env)}`)
+  }
+  t.throws(() => loadConfig(['--config', join(dir, 'missing.yaml')], {}), /cannot read config file/)
+  t.throws(() => configFileFrom(['--config'], {}), ConfigError)
+  t.throws(() => configFileFrom(['--config'], {}), /--config needs a file name/)
+})
+
+t.test('an empty file with the environment is enough', async t => {
+  const path = file('empty.yaml', '')
+  t.equal(loadConfig(['--config', path], { REGISTRY_URL: 'http://127.0.0.1:3' }).registries.default?.url, 'http://127.0.0.1:3')
+})
