@@ -1,0 +1,148 @@
+import { request, type Dispatcher } from 'undici'
+import { GatewayError } from '../errors.js'
+import type { Challenge } from './challenge.js'
+
+export interface Credentials { username: string, password: string }
+
+export interface TokenServiceOptions {
+  registryName: string
+  registryOrigin: string
+  credentials?: Credentials
+  /** Origins other than the registry's own that may receive the gateway's credentials. */
+  trustedRealmOrigins: readonly string[]
+  dispatcher: Dispatcher
+  timeoutMs: number
+  now?: () => number
+}
+
+interface CachedToken { token: string, renewAt: number }
+
+/** Distribution's documented default when a token response has no expires_in. */
+const DEFAULT_TOKEN_SECONDS = 60
+const MAX_TOKEN_RESPONSE_BYTES = 64 * 1024
+
+export function basicAuthorization (credentials: Credentials): string {
+  return `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`
+}
+
+/** Renew before expiry so a token never runs out between HEAD and DELETE. */
+function renewalDelayMs (expiresInSeconds: number): number {
+  const margin = Math.max(5, expiresInSeconds * 0.1)
+  return Math.max(1, expiresInSeconds - margin) * 1000
+}
+
+/**
+ * Bearer tokens from a registry's token service, cached per realm, service, scope set and credential, and
+ * fetched once even when many requests need the same token at the same moment.
+ */
+export class TokenService {
+  private readonly cache = new Map<string, CachedToken>()
+  private readonly inFlight = new Map<string, Promise<string>>()
+  private readonly now: () => number
+  hits = 0
+  misses = 0
+
+  constructor (private readonly options: TokenServiceOptions) {
+    this.now = options.now ?? Date.now
+  }
+
+  private key (realm: string, service: string, scopes: string[]): string {
+    return JSON.stringify([realm, service, [...scopes].sort(), this.options.credentials?.username ?? ''])
+  }
+
+  invalidate (challenge: Challenge, scopes: string[]): void {
+    this.cache.delete(this.key(challenge.params.realm ?? '', challenge.params.service ?? '', scopes))
+  }
+
+  async token (challenge: Challenge, scopes: string[]): Promise<string> {
+    const realm = challenge.params.realm ?? ''
+    const service = challenge.params.service ?? ''
+    const key = this.key(realm, service, scopes)
+    const cached = this.cache.get(key)
+    if (cached !== undefined && cached.renewAt > this.now()) {
+      this.hits++
+      return cached.token
+    }
+    const pending = this.inFlight.get(key)
+    if (pending !== undefined) return await pending
+    this.misses++
+    const fetching = this.fetchToken(realm, service, scopes).then(({ token, expiresIn }) => {
+      this.cache.set(key, { token, renewAt: this.now() + renewalDelayMs(expiresIn) })
+      return token
+    }).finally(() => this.inFlight.delete(key))
+    this.inFlight.set(key, fetching)
+    return await fetching
+  }
+
+  private realmUrl (realm: string): URL {
+    try {
+      const url = new URL(realm)
+      if (url.protocol === 'http:' || url.protocol === 'https:') return url
+    } catch {}
+    throw this.failure(realm, 'its challenge named a token realm that is not an http(s) URL')
+  }
+
+  private failure (realm: string, why: string, cause?: unknown): GatewayError {
+    return new GatewayError('UPSTREAM_AUTH_FAILED',
+      `could not get a token for registry "${this.options.registryName}" from ${realm}: ${why}.`,
+      { extras: { realm }, cause })
+  }
+
+  private mayReceiveCredentials (url: URL): boolean {
+    return url.origin === this.options.registryOrigin || this.options.trustedRealmOrigins.includes(url.origin)
+  }
+
+  private async fetchToken (realm: string, service: string, scopes: string[]): Promise<{ token: string, expiresIn: number }> {
+    const url = this.realmUrl(realm)
+    const realmName = url.origin + url.pathname
+    if (service !== '') url.searchParams.set('service', service)
+    for (const scope of scopes) url.searchParams.append('scope', scope)
+    const headers: Record<string, string> = { accept: 'application/json' }
+    // Credentials go only to the registry's own origin or an origin the operator trusted: a registry must not be
+    // able to point the gateway's admin password at a host of its choosing.
+    if (this.options.credentials !== undefined && this.mayReceiveCredentials(url)) {
+      headers.authorization = basicAuthorization(this.options.credentials)
+    }
+    let response: Dispatcher.ResponseData
+    try {
+      response = await request(url, {
+        method: 'GET',
+        headers,
+        dispatcher: this.options.dispatcher,
+        headersTimeout: this.options.timeoutMs,
+        bodyTimeout: this.options.timeoutMs
+      })
+    } catch (error) {
+      throw this.failure(realmName, `the token service did not answer (${(error as { code?: string }).code ?? 'network error'})`, error)
+    }
+    const body = await readLimited(response.body, MAX_TOKEN_RESPONSE_BYTES).catch(() => undefined)
+    if (response.statusCode !== 200) {
+      throw this.failure(realmName, `the token service answered ${response.statusCode}${headers.authorization === undefined && this.options.credentials !== undefined ? ' (credentials withheld: the realm is on another origin; list it in tokenRealmOrigins to trust it)' : ''}`)
+    }
+    let parsed: { token?: unknown, access_token?: unknown, expires_in?: unknown }
+    try {
+      parsed = JSON.parse(body?.toString('utf8') ?? '')
+    } catch {
+      throw this.failure(realmName, 'the token service answered something that is not JSON')
+    }
+    const token = typeof parsed.token === 'string' && parsed.token !== '' ? parsed.token : parsed.access_token
+    if (typeof token !== 'string' || token === '') throw this.failure(realmName, 'the token service answered without a token')
+    const expiresIn = typeof parsed.expires_in === 'number' && parsed.expires_in > 0 ? parsed.expires_in : DEFAULT_TOKEN_SECONDS
+    return { token, expiresIn }
+  }
+}
+
+/** Reads a body up to a limit; past it the stream is destroyed so a hostile upstream cannot exhaust memory. */
+export async function readLimited (body: Dispatcher.ResponseData['body'], limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of body) {
+    size += (chunk as Buffer).length
+    if (size > limit) {
+      body.destroy()
+      throw new GatewayError('UPSTREAM_ERROR', `the registry sent a response larger than ${limit} bytes; refusing to read it.`)
+    }
+    chunks.push(chunk as Buffer)
+  }
+  return Buffer.concat(chunks)
+}

@@ -1,0 +1,292 @@
+import { createHash } from 'node:crypto'
+import { Agent, Pool, type Dispatcher } from 'undici'
+import { GatewayError } from '../errors.js'
+import { basicAuthorization, readLimited, TokenService, type Credentials } from './auth.js'
+import { parseChallenges, type Challenge } from './challenge.js'
+import { mapRegistryResponse, mapTransportError, type OperationContext } from './errors.js'
+import { MANIFEST_ACCEPT } from './media-types.js'
+
+export interface RegistryClientOptions {
+  name: string
+  url: string
+  credentials?: Credentials
+  connectTimeoutMs: number
+  requestTimeoutMs: number
+  /** Connections to the registry, and so the most requests in flight to it at once. */
+  connections: number
+  trustedRealmOrigins: readonly string[]
+  tls?: { ca?: string, insecure?: boolean }
+  /** Replaces the connection pool; tests use it to inject faults a real registry cannot show. */
+  dispatcher?: Dispatcher
+}
+
+export interface ManifestDescriptor {
+  digest: string
+  mediaType: string
+  size: number
+}
+
+export interface Manifest extends ManifestDescriptor {
+  bytes: Buffer
+}
+
+/** Registry manifests are capped at 4 MiB by distribution; more is not a manifest. */
+const MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+const MAX_ERROR_BODY_BYTES = 64 * 1024
+const MAX_TAG_LIST_BYTES = 32 * 1024 * 1024
+const MAX_TAG_PAGES = 10_000
+const DIGEST_HEADER = /^sha256:[a-f0-9]{64}$/
+
+type Scope = 'pull' | 'pull,delete' | 'pull,push'
+
+interface SendOptions {
+  method: Dispatcher.HttpMethod
+  path: string
+  repository: string
+  scope: Scope
+  context: OperationContext
+  headers?: Record<string, string>
+  body?: Buffer
+}
+
+export function sha256Digest (bytes: Buffer): string {
+  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`
+}
+
+function header (headers: Dispatcher.ResponseData['headers'], name: string): string | undefined {
+  const value = headers[name]
+  return Array.isArray(value) ? value[0] : value
+}
+
+/** `Link: </v2/x/tags/list?last=a&n=100>; rel="next"` → the next URL's path and query on the registry. */
+export function nextLink (link: string | undefined, base: string): string | undefined {
+  if (link === undefined) return undefined
+  for (const part of link.split(/,(?=\s*<)/)) {
+    const match = /^\s*<([^>]*)>(.*)$/.exec(part)
+    if (match !== null && /;\s*rel="?next"?/i.test(match[2] as string)) {
+      const url = new URL(match[1] as string, base)
+      return url.pathname + url.search
+    }
+  }
+  return undefined
+}
+
+/**
+ * Speaks the registry API for one registry over one keep-alive pool: resolve, fetch, delete and put manifests,
+ * list tags, and authenticate the way the registry's 401 challenge asks (anonymous, Basic or Bearer token).
+ */
+export class RegistryClient {
+  readonly name: string
+  private readonly origin: string
+  private readonly basePath: string
+  private readonly pool: Dispatcher
+  private readonly tokenDispatcher: Dispatcher
+  private readonly ownsDispatchers: boolean
+  private readonly tokens: TokenService
+  /** The registry's last challenge tells how to authenticate the next request before it is refused. */
+  private challenge: Challenge | undefined
+
+  constructor (private readonly options: RegistryClientOptions) {
+    this.name = options.name
+    const url = new URL(options.url)
+    this.origin = url.origin
+    this.basePath = url.pathname.replace(/\/+$/, '')
+    const connect = {
+      timeout: options.connectTimeoutMs,
+      ...(options.tls?.ca === undefined ? {} : { ca: options.tls.ca }),
+      ...(options.tls?.insecure === true ? { rejectUnauthorized: false } : {})
+    }
+    this.ownsDispatchers = options.dispatcher === undefined
+    this.pool = options.dispatcher ?? new Pool(this.origin, { connections: options.connections, connect, pipelining: 1 })
+    this.tokenDispatcher = options.dispatcher ?? new Agent({ connect, connections: 4 })
+    this.tokens = new TokenService({
+      registryName: options.name,
+      registryOrigin: this.origin,
+      credentials: options.credentials,
+      trustedRealmOrigins: options.trustedRealmOrigins,
+      dispatcher: this.tokenDispatcher,
+      timeoutMs: options.requestTimeoutMs
+    })
+  }
+
+  get tokenStats (): { hits: number, misses: number } {
+    return { hits: this.tokens.hits, misses: this.tokens.misses }
+  }
+
+  private repositoryPath (repository: string, rest: string): string {
+    return `${this.basePath}/v2/${repository}/${rest}`
+  }
+
+  private async authorization (repository: string, scope: Scope, challenge: Challenge | undefined): Promise<string | undefined> {
+    if (challenge === undefined) return undefined
+    if (challenge.scheme === 'basic') {
+      return this.options.credentials === undefined ? undefined : basicAuthorization(this.options.credentials)
+    }
+    if (challenge.scheme === 'bearer') {
+      return `Bearer ${await this.tokens.token(challenge, [`repository:${repository}:${scope}`])}`
+    }
+    return undefined
+  }
+
+  private async dispatch (options: SendOptions, authorization: string | undefined): Promise<Dispatcher.ResponseData> {
+    try {
+      return await this.pool.request({
+        origin: this.origin,
+        method: options.method,
+        path: options.path,
+        headers: { ...options.headers, ...(authorization === undefined ? {} : { authorization }) },
+        body: options.body,
+        headersTimeout: this.options.requestTimeoutMs,
+        bodyTimeout: this.options.requestTimeoutMs
+      })
+    } catch (error) {
+      throw mapTransportError(error, options.context, this.options.requestTimeoutMs)
+    }
+  }
+
+  /**
+   * Sends a request, answering at most one 401 challenge: a second 401 means the credentials or the token's
+   * scope are not enough, which retrying cannot fix.
+   */
+  private async send (options: SendOptions): Promise<Dispatcher.ResponseData> {
+    const known = this.challenge
+    const response = await this.dispatch(options, await this.authorization(options.repository, options.scope, known))
+    if (response.statusCode !== 401) return response
+    const challenge = this.supportedChallenge(response.headers['www-authenticate'])
+    await response.body.dump()
+    if (challenge === undefined) throw this.authFailure(options, 'it asked for an authentication scheme the gateway does not support')
+    if (challenge.scheme === 'basic' && this.options.credentials === undefined) {
+      throw this.authFailure(options, 'it requires credentials and none are configured (set REGISTRY_USERNAME and REGISTRY_PASSWORD or the registry\'s username/password)')
+    }
+    if (known !== undefined && known.scheme === challenge.scheme) {
+      if (challenge.scheme === 'basic') throw this.authFailure(options, 'it rejected the configured username and password')
+      // A refused token may be stale (registry restarted with a new key); one fresh token settles it.
+      this.tokens.invalidate(challenge, [`repository:${options.repository}:${options.scope}`])
+    }
+    this.challenge = challenge
+    const retried = await this.dispatch(options, await this.authorization(options.repository, options.scope, challenge))
+    if (retried.statusCode === 401) {
+      const error = parseChallenges(header(retried.headers, 'www-authenticate') ?? '')[0]?.params.error
+      await retried.body.dump()
+      throw this.authFailure(options, error === 'insufficient_scope'
+        ? `the gateway's account lacks ${options.scope} on ${options.repository}`
+        : 'it rejected the gateway\'s credentials')
+    }
+    return retried
+  }
+
+  private supportedChallenge (value: string | string[] | undefined): Challenge | undefined {
+    const all = (Array.isArray(value) ? value : [value ?? '']).flatMap(parseChallenges)
+    return all.find(challenge => challenge.scheme === 'bearer' && challenge.params.realm !== undefined) ??
+      all.find(challenge => challenge.scheme === 'basic')
+  }
+
+  private authFailure (options: SendOptions, why: string): GatewayError {
+    return new GatewayError('UPSTREAM_AUTH_FAILED',
+      `registry "${this.name}" refused ${options.context.operation} of ${options.repository}: ${why}.`,
+      { extras: { upstreamStatus: 401 } })
+  }
+
+  private async failure (response: Dispatcher.ResponseData, context: OperationContext): Promise<GatewayError> {
+    const body = await readLimited(response.body, MAX_ERROR_BODY_BYTES).catch(() => undefined)
+    return mapRegistryResponse(response.statusCode, response.headers, body, context)
+  }
+
+  /** Checks that the registry answers its API root (200, or 401 when it wants credentials we then present). */
+  async ping (): Promise<void> {
+    const context = { registry: this.name, operation: 'ping' }
+    const response = await this.dispatch({ method: 'GET', path: `${this.basePath}/v2/`, repository: '', scope: 'pull', context }, undefined)
+    if (response.statusCode === 200 || response.statusCode === 401) {
+      await response.body.dump()
+      return
+    }
+    throw await this.failure(response, context)
+  }
+
+  /**
+   * The digest that DELETE accepts for `reference`: HEAD with every manifest type accepted, falling back to
+   * GET and hashing the raw bytes when the registry omits or garbles Docker-Content-Digest.
+   */
+  async resolve (repository: string, reference: string, scope: Scope = 'pull,delete'): Promise<ManifestDescriptor> {
+    const context = { registry: this.name, operation: 'resolve', name: repository, reference }
+    const response = await this.send({
+      method: 'HEAD', path: this.repositoryPath(repository, `manifests/${reference}`), repository, scope, context, headers: { accept: MANIFEST_ACCEPT }
+    })
+    if (response.statusCode !== 200) throw await this.failure(response, context)
+    await response.body.dump()
+    const digest = header(response.headers, 'docker-content-digest')
+    if (digest === undefined || !DIGEST_HEADER.test(digest)) {
+      const manifest = await this.getManifest(repository, reference, scope)
+      return { digest: manifest.digest, mediaType: manifest.mediaType, size: manifest.size }
+    }
+    return {
+      digest,
+      mediaType: header(response.headers, 'content-type') ?? '',
+      size: Number(header(response.headers, 'content-length') ?? 0)
+    }
+  }
+
+  /** The manifest's exact bytes, verified against the digest the registry claims for them. */
+  async getManifest (repository: string, reference: string, scope: Scope = 'pull,delete'): Promise<Manifest> {
+    const context = { registry: this.name, operation: 'get manifest', name: repository, reference }
+    const response = await this.send({
+      method: 'GET', path: this.repositoryPath(repository, `manifests/${reference}`), repository, scope, context, headers: { accept: MANIFEST_ACCEPT }
+    })
+    if (response.statusCode !== 200) throw await this.failure(response, context)
+    const bytes = await readLimited(response.body, MAX_MANIFEST_BYTES)
+    const digest = sha256Digest(bytes)
+    const claimed = header(response.headers, 'docker-content-digest')
+    const expected = reference.startsWith('sha256:') ? reference : claimed
+    if (expected !== undefined && expected !== digest) {
+      throw new GatewayError('UPSTREAM_ERROR',
+        `registry "${this.name}" sent manifest bytes for ${repository}:${reference} whose digest ${digest} does not match ${expected}; refusing to act on them.`,
+        { extras: { upstreamStatus: 200 } })
+    }
+    return { digest, mediaType: header(response.headers, 'content-type') ?? '', size: bytes.length, bytes }
+  }
+
+  /** Deletes a manifest by digest; only 202 Accepted counts as done. */
+  async deleteManifest (repository: string, digest: string): Promise<void> {
+    const context = { registry: this.name, operation: 'delete', name: repository, reference: digest }
+    const response = await this.send({ method: 'DELETE', path: this.repositoryPath(repository, `manifests/${digest}`), repository, scope: 'pull,delete', context })
+    if (response.statusCode !== 202) throw await this.failure(response, context)
+    await response.body.dump()
+  }
+
+  /** Puts manifest bytes under a tag; answers the digest the registry stored them as. */
+  async putManifest (repository: string, tag: string, bytes: Buffer, mediaType: string): Promise<string> {
+    const context = { registry: this.name, operation: 'put manifest', name: repository, reference: tag }
+    const response = await this.send({
+      method: 'PUT', path: this.repositoryPath(repository, `manifests/${tag}`), repository, scope: 'pull,push', context, headers: { 'content-type': mediaType }, body: bytes
+    })
+    if (response.statusCode !== 201) throw await this.failure(response, context)
+    await response.body.dump()
+    return header(response.headers, 'docker-content-digest') ?? sha256Digest(bytes)
+  }
+
+  /** Every tag of a repository, following `Link: rel="next"` where the registry paginates. */
+  async listTags (repository: string): Promise<string[]> {
+    const context = { registry: this.name, operation: 'list tags', name: repository }
+    const tags: string[] = []
+    let path: string | undefined = this.repositoryPath(repository, 'tags/list')
+    for (let page = 0; path !== undefined && page < MAX_TAG_PAGES; page++) {
+      const response: Dispatcher.ResponseData = await this.send({ method: 'GET', path, repository, scope: 'pull,delete', context })
+      if (response.statusCode !== 200) throw await this.failure(response, context)
+      const body = await readLimited(response.body, MAX_TAG_LIST_BYTES)
+      let parsed: { tags?: unknown }
+      try {
+        parsed = JSON.parse(body.toString('utf8'))
+      } catch {
+        throw new GatewayError('UPSTREAM_ERROR', `registry "${this.name}" answered the tag list of ${repository} with something that is not JSON.`, { extras: { upstreamStatus: 200 } })
+      }
+      if (Array.isArray(parsed.tags)) tags.push(...parsed.tags.filter((tag): tag is string => typeof tag === 'string'))
+      path = nextLink(header(response.headers, 'link'), this.origin + path)
+    }
+    return tags
+  }
+
+  async close (): Promise<void> {
+    if (!this.ownsDispatchers) return
+    await Promise.all([this.pool.close(), this.tokenDispatcher.close()])
+  }
+}

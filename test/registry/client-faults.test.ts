@@ -1,0 +1,156 @@
+import { createHash } from 'node:crypto'
+import t from 'tap'
+import { MockAgent } from 'undici'
+import { GatewayError } from '../../src/errors.js'
+import { nextLink, RegistryClient } from '../../src/registry/client.js'
+import { parseRetryAfter } from '../../src/registry/errors.js'
+import { DOCKER_MANIFEST, MANIFEST_ACCEPT } from '../../src/registry/media-types.js'
+
+// Faults a real distribution registry cannot be made to show: missing or wrong digest headers, pagination,
+// 429s, garbage bodies, broken token services.
+const ORIGIN = 'http://127.0.0.1:5999'
+const manifest = Buffer.from('{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}')
+const digest = `sha256:${createHash('sha256').update(manifest).digest('hex')}`
+
+function setup (t: Tap.Test, options: { credentials?: { username: string, password: string }, trusted?: string[] } = {}): { mock: MockAgent, pool: ReturnType<MockAgent['get']>, client: RegistryClient } {
+  const mock = new MockAgent()
+  mock.disableNetConnect()
+  const client = new RegistryClient({
+    name: 'mocked', url: ORIGIN, credentials: options.credentials, connectTimeoutMs: 100, requestTimeoutMs: 1000, connections: 2,
+    trustedRealmOrigins: options.trusted ?? [], dispatcher: mock
+  })
+  t.teardown(async () => { await client.close(); await mock.close() })
+  return { mock, pool: mock.get(ORIGIN), client }
+}
+
+async function rejection (promise: Promise<unknown>): Promise<GatewayError> {
+  try {
+    await promise
+  } catch (error) {
+    if (error instanceof GatewayError) return error
+    throw error
+  }
+  throw new Error('expected a rejection')
+}
+
+t.test('no Docker-Content-Digest: GET with the same Accept and hash the raw bytes', async t => {
+  const { pool, client } = setup(t)
+  pool.intercept({ path: '/v2/app/manifests/v1', method: 'HEAD', headers: { accept: MANIFEST_ACCEPT } }).reply(200, '', { headers: { 'content-type': DOCKER_MANIFEST } })
+  pool.intercept({ path: '/v2/app/manifests/v1', method: 'GET', headers: { accept: MANIFEST_ACCEPT } }).reply(200, manifest, { headers: { 'content-type': DOCKER_MANIFEST } })
+  t.same(await client.resolve('app', 'v1'), { digest, mediaType: DOCKER_MANIFEST, size: manifest.length })
+})
+
+t.test('a digest header that does not match the bytes is refused', async t => {
+  const { pool, client } = setup(t)
+  pool.intercept({ path: '/v2/app/manifests/v1', method: 'GET' }).reply(200, manifest, { headers: { 'docker-content-digest': `sha256:${'0'.repeat(64)}` } })
+  const error = await rejection(client.getManifest('app', 'v1'))
+  t.equal(error.code, 'UPSTREAM_ERROR')
+  t.match(error.detail, /does not match/)
+  pool.intercept({ path: `/v2/app/manifests/sha256:${'1'.repeat(64)}`, method: 'GET' }).reply(200, manifest)
+  t.equal((await rejection(client.getManifest('app', `sha256:${'1'.repeat(64)}`))).code, 'UPSTREAM_ERROR', 'bytes must hash to the digest asked for')
+  pool.intercept({ path: '/v2/app/manifests/v2', method: 'GET' }).reply(200, manifest, { headers: { 'content-type': DOCKER_MANIFEST } })
+  t.equal((await client.getManifest('app', 'v2')).digest, digest, 'without a header the hash is the digest')
+})
+
+t.test('a huge manifest is cut off, not buffered', async t => {
+  const { pool, client } = setup(t)
+  pool.intercept({ path: '/v2/app/manifests/big', method: 'GET' }).reply(200, Buffer.alloc(5 * 1024 * 1024, 0x20))
+  t.match((await rejection(client.getManifest('app', 'big'))).detail, /larger than 4194304 bytes/)
+})
+
+t.test('tag lists follow Link rel=next across pages', async t => {
+  const { pool, client } = setup(t)
+  pool.intercept({ path: '/v2/app/tags/list', method: 'GET' }).reply(200, { name: 'app', tags: ['a', 'b'] }, { headers: { link: '</v2/app/tags/list?last=b&n=2>; rel="next"' } })
+  pool.intercept({ path: '/v2/app/tags/list?last=b&n=2', method: 'GET' }).reply(200, { name: 'app', tags: ['c', 7] })
+  t.same(await client.listTags('app'), ['a', 'b', 'c'])
+  pool.intercept({ path: '/v2/empty/tags/list', method: 'GET' }).reply(200, { name: 'empty', tags: null })
+  t.same(await client.listTags('empty'), [])
+  pool.intercept({ path: '/v2/junk/tags/list', method: 'GET' }).reply(200, '<html>')
+  t.match((await rejection(client.listTags('junk'))).detail, /not JSON/)
+})
+
+t.test('Link parsing', async t => {
+  t.equal(nextLink(undefined, ORIGIN), undefined)
+  t.equal(nextLink('<https://other/x?a=1>; rel="prev", </v2/a/tags/list?last=z>; rel=next', `${ORIGIN}/v2/a/tags/list`), '/v2/a/tags/list?last=z')
+  t.equal(nextLink('garbage', ORIGIN), undefined)
+})
+
+t.test('429 carries Retry-After; 5xx and garbage bodies are UPSTREAM_ERROR', async t => {
+  const { pool, client } = setup(t)
+  pool.intercept({ path: `/v2/app/manifests/${digest}`, method: 'DELETE' }).reply(429, { errors: [{ code: 'TOOMANYREQUESTS', message: 'slow down' }] }, { headers: { 'retry-after': '7' } })
+  const limited = await rejection(client.deleteManifest('app', digest))
+  t.match(limited, { code: 'RATE_LIMITED', status: 429, retryAfter: 7 })
+  pool.intercept({ path: `/v2/app/manifests/${digest}`, method: 'DELETE' }).reply(500, 'not json at all')
+  t.match(await rejection(client.deleteManifest('app', digest)), { code: 'UPSTREAM_ERROR', extras: { upstreamStatus: 500 } })
+  pool.intercept({ path: `/v2/app/manifests/${digest}`, method: 'DELETE' }).reply(400, { errors: [{ code: 'DIGEST_INVALID', message: 'provided digest did not match uploaded content' }] })
+  const invalid = await rejection(client.deleteManifest('app', digest))
+  t.match(invalid, { code: 'UPSTREAM_ERROR', extras: { upstreamStatus: 400, upstreamCode: 'DIGEST_INVALID' } })
+  t.match(invalid.detail, /provided digest did not match/)
+  pool.intercept({ path: `/v2/app/manifests/${digest}`, method: 'DELETE' }).reply(403, { errors: 'not a list' })
+  t.match(await rejection(client.deleteManifest('app', digest)), { code: 'UPSTREAM_AUTH_FAILED' })
+  pool.intercept({ path: '/v2/app/manifests/x', method: 'PUT' }).reply(201, '', { headers: {} })
+  t.equal(await client.putManifest('app', 'x', manifest, DOCKER_MANIFEST), digest, 'a PUT without digest header answers the bytes\' digest')
+  pool.intercept({ path: '/v2/app/manifests/y', method: 'PUT' }).reply(400, { errors: [{ code: 'MANIFEST_BLOB_UNKNOWN' }] })
+  t.match(await rejection(client.putManifest('app', 'y', manifest, DOCKER_MANIFEST)), { extras: { upstreamCode: 'MANIFEST_BLOB_UNKNOWN' } })
+})
+
+t.test('Retry-After as seconds, HTTP date or garbage', async t => {
+  t.equal(parseRetryAfter('12'), 12)
+  t.equal(parseRetryAfter(undefined), 1)
+  t.equal(parseRetryAfter('soon'), 1)
+  t.equal(parseRetryAfter(new Date(10_000).toUTCString(), 0), 10)
+  t.equal(parseRetryAfter(new Date(0).toUTCString(), 5000), 0)
+})
+
+t.test('ping accepts 200 and 401, maps anything else', async t => {
+  const { pool, client } = setup(t)
+  pool.intercept({ path: '/v2/', method: 'GET' }).reply(401, '')
+  await client.ping()
+  pool.intercept({ path: '/v2/', method: 'GET' }).reply(503, '')
+  t.match(await rejection(client.ping()), { code: 'UPSTREAM_ERROR', extras: { upstreamStatus: 503 } })
+})
+
+t.test('token service faults name the realm', async t => {
+  const challenge = (realm: string): Record<string, string> => ({ 'www-authenticate': `Bearer realm="${realm}",service="reg",scope="repository:app:pull"` })
+  const cases: Array<[string, (mock: MockAgent) => void, RegExp]> = [
+    ['ftp://127.0.0.1/token', () => {}, /not an http\(s\) URL/],
+    [`${ORIGIN}/down`, (mock) => { mock.get(ORIGIN).intercept({ path: /^\/down/, method: 'GET' }).replyWithError(Object.assign(new Error('refused'), { code: 'ECONNREFUSED' })) }, /did not answer \(ECONNREFUSED\)/],
+    [`${ORIGIN}/junk`, (mock) => { mock.get(ORIGIN).intercept({ path: /^\/junk/, method: 'GET' }).reply(200, 'junk') }, /not JSON/],
+    [`${ORIGIN}/empty`, (mock) => { mock.get(ORIGIN).intercept({ path: /^\/empty/, method: 'GET' }).reply(200, { token: '' }) }, /without a token/],
+    [`${ORIGIN}/refuse`, (mock) => { mock.get(ORIGIN).intercept({ path: /^\/refuse/, method: 'GET' }).reply(401, {}) }, /answered 401/]
+  ]
+  for (const [realm, arrange, expected] of cases) {
+    const { mock, pool, client } = setup(t, { credentials: { username: 'u', password: 'secret-password' } })
+    pool.intercept({ path: '/v2/app/manifests/v1', method: 'HEAD' }).reply(401, '', { headers: challenge(realm) })
+    arrange(mock)
+    const error = await rejection(client.resolve('app', 'v1'))
+    t.equal(error.code, 'UPSTREAM_AUTH_FAILED', realm)
+    t.match(error.detail, expected, realm)
+    t.notMatch(error.detail, /secret-password/)
+  }
+})
+
+t.test('tokens: access_token accepted, cached until shortly before expires_in, shared by concurrent requests', async t => {
+  const { pool, client } = setup(t, { credentials: { username: 'u', password: 'p' } })
+  const realm = `${ORIGIN}/token`
+  pool.intercept({ path: '/v2/app/manifests/v1', method: 'HEAD' }).reply(401, '', { headers: { 'www-authenticate': `Bearer realm="${realm}",service="reg"` } })
+  let fetched = 0
+  pool.intercept({ path: (path: string) => { const url = new URL(path, ORIGIN); return url.pathname === '/token' && url.searchParams.get('service') === 'reg' && url.searchParams.get('scope') === 'repository:app:pull,delete' }, method: 'GET', headers: { authorization: `Basic ${Buffer.from('u:p').toString('base64')}` } })
+    .reply(() => { fetched++; return { statusCode: 200, data: { access_token: 'tok-1', expires_in: 3600 } } }).persist()
+  pool.intercept({ path: '/v2/app/manifests/v1', method: 'HEAD', headers: { authorization: 'Bearer tok-1' } })
+    .reply(200, '', { headers: { 'docker-content-digest': digest, 'content-type': DOCKER_MANIFEST, 'content-length': '10' } }).times(3)
+  t.same(await client.resolve('app', 'v1'), { digest, mediaType: DOCKER_MANIFEST, size: 10 })
+  await Promise.all([client.resolve('app', 'v1'), client.resolve('app', 'v1')])
+  t.equal(fetched, 1, 'one token for all three requests')
+  t.same(client.tokenStats, { hits: 2, misses: 1 })
+})
+
+t.test('an unsupported scheme, or a second Basic refusal, fails clearly', async t => {
+  const { pool, client } = setup(t, { credentials: { username: 'u', password: 'p' } })
+  pool.intercept({ path: '/v2/app/manifests/v1', method: 'HEAD' }).reply(401, '', { headers: { 'www-authenticate': 'Negotiate' } })
+  t.match((await rejection(client.resolve('app', 'v1'))).detail, /does not support/)
+  pool.intercept({ path: '/v2/app/manifests/v1', method: 'HEAD' }).reply(401, '', { headers: { 'www-authenticate': 'Basic realm="r"' } }).times(2)
+  t.match((await rejection(client.resolve('app', 'v1'))).detail, /rejected the gateway's credentials/)
+  pool.intercept({ path: '/v2/app/manifests/v1', method: 'HEAD', headers: { authorization: `Basic ${Buffer.from('u:p').toString('base64')}` } }).reply(401, '', { headers: { 'www-authenticate': 'Basic realm="r"' } })
+  t.match((await rejection(client.resolve('app', 'v1'))).detail, /rejected the configured username and password/, 'known Basic scheme refused again')
+})
