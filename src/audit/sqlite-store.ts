@@ -1,0 +1,366 @@
+import { mkdirSync } from 'node:fs'
+import { dirname } from 'node:path'
+import Database from 'better-sqlite3'
+import { monotonicFactory } from 'ulid'
+import { GatewayError } from '../errors.js'
+import type {
+  AuditFilter, AuditPage, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, NewAuditRecord
+} from './types.js'
+
+/**
+ * Applied in order; the database's `user_version` counts how many ran. Never edit one that has shipped: append.
+ * Enumerations (outcome, action, transport) have no CHECK constraint because SQLite can only change a constraint
+ * by rebuilding the table, and new outcomes are expected.
+ */
+const migrations: readonly string[] = [
+  `CREATE TABLE audit_records (
+    id TEXT PRIMARY KEY,
+    time TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    transport TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    groups TEXT NOT NULL,
+    action TEXT NOT NULL,
+    registry TEXT NOT NULL,
+    name TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    digest TEXT,
+    media_type TEXT,
+    removed_tags TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    upstream_status INTEGER,
+    error_code TEXT,
+    error_detail TEXT,
+    duration_ms REAL,
+    manifest BLOB,
+    restored_by TEXT,
+    restore_of TEXT
+  ) STRICT;
+  CREATE INDEX audit_records_by_subject ON audit_records (subject, id);
+  CREATE INDEX audit_records_by_image ON audit_records (registry, name, tag, id);
+  CREATE INDEX audit_records_by_name ON audit_records (name, tag, id);
+  CREATE INDEX audit_records_by_outcome ON audit_records (outcome, id);
+  CREATE INDEX audit_records_by_time ON audit_records (time);
+  CREATE TABLE audit_store_check (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    checked_at TEXT NOT NULL
+  ) STRICT;`
+]
+
+export const auditSchemaVersion = migrations.length
+
+const columns = `id, time, request_id, transport, subject, groups, action, registry, name, tag, digest, media_type,
+  removed_tags, decision, outcome, upstream_status, error_code, error_detail, duration_ms, manifest, restored_by, restore_of`
+
+interface AuditRow {
+  id: string
+  time: string
+  request_id: string
+  transport: AuditRecord['transport']
+  subject: string
+  groups: string
+  action: AuditRecord['action']
+  registry: string
+  name: string
+  tag: string
+  digest: string | null
+  media_type: string | null
+  removed_tags: string
+  decision: string
+  outcome: AuditRecord['outcome']
+  upstream_status: number | null
+  error_code: string | null
+  error_detail: string | null
+  duration_ms: number | null
+  manifest: Buffer | null
+  restored_by: string | null
+  restore_of: string | null
+}
+
+type RowParams = { [K in keyof AuditRow]: AuditRow[K] | undefined }
+
+function toParams (record: AuditRecord): RowParams {
+  return {
+    id: record.id,
+    time: record.time,
+    request_id: record.requestId,
+    transport: record.transport,
+    subject: record.subject,
+    groups: JSON.stringify(record.groups),
+    action: record.action,
+    registry: record.registry,
+    name: record.name,
+    tag: record.tag,
+    digest: record.digest,
+    media_type: record.mediaType,
+    removed_tags: JSON.stringify(record.removedTags),
+    decision: JSON.stringify({ allow: record.decision.allow, reason: record.decision.reason }),
+    outcome: record.outcome,
+    upstream_status: record.upstreamStatus,
+    error_code: record.errorCode,
+    error_detail: record.errorDetail,
+    duration_ms: record.durationMs,
+    manifest: record.manifest,
+    restored_by: record.restoredBy,
+    restore_of: record.restoreOf
+  }
+}
+
+function toRecord (row: AuditRow): AuditRecord {
+  const record: AuditRecord = {
+    id: row.id,
+    time: row.time,
+    requestId: row.request_id,
+    transport: row.transport,
+    subject: row.subject,
+    groups: JSON.parse(row.groups) as string[],
+    action: row.action,
+    registry: row.registry,
+    name: row.name,
+    tag: row.tag,
+    removedTags: JSON.parse(row.removed_tags) as string[],
+    decision: JSON.parse(row.decision) as AuditRecord['decision'],
+    outcome: row.outcome
+  }
+  if (row.digest !== null) record.digest = row.digest
+  if (row.media_type !== null) record.mediaType = row.media_type
+  if (row.upstream_status !== null) record.upstreamStatus = row.upstream_status
+  if (row.error_code !== null) record.errorCode = row.error_code
+  if (row.error_detail !== null) record.errorDetail = row.error_detail
+  if (row.duration_ms !== null) record.durationMs = row.duration_ms
+  if (row.manifest !== null) record.manifest = row.manifest
+  if (row.restored_by !== null) record.restoredBy = row.restored_by
+  if (row.restore_of !== null) record.restoreOf = row.restore_of
+  return record
+}
+
+function invalidRequest (field: string, detail: string): GatewayError {
+  return new GatewayError('INVALID_REQUEST', detail, { extras: { field } })
+}
+
+/** One textual form, so that times compare correctly as strings in SQL whatever offset the caller wrote. */
+function toIsoTime (value: string, field: string): string {
+  const ms = Date.parse(value)
+  if (Number.isNaN(ms)) throw invalidRequest(field, `${field} must be an ISO 8601 time, got ${JSON.stringify(value)}`)
+  return new Date(ms).toISOString()
+}
+
+const ulidPattern = /^[0-9A-HJKMNP-TV-Z]{26}$/
+
+function encodeCursor (id: string): string {
+  return Buffer.from(id, 'utf8').toString('base64url')
+}
+
+function decodeCursor (cursor: string): string {
+  const id = Buffer.from(cursor, 'base64url').toString('utf8')
+  if (!ulidPattern.test(id)) throw invalidRequest('cursor', 'cursor is not one this gateway handed out: start again without it')
+  return id
+}
+
+/** SQL fragment for each filter field, in the fixed order that keeps the cache of prepared lists small. */
+const filterConditions: ReadonlyArray<[keyof AuditFilter, string]> = [
+  ['subject', 'subject = @subject'],
+  ['registry', 'registry = @registry'],
+  ['name', 'name = @name'],
+  ['tag', 'tag = @tag'],
+  ['outcome', 'outcome = @outcome'],
+  ['action', 'action = @action'],
+  ['since', 'time >= @since'],
+  ['until', 'time < @until']
+]
+
+function definedChanges (changes: AuditRecordChanges): AuditRecordChanges {
+  return Object.fromEntries(Object.entries(changes).filter(([, value]) => value !== undefined))
+}
+
+export function openSqliteAuditStore (path: string, options: { now?: () => Date } = {}): AuditStore {
+  const now = options.now ?? (() => new Date())
+  if (path !== ':memory:' && path !== '') mkdirSync(dirname(path), { recursive: true })
+  // Waits this long for another process (the CLI, a second gateway on the same file) to finish its write.
+  const db = new Database(path, { timeout: 5000 })
+  let statements: ReturnType<typeof prepareStatements>
+  try {
+    db.pragma('journal_mode = WAL')
+    // FULL, not NORMAL: with WAL, NORMAL skips the fsync at commit, so an OS crash or power cut can drop the last
+    // commits, among them the `pending` record and manifest bytes written before a registry DELETE that did happen.
+    // One fsync per audit write costs little at the rate people delete images.
+    db.pragma('synchronous = FULL')
+    migrate(db)
+    statements = prepareStatements(db)
+  } catch (error) {
+    db.close()
+    throw error
+  }
+
+  const { insertRow, updateRow, selectById, selectPending, setRestoredBy, clearRestoredBy, deleteOlderThan, recordCheck } = statements
+  const nextId = monotonicFactory()
+  const listStatements = new Map<string, Database.Statement>()
+
+  let closed = false
+  function ensureOpen (): void {
+    if (closed) throw new Error('audit store is closed')
+  }
+
+  function find (id: string): AuditRecord | undefined {
+    const row = selectById.get(id) as AuditRow | undefined
+    return row === undefined ? undefined : toRecord(row)
+  }
+
+  function insert (record: NewAuditRecord): AuditRecord {
+    const clock = now()
+    const { time, ...fields } = record
+    const stored: AuditRecord = {
+      ...fields,
+      id: nextId(clock.getTime()),
+      time: time === undefined ? clock.toISOString() : toIsoTime(time, 'time')
+    }
+    insertRow.run(toParams(stored))
+    return find(stored.id) as AuditRecord
+  }
+
+  // IMMEDIATE takes the write lock before the first read, so a check-then-write cannot interleave with another
+  // connection's; a DEFERRED transaction would fail with SQLITE_BUSY instead of waiting.
+  const updateTransaction = db.transaction((id: string, changes: AuditRecordChanges): AuditRecord => {
+    const current = find(id)
+    if (current === undefined) throw new Error(`audit record ${id} does not exist`)
+    updateRow.run(toParams({ ...current, ...definedChanges(changes) }))
+    return find(id) as AuditRecord
+  })
+
+  const claimTransaction = db.transaction((deletionId: string, restore: NewAuditRecord): ClaimRestoreResult => {
+    const deletion = find(deletionId)
+    if (deletion === undefined) return { ok: false, reason: 'unknown' }
+    // Checked before the outcome so that a deletion already undone answers ALREADY_RESTORED even if its outcome
+    // was changed afterwards.
+    if (deletion.restoredBy !== undefined) return { ok: false, reason: 'already-restored', deletion }
+    if (deletion.outcome !== 'deleted') return { ok: false, reason: 'not-a-deletion', deletion }
+    const claimed = insert({ ...restore, action: 'restore', outcome: 'pending', restoreOf: deletionId })
+    setRestoredBy.run(claimed.id, deletionId)
+    return { ok: true, deletion: find(deletionId) as AuditRecord, restore: claimed }
+  })
+
+  function listStatement (filter: AuditFilter, withCursor: boolean): Database.Statement {
+    const conditions = filterConditions.filter(([key]) => filter[key] !== undefined).map(([, sql]) => sql)
+    if (withCursor) conditions.push('id < @cursor')
+    const where = conditions.length === 0 ? '' : `WHERE ${conditions.join(' AND ')}`
+    const sql = `SELECT ${columns} FROM audit_records ${where} ORDER BY id DESC LIMIT @limit`
+    let statement = listStatements.get(sql)
+    if (statement === undefined) {
+      statement = db.prepare(sql)
+      listStatements.set(sql, statement)
+    }
+    return statement
+  }
+
+  return {
+    async append (record) {
+      ensureOpen()
+      return insert(record)
+    },
+
+    async update (id, changes) {
+      ensureOpen()
+      return updateTransaction.immediate(id, changes)
+    },
+
+    async get (id) {
+      ensureOpen()
+      return find(id)
+    },
+
+    async list (filter, page, visible) {
+      ensureOpen()
+      if (!Number.isSafeInteger(page.limit) || page.limit < 1) {
+        throw invalidRequest('limit', `limit must be a positive integer, got ${String(page.limit)}`)
+      }
+      const params: Record<string, string | number> = {}
+      for (const [key] of filterConditions) {
+        const value = filter[key]
+        if (value === undefined) continue
+        params[key] = key === 'since' || key === 'until' ? toIsoTime(value, key) : value
+      }
+      if (page.cursor !== undefined) params.cursor = decodeCursor(page.cursor)
+      // One row past the page tells whether a next page exists. With `visible`, SQLite steps lazily through
+      // every row (a negative LIMIT means none) until that row is found among the visible ones.
+      params.limit = visible === undefined ? page.limit + 1 : -1
+      const items: AuditRecord[] = []
+      let more = false
+      for (const row of listStatement(filter, page.cursor !== undefined).iterate(params) as IterableIterator<AuditRow>) {
+        const record = toRecord(row)
+        if (visible !== undefined && !visible(record)) continue
+        if (items.length === page.limit) {
+          more = true
+          break
+        }
+        items.push(record)
+      }
+      return more ? { items, nextCursor: encodeCursor(items[items.length - 1].id) } : { items }
+    },
+
+    async pending () {
+      ensureOpen()
+      return (selectPending.all() as AuditRow[]).map(toRecord)
+    },
+
+    async claimRestore (deletionId, restore) {
+      ensureOpen()
+      return claimTransaction.immediate(deletionId, restore)
+    },
+
+    async releaseRestore (deletionId, restoreId) {
+      ensureOpen()
+      clearRestoredBy.run(deletionId, restoreId)
+    },
+
+    async prune (olderThan) {
+      ensureOpen()
+      return deleteOlderThan.run(olderThan.toISOString()).changes
+    },
+
+    async check () {
+      ensureOpen()
+      // A real committed write, fsync included, is what a full disk or a read-only volume would make fail.
+      recordCheck.run(now().toISOString())
+    },
+
+    async close () {
+      if (closed) return
+      closed = true
+      db.close()
+    }
+  } satisfies AuditStore
+}
+
+function migrate (db: Database.Database): void {
+  // IMMEDIATE, so two processes opening a new file at once do not both run the same migration.
+  db.transaction(() => {
+    const applied = db.pragma('user_version', { simple: true }) as number
+    if (applied > migrations.length) {
+      throw new Error(`audit database schema version ${applied} is newer than this gateway knows (${migrations.length}): run a newer gateway or restore a backup`)
+    }
+    if (applied === migrations.length) return
+    for (const migration of migrations.slice(applied)) db.exec(migration)
+    db.pragma(`user_version = ${migrations.length}`)
+  }).immediate()
+}
+
+/** Prepared once the schema is there: SQLite checks every table and column a statement names. */
+function prepareStatements (db: Database.Database) {
+  return {
+    insertRow: db.prepare(`INSERT INTO audit_records (${columns}) VALUES (@id, @time, @request_id, @transport,
+      @subject, @groups, @action, @registry, @name, @tag, @digest, @media_type, @removed_tags, @decision, @outcome,
+      @upstream_status, @error_code, @error_detail, @duration_ms, @manifest, @restored_by, @restore_of)`),
+    updateRow: db.prepare(`UPDATE audit_records SET outcome = @outcome, digest = @digest,
+      media_type = @media_type, removed_tags = @removed_tags, upstream_status = @upstream_status,
+      error_code = @error_code, error_detail = @error_detail, duration_ms = @duration_ms, manifest = @manifest,
+      restored_by = @restored_by WHERE id = @id`),
+    selectById: db.prepare(`SELECT ${columns} FROM audit_records WHERE id = ?`),
+    selectPending: db.prepare(`SELECT ${columns} FROM audit_records WHERE outcome = 'pending' ORDER BY id`),
+    setRestoredBy: db.prepare('UPDATE audit_records SET restored_by = ? WHERE id = ?'),
+    clearRestoredBy: db.prepare('UPDATE audit_records SET restored_by = NULL WHERE id = ? AND restored_by = ?'),
+    deleteOlderThan: db.prepare("DELETE FROM audit_records WHERE time < ? AND outcome <> 'pending'"),
+    recordCheck: db.prepare(`INSERT INTO audit_store_check (id, checked_at) VALUES (1, ?)
+      ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at`)
+  }
+}

@@ -1,0 +1,60 @@
+export type AuditAction = 'delete' | 'dry-run' | 'restore'
+export type AuditOutcome = 'pending' | 'deleted' | 'dry-run' | 'denied' | 'rejected' | 'not-found' | 'failed' | 'restored'
+
+export interface AuditRecord {
+  id: string; time: string /* ISO */; requestId: string; transport: 'rest' | 'graphql' | 'cli' | 'startup'
+  subject: string; groups: string[]; action: AuditAction
+  registry: string; name: string; tag: string
+  digest?: string; mediaType?: string; removedTags: string[]
+  decision: { allow: boolean, reason: string }
+  outcome: AuditOutcome
+  upstreamStatus?: number; errorCode?: string; errorDetail?: string; durationMs?: number
+  /** Exact manifest bytes saved before a DELETE, for undo. */
+  manifest?: Buffer
+  /** On a deletion: the id of the restore that undid it. On a restore: the id of the deletion it undoes. */
+  restoredBy?: string; restoreOf?: string
+}
+
+export type NewAuditRecord = Omit<AuditRecord, 'id' | 'time'> & { time?: string }
+
+/** A field given as `undefined` is left as it is, so a careless spread cannot wipe the saved manifest. */
+export type AuditRecordChanges = Partial<Pick<AuditRecord, 'outcome' | 'digest' | 'mediaType' | 'removedTags' | 'upstreamStatus' | 'errorCode' | 'errorDetail' | 'durationMs' | 'manifest' | 'restoredBy'>>
+
+/** Every field narrows the result. `since` is inclusive and `until` exclusive, so adjacent windows never overlap. */
+export interface AuditFilter { subject?: string; registry?: string; name?: string; tag?: string; outcome?: AuditOutcome; action?: AuditAction; since?: string; until?: string }
+
+/** `nextCursor` is there only when at least one more matching (and visible) record exists. */
+export interface AuditPage { items: AuditRecord[]; nextCursor?: string }
+
+export type ClaimRestoreResult =
+  | { ok: true, deletion: AuditRecord, restore: AuditRecord }
+  | { ok: false, reason: 'unknown' | 'not-a-deletion' | 'already-restored', deletion?: AuditRecord }
+
+export interface AuditStore {
+  /** Durable when it resolves. */
+  append (record: NewAuditRecord): Promise<AuditRecord>
+  /** Rejects when no record has this id. */
+  update (id: string, changes: AuditRecordChanges): Promise<AuditRecord>
+  get (id: string): Promise<AuditRecord | undefined>
+  /**
+   * Newest first. `visible` filters out records the caller may not see, without breaking page sizes (keep scanning
+   * until limit is filled or rows run out). A malformed cursor, limit or time rejects with INVALID_REQUEST.
+   */
+  list (filter: AuditFilter, page: { limit: number, cursor?: string }, visible?: (record: AuditRecord) => boolean): Promise<AuditPage>
+  /** Records still `pending` (deletions and restores cut short), oldest first, for start-up reconciliation. */
+  pending (): Promise<AuditRecord[]>
+  /**
+   * Atomically: the deletion must exist (else 'unknown'), have no restoredBy (else 'already-restored') and have
+   * outcome 'deleted' (else 'not-a-deletion'); then append the restore record (action 'restore', outcome 'pending',
+   * restoreOf = deletionId) and set the deletion's restoredBy to its id, in one transaction. Two concurrent claims:
+   * exactly one wins.
+   */
+  claimRestore (deletionId: string, restore: NewAuditRecord): Promise<ClaimRestoreResult>
+  /** Undo a claim whose PUT failed, so the deletion can be restored again later: clears restoredBy on the deletion (only if it still points at restoreId). */
+  releaseRestore (deletionId: string, restoreId: string): Promise<void>
+  /** Removes records older than `olderThan`, except `pending` ones, which still await reconciliation. */
+  prune (olderThan: Date): Promise<number>
+  /** Checks the store can write (for /readyz). */
+  check (): Promise<void>
+  close (): Promise<void>
+}
