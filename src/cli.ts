@@ -1,0 +1,175 @@
+#!/usr/bin/env node
+import { realpathSync } from 'node:fs'
+import { pathToFileURL } from 'node:url'
+import { parseArgs } from 'node:util'
+import { generateApiKey, sha256Hex } from './auth/api-key.js'
+import { decide } from './policy/decide.js'
+import { loadPolicy } from './policy/load.js'
+import { PolicyStore } from './policy/store.js'
+import { ACTIONS, type Action, type Identity, type Policy } from './policy/types.js'
+import { parseImageString } from './registry/reference.js'
+
+export interface CliIo {
+  /** One line or block of normal output, without the trailing newline. */
+  out: (text: string) => void
+  err: (text: string) => void
+}
+
+const EXIT = { ok: 0, failed: 1, usage: 2 } as const
+
+export const USAGE = `Usage: registry-delete-gateway <command>
+
+Commands:
+  serve [--config FILE]        start the gateway (configuration: see config.example.yaml)
+  apikey [--name N] [--group G ...]
+                               create an API key; prints it once, with the policy lines that admit it
+  policy check FILE            validate a policy file (exit 0 when valid, 1 with every problem otherwise)
+  policy explain FILE --subject S [--group G ...] --action A --image NAME:TAG [--registry R]
+                               show whether the policy allows it and why (exit 0 ALLOW, 1 DENY)
+                               S is apikey:<name> or user:<subject claim>; A is ${ACTIONS.join(', ')};
+                               R defaults to "default"
+  --help                       show this help`
+
+class UsageError extends Error {}
+
+/** Runs a step whose failure means the command line is wrong. */
+function asUsage<T> (step: () => T, prefix = ''): T {
+  try {
+    return step()
+  } catch (error) {
+    throw new UsageError(prefix + (error as Error).message)
+  }
+}
+
+async function serveCommand (args: string[], io: CliIo): Promise<number> {
+  try {
+    // Loaded only here, so the key and policy commands start fast and need no gateway configuration.
+    const { serve } = await import('./server.js')
+    await serve(args)
+    return EXIT.ok
+  } catch (error) {
+    io.err(`registry-delete-gateway failed to start: ${(error as Error).message}`)
+    return EXIT.failed
+  }
+}
+
+function apikeyCommand (args: string[], io: CliIo): number {
+  const { values, positionals } = asUsage(() => parseArgs({
+    args,
+    options: { name: { type: 'string', default: 'new-key' }, group: { type: 'string', multiple: true, default: [] } },
+    allowPositionals: true
+  }))
+  if (positionals.length > 0) throw new UsageError(`apikey takes no arguments, got ${positionals.join(' ')}`)
+  const key = generateApiKey()
+  const groups = values.group.map(group => JSON.stringify(group)).join(', ')
+  const snippet = [
+    'apiKeys:',
+    `  - name: ${values.name}`,
+    `    sha256: ${sha256Hex(key)}`,
+    `    groups: [${groups}]`
+  ].join('\n')
+  // The snippet must load as printed; this also checks the name and groups.
+  loadPolicy(snippet, 'the generated snippet')
+  io.out(`API key for apikey:${values.name} (shown only this once; keep it in a secret store):\n\n${key}\n`)
+  io.out(`Add to the policy file's apiKeys (the gateway keeps only the hash), then bind "apikey:${values.name}" to a role:\n\n${snippet}`)
+  return EXIT.ok
+}
+
+function readPolicy (file: string | undefined): Policy {
+  if (file === undefined) throw new UsageError('policy: give the policy FILE')
+  return new PolicyStore({ watch: false }).load(file)
+}
+
+function count (size: number, one: string, many: string): string {
+  return `${size} ${size === 1 ? one : many}`
+}
+
+function checkCommand (args: string[], io: CliIo): number {
+  const { positionals } = asUsage(() => parseArgs({ args, allowPositionals: true }))
+  const policy = readPolicy(positionals[0])
+  const parts = [
+    count(policy.apiKeys.length, 'API key', 'API keys'),
+    count(policy.roles.size, 'role', 'roles'),
+    count(policy.rolesBySubject.size, 'bound subject', 'bound subjects'),
+    count(policy.protectedTags.length, 'protected-tags entry', 'protected-tags entries'),
+    policy.jwt === undefined ? 'no JWT issuer' : `JWT issuer ${policy.jwt.issuer}`
+  ]
+  io.out(`${policy.source}: valid (${parts.join(', ')})`)
+  return EXIT.ok
+}
+
+function explainCommand (args: string[], io: CliIo): number {
+  const { values, positionals } = asUsage(() => parseArgs({
+    args,
+    options: {
+      subject: { type: 'string' },
+      group: { type: 'string', multiple: true, default: [] },
+      action: { type: 'string' },
+      image: { type: 'string' },
+      registry: { type: 'string', default: 'default' }
+    },
+    allowPositionals: true
+  }))
+  const { subject, action, image } = values
+  if (subject === undefined || action === undefined || image === undefined) {
+    throw new UsageError('policy explain needs --subject, --action and --image')
+  }
+  const kind = subject.startsWith('apikey:') ? 'apikey' : subject.startsWith('user:') ? 'jwt' : undefined
+  if (kind === undefined) throw new UsageError('--subject must be apikey:<name> or user:<subject claim>; give groups with --group')
+  if (!(ACTIONS as readonly string[]).includes(action)) throw new UsageError(`--action must be one of ${ACTIONS.join(', ')}`)
+  const reference = asUsage(() => parseImageString(image), '--image: ')
+  const policy = readPolicy(positionals[0])
+  const identity: Identity = { subject, groups: values.group, kind }
+  const decision = decide(policy, identity, action as Action, { registry: values.registry, repository: reference.name, tag: reference.tag })
+  io.out(decision.allow ? `ALLOW: ${decision.reason}` : `DENY (${decision.code as string}): ${decision.reason}`)
+  io.out(`roles: ${decision.roles.length === 0 ? '(none)' : decision.roles.join(', ')}`)
+  return decision.allow ? EXIT.ok : EXIT.failed
+}
+
+function policyCommand (args: string[], io: CliIo): number {
+  const [subcommand, ...rest] = args
+  if (subcommand === 'check') return checkCommand(rest, io)
+  if (subcommand === 'explain') return explainCommand(rest, io)
+  throw new UsageError('policy: use "policy check FILE" or "policy explain FILE ..."')
+}
+
+/** Runs one command; returns the exit code. Never prints a key except the one `apikey` creates. */
+export async function runCli (argv: string[], io: CliIo): Promise<number> {
+  const [command, ...args] = argv
+  try {
+    if (command === undefined) throw new UsageError('give a command')
+    if (command === '--help' || command === '-h' || command === 'help') {
+      io.out(USAGE)
+      return EXIT.ok
+    }
+    if (command === 'serve') return await serveCommand(args, io)
+    if (command === 'apikey') return apikeyCommand(args, io)
+    if (command === 'policy') return policyCommand(args, io)
+    throw new UsageError(`unknown command ${JSON.stringify(command)}`)
+  } catch (error) {
+    if (error instanceof UsageError) {
+      io.err(`${error.message}\n\n${USAGE}`)
+      return EXIT.usage
+    }
+    io.err((error as Error).message)
+    return EXIT.failed
+  }
+}
+
+/** Run directly (also through npm's bin symlink, hence the realpath), not when imported. */
+export function isMain (scriptPath: string | undefined, moduleUrl: string): boolean {
+  if (scriptPath === undefined) return false
+  try {
+    return pathToFileURL(realpathSync(scriptPath)).href === moduleUrl
+  } catch {
+    return false
+  }
+}
+
+if (isMain(process.argv[1], import.meta.url)) {
+  const code = await runCli(process.argv.slice(2), {
+    out: text => process.stdout.write(`${text}\n`),
+    err: text => process.stderr.write(`${text}\n`)
+  })
+  process.exitCode = code
+}

@@ -1,0 +1,75 @@
+import type { Glob } from './glob.js'
+import type { Action, Decision, Identity, Policy, Resource, Rule, RuleAction } from './types.js'
+
+/** Actions that remove tags, which protected tags refuse to everyone. */
+const DESTRUCTIVE: ReadonlySet<Action> = new Set(['delete', 'force'])
+
+/** The subjects bindings can name for an identity: itself and each of its groups. */
+export function subjectsOf (identity: Identity): string[] {
+  return [identity.subject, ...identity.groups.map(group => `group:${group}`)]
+}
+
+export function rolesOf (policy: Policy | undefined, identity: Identity): string[] {
+  if (policy === undefined) return []
+  const roles = new Set<string>()
+  for (const subject of subjectsOf(identity)) {
+    for (const role of policy.rolesBySubject.get(subject) ?? []) roles.add(role)
+  }
+  return [...roles]
+}
+
+/** A dry-run needs `read`, which anyone allowed to delete also has. */
+function grants (actions: readonly RuleAction[], action: Action): boolean {
+  return actions.includes('*') || actions.includes(action) || (action === 'read' && actions.includes('delete'))
+}
+
+/** An absent list means "all". */
+function covers (globs: readonly Glob[] | undefined, value: string): boolean {
+  return globs === undefined || globs.some(glob => glob.matches(value))
+}
+
+function describeGroups (identity: Identity): string {
+  return identity.groups.length === 0 ? 'has no role' : `and its groups ${identity.groups.join(', ')} have no role`
+}
+
+/**
+ * Default deny: allowed only when a rule of one of the identity's roles covers the action, registry, repository
+ * and tag, and no protected-tags entry covers a destructive action. A denial says which of those failed, without
+ * showing the rest of the policy.
+ */
+export function decide (policy: Policy | undefined, identity: Identity, action: Action, resource: Resource): Decision {
+  const { registry, repository, tag } = resource
+  const image = `${repository}:${tag}`
+  const deny = (code: 'FORBIDDEN' | 'PROTECTED_TAG', why: string, roles: string[]): Decision => ({
+    allow: false,
+    code,
+    reason: `${identity.subject} may not ${action} ${image} in registry ${registry}: ${why}`,
+    roles
+  })
+  if (policy === undefined) return deny('FORBIDDEN', 'no policy is loaded, so every request is denied', [])
+  const roles = rolesOf(policy, identity)
+
+  if (DESTRUCTIVE.has(action)) {
+    const guard = policy.protectedTags.find(entry =>
+      covers(entry.registries, registry) && covers(entry.repositories, repository) && covers(entry.tags, tag))
+    if (guard !== undefined) return deny('PROTECTED_TAG', `the tag is protected by ${guard.path}; nobody may delete it, admins included`, roles)
+  }
+  if (roles.length === 0) return deny('FORBIDDEN', `subject ${identity.subject} ${describeGroups(identity)}`, roles)
+
+  // Bindings can only name roles the policy defines (checked at load).
+  const rules = roles.flatMap(role => policy.roles.get(role) as readonly Rule[])
+  const noRule = `no rule of roles [${roles.join(', ')}] allows ${action}`
+  const forAction = rules.filter(rule => grants(rule.actions, action))
+  if (forAction.length === 0) return deny('FORBIDDEN', noRule, roles)
+  const forRegistry = forAction.filter(rule => covers(rule.registries, registry))
+  if (forRegistry.length === 0) return deny('FORBIDDEN', `${noRule} on registry ${registry}`, roles)
+  const forRepository = forRegistry.filter(rule => covers(rule.repositories, repository))
+  if (forRepository.length === 0) return deny('FORBIDDEN', `${noRule} on repository ${repository}`, roles)
+  const granting = forRepository.find(rule => covers(rule.tags, tag))
+  if (granting === undefined) return deny('FORBIDDEN', `${noRule} on tag ${tag} of ${repository}`, roles)
+  return {
+    allow: true,
+    reason: `${identity.subject} may ${action} ${image} in registry ${registry}: role ${granting.role} allows it (${granting.path})`,
+    roles
+  }
+}

@@ -1,0 +1,143 @@
+import { readFileSync } from 'node:fs'
+import t from 'tap'
+import { decide, rolesOf, subjectsOf } from '../../src/policy/decide.js'
+import { loadPolicy } from '../../src/policy/load.js'
+import type { Action, Decision, Identity } from '../../src/policy/types.js'
+
+const policy = loadPolicy(readFileSync(new URL('fixtures/example.yaml', import.meta.url), 'utf8'), 'example.yaml')
+
+const ciCleaner: Identity = { subject: 'apikey:ci-cleaner', groups: ['ci'], kind: 'apikey' }
+const chatBot: Identity = { subject: 'apikey:chat-bot', groups: [], kind: 'apikey' }
+const alice: Identity = { subject: 'user:alice@example.com', groups: [], kind: 'jwt' }
+const bob: Identity = { subject: 'user:bob', groups: ['dev', 'qa'], kind: 'jwt' }
+const stranger: Identity = { subject: 'apikey:stranger', groups: [], kind: 'apikey' }
+
+t.test('subjects and roles', async t => {
+  t.same(subjectsOf(ciCleaner), ['apikey:ci-cleaner', 'group:ci'])
+  t.same(rolesOf(policy, ciCleaner), ['preview-cleaner', 'auditor'], 'through the group')
+  t.same(rolesOf(policy, chatBot), ['preview-cleaner'], 'bound directly')
+  t.same(rolesOf(policy, { ...chatBot, groups: ['ci'] }), ['preview-cleaner', 'auditor'], 'each role once')
+  t.same(rolesOf(policy, stranger), [])
+  t.same(rolesOf(undefined, alice), [], 'no policy, no roles')
+})
+
+t.test('decisions', async t => {
+  const cases: Array<[string, Identity, Action, string, Decision]> = [
+    // name, identity, action, registry/repository:tag, expected
+    ['allowed by a group binding', ciCleaner, 'delete', 'default/team-a/app:pr-12', {
+      allow: true,
+      reason: 'apikey:ci-cleaner may delete team-a/app:pr-12 in registry default: role preview-cleaner allows it (roles.preview-cleaner[0])',
+      roles: ['preview-cleaner', 'auditor']
+    }],
+    ['allowed by a direct binding, deep repository', chatBot, 'delete', 'default/team-a/web/api:preview-3', {
+      allow: true,
+      reason: 'apikey:chat-bot may delete team-a/web/api:preview-3 in registry default: role preview-cleaner allows it (roles.preview-cleaner[0])',
+      roles: ['preview-cleaner']
+    }],
+    ['read (dry-run) is granted by delete', chatBot, 'read', 'default/team-a/app:pr-1', {
+      allow: true,
+      reason: 'apikey:chat-bot may read team-a/app:pr-1 in registry default: role preview-cleaner allows it (roles.preview-cleaner[0])',
+      roles: ['preview-cleaner']
+    }],
+    ['read is also granted by read', ciCleaner, 'read', 'mirror/team-b/app:v1', {
+      allow: true,
+      reason: 'apikey:ci-cleaner may read team-b/app:v1 in registry mirror: role auditor allows it (roles.auditor[0])',
+      roles: ['preview-cleaner', 'auditor']
+    }],
+    ['* grants everything', alice, 'restore', 'default/x:y', {
+      allow: true,
+      reason: 'user:alice@example.com may restore x:y in registry default: role admin allows it (roles.admin[0])',
+      roles: ['admin', 'auditor']
+    }],
+    ['forbidden by repository', ciCleaner, 'delete', 'default/team-b/app:pr-1', {
+      allow: false,
+      code: 'FORBIDDEN',
+      reason: 'apikey:ci-cleaner may not delete team-b/app:pr-1 in registry default: no rule of roles [preview-cleaner, auditor] allows delete on repository team-b/app',
+      roles: ['preview-cleaner', 'auditor']
+    }],
+    ['** needs something below it', chatBot, 'delete', 'default/team-a:pr-1', {
+      allow: false,
+      code: 'FORBIDDEN',
+      reason: 'apikey:chat-bot may not delete team-a:pr-1 in registry default: no rule of roles [preview-cleaner] allows delete on repository team-a',
+      roles: ['preview-cleaner']
+    }],
+    ['forbidden by tag', chatBot, 'delete', 'default/team-a/app:v1', {
+      allow: false,
+      code: 'FORBIDDEN',
+      reason: 'apikey:chat-bot may not delete team-a/app:v1 in registry default: no rule of roles [preview-cleaner] allows delete on tag v1 of team-a/app',
+      roles: ['preview-cleaner']
+    }],
+    ['forbidden by registry', chatBot, 'delete', 'staging/team-a/app:pr-1', {
+      allow: false,
+      code: 'FORBIDDEN',
+      reason: 'apikey:chat-bot may not delete team-a/app:pr-1 in registry staging: no rule of roles [preview-cleaner] allows delete on registry staging',
+      roles: ['preview-cleaner']
+    }],
+    ['forbidden by action', chatBot, 'force', 'default/team-a/app:pr-1', {
+      allow: false,
+      code: 'FORBIDDEN',
+      reason: 'apikey:chat-bot may not force team-a/app:pr-1 in registry default: no rule of roles [preview-cleaner] allows force',
+      roles: ['preview-cleaner']
+    }],
+    ['audit is not implied by delete', chatBot, 'audit', 'default/team-a/app:pr-1', {
+      allow: false,
+      code: 'FORBIDDEN',
+      reason: 'apikey:chat-bot may not audit team-a/app:pr-1 in registry default: no rule of roles [preview-cleaner] allows audit',
+      roles: ['preview-cleaner']
+    }],
+    ['a protected tag refuses an admin', alice, 'delete', 'default/team-a/app:v1.2.3', {
+      allow: false,
+      code: 'PROTECTED_TAG',
+      reason: 'user:alice@example.com may not delete team-a/app:v1.2.3 in registry default: the tag is protected by protectedTags[0]; nobody may delete it, admins included',
+      roles: ['admin', 'auditor']
+    }],
+    ['force on a protected tag too', alice, 'force', 'default/app:latest', {
+      allow: false,
+      code: 'PROTECTED_TAG',
+      reason: 'user:alice@example.com may not force app:latest in registry default: the tag is protected by protectedTags[0]; nobody may delete it, admins included',
+      roles: ['admin', 'auditor']
+    }],
+    ['protection can be limited to a registry', alice, 'delete', 'mirror/app:anything', {
+      allow: false,
+      code: 'PROTECTED_TAG',
+      reason: 'user:alice@example.com may not delete app:anything in registry mirror: the tag is protected by protectedTags[1]; nobody may delete it, admins included',
+      roles: ['admin', 'auditor']
+    }],
+    ['protection leaves reading alone', alice, 'read', 'default/app:latest', {
+      allow: true,
+      reason: 'user:alice@example.com may read app:latest in registry default: role admin allows it (roles.admin[0])',
+      roles: ['admin', 'auditor']
+    }],
+    ['protection is checked before roles', stranger, 'delete', 'default/app:latest', {
+      allow: false,
+      code: 'PROTECTED_TAG',
+      reason: 'apikey:stranger may not delete app:latest in registry default: the tag is protected by protectedTags[0]; nobody may delete it, admins included',
+      roles: []
+    }],
+    ['no role', stranger, 'read', 'default/app:v1', {
+      allow: false,
+      code: 'FORBIDDEN',
+      reason: 'apikey:stranger may not read app:v1 in registry default: subject apikey:stranger has no role',
+      roles: []
+    }],
+    ['no role, with groups', bob, 'read', 'default/app:v1', {
+      allow: false,
+      code: 'FORBIDDEN',
+      reason: 'user:bob may not read app:v1 in registry default: subject user:bob and its groups dev, qa have no role',
+      roles: []
+    }]
+  ]
+  for (const [name, identity, action, image, expected] of cases) {
+    const [, registry, repository, tag] = /^([^/]+)\/(.+):([^:]+)$/.exec(image) as RegExpExecArray
+    t.same(decide(policy, identity, action, { registry: registry as string, repository: repository as string, tag: tag as string }), expected, name)
+  }
+})
+
+t.test('without a policy everything is denied', async t => {
+  t.same(decide(undefined, alice, 'read', { registry: 'default', repository: 'app', tag: 'v1' }), {
+    allow: false,
+    code: 'FORBIDDEN',
+    reason: 'user:alice@example.com may not read app:v1 in registry default: no policy is loaded, so every request is denied',
+    roles: []
+  })
+})
