@@ -1,0 +1,110 @@
+import { randomUUID } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import type { Dispatcher } from 'undici'
+import type { Config } from './config/schema.js'
+import { GatewayError } from './errors.js'
+import { registerGraphQL } from './graphql/index.js'
+import { isGraphQLDocumentError, sendGraphQLDocumentError, sendGraphQLError } from './graphql/errors.js'
+import identityPlugin from './http/identity.js'
+import { healthRoutes } from './http/health.js'
+import { imageRoutes } from './http/images.js'
+import { meRoutes } from './http/me.js'
+import { asGatewayError, sendProblem } from './http/problem.js'
+import type { DeleteImageDeps } from './images/delete-image.js'
+import { whoAmI } from './identity/who-am-i.js'
+import { createAuthenticator } from './auth/index.js'
+import { decide, rolesOf, PolicyStore } from './policy/index.js'
+import { RegistryClient } from './registry/client.js'
+import { RegistryDirectory } from './registry/directory.js'
+
+export interface AppDeps {
+  /** Replaces every registry's connection pool (fault injection in tests). */
+  dispatcher?: Dispatcher
+  policyStore?: PolicyStore
+  logger?: FastifyServerOptions['logger'] | FastifyServerOptions['loggerInstance']
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
+
+export function buildRegistries (config: Config, dispatcher?: Dispatcher): RegistryDirectory {
+  const clients = Object.entries(config.registries).map(([name, registry]) => new RegistryClient({
+    name,
+    url: registry.url,
+    credentials: registry.username === undefined || registry.password === undefined
+      ? undefined
+      : { username: registry.username, password: registry.password },
+    connectTimeoutMs: registry.timeouts.connectMs,
+    requestTimeoutMs: registry.timeouts.requestMs,
+    connections: registry.connections,
+    trustedRealmOrigins: registry.tokenRealmOrigins,
+    tls: {
+      ...(registry.tls.caFile === undefined ? {} : { ca: readFileSync(registry.tls.caFile, 'utf8') }),
+      insecure: registry.tls.insecure
+    },
+    dispatcher
+  }))
+  return new RegistryDirectory(clients, config.defaultRegistry)
+}
+
+function loggerOptions (config: Config, logger: AppDeps['logger']): Pick<FastifyServerOptions, 'logger' | 'loggerInstance'> {
+  if (logger !== undefined && typeof logger === 'object' && 'child' in logger) return { loggerInstance: logger as FastifyServerOptions['loggerInstance'] }
+  return {
+    logger: logger ?? {
+      level: config.logLevel,
+      redact: { paths: ['req.headers.authorization', 'req.headers["x-api-key"]', 'req.headers.cookie'], censor: '[redacted]' }
+    }
+  }
+}
+
+export async function buildApp (config: Config, deps: AppDeps = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    ...loggerOptions(config, deps.logger),
+    requestIdHeader: false,
+    genReqId: (request) => {
+      const sent = request.headers['x-request-id']
+      return typeof sent === 'string' && REQUEST_ID.test(sent) ? sent : randomUUID()
+    },
+    // Unknown query parameters are refused, not dropped: a mistyped `dryrun=true` must not become a real delete.
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } }
+  }).withTypeProvider<TypeBoxTypeProvider>()
+
+  const registries = buildRegistries(config, deps.dispatcher)
+  const policyStore = deps.policyStore ?? new PolicyStore({ logger: app.log })
+  if (deps.policyStore === undefined && config.policyFile !== undefined) policyStore.load(config.policyFile)
+  if (policyStore.current() === undefined) app.log.warn('no policy loaded: every request will be denied (set POLICY_FILE or policyFile)')
+  const authenticator = createAuthenticator(policyStore, { logger: app.log })
+  const useCase: DeleteImageDeps = {
+    registries,
+    authorize: (identity, action, resource) => decide(policyStore.current(), identity, action, resource),
+    coTagConcurrency: config.coTagConcurrency
+  }
+  const me = whoAmI(identity => rolesOf(policyStore.current(), identity))
+
+  app.addHook('onSend', async (request, reply) => {
+    void reply.header('x-request-id', request.id)
+  })
+  app.setErrorHandler((error, request, reply) => {
+    if (request.url.startsWith('/graphql') && isGraphQLDocumentError(error)) return sendGraphQLDocumentError(reply, request.id, error)
+    const gatewayError = asGatewayError(error as Error)
+    if (gatewayError.code === 'INTERNAL_ERROR') request.log.error({ err: error }, 'request failed')
+    if (request.url.startsWith('/graphql')) return sendGraphQLError(reply, request.id, gatewayError)
+    return sendProblem(reply, request, gatewayError)
+  })
+  app.setNotFoundHandler((request, reply) => sendProblem(reply, request,
+    new GatewayError('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0] ?? ''}; see /openapi.json for the API.`)))
+
+  await app.register(identityPlugin, { authenticate: async credentials => await authenticator.authenticate(credentials) })
+  await app.register(healthRoutes(registries))
+  await app.register(imageRoutes(useCase))
+  await app.register(meRoutes(me))
+  await registerGraphQL(app, { deleteImage: useCase, whoAmI: me, graphiql: config.graphiql })
+
+  app.addHook('onClose', async () => {
+    authenticator.close()
+    if (deps.policyStore === undefined) policyStore.close()
+    await registries.close()
+  })
+  return app
+}

@@ -1,0 +1,107 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { FastifyInstance } from 'fastify'
+import { buildApp } from '../app.js'
+import { validateConfig } from '../config/load.js'
+import { startRegistry, type RegistryProcess } from './registry-process.js'
+import { pushImage, tagManifest } from './seed.js'
+
+export interface DemoKey { name: string, key: string, what: string }
+
+export interface Demo {
+  gatewayUrl: string
+  registryUrl: string
+  policyFile: string
+  keys: DemoKey[]
+  stop: () => Promise<void>
+}
+
+export interface DemoOptions {
+  host: string
+  port: number
+  logLevel: 'info' | 'warn' | 'silent'
+}
+
+const DEMO_ACCOUNTS = [
+  { name: 'demo-admin', groups: [], what: 'admin: may delete and force anything except protected tags' },
+  { name: 'demo-ci', groups: ['ci'], what: 'preview-cleaner: may delete pr-* and preview-* tags of team-a/**' },
+  { name: 'demo-reader', groups: [], what: 'reader: may only dry-run' }
+] as const
+
+function demoPolicy (keys: DemoKey[]): string {
+  const hash = (key: string): string => createHash('sha256').update(key).digest('hex')
+  const apiKeys = DEMO_ACCOUNTS.map((account, index) =>
+    `  - name: ${account.name}\n    sha256: ${hash((keys[index] as DemoKey).key)}\n    groups: [${account.groups.join(', ')}]`).join('\n')
+  return `# Demo policy written by \`npm run demo\`; the keys were printed when it started.
+apiKeys:
+${apiKeys}
+roles:
+  admin:
+    - actions: ["*"]
+      repositories: ["**"]
+  preview-cleaner:
+    - actions: [delete]
+      repositories: ["team-a/**"]
+      tags: ["pr-*", "preview-*"]
+  reader:
+    - actions: [read]
+      repositories: ["**"]
+bindings:
+  - role: admin
+    subjects: ["apikey:demo-admin"]
+  - role: preview-cleaner
+    subjects: ["group:ci"]
+  - role: reader
+    subjects: ["apikey:demo-reader"]
+protectedTags:
+  - repositories: ["**"]
+    tags: ["latest", "v*.*.*"]
+`
+}
+
+/** Sample images covering every manifest kind, and the co-tag situations the gateway guards against. */
+async function seed (registryUrl: string): Promise<void> {
+  const target = { url: registryUrl }
+  await pushImage(target, 'team-a/app', ['pr-1'], 'oci-index')
+  await pushImage(target, 'team-a/app', ['pr-2'], 'schema2')
+  await pushImage(target, 'team-a/app', ['pr-3', 'pr-3-rc'], 'oci')
+  const release = await pushImage(target, 'team-a/app', ['latest'], 'docker-list')
+  await tagManifest(target, 'team-a/app', 'v1.0.0', release.manifest, release.mediaType)
+  await tagManifest(target, 'team-a/app', 'pr-4', release.manifest, release.mediaType)
+  await pushImage(target, 'team-b/api', ['v2', 'preview-7'], 'oci')
+}
+
+/** A registry with sample images, a demo policy with fresh keys, and the gateway in front: everything `npm run demo` shows. */
+export async function startDemo (options: DemoOptions): Promise<Demo> {
+  const dir = await mkdtemp(join(tmpdir(), 'rdg-demo-'))
+  let registry: RegistryProcess | undefined
+  let app: FastifyInstance | undefined
+  const stop = async (): Promise<void> => {
+    await app?.close()
+    await registry?.stop()
+    await rm(dir, { recursive: true, force: true })
+  }
+  try {
+    registry = await startRegistry()
+    await seed(registry.url)
+    const keys = DEMO_ACCOUNTS.map(account => ({ name: account.name, key: `rdg_${randomBytes(24).toString('base64url')}`, what: account.what }))
+    const policyFile = join(dir, 'policy.yaml')
+    await writeFile(policyFile, demoPolicy(keys))
+    const config = validateConfig({
+      host: options.host,
+      port: options.port,
+      logLevel: options.logLevel,
+      graphiql: true,
+      registries: { default: { url: registry.url } },
+      policyFile
+    }, 'the demo')
+    app = await buildApp(config)
+    const address = await app.listen({ host: config.host, port: config.port })
+    return { gatewayUrl: address, registryUrl: registry.url, policyFile, keys, stop }
+  } catch (error) {
+    await stop()
+    throw error
+  }
+}

@@ -1,0 +1,57 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import Type from 'typebox'
+import { GatewayError } from '../errors.js'
+import { deleteImage, type DeleteImageDeps } from '../images/delete-image.js'
+
+export const DeleteImageQuery = Type.Object({
+  dryRun: Type.Boolean({ default: false, description: 'Run every check, delete nothing.' }),
+  force: Type.Boolean({ default: false, description: 'Delete even when other tags share the digest (they are removed too).' }),
+  registry: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'A configured registry name; the default registry when absent.' }))
+}, { additionalProperties: false })
+
+export const DeleteImageResponse = Type.Object({
+  registry: Type.String(),
+  name: Type.String(),
+  tag: Type.String(),
+  digest: Type.String(),
+  mediaType: Type.String(),
+  dryRun: Type.Boolean(),
+  deleted: Type.Boolean(),
+  removedTags: Type.Array(Type.String()),
+  allowed: Type.Boolean(),
+  reason: Type.Optional(Type.String())
+})
+
+/**
+ * `DELETE /images/<name>/<tag>`: the repository name may arrive URL-encoded (`team%2Fapp`) or as plain path
+ * segments (`team/app`); either way the last segment is the tag.
+ */
+export function splitImagePath (path: string): { name: string, tag: string } {
+  const slash = path.lastIndexOf('/')
+  if (slash === -1) {
+    throw new GatewayError('INVALID_REFERENCE', 'the path must be /images/<name>/<tag>, e.g. /images/team/app/v1.', {
+      extras: { field: 'tag', rule: 'must be given as the last path segment' }
+    })
+  }
+  return { name: path.slice(0, slash), tag: path.slice(slash + 1) }
+}
+
+export const imageRoutes = (deps: DeleteImageDeps): FastifyPluginAsyncTypebox => async (app) => {
+  app.delete('/images/*', {
+    schema: {
+      params: Type.Object({ '*': Type.String() }),
+      querystring: DeleteImageQuery,
+      response: { 200: DeleteImageResponse }
+    }
+  }, async (request) => {
+    const { name, tag } = splitImagePath(request.params['*'])
+    return await deleteImage(deps, {
+      identity: request.identity,
+      name,
+      tag,
+      registry: request.query.registry,
+      dryRun: request.query.dryRun,
+      force: request.query.force
+    })
+  })
+}

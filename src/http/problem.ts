@@ -1,0 +1,55 @@
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
+import { GatewayError, isGatewayError } from '../errors.js'
+
+export const PROBLEM_TYPE_BASE = 'https://github.com/registry-delete-gateway/errors#'
+
+export interface Problem {
+  type: string
+  title: string
+  status: number
+  detail: string
+  code: string
+  requestId: string
+  [extra: string]: unknown
+}
+
+export function toProblem (error: GatewayError, requestId: string): Problem {
+  return {
+    type: `${PROBLEM_TYPE_BASE}${error.code.toLowerCase().replaceAll('_', '-')}`,
+    title: error.title,
+    status: error.status,
+    detail: error.detail,
+    code: error.code,
+    requestId,
+    ...error.extras,
+    ...(error.retryAfter === undefined ? {} : { retryAfter: error.retryAfter })
+  }
+}
+
+/** Fastify's own failures (schema validation, body parsing, unknown route) in catalogue terms. */
+export function asGatewayError (error: FastifyError | GatewayError | Error): GatewayError {
+  if (isGatewayError(error)) return error
+  const fastifyError = error as FastifyError
+  if (fastifyError.validation !== undefined && fastifyError.validation.length > 0) {
+    const [first] = fastifyError.validation
+    const location = fastifyError.validationContext ?? 'request'
+    const property = first?.instancePath.slice(1).replaceAll('/', '.') ??
+      ''
+    const unknown = (first?.params as { additionalProperty?: string } | undefined)?.additionalProperty
+    const field = unknown ?? property
+    const rule = unknown === undefined ? (first?.message ?? 'is invalid') : 'is not a known parameter'
+    return new GatewayError('INVALID_REQUEST', `${location}${field === '' ? '' : ` parameter ${field}`} ${rule}.`, {
+      extras: { field: field === '' ? location : field, location, rule }
+    })
+  }
+  if (typeof fastifyError.statusCode === 'number' && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
+    return new GatewayError('INVALID_REQUEST', fastifyError.message, { extras: { rule: fastifyError.code ?? 'bad request' } })
+  }
+  return new GatewayError('INTERNAL_ERROR', 'the gateway failed unexpectedly; the request id identifies the failure in its logs.')
+}
+
+export function sendProblem (reply: FastifyReply, request: FastifyRequest, error: GatewayError): FastifyReply {
+  for (const [name, value] of Object.entries(error.headers)) void reply.header(name, value)
+  if (error.retryAfter !== undefined) void reply.header('retry-after', String(error.retryAfter))
+  return reply.code(error.status).type('application/problem+json').send(toProblem(error, request.id))
+}

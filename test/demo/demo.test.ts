@@ -1,0 +1,38 @@
+import t from 'tap'
+import { request } from 'undici'
+import { startDemo } from '../../src/demo/demo.js'
+
+t.test('the demo starts a seeded registry, a policy with its keys, and the gateway; stop ends them all', async t => {
+  const demo = await startDemo({ host: '127.0.0.1', port: 0, logLevel: 'silent' })
+  let stopped = false
+  t.teardown(async () => { if (!stopped) await demo.stop() })
+  t.same(demo.keys.map(key => key.name), ['demo-admin', 'demo-ci', 'demo-reader'])
+  const [admin, ci, reader] = demo.keys.map(key => key.key)
+
+  const call = async (method: 'GET' | 'DELETE', path: string, key: string | undefined): Promise<{ status: number, body: any }> => {
+    const response = await request(`${demo.gatewayUrl}${path}`, { method, headers: { 'x-api-key': key ?? '' } })
+    return { status: response.statusCode, body: await response.body.json() }
+  }
+  t.match((await call('GET', '/me', ci)).body, { subject: 'apikey:demo-ci', groups: ['ci'], roles: ['preview-cleaner'] })
+  const dry = await call('DELETE', '/images/team-a/app/pr-1?dryRun=true', reader)
+  t.equal(dry.status, 200, 'the reader may dry-run')
+  t.equal(dry.body.mediaType, 'application/vnd.oci.image.index.v1+json')
+  t.equal(dry.body.allowed, false, 'and learns that the real call would be refused')
+  t.match(dry.body.reason, /^FORBIDDEN: /)
+  t.equal((await call('DELETE', '/images/team-a/app/pr-1', reader)).body.code, 'FORBIDDEN', 'but not delete')
+  t.equal((await call('DELETE', '/images/team-a/app/pr-1', ci)).body.deleted, true, 'the CI key deletes previews')
+  t.same((await call('DELETE', '/images/team-a/app/pr-3', ci)).body.sharedWith, ['pr-3-rc'])
+  t.equal((await call('DELETE', '/images/team-a/app/pr-4?force=true', admin)).body.code, 'PROTECTED_TAG', 'forcing pr-4 would take latest')
+
+  await demo.stop()
+  stopped = true
+  await t.rejects(request(`${demo.registryUrl}/v2/`), 'the registry is stopped')
+  await t.rejects(request(`${demo.gatewayUrl}/healthz`), 'the gateway is stopped')
+})
+
+t.test('a demo that cannot start cleans up after itself', async t => {
+  const blocker = await startDemo({ host: '127.0.0.1', port: 0, logLevel: 'silent' })
+  t.teardown(blocker.stop)
+  const port = Number(new URL(blocker.gatewayUrl).port)
+  await t.rejects(startDemo({ host: '127.0.0.1', port, logLevel: 'silent' }), { code: 'EADDRINUSE' })
+})

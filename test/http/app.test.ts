@@ -1,0 +1,70 @@
+import t from 'tap'
+import { startRegistry } from '../../src/demo/registry-process.js'
+import { pushImage } from '../../src/demo/seed.js'
+import { ADMIN_KEY, startGateway } from '../fixtures/gateway.js'
+
+const registry = await startRegistry()
+t.teardown(async () => { await registry.stop() })
+const gateway = await startGateway(t, { registries: { default: { url: registry.url }, down: { url: 'http://127.0.0.1:9' } } })
+
+t.test('health needs no credentials; readiness names the registry that fails', async t => {
+  t.same((await gateway.rest('GET', '/healthz', { key: null })).body, { status: 'ok' })
+  const ready = await gateway.rest('GET', '/readyz', { key: null })
+  t.equal(ready.status, 503)
+  t.equal(ready.body.status, 'not ready')
+  t.same(ready.body.checks[0], { name: 'registry:default', ok: true })
+  t.match(ready.body.checks[1], { name: 'registry:down', ok: false, detail: /could not be reached/ })
+})
+
+t.test('no or bad credentials: 401 with a Bearer challenge, as problem+json or GraphQL error', async t => {
+  for (const key of [null, 'rdg_wrong-key']) {
+    const rest = await gateway.rest('DELETE', '/images/app/v1', { key })
+    t.equal(rest.status, 401)
+    t.equal(rest.headers['content-type'], 'application/problem+json; charset=utf-8')
+    t.match(rest.headers['www-authenticate'], /^Bearer realm="registry-delete-gateway"/)
+    t.match(rest.body, { code: 'UNAUTHENTICATED', status: 401 })
+    const graphql = await gateway.gql('{ me { subject } }', {}, { key })
+    t.equal(graphql.status, 401)
+    t.match(graphql.headers['www-authenticate'], /^Bearer/)
+    t.same(graphql.body.data, null)
+    t.match(graphql.body.errors[0].extensions, { code: 'UNAUTHENTICATED', status: 401 })
+  }
+  t.notMatch(JSON.stringify((await gateway.rest('GET', '/me', { key: 'rdg_secret-looking' })).body), /secret-looking/, 'the key is never echoed')
+})
+
+t.test('me: the same answer over REST and GraphQL', async t => {
+  const rest = await gateway.rest('GET', '/me')
+  t.same(rest.body, { subject: 'apikey:admin', groups: [], roles: ['admin'] })
+  const graphql = await gateway.gql('{ me { subject groups roles } }')
+  t.same(graphql.body.data.me, rest.body)
+  const bearer = await gateway.rest('GET', '/me', { key: null, headers: { authorization: `Bearer ${ADMIN_KEY}` } })
+  t.equal(bearer.body.subject, 'apikey:admin', 'an API key also works as a bearer token')
+})
+
+t.test('request ids: a sane X-Request-Id is kept and echoed, anything else replaced', async t => {
+  const kept = await gateway.rest('DELETE', '/images/NOPE/v1', { headers: { 'x-request-id': 'trace-123' } })
+  t.equal(kept.headers['x-request-id'], 'trace-123')
+  t.equal(kept.body.requestId, 'trace-123')
+  const replaced = await gateway.rest('DELETE', '/images/NOPE/v1', { headers: { 'x-request-id': 'bad id\twith spaces' } })
+  t.match(replaced.body.requestId, /^[0-9a-f-]{36}$/)
+})
+
+t.test('unknown routes and bad bodies are problems, never 500s', async t => {
+  const unknown = await gateway.rest('GET', '/nowhere')
+  t.equal(unknown.status, 404)
+  t.match(unknown.body, { code: 'NOT_FOUND', detail: /no route GET \/nowhere/ })
+  const badJson = await gateway.app.inject({ method: 'POST', url: '/graphql', headers: { 'x-api-key': ADMIN_KEY, 'content-type': 'application/json' }, payload: '{"query": ' })
+  t.equal(badJson.statusCode, 400)
+  t.match(badJson.json().errors[0].extensions, { code: 'INVALID_REQUEST' })
+  const badQuery = await gateway.gql('mutation { deleteImage(name: 1) { digest } }')
+  t.equal(badQuery.status, 400, 'GraphQL validation errors keep their 400')
+  t.match(badQuery.body.errors[0].message, /String/)
+})
+
+t.test('the registry query parameter picks a configured registry', async t => {
+  await pushImage({ url: registry.url }, 'picked/app', ['v1'], 'oci')
+  const down = await gateway.rest('DELETE', '/images/picked/app/v1?registry=down')
+  t.match(down.body, { code: 'UPSTREAM_UNAVAILABLE', status: 503 })
+  const picked = await gateway.rest('DELETE', '/images/picked/app/v1?registry=default')
+  t.match(picked.body, { registry: 'default', deleted: true })
+})
