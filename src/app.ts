@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Dispatcher } from 'undici'
 import type { Config } from './config/schema.js'
 import { GatewayError } from './errors.js'
+import { createLogger } from './logging.js'
 import { registerGraphQL } from './graphql/index.js'
 import { isGraphQLDocumentError, sendGraphQLDocumentError, sendGraphQLError } from './graphql/errors.js'
 import identityPlugin from './http/identity.js'
@@ -23,7 +24,8 @@ export interface AppDeps {
   /** Replaces every registry's connection pool (fault injection in tests). */
   dispatcher?: Dispatcher
   policyStore?: PolicyStore
-  logger?: FastifyServerOptions['logger'] | FastifyServerOptions['loggerInstance']
+  /** A pino logger to share (the server's), or false for none; by default one at the configured level. */
+  logger?: FastifyBaseLogger | false
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
@@ -48,19 +50,9 @@ export function buildRegistries (config: Config, dispatcher?: Dispatcher): Regis
   return new RegistryDirectory(clients, config.defaultRegistry)
 }
 
-function loggerOptions (config: Config, logger: AppDeps['logger']): Pick<FastifyServerOptions, 'logger' | 'loggerInstance'> {
-  if (logger !== undefined && typeof logger === 'object' && 'child' in logger) return { loggerInstance: logger as FastifyServerOptions['loggerInstance'] }
-  return {
-    logger: logger ?? {
-      level: config.logLevel,
-      redact: { paths: ['req.headers.authorization', 'req.headers["x-api-key"]', 'req.headers.cookie'], censor: '[redacted]' }
-    }
-  }
-}
-
 export async function buildApp (config: Config, deps: AppDeps = {}): Promise<FastifyInstance> {
   const app = Fastify({
-    ...loggerOptions(config, deps.logger),
+    ...(deps.logger === false ? { logger: false } : { loggerInstance: deps.logger ?? createLogger(config.logLevel) }),
     requestIdHeader: false,
     genReqId: (request) => {
       const sent = request.headers['x-request-id']
@@ -93,7 +85,7 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     return sendProblem(reply, request, gatewayError)
   })
   app.setNotFoundHandler((request, reply) => sendProblem(reply, request,
-    new GatewayError('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0] ?? ''}; see /openapi.json for the API.`)))
+    new GatewayError('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}; see /openapi.json for the API.`)))
 
   await app.register(identityPlugin, { authenticate: async credentials => await authenticator.authenticate(credentials) })
   await app.register(healthRoutes(registries))

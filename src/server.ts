@@ -1,11 +1,6 @@
 import { pathToFileURL } from 'node:url'
-import { pino } from 'pino'
 import { buildApp } from './app.js'
 import { loadConfig } from './config/load.js'
-
-export const REDACTED_PATHS = [
-  'req.headers.authorization', 'req.headers["x-api-key"]', 'req.headers.cookie', '*.password', '*.token'
-]
 
 export interface RunningServer {
   address: string
@@ -15,8 +10,7 @@ export interface RunningServer {
 /** Process entry: config, logger, listen, graceful shutdown. */
 export async function serve (argv: readonly string[] = process.argv.slice(2), env = process.env): Promise<RunningServer> {
   const config = loadConfig(argv, env)
-  const logger = pino({ level: config.logLevel, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } })
-  const app = await buildApp(config, { logger })
+  const app = await buildApp(config)
   const address = await app.listen({ host: config.host, port: config.port })
   let closing: Promise<void> | undefined
   const shutdown = async (): Promise<void> => {

@@ -20,10 +20,10 @@ interface FormatterContext { reply?: { request: { id: string }, log: FastifyInst
  * Resolver failures keep GraphQL's 200 (the body carries them); unexpected failures are logged and reported
  * without their internals. GraphQL's own parse and validation errors pass through unchanged.
  */
-export function graphqlErrorFormatter (execution: ExecutionResult & { statusCode?: number }, context: FormatterContext): { statusCode: number, response: ExecutionResult } {
+export function graphqlErrorFormatter (execution: ExecutionResult & { errors: readonly GraphQLError[], statusCode?: number }, context: FormatterContext): { statusCode: number, response: ExecutionResult } {
   const requestId = context.reply?.request.id ?? ''
   const log = context.reply?.log ?? context.app.log
-  const errors = (execution.errors ?? []).map((error) => {
+  const errors = execution.errors.map((error) => {
     const original = error.originalError
     if (original === undefined || original === null) return error.toJSON()
     if (!isGatewayError(original)) {
@@ -46,14 +46,13 @@ export function graphqlErrorFormatter (execution: ExecutionResult & { statusCode
 /** Failures before GraphQL runs (authentication, …) answer in GraphQL's shape so GraphQL clients can read them. */
 export function sendGraphQLError (reply: FastifyReply, requestId: string, error: GatewayError): FastifyReply {
   for (const [name, value] of Object.entries(error.headers)) void reply.header(name, value)
-  if (error.retryAfter !== undefined) void reply.header('retry-after', String(error.retryAfter))
   return reply.code(error.status).type('application/json').send({
     data: null,
     errors: [{ message: error.detail, extensions: toGraphQLExtensions(error, requestId) }]
   })
 }
 
-interface GraphQLDocumentError { statusCode?: number, errors: GraphQLError[] }
+interface GraphQLDocumentError { errors: GraphQLError[] }
 
 /** mercurius reports unparsable or invalid documents as one error carrying GraphQL's own errors. */
 export function isGraphQLDocumentError (error: unknown): error is GraphQLDocumentError {
@@ -62,7 +61,8 @@ export function isGraphQLDocumentError (error: unknown): error is GraphQLDocumen
 }
 
 export function sendGraphQLDocumentError (reply: FastifyReply, requestId: string, error: GraphQLDocumentError): FastifyReply {
-  const status = error.statusCode ?? 400
+  // A document that does not parse or validate is the client's fault whatever mercurius labelled it.
+  const status = 400
   return reply.code(status).type('application/json').send({
     data: null,
     errors: error.errors.map(inner => ({

@@ -1,6 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
-import { isGatewayError } from '../errors.js'
 import type { RegistryDirectory } from '../registry/directory.js'
 
 const Check = Type.Object({ name: Type.String(), ok: Type.Boolean(), detail: Type.Optional(Type.String()) })
@@ -19,7 +18,8 @@ export const healthRoutes = (registries: RegistryDirectory): FastifyPluginAsyncT
         await client.ping()
         return { name: `registry:${client.name}`, ok: true }
       } catch (error) {
-        return { name: `registry:${client.name}`, ok: false, detail: isGatewayError(error) ? error.detail : 'unexpected failure' }
+        // ping reports every failure as a catalogue error, whose message is its detail.
+        return { name: `registry:${client.name}`, ok: false, detail: (error as Error).message }
       }
     }))
     const ready = checks.every(check => check.ok)

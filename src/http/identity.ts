@@ -16,10 +16,6 @@ export interface IdentityOptions {
   authenticate: (credentials: { authorization?: string, apiKey?: string }) => Promise<Identity>
 }
 
-function firstHeader (value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value[0] : value
-}
-
 /**
  * Establishes the caller's identity once, at the root, so every route — /graphql included — sees the same
  * identity and none can be reached without one (fastify-plugin lifts the hook out of encapsulation).
@@ -28,9 +24,10 @@ const identityPlugin: FastifyPluginAsync<IdentityOptions> = async (app, options)
   app.decorateRequest('identity', null as unknown as Identity)
   app.addHook('onRequest', async (request) => {
     if (request.routeOptions.config.public === true) return
+    // Node joins a repeated custom header into one string, so x-api-key is never an array here.
     request.identity = await options.authenticate({
-      authorization: firstHeader(request.headers.authorization),
-      apiKey: firstHeader(request.headers['x-api-key'])
+      authorization: request.headers.authorization,
+      apiKey: request.headers['x-api-key'] as string | undefined
     })
   })
 }

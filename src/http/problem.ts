@@ -30,20 +30,19 @@ export function toProblem (error: GatewayError, requestId: string): Problem {
 export function asGatewayError (error: FastifyError | GatewayError | Error): GatewayError {
   if (isGatewayError(error)) return error
   const fastifyError = error as FastifyError
-  if (fastifyError.validation !== undefined && fastifyError.validation.length > 0) {
-    const [first] = fastifyError.validation
+  const [first] = fastifyError.validation ?? []
+  if (first !== undefined) {
     const location = fastifyError.validationContext ?? 'request'
-    const property = first?.instancePath.slice(1).replaceAll('/', '.') ??
-      ''
-    const unknown = (first?.params as { additionalProperty?: string } | undefined)?.additionalProperty
-    const field = unknown ?? property
-    const rule = unknown === undefined ? (first?.message ?? 'is invalid') : 'is not a known parameter'
-    return new GatewayError('INVALID_REQUEST', `${location}${field === '' ? '' : ` parameter ${field}`} ${rule}.`, {
+    const unknown = (first.params as { additionalProperty?: string }).additionalProperty
+    const field = unknown ?? first.instancePath.slice(1).replaceAll('/', '.')
+    const rule = unknown === undefined ? first.message ?? 'is invalid' : 'is not a known parameter'
+    return new GatewayError('INVALID_REQUEST', `${location} ${field === '' ? '' : `parameter ${field} `}${rule}.`, {
       extras: { field: field === '' ? location : field, location, rule }
     })
   }
-  if (typeof fastifyError.statusCode === 'number' && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
-    return new GatewayError('INVALID_REQUEST', fastifyError.message, { extras: { rule: fastifyError.code ?? 'bad request' } })
+  const status = fastifyError.statusCode ?? 500
+  if (status >= 400 && status < 500) {
+    return new GatewayError('INVALID_REQUEST', fastifyError.message, { extras: { rule: fastifyError.code } })
   }
   return new GatewayError('INTERNAL_ERROR', 'the gateway failed unexpectedly; the request id identifies the failure in its logs.')
 }

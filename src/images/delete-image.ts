@@ -39,7 +39,7 @@ export interface DeleteImageResult {
 
 function denial (identity: Identity, action: Action, resource: Resource, decision: Decision): GatewayError | undefined {
   if (decision.allow) return undefined
-  return new GatewayError(decision.code ?? 'FORBIDDEN', decision.reason, {
+  return new GatewayError(decision.code, decision.reason, {
     extras: { subject: identity.subject, action, image: `${resource.repository}:${resource.tag}`, registry: resource.registry }
   })
 }

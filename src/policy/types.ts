@@ -19,11 +19,17 @@ export interface Resource {
   tag: string
 }
 
-export interface Decision {
-  allow: boolean
-  code?: 'FORBIDDEN' | 'PROTECTED_TAG'
+/** A denial always carries its catalogue code; an allowance never does. */
+export type Decision = {
+  allow: true
+  code?: undefined
   reason: string
   /** Every role the identity holds, allowed or not, so a denial shows what the caller had. */
+  roles: string[]
+} | {
+  allow: false
+  code: 'FORBIDDEN' | 'PROTECTED_TAG'
+  reason: string
   roles: string[]
 }
 

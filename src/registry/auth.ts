@@ -1,6 +1,5 @@
 import { request, type Dispatcher } from 'undici'
 import { GatewayError } from '../errors.js'
-import type { Challenge } from './challenge.js'
 
 export interface Credentials { username: string, password: string }
 
@@ -46,17 +45,15 @@ export class TokenService {
     this.now = options.now ?? Date.now
   }
 
-  private key (realm: string, service: string, scopes: string[]): string {
-    return JSON.stringify([realm, service, [...scopes].sort(), this.options.credentials?.username ?? ''])
+  private key (realm: string, service: string | undefined, scopes: string[]): string {
+    return JSON.stringify([realm, service, [...scopes].sort(), this.options.credentials?.username])
   }
 
-  invalidate (challenge: Challenge, scopes: string[]): void {
-    this.cache.delete(this.key(challenge.params.realm ?? '', challenge.params.service ?? '', scopes))
+  invalidate (realm: string, service: string | undefined, scopes: string[]): void {
+    this.cache.delete(this.key(realm, service, scopes))
   }
 
-  async token (challenge: Challenge, scopes: string[]): Promise<string> {
-    const realm = challenge.params.realm ?? ''
-    const service = challenge.params.service ?? ''
+  async token (realm: string, service: string | undefined, scopes: string[]): Promise<string> {
     const key = this.key(realm, service, scopes)
     const cached = this.cache.get(key)
     if (cached !== undefined && cached.renewAt > this.now()) {
@@ -92,10 +89,10 @@ export class TokenService {
     return url.origin === this.options.registryOrigin || this.options.trustedRealmOrigins.includes(url.origin)
   }
 
-  private async fetchToken (realm: string, service: string, scopes: string[]): Promise<{ token: string, expiresIn: number }> {
+  private async fetchToken (realm: string, service: string | undefined, scopes: string[]): Promise<{ token: string, expiresIn: number }> {
     const url = this.realmUrl(realm)
     const realmName = url.origin + url.pathname
-    if (service !== '') url.searchParams.set('service', service)
+    if (service !== undefined) url.searchParams.set('service', service)
     for (const scope of scopes) url.searchParams.append('scope', scope)
     const headers: Record<string, string> = { accept: 'application/json' }
     // Credentials go only to the registry's own origin or an origin the operator trusted: a registry must not be

@@ -3,7 +3,7 @@ import { Agent, Pool, type Dispatcher } from 'undici'
 import { GatewayError } from '../errors.js'
 import { basicAuthorization, readLimited, TokenService, type Credentials } from './auth.js'
 import { parseChallenges, type Challenge } from './challenge.js'
-import { mapRegistryResponse, mapTransportError, type OperationContext } from './errors.js'
+import { headerValue as header, mapRegistryResponse, mapTransportError, type OperationContext } from './errors.js'
 import { MANIFEST_ACCEPT } from './media-types.js'
 
 export interface RegistryClientOptions {
@@ -51,11 +51,6 @@ interface SendOptions {
 
 export function sha256Digest (bytes: Buffer): string {
   return `sha256:${createHash('sha256').update(bytes).digest('hex')}`
-}
-
-function header (headers: Dispatcher.ResponseData['headers'], name: string): string | undefined {
-  const value = headers[name]
-  return Array.isArray(value) ? value[0] : value
 }
 
 /** `Link: </v2/x/tags/list?last=a&n=100>; rel="next"` → the next URL's path and query on the registry. */
@@ -120,12 +115,11 @@ export class RegistryClient {
   private async authorization (repository: string, scope: Scope, challenge: Challenge | undefined): Promise<string | undefined> {
     if (challenge === undefined) return undefined
     if (challenge.scheme === 'basic') {
-      return this.options.credentials === undefined ? undefined : basicAuthorization(this.options.credentials)
+      // A Basic challenge is only remembered when there are credentials to answer it with.
+      return basicAuthorization(this.options.credentials as Credentials)
     }
-    if (challenge.scheme === 'bearer') {
-      return `Bearer ${await this.tokens.token(challenge, [`repository:${repository}:${scope}`])}`
-    }
-    return undefined
+    // supportedChallenge only keeps Bearer challenges that name a realm.
+    return `Bearer ${await this.tokens.token(challenge.params.realm as string, challenge.params.service, [`repository:${repository}:${scope}`])}`
   }
 
   private async dispatch (options: SendOptions, authorization: string | undefined): Promise<Dispatcher.ResponseData> {
@@ -161,7 +155,7 @@ export class RegistryClient {
     if (known !== undefined && known.scheme === challenge.scheme) {
       if (challenge.scheme === 'basic') throw this.authFailure(options, 'it rejected the configured username and password')
       // A refused token may be stale (registry restarted with a new key); one fresh token settles it.
-      this.tokens.invalidate(challenge, [`repository:${options.repository}:${options.scope}`])
+      this.tokens.invalidate(challenge.params.realm as string, challenge.params.service, [`repository:${options.repository}:${options.scope}`])
     }
     this.challenge = challenge
     const retried = await this.dispatch(options, await this.authorization(options.repository, options.scope, challenge))

@@ -37,7 +37,8 @@ export function parseRetryAfter (value: string | undefined, now = Date.now()): n
   return Math.max(0, Math.ceil((date - now) / 1000))
 }
 
-function headerValue (headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
+/** undici gives repeated headers as arrays; the first one is what a registry means. */
+export function headerValue (headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
   const value = headers[name]
   return Array.isArray(value) ? value[0] : value
 }
@@ -83,7 +84,6 @@ const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEO
 
 /** Maps a failure to talk to the registry at all (refused, reset, timed out) to a catalogue error. */
 export function mapTransportError (error: unknown, context: OperationContext, timeoutMs: number): GatewayError {
-  if (error instanceof GatewayError) return error
   const code = (error as { code?: unknown } | null)?.code
   if (typeof code === 'string' && TIMEOUT_CODES.has(code)) {
     return new GatewayError('UPSTREAM_TIMEOUT', `registry "${context.registry}" did not answer ${context.operation} within ${timeoutMs} ms. Check the registry's health or raise its timeout in the gateway configuration.`, { cause: error })

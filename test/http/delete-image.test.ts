@@ -95,6 +95,7 @@ t.test('a dry-run answers as the real call would and touches nothing', async t =
   t.same(rest.body, { registry: 'default', name: 'dry/app', tag: 'keep', digest: image.digest, mediaType: image.mediaType, dryRun: true, deleted: false, removedTags: ['keep'], allowed: true })
   const { data } = await viaGraphQL({ name: 'dry/app', tag: 'keep', dryRun: true })
   t.equal(data.deleted, false)
+
   t.equal(data.dryRun, true)
   t.equal(await headStatus('dry/app', 'keep'), 200, 'still there')
 
@@ -117,8 +118,8 @@ t.test('unknown tag or repository: 404 NOT_FOUND', async t => {
     t.type(reply.body.requestId, 'string')
     t.equal(reply.headers['x-request-id'], reply.body.requestId)
   }
-  const { error } = await viaGraphQL({ name: 'known/app', tag: 'nope' })
-  t.equal(error.extensions.code, 'NOT_FOUND')
+  const { error } = await viaGraphQL({ name: 'known/app', tag: 'nope', dryRun: null, force: null, registry: null })
+  t.equal(error.extensions.code, 'NOT_FOUND', 'explicit nulls mean the defaults')
   t.equal(await headStatus('known/app', 'v1'), 200)
 })
 
@@ -152,5 +153,8 @@ t.test('invalid input: 400 naming the field and the rule, and no upstream reques
   t.match(badTag.error.extensions, { code: 'INVALID_REFERENCE', field: 'tag' })
   const badRegistry = await viaGraphQL({ name: 'ok', tag: 'v1', registry: 'elsewhere' })
   t.match(badRegistry.error.extensions, { code: 'UNKNOWN_REGISTRY', field: 'registry' })
+  const longRegistry = await viaGraphQL({ name: 'ok', tag: 'v1', registry: 'r'.repeat(1000) })
+  t.match(longRegistry.error.extensions, { code: 'UNKNOWN_REGISTRY' })
+  t.ok(longRegistry.error.message.length < 300, 'a long value is shortened in the detail')
   t.equal(counted.requests.length, before, 'the registry saw no request')
 })

@@ -154,3 +154,80 @@ t.test('an unsupported scheme, or a second Basic refusal, fails clearly', async 
   pool.intercept({ path: '/v2/app/manifests/v1', method: 'HEAD', headers: { authorization: `Basic ${Buffer.from('u:p').toString('base64')}` } }).reply(401, '', { headers: { 'www-authenticate': 'Basic realm="r"' } })
   t.match((await rejection(client.resolve('app', 'v1'))).detail, /rejected the configured username and password/, 'known Basic scheme refused again')
 })
+
+t.test('anonymous tokens, challenges without service, default expiry, concurrent first requests', async t => {
+  let now = 1_000_000
+  const mock = new MockAgent()
+  mock.disableNetConnect()
+  t.teardown(async () => { await mock.close() })
+  const { TokenService } = await import('../../src/registry/auth.js')
+  const tokens = new TokenService({ registryName: 'r', registryOrigin: ORIGIN, trustedRealmOrigins: [], dispatcher: mock, timeoutMs: 1000, now: () => now })
+  let issued = 0
+  mock.get(ORIGIN).intercept({ path: (path: string) => path.startsWith('/anon?scope='), method: 'GET' })
+    .reply(() => { issued++; return { statusCode: 200, data: { token: `t${issued}` } } }).persist()
+  const realm = `${ORIGIN}/anon`
+  t.same(await Promise.all([tokens.token(realm, undefined, ['repository:a:pull']), tokens.token(realm, undefined, ['repository:a:pull'])]), ['t1', 't1'], 'one fetch for two concurrent callers')
+  now += 53_000
+  t.equal(await tokens.token(realm, undefined, ['repository:a:pull']), 't1', 'still fresh before the 60 s default minus the margin')
+  now += 2000
+  t.equal(await tokens.token(realm, undefined, ['repository:a:pull']), 't2', 'renewed before it expires')
+  tokens.invalidate(realm, undefined, ['repository:a:pull'])
+  t.equal(await tokens.token(realm, undefined, ['repository:a:pull']), 't3', 'invalidated tokens are fetched again')
+})
+
+t.test('token service answers: non-URL realm, error without code, oversized body', async t => {
+  const cases: Array<[string, (mock: MockAgent) => void, RegExp]> = [
+    ['not a url', () => {}, /not an http\(s\) URL/],
+    [`${ORIGIN}/plain`, (mock) => { mock.get(ORIGIN).intercept({ path: /^\/plain/, method: 'GET' }).replyWithError(new Error('plain')) }, /did not answer \(network error\)/],
+    [`${ORIGIN}/huge`, (mock) => { mock.get(ORIGIN).intercept({ path: /^\/huge/, method: 'GET' }).reply(200, Buffer.alloc(70_000, 0x20)) }, /not JSON/]
+  ]
+  for (const [realm, arrange, expected] of cases) {
+    const { mock, pool, client } = setup(t)
+    pool.intercept({ path: '/v2/app/manifests/v1', method: 'HEAD' }).reply(401, '', { headers: { 'www-authenticate': `Bearer realm="${realm}"` } })
+    arrange(mock)
+    t.match((await rejection(client.resolve('app', 'v1'))).detail, expected, realm)
+  }
+})
+
+t.test('error mapping details: repeated headers, 405 without Allow, 403 codes, transport errors without a code', async t => {
+  const { pool, client } = setup(t)
+  pool.intercept({ path: `/v2/app/manifests/${digest}`, method: 'DELETE' }).reply(405, 'Method not allowed')
+  const readOnly = await rejection(client.deleteManifest('app', digest))
+  t.match(readOnly, { code: 'DELETE_DISABLED', extras: { reason: 'read-only' } })
+  t.match(readOnly.detail, /Allow: unknown/)
+  pool.intercept({ path: `/v2/app/manifests/${digest}`, method: 'DELETE' }).reply(405, 'Method not allowed', { headers: { allow: ['GET, HEAD', 'OPTIONS'] } })
+  t.match((await rejection(client.deleteManifest('app', digest))).detail, /Allow: GET, HEAD\)/, 'the first of repeated headers')
+  pool.intercept({ path: `/v2/app/manifests/${digest}`, method: 'DELETE' }).reply(403, { errors: [{ code: 'DENIED', message: 'requested access to the resource is denied' }] })
+  t.match((await rejection(client.deleteManifest('app', digest))).detail, /\(403 DENIED\)/)
+  pool.intercept({ path: '/v2/gone/tags/list', method: 'GET' }).reply(404, { errors: [{ code: 'NAME_UNKNOWN' }] })
+  const unknown = await rejection(client.listTags('gone'))
+  t.match(unknown, { code: 'NOT_FOUND', extras: { upstreamCode: 'NAME_UNKNOWN' } })
+  t.match(unknown.detail, /^gone on registry "mocked" does not exist/)
+  pool.intercept({ path: `/v2/app/manifests/${digest}`, method: 'HEAD' }).replyWithError(new Error('no code'))
+  const failed = await rejection(client.resolve('app', digest))
+  t.match(failed, { code: 'UPSTREAM_UNAVAILABLE' })
+  t.match(failed.detail, /^registry "mocked" could not be reached for resolve\. /)
+})
+
+t.test('challenge headers: absent, repeated, absent on the retry', async t => {
+  const { pool, client } = setup(t, { credentials: { username: 'u', password: 'p' } })
+  pool.intercept({ path: '/v2/app/manifests/v1', method: 'HEAD' }).reply(401, '')
+  t.match((await rejection(client.resolve('app', 'v1'))).detail, /does not support/, 'a 401 without a challenge')
+  pool.intercept({ path: '/v2/app/manifests/v2', method: 'HEAD' }).reply(401, '', { headers: { 'www-authenticate': ['Negotiate', 'Basic realm="r"'] } })
+  pool.intercept({ path: '/v2/app/manifests/v2', method: 'HEAD' }).reply(401, '')
+  t.match((await rejection(client.resolve('app', 'v2'))).detail, /rejected the gateway's credentials/, 'Basic picked from repeated headers; the retry\'s 401 has no challenge')
+})
+
+t.test('GET manifest failures and missing content types', async t => {
+  const { pool, client } = setup(t)
+  pool.intercept({ path: '/v2/app/manifests/v1', method: 'GET' }).reply(404, { errors: [{ code: 'MANIFEST_UNKNOWN' }] })
+  t.match(await rejection(client.getManifest('app', 'v1')), { code: 'NOT_FOUND' })
+  pool.intercept({ path: '/v2/app/manifests/v2', method: 'GET' }).reply(200, manifest)
+  t.same((await client.getManifest('app', 'v2')).mediaType, '')
+})
+
+t.test('TLS options reach the pool (insecure skips verification only when asked)', async t => {
+  const insecure = new RegistryClient({ name: 'tls', url: 'https://127.0.0.1:1', connectTimeoutMs: 100, requestTimeoutMs: 100, connections: 1, trustedRealmOrigins: [], tls: { insecure: true } })
+  t.teardown(async () => { await insecure.close() })
+  t.match(await rejection(insecure.ping()), { code: 'UPSTREAM_UNAVAILABLE' }, 'nothing listens there')
+})

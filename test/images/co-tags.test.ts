@@ -1,0 +1,50 @@
+import t from 'tap'
+import { MockAgent } from 'undici'
+import { findCoTags, forEachLimited } from '../../src/images/co-tags.js'
+import { RegistryClient } from '../../src/registry/client.js'
+
+// A tag that disappears or fails between the listing and its HEAD: timing a real registry cannot be made to show.
+const ORIGIN = 'http://127.0.0.1:5998'
+const D = `sha256:${'d'.repeat(64)}`
+
+function client (t: Tap.Test): { mock: MockAgent, registry: RegistryClient } {
+  const mock = new MockAgent()
+  mock.disableNetConnect()
+  const registry = new RegistryClient({ name: 'mocked', url: ORIGIN, connectTimeoutMs: 100, requestTimeoutMs: 1000, connections: 2, trustedRealmOrigins: [], dispatcher: mock })
+  t.teardown(async () => { await registry.close(); await mock.close() })
+  return { mock, registry }
+}
+
+t.test('a tag deleted since the listing is skipped; the others are compared by digest', async t => {
+  const { mock, registry } = client(t)
+  const pool = mock.get(ORIGIN)
+  pool.intercept({ path: '/v2/app/tags/list', method: 'GET' }).reply(200, { tags: ['mine', 'gone', 'same', 'other'] })
+  pool.intercept({ path: '/v2/app/manifests/gone', method: 'HEAD' }).reply(404, '')
+  pool.intercept({ path: '/v2/app/manifests/same', method: 'HEAD' }).reply(200, '', { headers: { 'docker-content-digest': D } })
+  pool.intercept({ path: '/v2/app/manifests/other', method: 'HEAD' }).reply(200, '', { headers: { 'docker-content-digest': `sha256:${'e'.repeat(64)}` } })
+  t.same(await findCoTags(registry, 'app', D, 'mine', 2), ['same'])
+})
+
+t.test('any other failure while checking co-tags stops the deletion', async t => {
+  const { mock, registry } = client(t)
+  const pool = mock.get(ORIGIN)
+  pool.intercept({ path: '/v2/app/tags/list', method: 'GET' }).reply(200, { tags: ['mine', 'broken'] })
+  pool.intercept({ path: '/v2/app/manifests/broken', method: 'HEAD' }).reply(500, '')
+  await t.rejects(findCoTags(registry, 'app', D, 'mine', 2), { code: 'UPSTREAM_ERROR' })
+})
+
+t.test('bounded concurrency never exceeds its limit and visits everything once', async t => {
+  let inFlight = 0
+  let peak = 0
+  const seen: number[] = []
+  await forEachLimited(Array.from({ length: 50 }, (_, index) => index), 4, async (item) => {
+    inFlight++
+    peak = Math.max(peak, inFlight)
+    await new Promise(resolve => setImmediate(resolve))
+    seen.push(item)
+    inFlight--
+  })
+  t.equal(peak, 4)
+  t.same(seen.sort((a, b) => a - b), Array.from({ length: 50 }, (_, index) => index))
+  await forEachLimited([], 4, async () => { t.fail('nothing to do') })
+})
