@@ -4,16 +4,19 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Dispatcher } from 'undici'
 import type { Config } from './config/schema.js'
+import { AuditTrail, openSqliteAuditStore, type AuditStore } from './audit/index.js'
 import { GatewayError } from './errors.js'
 import { createLogger } from './logging.js'
 import { registerGraphQL } from './graphql/index.js'
 import { isGraphQLDocumentError, sendGraphQLDocumentError, sendGraphQLError } from './graphql/errors.js'
 import identityPlugin from './http/identity.js'
+import { auditRoutes } from './http/audit.js'
 import { healthRoutes } from './http/health.js'
 import { imageRoutes } from './http/images.js'
 import { meRoutes } from './http/me.js'
 import { asGatewayError, sendProblem } from './http/problem.js'
 import type { DeleteImageDeps } from './images/delete-image.js'
+import { reconcilePending } from './images/reconcile.js'
 import { whoAmI } from './identity/who-am-i.js'
 import { createAuthenticator } from './auth/index.js'
 import { decide, rolesOf, PolicyStore } from './policy/index.js'
@@ -24,11 +27,21 @@ export interface AppDeps {
   /** Replaces every registry's connection pool (fault injection in tests). */
   dispatcher?: Dispatcher
   policyStore?: PolicyStore
+  /** Replaces the SQLite audit store named in the configuration. */
+  auditStore?: AuditStore
   /** A pino logger to share (the server's), or false for none; by default one at the configured level. */
   logger?: FastifyBaseLogger | false
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
+const PRUNE_INTERVAL_MS = 6 * 60 * 60 * 1000
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Settles when start-up pruning and reconciliation of pending audit records are done. */
+    auditHousekeeping: Promise<void>
+  }
+}
 
 export function buildRegistries (config: Config, dispatcher?: Dispatcher): RegistryDirectory {
   const clients = Object.entries(config.registries).map(([name, registry]) => new RegistryClient({
@@ -67,11 +80,31 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   if (deps.policyStore === undefined && config.policyFile !== undefined) policyStore.load(config.policyFile)
   if (policyStore.current() === undefined) app.log.warn('no policy loaded: every request will be denied (set POLICY_FILE or policyFile)')
   const authenticator = createAuthenticator(policyStore, { logger: app.log })
+  const auditStore = deps.auditStore ?? openSqliteAuditStore(config.audit.path)
+  const audit = new AuditTrail(auditStore, app.log)
   const useCase: DeleteImageDeps = {
     registries,
     authorize: (identity, action, resource) => decide(policyStore.current(), identity, action, resource),
-    coTagConcurrency: config.coTagConcurrency
+    audit,
+    coTagConcurrency: config.coTagConcurrency,
+    onAuditLost: (error, record) => {
+      app.log.error({ err: error, auditId: record.id }, 'the registry acted but the audit trail could not record it; the record is reconciled at the next start')
+    }
   }
+  const retentionMs = config.audit.retentionDays * 24 * 60 * 60 * 1000
+  const prune = async (): Promise<void> => {
+    const removed = await auditStore.prune(new Date(Date.now() - retentionMs))
+    if (removed > 0) app.log.info({ removed, retentionDays: config.audit.retentionDays }, 'pruned old audit records')
+  }
+  // Start-up housekeeping runs beside serving: a slow registry must not keep the gateway from starting.
+  const startup = (async () => {
+    await prune()
+    const summary = await reconcilePending({ registries, audit }, app.log)
+    if (summary.settled + summary.left > 0) app.log.info(summary, 'reconciled pending audit records')
+  })().catch((error: unknown) => { app.log.error({ err: error }, 'audit start-up housekeeping failed') })
+  const pruneTimer = setInterval(() => { void prune().catch((error: unknown) => { app.log.error({ err: error }, 'audit pruning failed') }) }, PRUNE_INTERVAL_MS)
+  pruneTimer.unref()
+  app.decorate('auditHousekeeping', startup)
   const me = whoAmI(identity => rolesOf(policyStore.current(), identity))
 
   app.addHook('onSend', async (request, reply) => {
@@ -88,12 +121,16 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     new GatewayError('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}; see /openapi.json for the API.`)))
 
   await app.register(identityPlugin, { authenticate: async credentials => await authenticator.authenticate(credentials) })
-  await app.register(healthRoutes(registries))
+  await app.register(healthRoutes(registries, auditStore))
   await app.register(imageRoutes(useCase))
   await app.register(meRoutes(me))
+  await app.register(auditRoutes(useCase))
   await registerGraphQL(app, { deleteImage: useCase, whoAmI: me, graphiql: config.graphiql })
 
   app.addHook('onClose', async () => {
+    clearInterval(pruneTimer)
+    await startup
+    if (deps.auditStore === undefined) await auditStore.close()
     authenticator.close()
     if (deps.policyStore === undefined) policyStore.close()
     await registries.close()

@@ -11,13 +11,19 @@ export const catalogue = {
   PROTECTED_TAG: { status: 403, title: 'Protected tag' },
   NOT_FOUND: { status: 404, title: 'Not found' },
   SHARED_DIGEST: { status: 409, title: 'Digest shared with other tags' },
+  NOT_RESTORABLE: { status: 409, title: 'Not a restorable deletion' },
+  ALREADY_RESTORED: { status: 409, title: 'Already restored' },
+  TAG_EXISTS: { status: 409, title: 'Tag points elsewhere now' },
+  RESTORE_UNAVAILABLE: { status: 410, title: 'Deleted content is gone' },
   RATE_LIMITED: { status: 429, title: 'Rate limited' },
   INTERNAL_ERROR: { status: 500, title: 'Internal error' },
   DELETE_DISABLED: { status: 501, title: 'Deletion disabled on the registry' },
   UPSTREAM_AUTH_FAILED: { status: 502, title: 'Registry refused the gateway credentials' },
   UPSTREAM_ERROR: { status: 502, title: 'Registry error' },
   UPSTREAM_UNAVAILABLE: { status: 503, title: 'Registry unavailable' },
-  UPSTREAM_TIMEOUT: { status: 504, title: 'Registry timeout' }
+  IDENTITY_PROVIDER_UNAVAILABLE: { status: 503, title: 'Identity provider unavailable' },
+  UPSTREAM_TIMEOUT: { status: 504, title: 'Registry timeout' },
+  AUDIT_UNAVAILABLE: { status: 503, title: 'Audit trail unavailable' }
 } as const satisfies Record<string, { status: number, title: string }>
 
 export type ErrorCode = keyof typeof catalogue

@@ -1,5 +1,8 @@
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { request } from 'undici'
@@ -8,22 +11,23 @@ import { serve } from '../src/server.js'
 
 const serverFile = fileURLToPath(new URL('../src/server.ts', import.meta.url))
 const registry = await startRegistry()
+const auditDir = mkdtempSync(join(tmpdir(), 'rdg-server-'))
 t.teardown(async () => { await registry.stop() })
 
 t.test('serve() listens, answers, and closes once however often asked', async t => {
-  const server = await serve([], { REGISTRY_URL: registry.url, PORT: '0', LOG_LEVEL: 'silent' })
+  const server = await serve([], { REGISTRY_URL: registry.url, PORT: '0', LOG_LEVEL: 'silent', AUDIT_DB: join(auditDir, 'serve.db') })
   const health = await request(`${server.address}/healthz`)
   t.same(await health.body.json(), { status: 'ok' })
   const ready = await request(`${server.address}/readyz`)
   t.equal(ready.statusCode, 200)
-  t.same(await ready.body.json(), { status: 'ready', checks: [{ name: 'registry:default', ok: true }] })
+  t.same(await ready.body.json(), { status: 'ready', checks: [{ name: 'registry:default', ok: true }, { name: 'audit', ok: true }] })
   await Promise.all([server.close(), server.close()])
   await t.rejects(request(`${server.address}/healthz`))
 })
 
 t.test('as a process: logs JSON, stops cleanly on SIGTERM', async t => {
   const child = spawn(process.execPath, [...process.execArgv, serverFile], {
-    env: { ...process.env, REGISTRY_URL: registry.url, REGISTRY_PASSWORD: 'never-logged', PORT: '0', LOG_LEVEL: 'info' },
+    env: { ...process.env, REGISTRY_URL: registry.url, REGISTRY_PASSWORD: 'never-logged', PORT: '0', LOG_LEVEL: 'info', AUDIT_DB: join(auditDir, 'process.db') },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   let output = ''

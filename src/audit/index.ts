@@ -1,4 +1,6 @@
+export { AUDIT_ID, encodeAuditCursor } from './cursor.js'
 export { auditSchemaVersion, openSqliteAuditStore } from './sqlite-store.js'
+export { AuditTrail, withoutManifest, type AuditLogger } from './trail.js'
 export type {
   AuditAction, AuditFilter, AuditOutcome, AuditPage, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult,
   NewAuditRecord

@@ -3,6 +3,7 @@ import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
 import { monotonicFactory } from 'ulid'
 import { GatewayError } from '../errors.js'
+import { AUDIT_ID, encodeAuditCursor } from './cursor.js'
 import type {
   AuditFilter, AuditPage, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, NewAuditRecord
 } from './types.js'
@@ -146,15 +147,9 @@ function toIsoTime (value: string, field: string): string {
   return new Date(ms).toISOString()
 }
 
-const ulidPattern = /^[0-9A-HJKMNP-TV-Z]{26}$/
-
-function encodeCursor (id: string): string {
-  return Buffer.from(id, 'utf8').toString('base64url')
-}
-
 function decodeCursor (cursor: string): string {
   const id = Buffer.from(cursor, 'base64url').toString('utf8')
-  if (!ulidPattern.test(id)) throw invalidRequest('cursor', 'cursor is not one this gateway handed out: start again without it')
+  if (!AUDIT_ID.test(id)) throw invalidRequest('cursor', 'cursor is not one this gateway handed out: start again without it')
   return id
 }
 
@@ -295,7 +290,7 @@ export function openSqliteAuditStore (path: string, options: { now?: () => Date 
         }
         items.push(record)
       }
-      return more ? { items, nextCursor: encodeCursor(items[items.length - 1].id) } : { items }
+      return more ? { items, nextCursor: encodeAuditCursor(items[items.length - 1].id) } : { items }
     },
 
     async pending () {

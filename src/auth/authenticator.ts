@@ -10,7 +10,7 @@ export interface AuthenticatorOptions extends JwksOptions {
 }
 
 export interface Authenticator {
-  /** The caller's identity, or a GatewayError (UNAUTHENTICATED; UPSTREAM_UNAVAILABLE when tokens cannot be checked). */
+  /** The caller's identity, or a GatewayError (UNAUTHENTICATED; IDENTITY_PROVIDER_UNAVAILABLE when tokens cannot be checked). */
   authenticate (credentials: Credentials): Promise<Identity>
   close (): void
 }

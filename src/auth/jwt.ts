@@ -84,7 +84,7 @@ export class JwtVerifier {
       const rejection = rejectionOf(error)
       if (rejection !== undefined) throw unauthenticated(rejection, 'invalid_token')
       this.#logger?.warn({ jwksUri: settings.jwksUri.href, error: (error as Error).message }, 'cannot fetch the JWKS')
-      throw new GatewayError('UPSTREAM_UNAVAILABLE',
+      throw new GatewayError('IDENTITY_PROVIDER_UNAVAILABLE',
         "the gateway cannot fetch the identity provider's signing keys to check the token; try again later", { cause: error })
     }
     return identityFrom(payload, settings)

@@ -52,6 +52,7 @@ function applyEnv (raw: Record<string, unknown>, env: Env): void {
   if (env.PORT !== undefined) raw.port = /^\d+$/.test(env.PORT) ? Number(env.PORT) : env.PORT
   if (env.LOG_LEVEL !== undefined) raw.logLevel = env.LOG_LEVEL
   if (env.POLICY_FILE !== undefined) raw.policyFile = env.POLICY_FILE
+  if (env.AUDIT_DB !== undefined) raw.audit = { ...(isObject(raw.audit) ? raw.audit : {}), path: env.AUDIT_DB }
   const registryEnv = { url: env.REGISTRY_URL, username: env.REGISTRY_USERNAME, password: env.REGISTRY_PASSWORD }
   if (Object.values(registryEnv).every(value => value === undefined)) return
   const registries = isObject(raw.registries) ? raw.registries : {}

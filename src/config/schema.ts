@@ -27,7 +27,11 @@ export const ConfigSchema = Type.Object({
   defaultRegistry: Type.String({ minLength: 1, default: 'default' }),
   registries: Type.Record(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' }), RegistrySchema, { minProperties: 1 }),
   coTagConcurrency: Type.Integer({ minimum: 1, maximum: 256, default: 16 }),
-  policyFile: Type.Optional(Type.String({ minLength: 1 }))
+  policyFile: Type.Optional(Type.String({ minLength: 1 })),
+  audit: Type.Object({
+    path: Type.String({ minLength: 1, default: './data/audit.db', description: 'SQLite file of the audit trail' }),
+    retentionDays: Type.Integer({ minimum: 1, maximum: 36_500, default: 90 })
+  }, { additionalProperties: false, default: {} })
 }, { additionalProperties: false })
 
 export type RegistryConfig = Static<typeof RegistrySchema>

@@ -95,7 +95,8 @@ export async function startDemo (options: DemoOptions): Promise<Demo> {
       logLevel: options.logLevel,
       graphiql: true,
       registries: { default: { url: registry.url } },
-      policyFile
+      policyFile,
+      audit: { path: join(dir, 'audit.db') }
     }, 'the demo')
     app = await buildApp(config)
     const address = await app.listen({ host: config.host, port: config.port })

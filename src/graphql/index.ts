@@ -1,7 +1,11 @@
 import { readFileSync } from 'node:fs'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import mercurius, { type IResolvers, type MercuriusContext } from 'mercurius'
+import { encodeAuditCursor } from '../audit/cursor.js'
+import type { AuditFilter } from '../audit/types.js'
+import { listAuditEvents } from '../images/audit-events.js'
 import { deleteImage, type DeleteImageDeps } from '../images/delete-image.js'
+import { restoreDeletion } from '../images/restore-deletion.js'
 import type { WhoAmI } from '../identity/who-am-i.js'
 import type { Identity } from '../policy/types.js'
 import { graphqlErrorFormatter } from './errors.js'
@@ -15,6 +19,7 @@ declare module 'mercurius' {
 }
 
 interface DeleteImageArgs { name: string, tag: string, registry?: string | null, dryRun?: boolean | null, force?: boolean | null }
+interface AuditEventsArgs { filter?: Record<string, string | null> | null, first?: number | null, after?: string | null }
 
 export interface GraphQLOptions {
   deleteImage: DeleteImageDeps
@@ -22,18 +27,50 @@ export interface GraphQLOptions {
   graphiql: boolean
 }
 
+/** GraphQL enum values cannot contain '-', so `dry-run` travels as `dry_run`. */
+const fromEnum = (value: string): string => value.replaceAll('_', '-')
+const toEnum = (value: string): string => value.replaceAll('-', '_')
+
+function auditFilter (filter: AuditEventsArgs['filter']): AuditFilter {
+  const entries = Object.entries(filter ?? {}).filter((entry): entry is [string, string] => entry[1] !== null)
+  return Object.fromEntries(entries.map(([key, value]) => [key, key === 'outcome' || key === 'action' ? fromEnum(value) : value]))
+}
+
+function context (context: MercuriusContext): { requestId: string, transport: 'graphql' } {
+  return { requestId: context.reply.request.id, transport: 'graphql' }
+}
+
 export async function registerGraphQL (app: FastifyInstance, options: GraphQLOptions): Promise<void> {
   const resolvers: IResolvers = {
     Query: {
-      me: (_root: unknown, _args: unknown, context: MercuriusContext) => options.whoAmI(context.identity)
+      me: (_root: unknown, _args: unknown, ctx: MercuriusContext) => options.whoAmI(ctx.identity),
+      auditEvents: async (_root: unknown, args: AuditEventsArgs, ctx: MercuriusContext) => {
+        const page = await listAuditEvents(options.deleteImage, {
+          identity: ctx.identity,
+          filter: auditFilter(args.filter),
+          limit: args.first ?? undefined,
+          ...(args.after === undefined || args.after === null ? {} : { cursor: args.after })
+        })
+        return {
+          edges: page.items.map(item => ({ cursor: encodeAuditCursor(item.id), node: { ...item, action: toEnum(item.action), outcome: toEnum(item.outcome) } })),
+          pageInfo: { hasNextPage: page.nextCursor !== undefined, endCursor: page.nextCursor ?? null }
+        }
+      }
     },
     Mutation: {
-      deleteImage: async (_root: unknown, args: DeleteImageArgs, context: MercuriusContext) => await deleteImage(options.deleteImage, {
-        identity: context.identity,
+      deleteImage: async (_root: unknown, args: DeleteImageArgs, ctx: MercuriusContext) => await deleteImage(options.deleteImage, {
+        identity: ctx.identity,
+        context: context(ctx),
         name: args.name,
         tag: args.tag,
         registry: args.registry ?? undefined,
         dryRun: args.dryRun ?? false,
+        force: args.force ?? false
+      }),
+      restoreDeletion: async (_root: unknown, args: { id: string, force?: boolean | null }, ctx: MercuriusContext) => await restoreDeletion(options.deleteImage, {
+        identity: ctx.identity,
+        context: context(ctx),
+        deletionId: args.id,
         force: args.force ?? false
       })
     }

@@ -10,6 +10,7 @@ export const DeleteImageQuery = Type.Object({
 }, { additionalProperties: false })
 
 export const DeleteImageResponse = Type.Object({
+  auditId: Type.String({ description: 'The audit record of this attempt; for a deletion, the id to restore it with.' }),
   registry: Type.String(),
   name: Type.String(),
   tag: Type.String(),
@@ -47,6 +48,7 @@ export const imageRoutes = (deps: DeleteImageDeps): FastifyPluginAsyncTypebox =>
     const { name, tag } = splitImagePath(request.params['*'])
     return await deleteImage(deps, {
       identity: request.identity,
+      context: { requestId: request.id, transport: 'rest' },
       name,
       tag,
       registry: request.query.registry,

@@ -1,19 +1,31 @@
-import { GatewayError } from '../errors.js'
+import type { AuditOutcome, AuditRecord } from '../audit/types.js'
+import type { AuditTrail } from '../audit/trail.js'
+import { GatewayError, isGatewayError, type ErrorCode } from '../errors.js'
 import type { Action, Decision, Identity, Resource } from '../policy/types.js'
+import type { RegistryClient } from '../registry/client.js'
 import type { RegistryDirectory } from '../registry/directory.js'
 import { parseImageRef } from '../registry/reference.js'
 import { findCoTags } from './co-tags.js'
 
 export type Authorize = (identity: Identity, action: Action, resource: Resource) => Decision
 
+export interface RequestContext {
+  requestId: string
+  transport: AuditRecord['transport']
+}
+
 export interface DeleteImageDeps {
   registries: RegistryDirectory
   authorize: Authorize
+  audit: AuditTrail
   coTagConcurrency: number
+  /** Told when the registry acted but the audit trail could not record it (reconciled at the next start). */
+  onAuditLost: (error: unknown, record: AuditRecord) => void
 }
 
 export interface DeleteImageInput {
   identity: Identity
+  context: RequestContext
   name: string
   tag: string
   registry?: string
@@ -22,6 +34,8 @@ export interface DeleteImageInput {
 }
 
 export interface DeleteImageResult {
+  /** The audit record of this attempt. */
+  auditId: string
   registry: string
   name: string
   tag: string
@@ -37,6 +51,16 @@ export interface DeleteImageResult {
   reason?: string
 }
 
+const OUTCOME_OF: Partial<Record<ErrorCode, AuditOutcome>> = {
+  FORBIDDEN: 'denied',
+  PROTECTED_TAG: 'denied',
+  SHARED_DIGEST: 'rejected',
+  NOT_FOUND: 'not-found'
+}
+
+/** Failures after which the DELETE may or may not have reached the registry. */
+const AMBIGUOUS: ReadonlySet<ErrorCode> = new Set(['UPSTREAM_TIMEOUT', 'UPSTREAM_UNAVAILABLE', 'UPSTREAM_ERROR'])
+
 function denial (identity: Identity, action: Action, resource: Resource, decision: Decision): GatewayError | undefined {
   if (decision.allow) return undefined
   return new GatewayError(decision.code, decision.reason, {
@@ -44,40 +68,127 @@ function denial (identity: Identity, action: Action, resource: Resource, decisio
   })
 }
 
+export function errorFields (error: GatewayError): Pick<AuditRecord, 'outcome' | 'errorCode' | 'errorDetail' | 'upstreamStatus'> {
+  const upstreamStatus = error.extras.upstreamStatus
+  return {
+    outcome: OUTCOME_OF[error.code] ?? 'failed',
+    errorCode: error.code,
+    errorDetail: error.detail,
+    ...(typeof upstreamStatus === 'number' ? { upstreamStatus } : {})
+  }
+}
+
+/**
+ * Whether a manifest is gone, asked after a DELETE whose answer never arrived. Undefined when the registry
+ * cannot tell us now either; the record then stays pending for start-up reconciliation.
+ */
+export async function manifestGone (client: RegistryClient, name: string, digest: string): Promise<boolean | undefined> {
+  try {
+    await client.resolve(name, digest)
+    return false
+  } catch (error) {
+    if (isGatewayError(error) && error.code === 'NOT_FOUND') return true
+    return undefined
+  }
+}
+
 /**
  * Deletes one tag's manifest the safe way: validate, authorize, resolve the digest DELETE accepts, refuse when
- * other tags share it (unless forced and allowed for each of them), then delete exactly that digest.
- * A dry-run needs only `read`; it takes every step but the DELETE and reports, in `allowed` and `reason`,
- * whether the caller's real call would pass authorization.
+ * other tags share it (unless forced and allowed for each of them), write the exact manifest bytes ahead to the
+ * audit trail, then delete exactly that digest and record the outcome. Every attempt that passes validation is
+ * recorded, allowed or not. A dry-run needs only `read`; it takes every step but the DELETE and reports, in
+ * `allowed` and `reason`, whether the caller's real call would pass authorization.
  */
 export async function deleteImage (deps: DeleteImageDeps, input: DeleteImageInput): Promise<DeleteImageResult> {
   const { name, tag } = parseImageRef(input.name, input.tag)
   const client = deps.registries.get(input.registry)
   const dryRun = input.dryRun === true
+  const started = performance.now()
   const resource = { registry: client.name, repository: name, tag }
+  const elapsed = (): number => Math.round(performance.now() - started)
   const check = (action: Action, target: Resource): GatewayError | undefined =>
     denial(input.identity, action, target, deps.authorize(input.identity, action, target))
-  const entry = check(dryRun ? 'read' : 'delete', resource)
-  if (entry !== undefined) throw entry
+  const attempt = {
+    requestId: input.context.requestId,
+    transport: input.context.transport,
+    subject: input.identity.subject,
+    groups: input.identity.groups,
+    action: dryRun ? 'dry-run' as const : 'delete' as const,
+    registry: client.name,
+    name,
+    tag
+  }
+  let decision = { allow: false, reason: 'not yet authorized' }
+  let found: { digest: string, mediaType: string, removedTags: string[] } | undefined
+  let pending: AuditRecord | undefined
+  try {
+    const entryAction = dryRun ? 'read' : 'delete'
+    const entry = deps.authorize(input.identity, entryAction, resource)
+    decision = { allow: entry.allow, reason: entry.reason }
+    const refusedEntry = denial(input.identity, entryAction, resource, entry)
+    if (refusedEntry !== undefined) throw refusedEntry
 
-  const { digest, mediaType } = await client.resolve(name, tag)
-  // Listed as late as possible, right before the DELETE, so a tag added meanwhile is still seen.
-  const coTags = await findCoTags(client, name, digest, tag, deps.coTagConcurrency)
-  if (coTags.length > 0 && input.force !== true) {
-    throw new GatewayError('SHARED_DIGEST',
-      `${name}:${tag} points at ${digest}, which is also tagged ${coTags.join(', ')}; deleting it removes all of them. Delete with force=true to remove every one of these tags, or re-tag first.`,
-      { extras: { digest, sharedWith: coTags } })
+    // A real deletion reads the manifest bytes now, in the same request that resolves the digest, to save them.
+    const manifest = dryRun ? undefined : await client.getManifest(name, tag)
+    const { digest, mediaType } = manifest ?? await client.resolve(name, tag)
+    found = { digest, mediaType, removedTags: [] }
+    // Listed as late as possible, right before the DELETE, so a tag added meanwhile is still seen.
+    const coTags = await findCoTags(client, name, digest, tag, deps.coTagConcurrency)
+    if (coTags.length > 0 && input.force !== true) {
+      throw new GatewayError('SHARED_DIGEST',
+        `${name}:${tag} points at ${digest}, which is also tagged ${coTags.join(', ')}; deleting it removes all of them. Delete with force=true to remove every one of these tags, or re-tag first.`,
+        { extras: { digest, sharedWith: coTags } })
+    }
+    // Deleting pr-1 must never take latest with it: every tag that goes needs its own permission.
+    const refusal = (dryRun ? check('delete', resource) : undefined) ??
+      (coTags.length > 0 ? check('force', resource) : undefined) ??
+      coTags.map(coTag => check('delete', { ...resource, tag: coTag })).find(found => found !== undefined)
+    if (refusal !== undefined) decision = { allow: false, reason: refusal.detail }
+    if (refusal !== undefined && !dryRun) throw refusal
+    found.removedTags = [tag, ...coTags]
+    const result = {
+      registry: client.name, name, tag, digest, mediaType, dryRun, deleted: !dryRun, removedTags: found.removedTags,
+      allowed: refusal === undefined,
+      ...(refusal === undefined ? {} : { reason: `${refusal.code}: ${refusal.detail}` })
+    }
+    if (manifest === undefined) {
+      const record = await deps.audit.record({ ...attempt, ...found, decision, outcome: 'dry-run', durationMs: elapsed() })
+      return { auditId: record.id, ...result }
+    }
+    pending = await deps.audit.record({ ...attempt, ...found, decision, outcome: 'pending', manifest: manifest.bytes })
+    await client.deleteManifest(name, digest)
+    await settleQuietly(deps, pending, { outcome: 'deleted', upstreamStatus: 202, durationMs: elapsed() })
+    return { auditId: pending.id, ...result }
+  } catch (error) {
+    if (!isGatewayError(error) || error.code === 'AUDIT_UNAVAILABLE') throw error
+    if (pending === undefined) {
+      await deps.audit.record({ ...attempt, ...found, removedTags: found?.removedTags ?? [], decision, ...errorFields(error), durationMs: elapsed() })
+      throw error
+    }
+    return await settleFailedDelete(deps, client, pending, error, elapsed)
   }
-  // Deleting pr-1 must never take latest with it: every tag that goes needs its own permission.
-  const refusal = (dryRun ? check('delete', resource) : undefined) ??
-    (coTags.length > 0 ? check('force', resource) : undefined) ??
-    coTags.map(coTag => check('delete', { ...resource, tag: coTag })).find(found => found !== undefined)
-  if (refusal !== undefined && !dryRun) throw refusal
-  const removedTags = [tag, ...coTags]
-  if (!dryRun) await client.deleteManifest(name, digest)
-  return {
-    registry: client.name, name, tag, digest, mediaType, dryRun, deleted: !dryRun, removedTags,
-    allowed: refusal === undefined,
-    ...(refusal === undefined ? {} : { reason: `${refusal.code}: ${refusal.detail}` })
+}
+
+async function settleQuietly (deps: DeleteImageDeps, record: AuditRecord, changes: Parameters<AuditTrail['settle']>[1]): Promise<void> {
+  try {
+    await deps.audit.settle(record.id, changes)
+  } catch (error) {
+    // The registry already acted: answering with an error would make the caller retry a deletion that happened.
+    deps.onAuditLost(error, record)
   }
+}
+
+/**
+ * The DELETE failed after the write-ahead record. When its answer was lost (timeout, reset, 5xx) the registry
+ * is asked whether the manifest is gone, so the record says what really happened.
+ */
+async function settleFailedDelete (deps: DeleteImageDeps, client: RegistryClient, pending: AuditRecord, error: GatewayError, elapsed: () => number): Promise<never> {
+  const digest = pending.digest as string
+  const gone = AMBIGUOUS.has(error.code) ? await manifestGone(client, pending.name, digest) : false
+  if (gone === true) {
+    await settleQuietly(deps, pending, { outcome: 'deleted', errorCode: error.code, errorDetail: `the registry's answer was lost (${error.detail}), but the manifest is gone`, durationMs: elapsed() })
+  } else if (gone === false) {
+    await settleQuietly(deps, pending, { ...errorFields(error), durationMs: elapsed() })
+  }
+  throw error
 }

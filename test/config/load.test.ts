@@ -26,6 +26,7 @@ t.test('the environment alone configures one registry with defaults', async t =>
     tokenRealmOrigins: [],
     connections: 16
   })
+  t.same(config.audit, { path: './data/audit.db', retentionDays: 90 })
   t.ok(Object.isFrozen(config.registries.default), 'config is frozen')
 })
 
@@ -33,12 +34,15 @@ t.test('the example file is valid and documents every key', async t => {
   const config = loadConfig(['--config', new URL('../../config.example.yaml', import.meta.url).pathname], {})
   t.same(Object.keys(config.registries), ['default', 'mirror'])
   t.equal(config.policyFile, './policy.yaml')
+  t.same(config.audit, { path: './data/audit.db', retentionDays: 90 })
+  t.equal(loadConfig(['--config', new URL('../../config.example.yaml', import.meta.url).pathname], { AUDIT_DB: 'x.db' }).audit.retentionDays, 90, 'AUDIT_DB keeps the other audit keys')
   t.equal(config.registries.default?.tls.caFile, '/etc/ssl/private-ca.pem')
 })
 
 t.test('environment overrides a file', async t => {
   const path = file('multi.yaml', 'defaultRegistry: main\nregistries:\n  main: { url: "http://127.0.0.1:1" }\n  other: { url: "https://other.example" }\n')
-  const config = loadConfig([`--config=${path}`], { PORT: '9000', HOST: '0.0.0.0', LOG_LEVEL: 'warn', POLICY_FILE: 'p.yaml', REGISTRY_URL: 'http://127.0.0.1:2' })
+  const config = loadConfig([`--config=${path}`], { PORT: '9000', HOST: '0.0.0.0', LOG_LEVEL: 'warn', POLICY_FILE: 'p.yaml', REGISTRY_URL: 'http://127.0.0.1:2', AUDIT_DB: '/var/lib/rdg/audit.db' })
+  t.equal(config.audit.path, '/var/lib/rdg/audit.db')
   t.equal(config.port, 9000)
   t.equal(config.host, '0.0.0.0')
   t.equal(config.logLevel, 'warn')

@@ -14,6 +14,7 @@ t.test('health needs no credentials; readiness names the registry that fails', a
   t.equal(ready.body.status, 'not ready')
   t.same(ready.body.checks[0], { name: 'registry:default', ok: true })
   t.match(ready.body.checks[1], { name: 'registry:down', ok: false, detail: /could not be reached/ })
+  t.same(ready.body.checks[2], { name: 'audit', ok: true })
 })
 
 t.test('no or bad credentials: 401 with a Bearer challenge, as problem+json or GraphQL error', async t => {
@@ -77,7 +78,7 @@ t.test('an unexpected failure is a 500 INTERNAL_ERROR that reveals nothing, on b
   const logged: string[] = []
   const { pino } = await import('pino')
   const logger = pino({ level: 'error' }, { write: (line: string) => { logged.push(line) } })
-  const app = await buildApp(validateConfig({ registries: { default: { url: registry.url } } }, 'test'), { policyStore: broken, logger })
+  const app = await buildApp(validateConfig({ registries: { default: { url: registry.url } }, audit: { path: ':memory:' } }, 'test'), { policyStore: broken, logger })
   t.teardown(async () => { await app.close() })
   broken.current = () => { throw new Error('policy backend password=hunter2 exploded') }
   const rest = await app.inject({ method: 'GET', url: '/me', headers: { 'x-api-key': ADMIN_KEY } })
@@ -110,7 +111,7 @@ t.test('a registry rate limit reaches the caller with Retry-After, on both trans
   const mock = new MockAgent()
   mock.disableNetConnect()
   t.teardown(async () => { await mock.close() })
-  mock.get('http://127.0.0.1:5997').intercept({ path: '/v2/busy/manifests/v1', method: 'HEAD' })
+  mock.get('http://127.0.0.1:5997').intercept({ path: '/v2/busy/manifests/v1', method: 'GET' })
     .reply(429, '', { headers: { 'retry-after': '7' } }).times(2)
   const limited = await startGateway(t, { registries: { default: { url: 'http://127.0.0.1:5997' } }, dispatcher: mock })
   const rest = await limited.rest('DELETE', '/images/busy/v1')

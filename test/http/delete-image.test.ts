@@ -31,7 +31,9 @@ for (const kind of kinds) {
 
     const rest = await gateway.rest('DELETE', `/images/kinds/${kind}/rest`)
     t.equal(rest.status, 200)
+    t.match(rest.body.auditId, /^[0-9A-Z]{26}$/, 'names its audit record')
     t.same(rest.body, {
+      auditId: rest.body.auditId,
       registry: 'default', name: `kinds/${kind}`, tag: 'rest', digest: restImage.digest, mediaType: restImage.mediaType,
       dryRun: false, deleted: true, removedTags: ['rest'], allowed: true
     })
@@ -92,7 +94,7 @@ t.test('nested names, URL-encoded or as plain segments', async t => {
 t.test('a dry-run answers as the real call would and touches nothing', async t => {
   const image = await pushImage(target, 'dry/app', ['keep'], 'docker-list')
   const rest = await gateway.rest('DELETE', '/images/dry/app/keep?dryRun=true')
-  t.same(rest.body, { registry: 'default', name: 'dry/app', tag: 'keep', digest: image.digest, mediaType: image.mediaType, dryRun: true, deleted: false, removedTags: ['keep'], allowed: true })
+  t.same(rest.body, { auditId: rest.body.auditId, registry: 'default', name: 'dry/app', tag: 'keep', digest: image.digest, mediaType: image.mediaType, dryRun: true, deleted: false, removedTags: ['keep'], allowed: true })
   const { data } = await viaGraphQL({ name: 'dry/app', tag: 'keep', dryRun: true })
   t.equal(data.deleted, false)
 

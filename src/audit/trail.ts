@@ -1,0 +1,67 @@
+import { GatewayError, isGatewayError } from '../errors.js'
+import type { AuditFilter, AuditPage, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, NewAuditRecord } from './types.js'
+
+export interface AuditLogger {
+  info: (details: object, message: string) => void
+}
+
+/** What a log line may show of a record: everything but the saved manifest bytes. */
+export function withoutManifest (record: AuditRecord): Omit<AuditRecord, 'manifest'> {
+  const { manifest: _manifest, ...shown } = record
+  return shown
+}
+
+/**
+ * The audit store as the use cases write to it: every record also becomes one log line, and a store that
+ * cannot write is a catalogue error, so a deletion never goes ahead unrecorded.
+ */
+export class AuditTrail {
+  constructor (readonly store: AuditStore, private readonly logger: AuditLogger) {}
+
+  /** The store's own catalogue errors (a bad cursor) pass through; anything else means it cannot be used. */
+  private async guard<T> (work: () => Promise<T>): Promise<T> {
+    try {
+      return await work()
+    } catch (error) {
+      if (isGatewayError(error)) throw error
+      throw new GatewayError('AUDIT_UNAVAILABLE',
+        'the audit trail cannot be used, so the gateway will not act; nothing more was changed in the registry. Check the audit database (AUDIT_DB).',
+        { cause: error })
+    }
+  }
+
+  private log (record: AuditRecord): AuditRecord {
+    this.logger.info({ audit: withoutManifest(record) }, `audit ${record.action} ${record.name}:${record.tag} ${record.outcome}`)
+    return record
+  }
+
+  async record (record: NewAuditRecord): Promise<AuditRecord> {
+    return this.log(await this.guard(async () => await this.store.append(record)))
+  }
+
+  async settle (id: string, changes: AuditRecordChanges): Promise<AuditRecord> {
+    return this.log(await this.guard(async () => await this.store.update(id, changes)))
+  }
+
+  async get (id: string): Promise<AuditRecord | undefined> {
+    return await this.guard(async () => await this.store.get(id))
+  }
+
+  async list (filter: AuditFilter, page: { limit: number, cursor?: string }, visible: (record: AuditRecord) => boolean): Promise<AuditPage> {
+    return await this.guard(async () => await this.store.list(filter, page, visible))
+  }
+
+  async pending (): Promise<AuditRecord[]> {
+    return await this.guard(async () => await this.store.pending())
+  }
+
+  async claimRestore (deletionId: string, restore: NewAuditRecord): Promise<ClaimRestoreResult> {
+    const claim = await this.guard(async () => await this.store.claimRestore(deletionId, restore))
+    if (claim.ok) this.log(claim.restore)
+    return claim
+  }
+
+  async releaseRestore (deletionId: string, restoreId: string): Promise<void> {
+    await this.guard(async () => { await this.store.releaseRestore(deletionId, restoreId) })
+  }
+}

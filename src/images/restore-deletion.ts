@@ -1,0 +1,128 @@
+import { AUDIT_ID } from '../audit/cursor.js'
+import type { AuditRecord } from '../audit/types.js'
+import { GatewayError, isGatewayError } from '../errors.js'
+import type { Identity } from '../policy/types.js'
+import type { RegistryClient } from '../registry/client.js'
+import { errorFields, type DeleteImageDeps, type RequestContext } from './delete-image.js'
+
+export type RestoreDeletionDeps = Pick<DeleteImageDeps, 'registries' | 'authorize' | 'audit' | 'onAuditLost'>
+
+export interface RestoreDeletionInput {
+  identity: Identity
+  context: RequestContext
+  deletionId: string
+  force?: boolean
+}
+
+export interface RestoreDeletionResult {
+  /** The audit record of the restore. */
+  auditId: string
+  deletionId: string
+  registry: string
+  name: string
+  digest: string
+  mediaType: string
+  restoredTags: string[]
+}
+
+function unknownDeletion (id: string): GatewayError {
+  return new GatewayError('NOT_FOUND', `no deletion ${id.slice(0, 40)} in the audit trail; GET /audit lists deletions and their ids.`, {
+    extras: { field: 'id' }
+  })
+}
+
+/** A tag that points at another digest now: putting the old manifest back would silently move it. */
+async function tagsMovedElsewhere (client: RegistryClient, deletion: AuditRecord): Promise<string[]> {
+  const moved: string[] = []
+  for (const tag of deletion.removedTags) {
+    try {
+      if ((await client.resolve(deletion.name, tag, 'pull,push')).digest !== deletion.digest) moved.push(tag)
+    } catch (error) {
+      if (!isGatewayError(error) || error.code !== 'NOT_FOUND') throw error
+    }
+  }
+  return moved
+}
+
+function restoreFailure (error: GatewayError): GatewayError {
+  if (error.extras.upstreamStatus === 400 && ['MANIFEST_BLOB_UNKNOWN', 'MANIFEST_UNKNOWN', 'BLOB_UNKNOWN'].includes(String(error.extras.upstreamCode))) {
+    return new GatewayError('RESTORE_UNAVAILABLE',
+      'the registry no longer has the layers or child manifests this manifest references: garbage collection removed them, so the deletion cannot be undone. Push the image again instead.',
+      { extras: error.extras, cause: error })
+  }
+  return error
+}
+
+/**
+ * Undoes a deletion by putting its saved manifest bytes back under every tag it removed, while the registry still
+ * has what the manifest references (until garbage collection). The deletion is claimed atomically first, so two
+ * restores cannot both run; a restore that fails releases the claim.
+ */
+export async function restoreDeletion (deps: RestoreDeletionDeps, input: RestoreDeletionInput): Promise<RestoreDeletionResult> {
+  if (!AUDIT_ID.test(input.deletionId)) throw unknownDeletion(input.deletionId)
+  const deletion = await deps.audit.get(input.deletionId)
+  if (deletion === undefined || deletion.action !== 'delete') throw unknownDeletion(input.deletionId)
+  const client = deps.registries.get(deletion.registry)
+  const started = performance.now()
+  const attempt = {
+    requestId: input.context.requestId,
+    transport: input.context.transport,
+    subject: input.identity.subject,
+    groups: input.identity.groups,
+    action: 'restore' as const,
+    registry: deletion.registry,
+    name: deletion.name,
+    tag: deletion.tag,
+    digest: deletion.digest,
+    mediaType: deletion.mediaType,
+    removedTags: deletion.removedTags
+  }
+  const elapsed = (): number => Math.round(performance.now() - started)
+
+  for (const tag of new Set([deletion.tag, ...deletion.removedTags])) {
+    const decision = deps.authorize(input.identity, 'restore', { registry: deletion.registry, repository: deletion.name, tag })
+    if (!decision.allow) {
+      const error = new GatewayError(decision.code, decision.reason, {
+        extras: { subject: input.identity.subject, action: 'restore', image: `${deletion.name}:${tag}`, registry: deletion.registry }
+      })
+      await deps.audit.record({ ...attempt, decision: { allow: false, reason: decision.reason }, ...errorFields(error), durationMs: elapsed() })
+      throw error
+    }
+  }
+  const decision = { allow: true, reason: `restore allowed for ${deletion.removedTags.join(', ')}` }
+  const claim = await deps.audit.claimRestore(deletion.id, { ...attempt, decision, outcome: 'pending' })
+  if (!claim.ok) {
+    throw claim.reason === 'already-restored'
+      ? new GatewayError('ALREADY_RESTORED', `deletion ${deletion.id} was already restored, by restore ${claim.deletion?.restoredBy as string}.`, { extras: { restoredBy: claim.deletion?.restoredBy } })
+      : new GatewayError('NOT_RESTORABLE', `record ${deletion.id} is not a completed deletion (outcome ${deletion.outcome}); only deletions the registry accepted can be restored.`, { extras: { outcome: deletion.outcome } })
+  }
+  const restore = claim.restore
+  try {
+    const moved = await tagsMovedElsewhere(client, deletion)
+    if (moved.length > 0 && input.force !== true) {
+      throw new GatewayError('TAG_EXISTS',
+        `${moved.map(tag => `${deletion.name}:${tag}`).join(', ')} now point${moved.length === 1 ? 's' : ''} at another manifest; restoring would move ${moved.length === 1 ? 'it' : 'them'} back. Restore with force=true to do that.`,
+        { extras: { tags: moved } })
+    }
+    for (const tag of deletion.removedTags) {
+      const digest = await client.putManifest(deletion.name, tag, deletion.manifest as Buffer, deletion.mediaType as string).catch((error: GatewayError) => { throw restoreFailure(error) })
+      if (digest !== deletion.digest) {
+        throw new GatewayError('UPSTREAM_ERROR', `the registry stored the restored manifest as ${digest}, not ${deletion.digest as string}.`, { extras: { digest } })
+      }
+    }
+  } catch (error) {
+    await deps.audit.releaseRestore(deletion.id, restore.id)
+    await deps.audit.settle(restore.id, { ...errorFields(error as GatewayError), durationMs: elapsed() })
+    throw error
+  }
+  await deps.audit.settle(restore.id, { outcome: 'restored', upstreamStatus: 201, durationMs: elapsed() })
+  return {
+    auditId: restore.id,
+    deletionId: deletion.id,
+    registry: deletion.registry,
+    name: deletion.name,
+    digest: deletion.digest as string,
+    mediaType: deletion.mediaType as string,
+    restoredTags: deletion.removedTags
+  }
+}
