@@ -192,14 +192,14 @@ t.test('when the keys cannot be fetched the caller is not blamed', async t => {
     const authenticator = authenticatorFor(policyFor(uri), { logger, jwksTimeoutMs: 2000 })
     const presented = await token(first)
     const error = await refused(authenticator.authenticate({ authorization: `Bearer ${presented}` }))
-    t.equal(error.code, 'UPSTREAM_UNAVAILABLE')
+    t.equal(error.code, 'IDENTITY_PROVIDER_UNAVAILABLE')
     t.equal(error.detail, "the gateway cannot fetch the identity provider's signing keys to check the token; try again later")
     t.same(warnings.at(-1)?.[0], { jwksUri: uri, error: (error.cause as Error).message })
     t.equal(warnings.at(-1)?.[1], 'cannot fetch the JWKS')
   }
   server.status = 200
   const silent = authenticatorFor(policyFor(downUri))
-  t.equal((await refused(silent.authenticate({ authorization: `Bearer ${await token(first)}` }))).code, 'UPSTREAM_UNAVAILABLE', 'without a logger too')
+  t.equal((await refused(silent.authenticate({ authorization: `Bearer ${await token(first)}` }))).code, 'IDENTITY_PROVIDER_UNAVAILABLE', 'without a logger too')
 })
 
 t.test('a policy without a jwt section refuses tokens', async t => {
