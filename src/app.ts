@@ -40,6 +40,8 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** Settles when start-up pruning and reconciliation of pending audit records are done. */
     auditHousekeeping: Promise<void>
+    /** Every route the app serves, so the contract test can hold openapi.yaml to it. */
+    registeredRoutes: ReadonlyArray<{ method: string, url: string }>
   }
 }
 
@@ -74,6 +76,12 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     // Unknown query parameters are refused, not dropped: a mistyped `dryrun=true` must not become a real delete.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } }
   }).withTypeProvider<TypeBoxTypeProvider>()
+
+  const registeredRoutes: Array<{ method: string, url: string }> = []
+  app.decorate('registeredRoutes', registeredRoutes)
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) registeredRoutes.push({ method, url: route.url })
+  })
 
   const registries = buildRegistries(config, deps.dispatcher)
   const policyStore = deps.policyStore ?? new PolicyStore({ logger: app.log })
