@@ -7,6 +7,10 @@ import type { Config } from './config/schema.js'
 import { AuditTrail, openSqliteAuditStore, type AuditStore } from './audit/index.js'
 import { GatewayError } from './errors.js'
 import { createLogger } from './logging.js'
+import { createMetrics, type GatewayMetrics, type RegistryObserver } from './metrics.js'
+import rateLimit from '@fastify/rate-limit'
+import { registerContract } from './http/contract.js'
+import { metricsRoutes } from './http/metrics.js'
 import { registerGraphQL } from './graphql/index.js'
 import { isGraphQLDocumentError, sendGraphQLDocumentError, sendGraphQLError } from './graphql/errors.js'
 import identityPlugin from './http/identity.js'
@@ -29,6 +33,8 @@ export interface AppDeps {
   policyStore?: PolicyStore
   /** Replaces the SQLite audit store named in the configuration. */
   auditStore?: AuditStore
+  /** Shares one set of metrics, e.g. with a separate metrics listener. */
+  metrics?: GatewayMetrics
   /** A pino logger to share (the server's), or false for none; by default one at the configured level. */
   logger?: FastifyBaseLogger | false
 }
@@ -45,7 +51,7 @@ declare module 'fastify' {
   }
 }
 
-export function buildRegistries (config: Config, dispatcher?: Dispatcher): RegistryDirectory {
+export function buildRegistries (config: Config, dispatcher?: Dispatcher, observer?: RegistryObserver): RegistryDirectory {
   const clients = Object.entries(config.registries).map(([name, registry]) => new RegistryClient({
     name,
     url: registry.url,
@@ -60,7 +66,8 @@ export function buildRegistries (config: Config, dispatcher?: Dispatcher): Regis
       ...(registry.tls.caFile === undefined ? {} : { ca: readFileSync(registry.tls.caFile, 'utf8') }),
       insecure: registry.tls.insecure
     },
-    dispatcher
+    dispatcher,
+    observer
   }))
   return new RegistryDirectory(clients, config.defaultRegistry)
 }
@@ -73,23 +80,32 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
       const sent = request.headers['x-request-id']
       return typeof sent === 'string' && REQUEST_ID.test(sent) ? sent : randomUUID()
     },
+    bodyLimit: config.limits.bodyBytes,
     // Unknown query parameters are refused, not dropped: a mistyped `dryrun=true` must not become a real delete.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } }
   }).withTypeProvider<TypeBoxTypeProvider>()
+  const metrics = deps.metrics ?? createMetrics()
 
   const registeredRoutes: Array<{ method: string, url: string }> = []
   app.decorate('registeredRoutes', registeredRoutes)
   app.addHook('onRoute', (route) => {
+    // The docs page and its assets are as public as the contract they show.
+    if (route.url.startsWith('/docs')) route.config = { ...route.config, public: true }
     for (const method of [route.method].flat()) registeredRoutes.push({ method, url: route.url })
   })
+  app.addHook('onResponse', async (request, reply) => {
+    metrics.httpRequest(request.routeOptions.url ?? 'unmatched', request.method, reply.statusCode, reply.elapsedTime / 1000)
+  })
 
-  const registries = buildRegistries(config, deps.dispatcher)
+  const registries = buildRegistries(config, deps.dispatcher, metrics)
   const policyStore = deps.policyStore ?? new PolicyStore({ logger: app.log })
+  policyStore.on('reload', () => { metrics.policyReload(true) })
+  policyStore.on('reloadFailed', () => { metrics.policyReload(false) })
   if (deps.policyStore === undefined && config.policyFile !== undefined) policyStore.load(config.policyFile)
   if (policyStore.current() === undefined) app.log.warn('no policy loaded: every request will be denied (set POLICY_FILE or policyFile)')
   const authenticator = createAuthenticator(policyStore, { logger: app.log })
   const auditStore = deps.auditStore ?? openSqliteAuditStore(config.audit.path)
-  const audit = new AuditTrail(auditStore, app.log)
+  const audit = new AuditTrail(auditStore, app.log, metrics.auditRecord)
   const useCase: DeleteImageDeps = {
     registries,
     authorize: (identity, action, resource) => decide(policyStore.current(), identity, action, resource),
@@ -129,11 +145,24 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     new GatewayError('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}; see /openapi.json for the API.`)))
 
   await app.register(identityPlugin, { authenticate: async credentials => await authenticator.authenticate(credentials) })
+  // After identity (preHandler runs after onRequest), so the limit is per caller, not per address.
+  await app.register(rateLimit, {
+    hook: 'preHandler',
+    max: config.limits.requestsPerWindow,
+    timeWindow: config.limits.windowMs,
+    keyGenerator: request => request.identity === null ? `ip:${request.ip}` : request.identity.subject,
+    allowList: request => request.routeOptions.config.public === true,
+    errorResponseBuilder: (_request, context) => new GatewayError('RATE_LIMITED',
+      `too many requests from this caller: at most ${context.max} per ${Math.round(config.limits.windowMs / 1000)} s; retry after ${Math.ceil(context.ttl / 1000)} s.`,
+      { retryAfter: Math.ceil(context.ttl / 1000) })
+  })
+  await registerContract(app)
+  if (config.metrics.enabled && config.metrics.port === undefined) await app.register(metricsRoutes(metrics))
   await app.register(healthRoutes(registries, auditStore))
   await app.register(imageRoutes(useCase))
   await app.register(meRoutes(me))
   await app.register(auditRoutes(useCase))
-  await registerGraphQL(app, { deleteImage: useCase, whoAmI: me, graphiql: config.graphiql })
+  await registerGraphQL(app, { deleteImage: useCase, whoAmI: me, limits: config.graphql })
 
   app.addHook('onClose', async () => {
     clearInterval(pruneTimer)

@@ -5,6 +5,7 @@
 export const catalogue = {
   INVALID_REFERENCE: { status: 400, title: 'Invalid image reference' },
   INVALID_REQUEST: { status: 400, title: 'Invalid request' },
+  REQUEST_TOO_LARGE: { status: 413, title: 'Request too large' },
   UNKNOWN_REGISTRY: { status: 400, title: 'Unknown registry' },
   UNAUTHENTICATED: { status: 401, title: 'Authentication required' },
   FORBIDDEN: { status: 403, title: 'Forbidden' },

@@ -1,4 +1,4 @@
-import { pino, type Logger } from 'pino'
+import { pino, type DestinationStream, type Logger } from 'pino'
 
 /** Headers and fields that carry secrets; pino replaces them before a line is written. */
 export const REDACTED_PATHS = [
@@ -6,6 +6,7 @@ export const REDACTED_PATHS = [
   '*.password', '*.token', '*.apiKey'
 ]
 
-export function createLogger (level: string): Logger {
-  return pino({ level, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } })
+/** JSON lines on stdout (or `destination`), secrets redacted. */
+export function createLogger (level: string, destination?: DestinationStream): Logger {
+  return pino({ level, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } }, destination)
 }

@@ -1,30 +1,54 @@
 import { pathToFileURL } from 'node:url'
+import Fastify from 'fastify'
 import { buildApp } from './app.js'
 import { loadConfig } from './config/load.js'
+import { metricsRoutes } from './http/metrics.js'
+import { createLogger } from './logging.js'
+import { createMetrics } from './metrics.js'
 
 export interface RunningServer {
   address: string
+  /** Where /metrics is served when metrics.port gives it its own listener. */
+  metricsAddress?: string
   close: () => Promise<void>
 }
 
 /** Process entry: config, logger, listen, graceful shutdown. */
 export async function serve (argv: readonly string[] = process.argv.slice(2), env = process.env): Promise<RunningServer> {
   const config = loadConfig(argv, env)
-  const app = await buildApp(config)
+  const logger = createLogger(config.logLevel)
+  const metrics = createMetrics()
+  const app = await buildApp(config, { logger, metrics })
   const address = await app.listen({ host: config.host, port: config.port })
+  const metricsApp = config.metrics.enabled && config.metrics.port !== undefined ? Fastify({ loggerInstance: logger.child({ listener: 'metrics' }) }) : undefined
+  let metricsAddress: string | undefined
+  if (metricsApp !== undefined) {
+    await metricsApp.register(metricsRoutes(metrics))
+    metricsAddress = await metricsApp.listen({ host: config.host, port: config.metrics.port })
+  }
+
   let closing: Promise<void> | undefined
-  const shutdown = async (): Promise<void> => {
-    closing ??= app.close()
+  // Fastify stops accepting, lets in-flight requests (deletions included) finish, then closes pools and the store.
+  const close = async (): Promise<void> => {
+    closing ??= Promise.all([app.close(), metricsApp?.close()]).then(() => {
+      for (const signal of SIGNALS) process.removeListener(signal, onSignal)
+    })
     await closing
   }
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    process.once(signal, () => {
-      app.log.info({ signal }, 'shutting down')
-      void shutdown()
-    })
+  const onSignal = (signal: NodeJS.Signals): void => {
+    app.log.info({ signal, timeoutMs: config.shutdownTimeoutMs }, 'shutting down')
+    const deadline = setTimeout(() => {
+      app.log.error({ timeoutMs: config.shutdownTimeoutMs }, 'in-flight requests did not finish in time; exiting anyway')
+      process.exit(1)
+    }, config.shutdownTimeoutMs)
+    deadline.unref()
+    void close()
   }
-  return { address, close: shutdown }
+  for (const signal of SIGNALS) process.once(signal, onSignal)
+  return { address, ...(metricsAddress === undefined ? {} : { metricsAddress }), close }
 }
+
+const SIGNALS = ['SIGTERM', 'SIGINT'] as const
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   serve().catch((error: unknown) => {

@@ -16,7 +16,7 @@ export function withoutManifest (record: AuditRecord): Omit<AuditRecord, 'manife
  * cannot write is a catalogue error, so a deletion never goes ahead unrecorded.
  */
 export class AuditTrail {
-  constructor (readonly store: AuditStore, private readonly logger: AuditLogger) {}
+  constructor (readonly store: AuditStore, private readonly logger: AuditLogger, private readonly observe: (record: AuditRecord) => void = () => {}) {}
 
   /** The store's own catalogue errors (a bad cursor) pass through; anything else means it cannot be used. */
   private async guard<T> (work: () => Promise<T>): Promise<T> {
@@ -32,6 +32,7 @@ export class AuditTrail {
 
   private log (record: AuditRecord): AuditRecord {
     this.logger.info({ audit: withoutManifest(record) }, `audit ${record.action} ${record.name}:${record.tag} ${record.outcome}`)
+    this.observe(record)
     return record
   }
 

@@ -23,7 +23,24 @@ export const ConfigSchema = Type.Object({
     Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'),
     Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')
   ], { default: 'info' }),
-  graphiql: Type.Boolean({ default: false }),
+  graphql: Type.Object({
+    graphiql: Type.Boolean({ default: false }),
+    introspection: Type.Boolean({ default: true }),
+    maxDepth: Type.Integer({ minimum: 1, maximum: 100, default: 8 }),
+    maxFields: Type.Integer({ minimum: 1, maximum: 10_000, default: 200 })
+  }, { additionalProperties: false, default: {} }),
+  limits: Type.Object({
+    bodyBytes: Type.Integer({ minimum: 1024, maximum: 10 * 1024 * 1024, default: 64 * 1024 }),
+    /** Requests per caller identity per window; health, readiness and metrics are exempt. */
+    requestsPerWindow: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 600 }),
+    windowMs: Type.Integer({ minimum: 1000, maximum: 3_600_000, default: 60_000 })
+  }, { additionalProperties: false, default: {} }),
+  metrics: Type.Object({
+    enabled: Type.Boolean({ default: true }),
+    /** Serve /metrics on this port instead of the API's (keeps it off the public listener). */
+    port: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 }))
+  }, { additionalProperties: false, default: {} }),
+  shutdownTimeoutMs: Type.Integer({ minimum: 0, maximum: 600_000, default: 10_000 }),
   defaultRegistry: Type.String({ minLength: 1, default: 'default' }),
   registries: Type.Record(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' }), RegistrySchema, { minProperties: 1 }),
   coTagConcurrency: Type.Integer({ minimum: 1, maximum: 256, default: 16 }),

@@ -93,7 +93,7 @@ export async function startDemo (options: DemoOptions): Promise<Demo> {
       host: options.host,
       port: options.port,
       logLevel: options.logLevel,
-      graphiql: true,
+      graphql: { graphiql: true },
       registries: { default: { url: registry.url } },
       policyFile,
       audit: { path: join(dir, 'audit.db') }

@@ -52,12 +52,12 @@ export function sendGraphQLError (reply: FastifyReply, requestId: string, error:
   })
 }
 
-interface GraphQLDocumentError { errors: GraphQLError[] }
+interface GraphQLDocumentError { errors: Array<GraphQLError | Error> }
 
-/** mercurius reports unparsable or invalid documents as one error carrying GraphQL's own errors. */
+/** mercurius reports unparsable, invalid or too deep documents as one error carrying the individual errors. */
 export function isGraphQLDocumentError (error: unknown): error is GraphQLDocumentError {
   const errors = (error as { errors?: unknown }).errors
-  return Array.isArray(errors) && errors.every(inner => inner instanceof GraphQLError)
+  return Array.isArray(errors) && errors.every(inner => inner instanceof Error)
 }
 
 export function sendGraphQLDocumentError (reply: FastifyReply, requestId: string, error: GraphQLDocumentError): FastifyReply {
@@ -65,9 +65,9 @@ export function sendGraphQLDocumentError (reply: FastifyReply, requestId: string
   const status = 400
   return reply.code(status).type('application/json').send({
     data: null,
-    errors: error.errors.map(inner => ({
-      ...inner.toJSON(),
-      extensions: { ...inner.extensions, code: 'INVALID_REQUEST', status, requestId }
-    }))
+    errors: error.errors.map(inner => {
+      const shown = inner instanceof GraphQLError ? inner.toJSON() : { message: inner.message }
+      return { ...shown, extensions: { ...shown.extensions, code: 'INVALID_REQUEST', status, requestId } }
+    })
   })
 }

@@ -8,7 +8,9 @@ import { deleteImage, type DeleteImageDeps } from '../images/delete-image.js'
 import { restoreDeletion } from '../images/restore-deletion.js'
 import type { WhoAmI } from '../identity/who-am-i.js'
 import type { Identity } from '../policy/types.js'
+import type { Config } from '../config/schema.js'
 import { graphqlErrorFormatter } from './errors.js'
+import { validationRules } from './limits.js'
 
 const schema = readFileSync(new URL('../../schema/schema.graphql', import.meta.url), 'utf8')
 
@@ -24,7 +26,7 @@ interface AuditEventsArgs { filter?: Record<string, string | null> | null, first
 export interface GraphQLOptions {
   deleteImage: DeleteImageDeps
   whoAmI: WhoAmI
-  graphiql: boolean
+  limits: Config['graphql']
 }
 
 /** GraphQL enum values cannot contain '-', so `dry-run` travels as `dry_run`. */
@@ -78,8 +80,12 @@ export async function registerGraphQL (app: FastifyInstance, options: GraphQLOpt
   await app.register(mercurius, {
     schema,
     resolvers,
-    graphiql: options.graphiql,
+    graphiql: options.limits.graphiql,
     path: '/graphql',
+    queryDepth: options.limits.maxDepth,
+    validationRules: validationRules(options.limits),
+    // One operation per request: batches would multiply every limit by their length.
+    allowBatchedQueries: false,
     context: (request: FastifyRequest) => ({ identity: request.identity }),
     errorFormatter: graphqlErrorFormatter as never,
     // Failures before execution (authentication, malformed documents) go to the app's one error handler.

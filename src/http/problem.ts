@@ -41,6 +41,7 @@ export function asGatewayError (error: FastifyError | GatewayError | Error): Gat
     })
   }
   const status = fastifyError.statusCode ?? 500
+  if (status === 413) return new GatewayError('REQUEST_TOO_LARGE', `${fastifyError.message}; send a smaller body.`)
   if (status >= 400 && status < 500) {
     return new GatewayError('INVALID_REQUEST', fastifyError.message, { extras: { rule: fastifyError.code } })
   }

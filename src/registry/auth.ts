@@ -12,6 +12,8 @@ export interface TokenServiceOptions {
   dispatcher: Dispatcher
   timeoutMs: number
   now?: () => number
+  /** Told of every cache lookup, for the hit/miss metric. */
+  onLookup?: (hit: boolean) => void
 }
 
 interface CachedToken { token: string, renewAt: number }
@@ -38,8 +40,6 @@ export class TokenService {
   private readonly cache = new Map<string, CachedToken>()
   private readonly inFlight = new Map<string, Promise<string>>()
   private readonly now: () => number
-  hits = 0
-  misses = 0
 
   constructor (private readonly options: TokenServiceOptions) {
     this.now = options.now ?? Date.now
@@ -57,12 +57,12 @@ export class TokenService {
     const key = this.key(realm, service, scopes)
     const cached = this.cache.get(key)
     if (cached !== undefined && cached.renewAt > this.now()) {
-      this.hits++
+      this.options.onLookup?.(true)
       return cached.token
     }
     const pending = this.inFlight.get(key)
     if (pending !== undefined) return await pending
-    this.misses++
+    this.options.onLookup?.(false)
     const fetching = this.fetchToken(realm, service, scopes).then(({ token, expiresIn }) => {
       this.cache.set(key, { token, renewAt: this.now() + renewalDelayMs(expiresIn) })
       return token

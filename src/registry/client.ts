@@ -5,6 +5,7 @@ import { basicAuthorization, readLimited, TokenService, type Credentials } from 
 import { parseChallenges, type Challenge } from './challenge.js'
 import { headerValue as header, mapRegistryResponse, mapTransportError, type OperationContext } from './errors.js'
 import { MANIFEST_ACCEPT } from './media-types.js'
+import type { RegistryObserver } from '../metrics.js'
 
 export interface RegistryClientOptions {
   name: string
@@ -18,6 +19,8 @@ export interface RegistryClientOptions {
   tls?: { ca?: string, insecure?: boolean }
   /** Replaces the connection pool; tests use it to inject faults a real registry cannot show. */
   dispatcher?: Dispatcher
+  /** Told of every request and token lookup (metrics). */
+  observer?: RegistryObserver
 }
 
 export interface ManifestDescriptor {
@@ -100,12 +103,9 @@ export class RegistryClient {
       credentials: options.credentials,
       trustedRealmOrigins: options.trustedRealmOrigins,
       dispatcher: this.tokenDispatcher,
-      timeoutMs: options.requestTimeoutMs
+      timeoutMs: options.requestTimeoutMs,
+      onLookup: hit => options.observer?.tokenLookup(options.name, hit)
     })
-  }
-
-  get tokenStats (): { hits: number, misses: number } {
-    return { hits: this.tokens.hits, misses: this.tokens.misses }
   }
 
   private repositoryPath (repository: string, rest: string): string {
@@ -123,8 +123,12 @@ export class RegistryClient {
   }
 
   private async dispatch (options: SendOptions, authorization: string | undefined): Promise<Dispatcher.ResponseData> {
+    const started = performance.now()
+    const observe = (status: number | 'error'): void => {
+      this.options.observer?.request({ registry: this.name, operation: options.context.operation, status, seconds: (performance.now() - started) / 1000 })
+    }
     try {
-      return await this.pool.request({
+      const response = await this.pool.request({
         origin: this.origin,
         method: options.method,
         path: options.path,
@@ -133,7 +137,10 @@ export class RegistryClient {
         headersTimeout: this.options.requestTimeoutMs,
         bodyTimeout: this.options.requestTimeoutMs
       })
+      observe(response.statusCode)
+      return response
     } catch (error) {
+      observe('error')
       throw mapTransportError(error, options.context, this.options.requestTimeoutMs)
     }
   }

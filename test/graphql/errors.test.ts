@@ -32,5 +32,6 @@ t.test('GraphQL\'s own errors pass through unchanged; without a reply the app lo
   t.same(response.errors?.map(error => error.message), ['Cannot query field "x"', 'wrapper'])
   t.equal(isGraphQLDocumentError({ errors: [plain] }), true)
   t.equal(isGraphQLDocumentError({ errors: ['no'] }), false)
+  t.equal(isGraphQLDocumentError({ errors: [new Error('too deep')] }), true, 'mercurius\'s own errors count too')
   t.equal(isGraphQLDocumentError(new Error('x')), false)
 })

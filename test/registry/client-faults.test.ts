@@ -5,6 +5,7 @@ import { GatewayError } from '../../src/errors.js'
 import { nextLink, RegistryClient } from '../../src/registry/client.js'
 import { parseRetryAfter } from '../../src/registry/errors.js'
 import { DOCKER_MANIFEST, MANIFEST_ACCEPT } from '../../src/registry/media-types.js'
+import type { RegistryObserver, RegistryRequestEvent } from '../../src/metrics.js'
 
 // Faults a real distribution registry cannot be made to show: missing or wrong digest headers, pagination,
 // 429s, garbage bodies, broken token services.
@@ -12,12 +13,12 @@ const ORIGIN = 'http://127.0.0.1:5999'
 const manifest = Buffer.from('{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}')
 const digest = `sha256:${createHash('sha256').update(manifest).digest('hex')}`
 
-function setup (t: Tap.Test, options: { credentials?: { username: string, password: string }, trusted?: string[] } = {}): { mock: MockAgent, pool: ReturnType<MockAgent['get']>, client: RegistryClient } {
+function setup (t: Tap.Test, options: { credentials?: { username: string, password: string }, trusted?: string[], observer?: RegistryObserver } = {}): { mock: MockAgent, pool: ReturnType<MockAgent['get']>, client: RegistryClient } {
   const mock = new MockAgent()
   mock.disableNetConnect()
   const client = new RegistryClient({
     name: 'mocked', url: ORIGIN, credentials: options.credentials, connectTimeoutMs: 100, requestTimeoutMs: 1000, connections: 2,
-    trustedRealmOrigins: options.trusted ?? [], dispatcher: mock
+    trustedRealmOrigins: options.trusted ?? [], dispatcher: mock, ...(options.observer === undefined ? {} : { observer: options.observer })
   })
   t.teardown(async () => { await client.close(); await mock.close() })
   return { mock, pool: mock.get(ORIGIN), client }
@@ -131,7 +132,10 @@ t.test('token service faults name the realm', async t => {
 })
 
 t.test('tokens: access_token accepted, cached until shortly before expires_in, shared by concurrent requests', async t => {
-  const { pool, client } = setup(t, { credentials: { username: 'u', password: 'p' } })
+  const lookups: boolean[] = []
+  const requests: RegistryRequestEvent[] = []
+  const observer = { tokenLookup: (_registry: string, hit: boolean) => { lookups.push(hit) }, request: (event: RegistryRequestEvent) => { requests.push(event) } }
+  const { pool, client } = setup(t, { credentials: { username: 'u', password: 'p' }, observer })
   const realm = `${ORIGIN}/token`
   pool.intercept({ path: '/v2/app/manifests/v1', method: 'HEAD' }).reply(401, '', { headers: { 'www-authenticate': `Bearer realm="${realm}",service="reg"` } })
   let fetched = 0
@@ -142,7 +146,9 @@ t.test('tokens: access_token accepted, cached until shortly before expires_in, s
   t.same(await client.resolve('app', 'v1'), { digest, mediaType: DOCKER_MANIFEST, size: 10 })
   await Promise.all([client.resolve('app', 'v1'), client.resolve('app', 'v1')])
   t.equal(fetched, 1, 'one token for all three requests')
-  t.same(client.tokenStats, { hits: 2, misses: 1 })
+  t.same(lookups, [false, true, true], 'one miss, then hits')
+  t.same(requests.map(event => `${event.operation} ${event.status}`), ['resolve 401', 'resolve 200', 'resolve 200', 'resolve 200'], 'every registry request is observed')
+  t.ok(requests.every(event => event.registry === 'mocked' && event.seconds >= 0))
 })
 
 t.test('an unsupported scheme, or a second Basic refusal, fails clearly', async t => {

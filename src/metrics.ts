@@ -1,0 +1,58 @@
+import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client'
+import type { AuditRecord } from './audit/types.js'
+
+/** What the registry client reports of each request it makes. */
+export interface RegistryRequestEvent {
+  registry: string
+  operation: string
+  /** The HTTP status, or `error` when no answer came (refused, reset, timed out). */
+  status: number | 'error'
+  seconds: number
+}
+
+export interface RegistryObserver {
+  request: (event: RegistryRequestEvent) => void
+  tokenLookup: (registry: string, hit: boolean) => void
+}
+
+export interface GatewayMetrics extends RegistryObserver {
+  readonly registry: Registry
+  httpRequest: (route: string, method: string, status: number, seconds: number) => void
+  auditRecord: (record: AuditRecord) => void
+  policyReload: (ok: boolean) => void
+}
+
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+/** One Prometheus registry per app, so several gateways in one process (tests) never share counters. */
+export function createMetrics (): GatewayMetrics {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry })
+  const http = new Histogram({ name: 'gateway_http_request_duration_seconds', help: 'API requests by route, method and status', labelNames: ['route', 'method', 'status'], buckets: LATENCY_BUCKETS, registers: [registry] })
+  const deletions = new Counter({ name: 'gateway_deletions_total', help: 'Delete attempts by registry and outcome (deleted, denied, rejected, not-found, failed)', labelNames: ['registry', 'outcome'], registers: [registry] })
+  const restores = new Counter({ name: 'gateway_restores_total', help: 'Restore attempts by registry and outcome', labelNames: ['registry', 'outcome'], registers: [registry] })
+  const upstream = new Histogram({ name: 'gateway_registry_request_duration_seconds', help: 'Requests to registries by registry, operation and status', labelNames: ['registry', 'operation', 'status'], buckets: LATENCY_BUCKETS, registers: [registry] })
+  const tokens = new Counter({ name: 'gateway_registry_token_cache_total', help: 'Registry token cache lookups by result', labelNames: ['registry', 'result'], registers: [registry] })
+  const reloads = new Counter({ name: 'gateway_policy_reloads_total', help: 'Policy reloads by result', labelNames: ['result'], registers: [registry] })
+  return {
+    registry,
+    httpRequest (route, method, status, seconds) {
+      http.observe({ route, method, status: String(status) }, seconds)
+    },
+    request (event) {
+      upstream.observe({ registry: event.registry, operation: event.operation, status: String(event.status) }, event.seconds)
+    },
+    tokenLookup (registryName, hit) {
+      tokens.inc({ registry: registryName, result: hit ? 'hit' : 'miss' })
+    },
+    auditRecord (record) {
+      // A pending record is counted once it settles, so each attempt counts once.
+      if (record.outcome === 'pending') return
+      if (record.action === 'delete') deletions.inc({ registry: record.registry, outcome: record.outcome })
+      if (record.action === 'restore') restores.inc({ registry: record.registry, outcome: record.outcome })
+    },
+    policyReload (ok) {
+      reloads.inc({ result: ok ? 'ok' : 'failed' })
+    }
+  }
+}
