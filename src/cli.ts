@@ -119,7 +119,10 @@ function explainCommand (args: string[], io: CliIo): number {
   if (!(ACTIONS as readonly string[]).includes(action)) throw new UsageError(`--action must be one of ${ACTIONS.join(', ')}`)
   const reference = asUsage(() => parseImageString(image), '--image: ')
   const policy = readPolicy(positionals[0])
-  const identity: Identity = { subject, groups: values.group, kind }
+  // An API key's groups live in the policy, as they do when the gateway authenticates it.
+  const key = kind === 'apikey' ? policy.apiKeys.find(candidate => `apikey:${candidate.name}` === subject) : undefined
+  if (kind === 'apikey' && key === undefined) throw new UsageError(`${subject} is not an API key of this policy`)
+  const identity: Identity = { subject, groups: [...new Set([...(key?.groups ?? []), ...values.group])], kind }
   const decision = decide(policy, identity, action as Action, { registry: values.registry, repository: reference.name, tag: reference.tag })
   io.out(decision.allow ? `ALLOW: ${decision.reason}` : `DENY (${decision.code as string}): ${decision.reason}`)
   io.out(`roles: ${decision.roles.length === 0 ? '(none)' : decision.roles.join(', ')}`)

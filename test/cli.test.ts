@@ -95,8 +95,11 @@ t.test('policy explain', async t => {
   t.same((await explain('--subject', 'user:alice@example.com', '--action', 'delete', '--image', 'app:latest')).out,
     'DENY (PROTECTED_TAG): user:alice@example.com may not delete app:latest in registry default: the tag is protected by protectedTags[0]; nobody may delete it, admins included\nroles: admin, auditor')
   t.same((await explain('--subject', 'user:alice@example.com', '--action', 'read', '--image', 'app:x', '--registry', 'mirror')).code, 0, '--registry')
-  t.same((await explain('--subject', 'apikey:nobody', '--action', 'read', '--image', 'app:v1')).out,
-    'DENY (FORBIDDEN): apikey:nobody may not read app:v1 in registry default: subject apikey:nobody has no role\nroles: (none)')
+  t.same((await explain('--subject', 'user:nobody', '--action', 'read', '--image', 'app:v1')).out,
+    'DENY (FORBIDDEN): user:nobody may not read app:v1 in registry default: subject user:nobody has no role\nroles: (none)')
+  t.match(await explain('--subject', 'apikey:nobody', '--action', 'read', '--image', 'app:v1'), { code: 2, err: /apikey:nobody is not an API key of this policy/ })
+  t.match(await explain('--subject', 'apikey:ci-cleaner', '--action', 'delete', '--image', 'team-a/app:pr-42'),
+    { code: 0, out: /^ALLOW: .*\nroles: preview-cleaner/ }, 'an API key gets the groups the policy gives it (ci → preview-cleaner)')
 
   const usage: Array<[string[], RegExp]> = [
     [['--action', 'read', '--image', 'a:b'], /^policy explain needs --subject, --action and --image/],

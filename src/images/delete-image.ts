@@ -64,7 +64,7 @@ const AMBIGUOUS: ReadonlySet<ErrorCode> = new Set(['UPSTREAM_TIMEOUT', 'UPSTREAM
 function denial (identity: Identity, action: Action, resource: Resource, decision: Decision): GatewayError | undefined {
   if (decision.allow) return undefined
   return new GatewayError(decision.code, decision.reason, {
-    extras: { subject: identity.subject, action, image: `${resource.repository}:${resource.tag}`, registry: resource.registry }
+    extras: { subject: identity.subject, roles: decision.roles, action, image: `${resource.repository}:${resource.tag}`, registry: resource.registry }
   })
 }
 
