@@ -26,3 +26,21 @@ t.test('the spec lists every catalogue code', async t => {
   const { catalogue } = await import('../../src/errors.js')
   t.same([...spec.components.schemas.Problem.properties.code.enum].sort(), Object.keys(catalogue).sort())
 })
+
+t.test('openapi.yaml is a valid OpenAPI 3.1 document', async t => {
+  const { Validator } = await import('@seriousme/openapi-schema-validator')
+  const result = await new Validator().validate(spec)
+  t.same(result.errors, undefined, JSON.stringify(result.errors, null, 1)?.slice(0, 2000))
+  t.equal(result.valid, true)
+  t.equal(spec.openapi, '3.1.0')
+})
+
+t.test('the response checker catches undeclared statuses, media types and body shapes', async t => {
+  const { contractProblems } = await import('../fixtures/contract.js')
+  t.same(contractProblems('GET', '/me', 200, 'application/json', { subject: 's', groups: [], roles: [] }), [])
+  t.match(contractProblems('GET', '/me', 200, 'application/json', { subject: 1 }), [/must have required property/])
+  t.match(contractProblems('GET', '/me', 200, 'text/html', {}), [/answered text\/html/])
+  t.same(contractProblems('GET', '/not-in-the-contract', 200, 'application/json', {}), [])
+  t.match(contractProblems('GET', '/healthz', 418, 'application/json', {}), [/answered 418, which openapi.yaml does not declare/])
+  t.match(contractProblems('DELETE', '/images/a/b/c', 200, 'application/json', { digest: 'x' }), [/must have required property/])
+})
