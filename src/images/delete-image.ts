@@ -139,13 +139,13 @@ export async function deleteImage (deps: DeleteImageDeps, input: DeleteImageInpu
         `${name}:${tag} points at ${digest}, which is also tagged ${coTags.join(', ')}; deleting it removes all of them. Delete with force=true to remove every one of these tags, or re-tag first.`,
         { extras: { digest, sharedWith: coTags } })
     }
+    found.removedTags = [tag, ...coTags]
     // Deleting pr-1 must never take latest with it: every tag that goes needs its own permission.
     const refusal = (dryRun ? check('delete', resource) : undefined) ??
       (coTags.length > 0 ? check('force', resource) : undefined) ??
       coTags.map(coTag => check('delete', { ...resource, tag: coTag })).find(found => found !== undefined)
     if (refusal !== undefined) decision = { allow: false, reason: refusal.detail }
     if (refusal !== undefined && !dryRun) throw refusal
-    found.removedTags = [tag, ...coTags]
     const result = {
       registry: client.name, name, tag, digest, mediaType, dryRun, deleted: !dryRun, removedTags: found.removedTags,
       allowed: refusal === undefined,
