@@ -12,6 +12,7 @@ export const catalogue = {
   PROTECTED_TAG: { status: 403, title: 'Protected tag' },
   NOT_FOUND: { status: 404, title: 'Not found' },
   SHARED_DIGEST: { status: 409, title: 'Digest shared with other tags' },
+  REFERENCED_BY_INDEX: { status: 409, title: 'Manifest is part of a multi-platform image' },
   NOT_RESTORABLE: { status: 409, title: 'Not a restorable deletion' },
   ALREADY_RESTORED: { status: 409, title: 'Already restored' },
   TAG_EXISTS: { status: 409, title: 'Tag points elsewhere now' },

@@ -1,5 +1,6 @@
 import { isGatewayError } from '../errors.js'
 import type { RegistryClient } from '../registry/client.js'
+import { isIndex } from '../registry/media-types.js'
 
 /** Runs `work` over `items` with at most `limit` in flight, keeping connections busy without flooding them. */
 export async function forEachLimited<T> (items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
@@ -15,14 +16,17 @@ export async function forEachLimited<T> (items: readonly T[], limit: number, wor
 
 /**
  * The other tags of `repository` that point at `digest`: deleting the digest removes them too, which is the
- * registry's most surprising behaviour and the reason this check exists.
+ * registry's most surprising behaviour and the reason this check exists. When `indexes` is given, it also
+ * collects the tags that point at other image indexes or manifest lists (digest → tags), found by the same HEADs.
  */
-export async function findCoTags (client: RegistryClient, repository: string, digest: string, tag: string, concurrency: number): Promise<string[]> {
+export async function findCoTags (client: RegistryClient, repository: string, digest: string, tag: string, concurrency: number, indexes?: Map<string, string[]>): Promise<string[]> {
   const others = (await client.listTags(repository)).filter(candidate => candidate !== tag)
   const sharing: string[] = []
   await forEachLimited(others, concurrency, async (candidate) => {
     try {
-      if ((await client.resolve(repository, candidate)).digest === digest) sharing.push(candidate)
+      const found = await client.resolve(repository, candidate)
+      if (found.digest === digest) sharing.push(candidate)
+      else if (indexes !== undefined && isIndex(found.mediaType)) indexes.set(found.digest, [...indexes.get(found.digest) ?? [], candidate])
     } catch (error) {
       // A tag removed since the listing points at nothing, so it cannot be lost with this digest.
       if (isGatewayError(error) && error.code === 'NOT_FOUND') return

@@ -5,6 +5,7 @@ import type { Action, Decision, Identity, Resource } from '../policy/types.js'
 import type { RegistryClient } from '../registry/client.js'
 import type { RegistryDirectory } from '../registry/directory.js'
 import { parseImageRef } from '../registry/reference.js'
+import { isIndex } from '../registry/media-types.js'
 import { findCoTags } from './co-tags.js'
 
 export type Authorize = (identity: Identity, action: Action, resource: Resource) => Decision
@@ -55,6 +56,7 @@ const OUTCOME_OF: Partial<Record<ErrorCode, AuditOutcome>> = {
   FORBIDDEN: 'denied',
   PROTECTED_TAG: 'denied',
   SHARED_DIGEST: 'rejected',
+  REFERENCED_BY_INDEX: 'rejected',
   NOT_FOUND: 'not-found'
 }
 
@@ -133,7 +135,9 @@ export async function deleteImage (deps: DeleteImageDeps, input: DeleteImageInpu
     const { digest, mediaType } = manifest ?? await client.resolve(name, tag)
     found = { digest, mediaType, removedTags: [] }
     // Listed as late as possible, right before the DELETE, so a tag added meanwhile is still seen.
-    const coTags = await findCoTags(client, name, digest, tag, deps.coTagConcurrency)
+    const indexes = new Map<string, string[]>()
+    const coTags = await findCoTags(client, name, digest, tag, deps.coTagConcurrency, isIndex(mediaType) ? undefined : indexes)
+    await refuseIfReferenced(client, name, digest, indexes)
     if (coTags.length > 0 && input.force !== true) {
       throw new GatewayError('SHARED_DIGEST',
         `${name}:${tag} points at ${digest}, which is also tagged ${coTags.join(', ')}; deleting it removes all of them. Delete with force=true to remove every one of these tags, or re-tag first.`,
@@ -167,6 +171,32 @@ export async function deleteImage (deps: DeleteImageDeps, input: DeleteImageInpu
     }
     return await settleFailedDelete(deps, client, pending, error, elapsed)
   }
+}
+
+function childDigests (bytes: Buffer, registry: string, what: string): unknown[] {
+  try {
+    // Anything that is not an index with a manifests list throws here: a registry sending that is not trusted.
+    return (JSON.parse(bytes.toString('utf8')) as { manifests: Array<{ digest?: unknown }> }).manifests.map(child => child.digest)
+  } catch {
+    throw new GatewayError('UPSTREAM_ERROR', `registry "${registry}" sent ${what}, which is not a valid image index; refusing to decide on it.`)
+  }
+}
+
+/**
+ * A platform manifest that a tagged index or list still references must stay: deleting it would leave that
+ * multi-platform image broken (distribution does not check). Not even force overrides this.
+ */
+async function refuseIfReferenced (client: RegistryClient, name: string, digest: string, indexes: Map<string, string[]>): Promise<void> {
+  const referencing: Array<{ digest: string, tags: string[] }> = []
+  for (const [indexDigest, tags] of indexes) {
+    const children = childDigests((await client.getManifest(name, indexDigest)).bytes, client.name, `${name}@${indexDigest}`)
+    if (children.includes(digest)) referencing.push({ digest: indexDigest, tags: [...tags].sort() })
+  }
+  if (referencing.length === 0) return
+  const tags = referencing.flatMap(index => index.tags)
+  throw new GatewayError('REFERENCED_BY_INDEX',
+    `${digest} is a platform image of the multi-platform image tagged ${tags.join(', ')}; deleting it would break ${tags.length === 1 ? 'that tag' : 'those tags'}. Delete the multi-platform tag instead.`,
+    { extras: { digest, referencedBy: referencing } })
 }
 
 async function settleQuietly (deps: DeleteImageDeps, record: AuditRecord, changes: Parameters<AuditTrail['settle']>[1]): Promise<void> {

@@ -8,3 +8,7 @@ export const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+
  * converted schema1 digest that exists nowhere, the amd64 child of a list, or 404 for OCI content.
  */
 export const MANIFEST_ACCEPT = [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST].join(', ')
+
+export function isIndex (mediaType: string): boolean {
+  return mediaType === OCI_INDEX || mediaType === DOCKER_LIST
+}

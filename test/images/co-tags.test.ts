@@ -48,3 +48,32 @@ t.test('bounded concurrency never exceeds its limit and visits everything once',
   t.same(seen.sort((a, b) => a - b), Array.from({ length: 50 }, (_, index) => index))
   await forEachLimited([], 4, async () => { t.fail('nothing to do') })
 })
+
+t.test('indexes are collected by digest; an index that is not JSON refuses the deletion', async t => {
+  const { deleteImage } = await import('../../src/images/delete-image.js')
+  const { RegistryDirectory } = await import('../../src/registry/directory.js')
+  const { AuditTrail } = await import('../../src/audit/trail.js')
+  const { openSqliteAuditStore } = await import('../../src/audit/sqlite-store.js')
+  const { mock, registry } = client(t)
+  const pool = mock.get(ORIGIN)
+  const garbage = Buffer.from('not json')
+  const garbageDigest = `sha256:${(await import('node:crypto')).createHash('sha256').update(garbage).digest('hex')}`
+  const child = Buffer.from('{"schemaVersion":2}')
+  pool.intercept({ path: '/v2/app/manifests/child', method: 'GET' }).reply(200, child, { headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' } })
+  pool.intercept({ path: '/v2/app/tags/list', method: 'GET' }).reply(200, { tags: ['child', 'broken-index'] })
+  pool.intercept({ path: '/v2/app/manifests/broken-index', method: 'HEAD' }).reply(200, '', { headers: { 'docker-content-digest': garbageDigest, 'content-type': 'application/vnd.oci.image.index.v1+json' } })
+  pool.intercept({ path: `/v2/app/manifests/${garbageDigest}`, method: 'GET' }).reply(200, garbage)
+  const store = openSqliteAuditStore(':memory:')
+  t.teardown(async () => { await store.close() })
+  const deps = {
+    registries: new RegistryDirectory([registry], 'mocked'),
+    authorize: () => ({ allow: true as const, reason: 'test', roles: [] }),
+    audit: new AuditTrail(store, { info () {} }),
+    coTagConcurrency: 2,
+    onAuditLost: () => {}
+  }
+  await t.rejects(deleteImage(deps, { identity: { subject: 'apikey:t', groups: [], kind: 'apikey' }, context: { requestId: 'r', transport: 'rest' }, name: 'app', tag: 'child' }),
+    { code: 'UPSTREAM_ERROR', message: /not a valid image index/ })
+  const [record] = (await store.list({}, { limit: 1 })).items
+  t.match(record, { outcome: 'failed', errorCode: 'UPSTREAM_ERROR' }, 'and the attempt is in the trail')
+})
