@@ -131,8 +131,13 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   app.decorate('auditHousekeeping', startup)
   const me = whoAmI(identity => rolesOf(policyStore.current(), identity))
 
+  // Keep-alive connections of requests still in flight at shutdown would hold the server open after they
+  // finish; telling those clients to close lets shutdown complete as soon as the last answer is sent.
+  let closing = false
+  app.addHook('preClose', async () => { closing = true })
   app.addHook('onSend', async (request, reply) => {
     void reply.header('x-request-id', request.id)
+    if (closing) void reply.header('connection', 'close')
   })
   app.setErrorHandler((error, request, reply) => {
     if (request.url.startsWith('/graphql') && isGraphQLDocumentError(error)) return sendGraphQLDocumentError(reply, request.id, error)

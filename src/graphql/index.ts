@@ -55,7 +55,8 @@ export async function registerGraphQL (app: FastifyInstance, options: GraphQLOpt
         })
         return {
           edges: page.items.map(item => ({ cursor: encodeAuditCursor(item.id), node: { ...item, action: toEnum(item.action), outcome: toEnum(item.outcome) } })),
-          pageInfo: { hasNextPage: page.nextCursor !== undefined, endCursor: page.nextCursor ?? null }
+          // Relay's endCursor is the last edge's cursor, whether or not more pages follow.
+          pageInfo: { hasNextPage: page.nextCursor !== undefined, endCursor: page.items.length === 0 ? null : encodeAuditCursor((page.items.at(-1) as { id: string }).id) }
         }
       }
     },

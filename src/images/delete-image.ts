@@ -57,6 +57,9 @@ const OUTCOME_OF: Partial<Record<ErrorCode, AuditOutcome>> = {
   PROTECTED_TAG: 'denied',
   SHARED_DIGEST: 'rejected',
   REFERENCED_BY_INDEX: 'rejected',
+  TAG_EXISTS: 'rejected',
+  ALREADY_RESTORED: 'rejected',
+  NOT_RESTORABLE: 'rejected',
   NOT_FOUND: 'not-found'
 }
 
@@ -199,7 +202,7 @@ async function refuseIfReferenced (client: RegistryClient, name: string, digest:
     { extras: { digest, referencedBy: referencing } })
 }
 
-async function settleQuietly (deps: DeleteImageDeps, record: AuditRecord, changes: Parameters<AuditTrail['settle']>[1]): Promise<void> {
+export async function settleQuietly (deps: Pick<DeleteImageDeps, 'audit' | 'onAuditLost'>, record: AuditRecord, changes: Parameters<AuditTrail['settle']>[1]): Promise<void> {
   try {
     await deps.audit.settle(record.id, changes)
   } catch (error) {

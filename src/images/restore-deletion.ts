@@ -2,8 +2,8 @@ import { AUDIT_ID } from '../audit/cursor.js'
 import type { AuditRecord } from '../audit/types.js'
 import { GatewayError, isGatewayError } from '../errors.js'
 import type { Identity } from '../policy/types.js'
-import type { RegistryClient } from '../registry/client.js'
-import { errorFields, type DeleteImageDeps, type RequestContext } from './delete-image.js'
+import { sha256Digest, type RegistryClient } from '../registry/client.js'
+import { errorFields, settleQuietly, type DeleteImageDeps, type RequestContext } from './delete-image.js'
 
 export type RestoreDeletionDeps = Pick<DeleteImageDeps, 'registries' | 'authorize' | 'audit' | 'onAuditLost'>
 
@@ -61,7 +61,7 @@ function restoreFailure (error: GatewayError): GatewayError {
 export async function restoreDeletion (deps: RestoreDeletionDeps, input: RestoreDeletionInput): Promise<RestoreDeletionResult> {
   if (!AUDIT_ID.test(input.deletionId)) throw unknownDeletion(input.deletionId)
   const deletion = await deps.audit.get(input.deletionId)
-  if (deletion === undefined || deletion.action !== 'delete') throw unknownDeletion(input.deletionId)
+  if (deletion === undefined) throw unknownDeletion(input.deletionId)
   const client = deps.registries.get(deletion.registry)
   const started = performance.now()
   const attempt = {
@@ -92,30 +92,33 @@ export async function restoreDeletion (deps: RestoreDeletionDeps, input: Restore
   const decision = { allow: true, reason: `restore allowed for ${deletion.removedTags.join(', ')}` }
   const claim = await deps.audit.claimRestore(deletion.id, { ...attempt, decision, outcome: 'pending' })
   if (!claim.ok) {
-    throw claim.reason === 'already-restored'
+    const refusal = claim.reason === 'already-restored'
       ? new GatewayError('ALREADY_RESTORED', `deletion ${deletion.id} was already restored, by restore ${claim.deletion?.restoredBy as string}.`, { extras: { restoredBy: claim.deletion?.restoredBy } })
-      : new GatewayError('NOT_RESTORABLE', `record ${deletion.id} is not a completed deletion (outcome ${deletion.outcome}); only deletions the registry accepted can be restored.`, { extras: { outcome: deletion.outcome } })
+      : new GatewayError('NOT_RESTORABLE', `record ${deletion.id} is a ${deletion.action} with outcome ${deletion.outcome}, not a completed deletion; only deletions the registry accepted can be restored.`, { extras: { action: deletion.action, outcome: deletion.outcome } })
+    await deps.audit.record({ ...attempt, decision, ...errorFields(refusal), durationMs: elapsed() })
+    throw refusal
   }
   const restore = claim.restore
   try {
+    if (sha256Digest(deletion.manifest as Buffer) !== deletion.digest) {
+      throw new GatewayError('NOT_RESTORABLE', `the manifest saved with deletion ${deletion.id} does not hash to ${deletion.digest as string}; the record is damaged, so nothing was put back.`)
+    }
     const moved = await tagsMovedElsewhere(client, deletion)
     if (moved.length > 0 && input.force !== true) {
       throw new GatewayError('TAG_EXISTS',
         `${moved.map(tag => `${deletion.name}:${tag}`).join(', ')} now point${moved.length === 1 ? 's' : ''} at another manifest; restoring would move ${moved.length === 1 ? 'it' : 'them'} back. Restore with force=true to do that.`,
         { extras: { tags: moved } })
     }
+    // The bytes hash to the deleted digest (checked above), so the registry stores them under that same digest.
     for (const tag of deletion.removedTags) {
-      const digest = await client.putManifest(deletion.name, tag, deletion.manifest as Buffer, deletion.mediaType as string).catch((error: GatewayError) => { throw restoreFailure(error) })
-      if (digest !== deletion.digest) {
-        throw new GatewayError('UPSTREAM_ERROR', `the registry stored the restored manifest as ${digest}, not ${deletion.digest as string}.`, { extras: { digest } })
-      }
+      await client.putManifest(deletion.name, tag, deletion.manifest as Buffer, deletion.mediaType as string).catch((error: GatewayError) => { throw restoreFailure(error) })
     }
   } catch (error) {
     await deps.audit.releaseRestore(deletion.id, restore.id)
     await deps.audit.settle(restore.id, { ...errorFields(error as GatewayError), durationMs: elapsed() })
     throw error
   }
-  await deps.audit.settle(restore.id, { outcome: 'restored', upstreamStatus: 201, durationMs: elapsed() })
+  await settleQuietly(deps, restore, { outcome: 'restored', upstreamStatus: 201, durationMs: elapsed() })
   return {
     auditId: restore.id,
     deletionId: deletion.id,

@@ -1,0 +1,142 @@
+import { sha256Digest } from '../../src/registry/client.js'
+import t, { type Test } from 'tap'
+import type { AuditRecord } from '../../src/audit/types.js'
+import { startRegistry } from '../../src/demo/registry-process.js'
+import { pushImage } from '../../src/demo/seed.js'
+import { GatewayError } from '../../src/errors.js'
+import { restoreDeletion, type RestoreDeletionDeps } from '../../src/images/restore-deletion.js'
+import type { Decision } from '../../src/policy/types.js'
+import type { RegistryDirectory } from '../../src/registry/directory.js'
+import { deleteInRegistry, headManifest } from '../fixtures/audit.js'
+import { closedPort, deletionRecord, directory, memoryTrail } from '../fixtures/use-case.js'
+
+// Failures the end-to-end tests cannot easily provoke: records whose bytes do not match their digest, bytes the
+// registry refuses for another reason than garbage collection, a read-only or unreachable registry, a registry
+// dropped from the configuration, a trail that cannot be written.
+const registry = await startRegistry()
+t.teardown(async () => { await registry.stop() })
+const target = { url: registry.url }
+const identity = { subject: 'apikey:admin', groups: [], kind: 'apikey' as const }
+const allowAll = (): Decision => ({ allow: true, reason: 'test allows everything', roles: ['admin'] })
+
+function setup (t: Test, registries: RegistryDirectory): { deps: RestoreDeletionDeps, store: ReturnType<typeof memoryTrail>['store'], lost: unknown[] } {
+  const { store, audit } = memoryTrail(t)
+  const lost: unknown[] = []
+  return { deps: { registries, authorize: allowAll, audit, onAuditLost: error => { lost.push(error) } }, store, lost }
+}
+
+async function rejection (promise: Promise<unknown>): Promise<GatewayError> {
+  try {
+    await promise
+  } catch (error) {
+    if (error instanceof GatewayError) return error
+    throw error
+  }
+  throw new Error('expected a rejection')
+}
+
+const context = { requestId: 'req-1', transport: 'rest' as const }
+
+/** After a refused restore: one failed restore record with the code, and the deletion free to be restored again. */
+async function assertReleased (t: Test, store: ReturnType<typeof memoryTrail>['store'], deletion: AuditRecord, code: string, outcome = 'failed'): Promise<void> {
+  const restores = (await store.list({ action: 'restore' }, { limit: 10 })).items
+  t.equal(restores.length, 1)
+  t.match(restores[0], { outcome, errorCode: code, restoreOf: deletion.id, requestId: 'req-1' })
+  t.type(restores[0]?.durationMs, 'number')
+  t.equal((await store.get(deletion.id))?.restoredBy, undefined, 'claim released')
+}
+
+t.test('saved bytes that do not hash to the recorded digest: NOT_RESTORABLE before any PUT, claim released', async t => {
+  const { deps, store } = setup(t, directory(t, { default: registry.url }))
+  const image = await pushImage(target, 'restore-unit/mismatch', ['v1'], 'schema2')
+  const other = await pushImage(target, 'restore-unit/mismatch', ['v2'], 'schema2')
+  t.equal(await deleteInRegistry(registry.url, image.name, image.digest), 202)
+  const deletion = await store.append(deletionRecord('default', { ...image, manifest: other.manifest }, ['v1']))
+  const error = await rejection(restoreDeletion(deps, { identity, context, deletionId: deletion.id }))
+  t.equal(error.code, 'NOT_RESTORABLE')
+  t.match(error.detail, image.digest)
+  await assertReleased(t, store, deletion, 'NOT_RESTORABLE', 'rejected')
+})
+
+t.test('bytes the registry refuses for another reason: the registry\'s error, not RESTORE_UNAVAILABLE', async t => {
+  const { deps, store } = setup(t, directory(t, { default: registry.url }))
+  const image = await pushImage(target, 'restore-unit/invalid', ['v1'], 'schema2')
+  t.equal(await deleteInRegistry(registry.url, image.name, image.digest), 202)
+  const garbage = Buffer.from('this is not a manifest')
+  const deletion = await store.append(deletionRecord('default', { ...image, manifest: garbage, digest: sha256Digest(garbage) }, ['v1']))
+  const error = await rejection(restoreDeletion(deps, { identity, context, deletionId: deletion.id }))
+  t.equal(error.code, 'UPSTREAM_ERROR')
+  t.match(error.extras, { upstreamStatus: 400 })
+  t.not(error.extras.upstreamCode, 'MANIFEST_BLOB_UNKNOWN')
+  await assertReleased(t, store, deletion, 'UPSTREAM_ERROR')
+  t.same(await headManifest(registry.url, image.name, 'v1'), { status: 404 })
+})
+
+t.test('a read-only registry refuses the PUT: DELETE_DISABLED (read-only), claim released', async t => {
+  const seeded = await startRegistry()
+  const image = await pushImage({ url: seeded.url }, 'restore-unit/read-only', ['v1'], 'schema2')
+  t.equal(await deleteInRegistry(seeded.url, image.name, image.digest), 202)
+  await seeded.stop({ keepData: true })
+  const readOnly = await startRegistry({ dataDir: seeded.dataDir, readOnly: true })
+  t.teardown(async () => { await readOnly.stop() })
+  const { deps, store } = setup(t, directory(t, { default: readOnly.url }))
+  const deletion = await store.append(deletionRecord('default', image, ['v1']))
+  const error = await rejection(restoreDeletion(deps, { identity, context, deletionId: deletion.id }))
+  t.equal(error.code, 'DELETE_DISABLED')
+  t.match(error.extras, { upstreamStatus: 405, reason: 'read-only' })
+  await assertReleased(t, store, deletion, 'DELETE_DISABLED')
+})
+
+t.test('an unreachable registry: UPSTREAM_UNAVAILABLE before any PUT, claim released; it works once the registry answers', async t => {
+  const image = await pushImage(target, 'restore-unit/unreachable', ['v1'], 'oci')
+  t.equal(await deleteInRegistry(registry.url, image.name, image.digest), 202)
+  const down = setup(t, directory(t, { default: `http://127.0.0.1:${await closedPort()}` }))
+  const deletion = await down.store.append(deletionRecord('default', image, ['v1']))
+  const error = await rejection(restoreDeletion(down.deps, { identity, context, deletionId: deletion.id }))
+  t.equal(error.code, 'UPSTREAM_UNAVAILABLE')
+  await assertReleased(t, down.store, deletion, 'UPSTREAM_UNAVAILABLE')
+
+  const up = { ...down.deps, registries: directory(t, { default: registry.url }) }
+  const result = await restoreDeletion(up, { identity, context: { requestId: 'req-2', transport: 'graphql' }, deletionId: deletion.id })
+  t.same(result, { auditId: result.auditId, deletionId: deletion.id, registry: 'default', name: image.name, digest: image.digest, mediaType: image.mediaType, restoredTags: ['v1'] })
+  t.match(await down.store.get(result.auditId), { outcome: 'restored', transport: 'graphql', upstreamStatus: 201 })
+  t.same(await headManifest(registry.url, image.name, 'v1'), { status: 200, digest: image.digest })
+})
+
+t.test('a deletion on a registry no longer configured: refused before anything is claimed', async t => {
+  const { deps, store } = setup(t, directory(t, { default: registry.url }))
+  const image = await pushImage(target, 'restore-unit/retired', ['v1'], 'schema2')
+  const deletion = await store.append(deletionRecord('retired', image, ['v1']))
+  const error = await rejection(restoreDeletion(deps, { identity, context, deletionId: deletion.id }))
+  t.equal(error.code, 'UNKNOWN_REGISTRY')
+  t.match(error.detail, 'retired')
+  t.equal((await store.get(deletion.id))?.restoredBy, undefined)
+  t.same((await store.list({ action: 'restore' }, { limit: 10 })).items, [])
+})
+
+t.test('a trail that cannot be used: AUDIT_UNAVAILABLE and the registry is not touched', async t => {
+  const { deps, store } = setup(t, directory(t, { default: registry.url }))
+  const image = await pushImage(target, 'restore-unit/no-trail', ['v1'], 'schema2')
+  t.equal(await deleteInRegistry(registry.url, image.name, image.digest), 202)
+  const deletion = await store.append(deletionRecord('default', image, ['v1']))
+  await store.close()
+  const error = await rejection(restoreDeletion(deps, { identity, context, deletionId: deletion.id }))
+  t.equal(error.code, 'AUDIT_UNAVAILABLE')
+  t.same(await headManifest(registry.url, image.name, 'v1'), { status: 404 })
+})
+
+t.test('a PROTECTED_TAG decision is recorded as denied with its code', async t => {
+  const { deps, store } = setup(t, directory(t, { default: registry.url }))
+  const image = await pushImage(target, 'restore-unit/protected', ['v1', 'latest'], 'schema2')
+  t.equal(await deleteInRegistry(registry.url, image.name, image.digest), 202)
+  const deletion = await store.append(deletionRecord('default', image, ['v1', 'latest']))
+  const authorize = (_identity: unknown, _action: unknown, resource: { tag: string }): Decision => resource.tag === 'latest'
+    ? { allow: false, code: 'PROTECTED_TAG', reason: 'latest is protected', roles: ['admin'] }
+    : allowAll()
+  const error = await rejection(restoreDeletion({ ...deps, authorize }, { identity, context, deletionId: deletion.id }))
+  t.equal(error.code, 'PROTECTED_TAG')
+  t.match(error.extras, { image: `${image.name}:latest`, action: 'restore' })
+  const [denied] = (await store.list({ action: 'restore' }, { limit: 10 })).items
+  t.match(denied, { outcome: 'denied', errorCode: 'PROTECTED_TAG', decision: { allow: false, reason: 'latest is protected' } })
+  t.same(await headManifest(registry.url, image.name, 'v1'), { status: 404 })
+})
