@@ -79,15 +79,17 @@ export async function restoreDeletion (deps: RestoreDeletionDeps, input: Restore
   }
   const elapsed = (): number => Math.round(performance.now() - started)
 
-  for (const tag of new Set([deletion.tag, ...deletion.removedTags])) {
-    const decision = deps.authorize(input.identity, 'restore', { registry: deletion.registry, repository: deletion.name, tag })
-    if (!decision.allow) {
-      const error = new GatewayError(decision.code, decision.reason, {
-        extras: { subject: input.identity.subject, action: 'restore', image: `${deletion.name}:${tag}`, registry: deletion.registry }
-      })
-      await deps.audit.record({ ...attempt, decision: { allow: false, reason: decision.reason }, ...errorFields(error), durationMs: elapsed() })
-      throw error
-    }
+  const denial = (action: 'restore' | 'force', tag: string): GatewayError | undefined => {
+    const decision = deps.authorize(input.identity, action, { registry: deletion.registry, repository: deletion.name, tag })
+    if (decision.allow) return undefined
+    return new GatewayError(decision.code, decision.reason, {
+      extras: { subject: input.identity.subject, roles: decision.roles, action, image: `${deletion.name}:${tag}`, registry: deletion.registry }
+    })
+  }
+  const refused = [...new Set([deletion.tag, ...deletion.removedTags])].map(tag => denial('restore', tag)).find(error => error !== undefined)
+  if (refused !== undefined) {
+    await deps.audit.record({ ...attempt, decision: { allow: false, reason: refused.detail }, ...errorFields(refused), durationMs: elapsed() })
+    throw refused
   }
   const decision = { allow: true, reason: `restore allowed for ${deletion.removedTags.join(', ')}` }
   const claim = await deps.audit.claimRestore(deletion.id, { ...attempt, decision, outcome: 'pending' })
@@ -109,6 +111,9 @@ export async function restoreDeletion (deps: RestoreDeletionDeps, input: Restore
         `${moved.map(tag => `${deletion.name}:${tag}`).join(', ')} now point${moved.length === 1 ? 's' : ''} at another manifest; restoring would move ${moved.length === 1 ? 'it' : 'them'} back. Restore with force=true to do that.`,
         { extras: { tags: moved } })
     }
+    // Moving a tag someone re-pushed takes its new image away, as a forced delete does: it needs `force` too.
+    const forceRefused = moved.map(tag => denial('force', tag)).find(error => error !== undefined)
+    if (forceRefused !== undefined) throw forceRefused
     // The bytes hash to the deleted digest (checked above), so the registry stores them under that same digest.
     for (const tag of deletion.removedTags) {
       await client.putManifest(deletion.name, tag, deletion.manifest as Buffer, deletion.mediaType as string).catch((error: GatewayError) => { throw restoreFailure(error) })

@@ -140,3 +140,22 @@ t.test('a PROTECTED_TAG decision is recorded as denied with its code', async t =
   t.match(denied, { outcome: 'denied', errorCode: 'PROTECTED_TAG', decision: { allow: false, reason: 'latest is protected' } })
   t.same(await headManifest(registry.url, image.name, 'v1'), { status: 404 })
 })
+
+t.test('force moves a re-pushed tag back only for a caller who holds force on it', async t => {
+  const { deps, store } = setup(t, directory(t, { default: registry.url }))
+  const image = await pushImage(target, 'restore-unit/forced', ['v1'], 'schema2')
+  t.equal(await deleteInRegistry(registry.url, image.name, image.digest), 202)
+  const replacement = await pushImage(target, 'restore-unit/forced', ['v1'], 'oci')
+  const deletion = await store.append(deletionRecord('default', image, ['v1']))
+  const noForce = (_identity: unknown, action: string): Decision => action === 'force'
+    ? { allow: false, code: 'FORBIDDEN', reason: 'no rule allows force', roles: ['restorer'] }
+    : allowAll()
+  const error = await rejection(restoreDeletion({ ...deps, authorize: noForce }, { identity, context, deletionId: deletion.id, force: true }))
+  t.match(error, { code: 'FORBIDDEN', extras: { action: 'force', image: `${image.name}:v1`, roles: ['restorer'] } })
+  t.same(await headManifest(registry.url, image.name, 'v1'), { status: 200, digest: replacement.digest }, 'the new image keeps its tag')
+  t.equal((await store.get(deletion.id))?.restoredBy, undefined, 'the claim is released')
+  t.match((await store.list({ action: 'restore' }, { limit: 10 })).items, [{ outcome: 'denied', errorCode: 'FORBIDDEN' }], 'one record for the attempt')
+  const restored = await restoreDeletion(deps, { identity, context, deletionId: deletion.id, force: true })
+  t.same(restored.restoredTags, ['v1'])
+  t.same(await headManifest(registry.url, image.name, 'v1'), { status: 200, digest: image.digest })
+})
