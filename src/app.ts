@@ -20,7 +20,7 @@ import { imageRoutes } from './http/images.js'
 import { meRoutes } from './http/me.js'
 import { asGatewayError, sendProblem } from './http/problem.js'
 import type { DeleteImageDeps } from './images/delete-image.js'
-import { reconcilePending } from './images/reconcile.js'
+import { startAuditHousekeeping } from './images/housekeeping.js'
 import { whoAmI } from './identity/who-am-i.js'
 import { createAuthenticator } from './auth/index.js'
 import { decide, rolesOf, PolicyStore } from './policy/index.js'
@@ -40,7 +40,6 @@ export interface AppDeps {
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
-const PRUNE_INTERVAL_MS = 6 * 60 * 60 * 1000
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -115,20 +114,8 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
       app.log.error({ err: error, auditId: record.id }, 'the registry acted but the audit trail could not record it; the record is reconciled at the next start')
     }
   }
-  const retentionMs = config.audit.retentionDays * 24 * 60 * 60 * 1000
-  const prune = async (): Promise<void> => {
-    const removed = await auditStore.prune(new Date(Date.now() - retentionMs))
-    if (removed > 0) app.log.info({ removed, retentionDays: config.audit.retentionDays }, 'pruned old audit records')
-  }
-  // Start-up housekeeping runs beside serving: a slow registry must not keep the gateway from starting.
-  const startup = (async () => {
-    await prune()
-    const summary = await reconcilePending({ registries, audit }, app.log)
-    if (summary.settled + summary.left > 0) app.log.info(summary, 'reconciled pending audit records')
-  })().catch((error: unknown) => { app.log.error({ err: error }, 'audit start-up housekeeping failed') })
-  const pruneTimer = setInterval(() => { void prune().catch((error: unknown) => { app.log.error({ err: error }, 'audit pruning failed') }) }, PRUNE_INTERVAL_MS)
-  pruneTimer.unref()
-  app.decorate('auditHousekeeping', startup)
+  const housekeeping = startAuditHousekeeping({ audit, registries, retentionDays: config.audit.retentionDays, logger: app.log })
+  app.decorate('auditHousekeeping', housekeeping.startup)
   const me = whoAmI(identity => rolesOf(policyStore.current(), identity))
 
   // Keep-alive connections of requests still in flight at shutdown would hold the server open after they
@@ -170,8 +157,8 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   await registerGraphQL(app, { deleteImage: useCase, whoAmI: me, limits: config.graphql })
 
   app.addHook('onClose', async () => {
-    clearInterval(pruneTimer)
-    await startup
+    housekeeping.stop()
+    await housekeeping.startup
     if (deps.auditStore === undefined) await auditStore.close()
     authenticator.close()
     if (deps.policyStore === undefined) policyStore.close()
