@@ -24,7 +24,9 @@ export async function findCoTags (client: RegistryClient, repository: string, di
   const sharing: string[] = []
   await forEachLimited(others, concurrency, async (candidate) => {
     try {
-      const found = await client.resolve(repository, candidate)
+      // GET, not HEAD: undici closes the connection after every HEAD, which would cost a TCP (and TLS)
+      // handshake per tag; a manifest is a few KB, and its bytes are hashed, so the digest is checked too.
+      const found = await client.getManifest(repository, candidate)
       if (found.digest === digest) sharing.push(candidate)
       else if (indexes !== undefined && isIndex(found.mediaType)) indexes.set(found.digest, [...indexes.get(found.digest) ?? [], candidate])
     } catch (error) {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import t from 'tap'
 import { MockAgent } from 'undici'
 import { findCoTags, forEachLimited } from '../../src/images/co-tags.js'
@@ -5,7 +6,8 @@ import { RegistryClient } from '../../src/registry/client.js'
 
 // A tag that disappears or fails between the listing and its HEAD: timing a real registry cannot be made to show.
 const ORIGIN = 'http://127.0.0.1:5998'
-const D = `sha256:${'d'.repeat(64)}`
+const SAME = '{"schemaVersion":2}'
+const D = `sha256:${createHash('sha256').update(SAME).digest('hex')}`
 
 function client (t: Tap.Test): { mock: MockAgent, registry: RegistryClient } {
   const mock = new MockAgent()
@@ -19,9 +21,9 @@ t.test('a tag deleted since the listing is skipped; the others are compared by d
   const { mock, registry } = client(t)
   const pool = mock.get(ORIGIN)
   pool.intercept({ path: '/v2/app/tags/list', method: 'GET' }).reply(200, { tags: ['mine', 'gone', 'same', 'other'] })
-  pool.intercept({ path: '/v2/app/manifests/gone', method: 'HEAD' }).reply(404, '')
-  pool.intercept({ path: '/v2/app/manifests/same', method: 'HEAD' }).reply(200, '', { headers: { 'docker-content-digest': D } })
-  pool.intercept({ path: '/v2/app/manifests/other', method: 'HEAD' }).reply(200, '', { headers: { 'docker-content-digest': `sha256:${'e'.repeat(64)}` } })
+  pool.intercept({ path: '/v2/app/manifests/gone', method: 'GET' }).reply(404, '')
+  pool.intercept({ path: '/v2/app/manifests/same', method: 'GET' }).reply(200, SAME)
+  pool.intercept({ path: '/v2/app/manifests/other', method: 'GET' }).reply(200, '{"other":true}')
   t.same(await findCoTags(registry, 'app', D, 'mine', 2), ['same'])
 })
 
@@ -29,7 +31,7 @@ t.test('any other failure while checking co-tags stops the deletion', async t =>
   const { mock, registry } = client(t)
   const pool = mock.get(ORIGIN)
   pool.intercept({ path: '/v2/app/tags/list', method: 'GET' }).reply(200, { tags: ['mine', 'broken'] })
-  pool.intercept({ path: '/v2/app/manifests/broken', method: 'HEAD' }).reply(500, '')
+  pool.intercept({ path: '/v2/app/manifests/broken', method: 'GET' }).reply(500, '')
   await t.rejects(findCoTags(registry, 'app', D, 'mine', 2), { code: 'UPSTREAM_ERROR' })
 })
 
@@ -61,7 +63,7 @@ t.test('indexes are collected by digest; an index that is not JSON refuses the d
   const child = Buffer.from('{"schemaVersion":2}')
   pool.intercept({ path: '/v2/app/manifests/child', method: 'GET' }).reply(200, child, { headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' } })
   pool.intercept({ path: '/v2/app/tags/list', method: 'GET' }).reply(200, { tags: ['child', 'broken-index'] })
-  pool.intercept({ path: '/v2/app/manifests/broken-index', method: 'HEAD' }).reply(200, '', { headers: { 'docker-content-digest': garbageDigest, 'content-type': 'application/vnd.oci.image.index.v1+json' } })
+  pool.intercept({ path: '/v2/app/manifests/broken-index', method: 'GET' }).reply(200, garbage, { headers: { 'content-type': 'application/vnd.oci.image.index.v1+json' } })
   pool.intercept({ path: `/v2/app/manifests/${garbageDigest}`, method: 'GET' }).reply(200, garbage)
   const store = openSqliteAuditStore(':memory:')
   t.teardown(async () => { await store.close() })

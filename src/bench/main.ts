@@ -1,0 +1,174 @@
+/**
+ * `npm run bench`: starts its own registry (docker-registry on a free loopback port), seeds it, runs the four
+ * scenarios of the performance issue against the gateway as a separate process over real HTTP, prints a table
+ * and writes bench-results/latest.json. `--quick` runs smaller repositories and fewer rounds (a smoke test).
+ */
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { cpus, loadavg, totalmem } from 'node:os'
+import { join } from 'node:path'
+import { Pool } from 'undici'
+import { startRegistry, type RegistryProcess } from '../demo/registry-process.js'
+import { startGateway, type BenchGateway } from './gateway.js'
+import { measureGuard, type GuardResult } from './guard.js'
+import { measureDeleteLatency } from './latency.js'
+import { Progress } from './progress.js'
+import { measureRejections } from './rejections.js'
+import { measurePeakRss } from './rss.js'
+import { seedRepository, type SeededRepository } from './seed-tags.js'
+import { round } from './stats.js'
+
+const quick = process.argv.includes('--quick')
+const settings = {
+  quick,
+  latency: { tags: 50, rounds: quick ? 15 : 60, warmupRounds: 5 },
+  guard: quick ? [{ tags: 500, repetitions: 3 }, { tags: 1000, repetitions: 3 }] : [{ tags: 2000, repetitions: 7 }, { tags: 10_000, repetitions: 3 }],
+  rejections: { concurrency: 50, sliceMs: quick ? 1000 : 2000, rounds: 3, warmupMs: 1000 },
+  rss: { clients: 100, maxRequests: quick ? 600 : 2000, maxDurationMs: 120_000 }
+}
+
+interface Row { scenario: string, value: string, target: string, ok: boolean | undefined }
+
+const progress = new Progress()
+const cleanups: Array<() => Promise<void>> = []
+let interrupted = false
+
+async function cleanUp (): Promise<void> {
+  for (const cleanup of cleanups.splice(0).reverse()) {
+    try {
+      await cleanup()
+    } catch (error) {
+      process.stderr.write(`\ncleanup failed: ${(error as Error).message}\n`)
+    }
+  }
+}
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    interrupted = true
+    progress.end()
+    process.stderr.write(`${signal}: stopping the registry and the gateway\n`)
+    void cleanUp().then(() => process.exit(130))
+  })
+}
+
+function registryVersion (): string {
+  try {
+    return execFileSync(process.env.DOCKER_REGISTRY_BIN ?? 'docker-registry', ['--version'], { encoding: 'utf8' }).trim()
+  } catch {
+    return 'unknown'
+  }
+}
+
+async function main (): Promise<void> {
+  const started = performance.now()
+  const loadBefore = loadavg()
+  if ((loadBefore[0] as number) > 0.5) {
+    process.stderr.write(`warning: the machine is already busy (load average ${loadBefore.map(value => value.toFixed(2)).join(' ')}); the numbers will be noisier and lower\n`)
+  }
+  progress.begin('starting the registry')
+  const registry: RegistryProcess = await startRegistry({ readyTimeoutMs: 20_000 })
+  cleanups.push(async () => { await registry.stop() })
+  const pool = new Pool(registry.url, { connections: 16, pipelining: 1 })
+  cleanups.push(async () => { await pool.close() })
+
+  const seed = async (name: string, count: number, shared: boolean): Promise<SeededRepository> => {
+    progress.begin(`seeding ${name} (${count} tags${shared ? ', one digest' : ', one digest each'})`)
+    return await seedRepository(registry.url, pool, name, count, shared, done => { progress.update(`${done}/${count}`) })
+  }
+  const latencyRepos = {
+    gateway: await seed('bench/latency-gateway', settings.latency.tags, false),
+    directSafe: await seed('bench/latency-direct-safe', settings.latency.tags, false),
+    directBare: await seed('bench/latency-direct-bare', settings.latency.tags, false)
+  }
+  const guardRepos: SeededRepository[] = []
+  for (const { tags } of settings.guard) guardRepos.push(await seed(`bench/guard-${tags}`, tags, true))
+  const seeding = Object.fromEntries([...Object.values(latencyRepos), ...guardRepos].map(repo => [repo.name, { tags: repo.tags.length, seconds: round(repo.ms / 1000, 2), tagsPerSecond: round(repo.tags.length / (repo.ms / 1000), 0) }]))
+
+  // (2) first, in this process, before any gateway runs beside it.
+  const guard: GuardResult[] = []
+  for (const [index, repository] of guardRepos.entries()) {
+    progress.begin(`(2) co-tag guard, ${repository.tags.length} tags`)
+    guard.push(await measureGuard({ registryUrl: registry.url, repository, repetitions: settings.guard[index]?.repetitions ?? 3, warmup: index === 0, progress }))
+  }
+
+  progress.begin('starting the gateway')
+  let gateway: BenchGateway = await startGateway(registry.url)
+  let closeGateway = async (): Promise<void> => { await gateway.close() }
+  cleanups.push(async () => { await closeGateway() })
+
+  progress.begin(`(1) delete latency, ${settings.latency.tags}-tag repositories`)
+  const latency = await measureDeleteLatency({ registryUrl: registry.url, gateway, repositories: latencyRepos, rounds: settings.latency.rounds, warmupRounds: settings.latency.warmupRounds, progress })
+
+  progress.begin('(3) rejected requests')
+  const rejections = await measureRejections({ gateway, repository: latencyRepos.gateway.name, ...settings.rejections, progress })
+
+  // (4) on a fresh gateway, so that its peak covers only start-up and this load.
+  await gateway.close()
+  progress.begin('(4) peak RSS: starting a fresh gateway')
+  gateway = await startGateway(registry.url)
+  closeGateway = async () => { await gateway.close() }
+  progress.begin(`(4) peak RSS, ${settings.rss.clients} concurrent clients`)
+  const rss = await measurePeakRss({ gateway, repository: latencyRepos.gateway.name, tags: settings.latency.tags, ...settings.rss, progress })
+  progress.end()
+
+  const rows: Row[] = [
+    { scenario: `(1) delete through gateway, median (p95), ${latency.tagsPerRepository} tags`, value: `${latency.gatewayMs.median.toFixed(1)} ms (${latency.gatewayMs.p95.toFixed(1)})`, target: '', ok: undefined },
+    { scenario: '    direct safe client, median (p95)', value: `${latency.directSafeMs.median.toFixed(1)} ms (${latency.directSafeMs.p95.toFixed(1)})`, target: '', ok: undefined },
+    { scenario: '    bare HEAD+DELETE (skopeo, unsafe), median (p95)', value: `${latency.directBareMs.median.toFixed(1)} ms (${latency.directBareMs.p95.toFixed(1)})`, target: '', ok: undefined },
+    { scenario: '    gateway / direct safe (median)', value: latency.ratioToDirectSafe.toFixed(2), target: '<= 1.10', ok: latency.ratioToDirectSafe <= 1.10 },
+    { scenario: '    gateway / bare HEAD+DELETE (median)', value: latency.ratioToBare.toFixed(2), target: 'reported', ok: undefined },
+    ...guard.flatMap(result => [
+      { scenario: `(2) co-tag guard, ${result.tags} tags, median`, value: `${result.guardMs.median.toFixed(0)} ms (HEADs ${result.rawHeadsMs.median.toFixed(0)}, list ${result.rawListMs.median.toFixed(0)})`, target: '', ok: undefined },
+      { scenario: `    guard / raw concurrent HEADs, ${result.tags} tags`, value: result.ratio.toFixed(2), target: '<= 1.20', ok: result.ratio <= 1.2 }
+    ]),
+    { scenario: '(3) bare Fastify 400', value: `${rejections.bare.rps} req/s`, target: '', ok: undefined },
+    ...([['invalidReference', '400 invalid reference'], ['unauthenticated', '401 no credentials'], ['forbidden', '403 no rights']] as const).map(([key, label]) => {
+      const run = rejections.gateway[key]
+      return { scenario: `    gateway ${label}`, value: `${run.rps} req/s = ${run.ratio.toFixed(2)}x`, target: '>= 0.60x', ok: run.ratio >= 0.6 && run.unexpected === 0 && run.errors === 0 }
+    }),
+    { scenario: `(4) peak RSS, ${rss.clients} clients, ${rss.requests} requests`, value: `${rss.peakRssMb.toFixed(1)} MB (idle ${rss.idleRssMb.toFixed(1)})`, target: '<= 120 MB', ok: rss.peakRssMb <= 120 && rss.unexpected === 0 && rss.errors === 0 }
+  ]
+  const width = Math.max(...rows.map(row => row.scenario.length))
+  const valueWidth = Math.max(...rows.map(row => row.value.length))
+  const lines = [
+    `${'scenario'.padEnd(width)}  ${'value'.padEnd(valueWidth)}  ${'target'.padEnd(9)}  ok?`,
+    `${'-'.repeat(width)}  ${'-'.repeat(valueWidth)}  ${'-'.repeat(9)}  ---`,
+    ...rows.map(row => `${row.scenario.padEnd(width)}  ${row.value.padEnd(valueWidth)}  ${row.target.padEnd(9)}  ${row.ok === undefined ? '' : row.ok ? 'yes' : 'NO'}`)
+  ]
+  const machine = {
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model ?? 'unknown',
+    memoryGiB: round(totalmem() / 1024 ** 3, 1),
+    node: process.version,
+    registry: registryVersion(),
+    loadAverageBefore: loadBefore.map(value => round(value, 2)),
+    loadAverageAfter: loadavg().map(value => round(value, 2))
+  }
+  const report = {
+    time: new Date().toISOString(),
+    machine,
+    settings,
+    seconds: round((performance.now() - started) / 1000, 1),
+    seeding,
+    latency,
+    guard,
+    rejections,
+    rss,
+    targets: rows.filter(row => row.ok !== undefined).map(row => ({ scenario: row.scenario.trim(), value: row.value, target: row.target, ok: row.ok }))
+  }
+  mkdirSync('bench-results', { recursive: true })
+  const out = join('bench-results', quick ? 'quick.json' : 'latest.json')
+  writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`)
+  process.stdout.write(`registry-delete-gateway bench (${machine.cpus} cores, ${machine.memoryGiB} GiB, Node ${machine.node}, ${machine.registry}), ${report.seconds} s\n\n${lines.join('\n')}\n\nwritten: ${out}\n`)
+}
+
+try {
+  await main()
+} catch (error) {
+  progress.end()
+  if (!interrupted) process.stderr.write(`bench failed: ${(error as Error).stack ?? String(error)}\n`)
+  process.exitCode = 1
+} finally {
+  if (!interrupted) await cleanUp()
+}
