@@ -45,7 +45,12 @@ export class GatewayError extends Error {
   readonly headers: Record<string, string>
 
   constructor (code: ErrorCode, detail: string, options: { extras?: ErrorExtras, retryAfter?: number, headers?: Record<string, string>, cause?: unknown } = {}) {
+    // A caller's mistake needs no stack trace, and capturing one through Fastify's deep stack costs more than
+    // the rest of answering a 400 or 401 (measured by the benchmark).
+    const stackTraceLimit = Error.stackTraceLimit
+    if (catalogue[code].status < 500) Error.stackTraceLimit = 0
     super(detail, options.cause === undefined ? undefined : { cause: options.cause })
+    Error.stackTraceLimit = stackTraceLimit
     this.name = 'GatewayError'
     this.code = code
     this.status = catalogue[code].status

@@ -29,3 +29,10 @@ t.test('other 4xx become INVALID_REQUEST; anything else is an internal error tha
   t.notMatch(internal.detail, /hunter2/)
   t.equal(asGatewayError(Object.assign(new Error('boom'), { statusCode: 503 })).code, 'INTERNAL_ERROR')
 })
+
+t.test('client errors carry no stack trace; server errors keep theirs; the limit is restored', async t => {
+  const before = Error.stackTraceLimit
+  t.notMatch(new GatewayError('INVALID_REFERENCE', 'bad').stack, /\n\s+at /)
+  t.match(new GatewayError('UPSTREAM_ERROR', 'broken').stack, /\n\s+at /)
+  t.equal(Error.stackTraceLimit, before)
+})
