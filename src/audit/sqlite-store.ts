@@ -202,16 +202,40 @@ export function openSqliteAuditStore (path: string, options: { now?: () => Date 
     return row === undefined ? undefined : toRecord(row)
   }
 
-  function insert (record: NewAuditRecord): AuditRecord {
+  function prepareRecord (record: NewAuditRecord): AuditRecord {
     const clock = now()
     const { time, ...fields } = record
-    const stored: AuditRecord = {
+    return {
       ...fields,
       id: nextId(clock.getTime()),
       time: time === undefined ? clock.toISOString() : toIsoTime(time, 'time')
     }
+  }
+
+  function insert (record: NewAuditRecord): AuditRecord {
+    const stored = prepareRecord(record)
     insertRow.run(toParams(stored))
     return find(stored.id) as AuditRecord
+  }
+
+  // Group commit: appends made in the same turn of the event loop share one transaction and so one fsync, and
+  // each caller is answered only after that commit. Under load this turns one sync per denial into one per batch.
+  let queued: Array<{ record: AuditRecord, resolve: (stored: AuditRecord) => void, reject: (error: unknown) => void }> = []
+  const insertBatch = db.transaction((records: AuditRecord[]) => {
+    for (const record of records) insertRow.run(toParams(record))
+  })
+  function flushAppends (): void {
+    // close() may already have flushed this batch.
+    if (queued.length === 0) return
+    const batch = queued
+    queued = []
+    try {
+      insertBatch(batch.map(entry => entry.record))
+    } catch (error) {
+      for (const entry of batch) entry.reject(error)
+      return
+    }
+    for (const entry of batch) entry.resolve(find(entry.record.id) as AuditRecord)
   }
 
   // IMMEDIATE takes the write lock before the first read, so a check-then-write cannot interleave with another
@@ -251,7 +275,11 @@ export function openSqliteAuditStore (path: string, options: { now?: () => Date 
   return {
     async append (record) {
       ensureOpen()
-      return insert(record)
+      const prepared = prepareRecord(record)
+      return await new Promise<AuditRecord>((resolve, reject) => {
+        queued.push({ record: prepared, resolve, reject })
+        if (queued.length === 1) setImmediate(flushAppends)
+      })
     },
 
     async update (id, changes) {
@@ -322,6 +350,7 @@ export function openSqliteAuditStore (path: string, options: { now?: () => Date 
     async close () {
       if (closed) return
       closed = true
+      if (queued.length > 0) flushAppends()
       db.close()
     }
   } satisfies AuditStore

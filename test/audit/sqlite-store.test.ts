@@ -426,3 +426,21 @@ t.test('a closed store rejects every call, and closing twice is fine', async t =
   ]
   for (const [name, call] of calls) await t.rejects(call(), /audit store is closed/, name)
 })
+
+t.test('appends in one turn of the event loop commit together, in order; closing flushes what is queued', async t => {
+  const store = openSqliteAuditStore(':memory:')
+  const batch = await Promise.all(Array.from({ length: 20 }, (_, index) => store.append(attempt({ requestId: `batch-${index}` }))))
+  t.same(batch.map(record => record.requestId), Array.from({ length: 20 }, (_, index) => `batch-${index}`))
+  t.same((await store.list({}, { limit: 50 })).items.map(record => record.requestId).reverse(), batch.map(record => record.requestId), 'stored in the order appended')
+  const last = store.append(attempt({ requestId: 'queued-at-close' }))
+  await store.close()
+  t.match(await last, { requestId: 'queued-at-close' }, 'a queued append is committed before the store closes')
+})
+
+t.test('a batch that cannot be written fails every append in it', async t => {
+  const store = openSqliteAuditStore(':memory:')
+  t.teardown(async () => { await store.close() })
+  const results = await Promise.allSettled([store.append(attempt()), store.append(attempt({ upstreamStatus: 'not a number' as unknown as number }))])
+  t.same(results.map(result => result.status), ['rejected', 'rejected'], 'one transaction: all or nothing')
+  t.same((await store.list({}, { limit: 10 })).items, [])
+})
