@@ -80,6 +80,9 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
       return typeof sent === 'string' && REQUEST_ID.test(sent) ? sent : randomUUID()
     },
     bodyLimit: config.limits.bodyBytes,
+    frameworkErrors: (error, request, reply) => {
+      void sendProblem(reply, request, new GatewayError('INVALID_REQUEST', `${error.message}; encode the path properly.`, { extras: { rule: error.code } }))
+    },
     // Unknown query parameters are refused, not dropped: a mistyped `dryrun=true` must not become a real delete.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } }
   }).withTypeProvider<TypeBoxTypeProvider>()
@@ -108,6 +111,10 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   const useCase: DeleteImageDeps = {
     registries,
     authorize: (identity, action, resource) => decide(policyStore.current(), identity, action, resource),
+    authorizer: () => {
+      const policy = policyStore.current()
+      return (identity, action, resource) => decide(policy, identity, action, resource)
+    },
     audit,
     coTagConcurrency: config.coTagConcurrency,
     onAuditLost: (error, record) => {

@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import mercurius, { type IResolvers, type MercuriusContext } from 'mercurius'
+import { getOperationAST, Location, parse } from 'graphql'
+import { GatewayError } from '../errors.js'
 import { encodeAuditCursor } from '../audit/cursor.js'
 import type { AuditFilter } from '../audit/types.js'
 import { listAuditEvents } from '../images/audit-events.js'
@@ -78,6 +80,23 @@ export async function registerGraphQL (app: FastifyInstance, options: GraphQLOpt
       })
     }
   }
+  // mercurius crashes (500) on a GET whose variables are not an object or whose operationName names no operation.
+  app.addHook('preHandler', async (request) => {
+    if (request.method !== 'GET' || request.routeOptions.url !== '/graphql') return
+    const { query, variables, operationName } = request.query as Record<string, unknown>
+    if (typeof variables === 'string') {
+      let parsed: unknown
+      try { parsed = JSON.parse(variables) } catch { return }
+      if (parsed !== null && (typeof parsed !== 'object' || Array.isArray(parsed))) throw new GatewayError('INVALID_REQUEST', 'variables must be a JSON object.', { extras: { field: 'variables', rule: 'JSON object' } })
+    }
+    if (typeof query === 'string') {
+      let document
+      try { document = parse(query) } catch { return }
+      if (getOperationAST(document, typeof operationName === 'string' ? operationName : undefined) === null) {
+        throw new GatewayError('INVALID_REQUEST', 'operationName must name one operation of the document (or be left out when it has only one).', { extras: { field: 'operationName', rule: 'names an operation' } })
+      }
+    }
+  })
   await app.register(mercurius, {
     schema,
     resolvers,
@@ -87,9 +106,19 @@ export async function registerGraphQL (app: FastifyInstance, options: GraphQLOpt
     validationRules: validationRules(options.limits),
     // One operation per request: batches would multiply every limit by their length.
     allowBatchedQueries: false,
+    // Parsed documents and their validation errors are cached by source: hostile sources would fill the cache.
+    cache: false,
+    graphql: { parseOptions: { maxTokens: 4000 } },
     context: (request: FastifyRequest) => ({ identity: request.identity }),
     errorFormatter: graphqlErrorFormatter as never,
     // Failures before execution (authentication, malformed documents) go to the app's one error handler.
     errorHandler: false
+  })
+  // mercurius takes a query that is not GraphQL but is JSON for a ready-made AST; only parsed documents may run.
+  app.graphql.addHook('preValidation', async (_schema, document, context) => {
+    if ((document as { loc?: unknown } | null)?.loc instanceof Location) return
+    let message = 'the query is not a GraphQL document.'
+    try { parse(String((context.reply.request.body as { query?: unknown } | undefined)?.query ?? (context.reply.request.query as { query?: unknown }).query)) } catch (error) { message = (error as Error).message }
+    throw new GatewayError('INVALID_REQUEST', message, { extras: { field: 'query', rule: 'GraphQL document' } })
   })
 }

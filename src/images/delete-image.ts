@@ -18,6 +18,8 @@ export interface RequestContext {
 export interface DeleteImageDeps {
   registries: RegistryDirectory
   authorize: Authorize
+  /** An Authorize bound to the policy in force now, so one request is judged by one policy. */
+  authorizer?: () => Authorize
   audit: AuditTrail
   coTagConcurrency: number
   /** Told when the registry acted but the audit trail could not record it (reconciled at the next start). */
@@ -62,6 +64,8 @@ const OUTCOME_OF: Partial<Record<ErrorCode, AuditOutcome>> = {
   NOT_RESTORABLE: 'rejected',
   NOT_FOUND: 'not-found'
 }
+
+const deletesInFlight = new Map<string, Promise<void>>()
 
 /** Failures after which the DELETE may or may not have reached the registry. */
 const AMBIGUOUS: ReadonlySet<ErrorCode> = new Set(['UPSTREAM_TIMEOUT', 'UPSTREAM_UNAVAILABLE', 'UPSTREAM_ERROR'])
@@ -111,8 +115,9 @@ export async function deleteImage (deps: DeleteImageDeps, input: DeleteImageInpu
   const started = performance.now()
   const resource = { registry: client.name, repository: name, tag }
   const elapsed = (): number => Math.round(performance.now() - started)
+  const authorize = deps.authorizer?.() ?? deps.authorize
   const check = (action: Action, target: Resource): GatewayError | undefined =>
-    denial(input.identity, action, target, deps.authorize(input.identity, action, target))
+    denial(input.identity, action, target, authorize(input.identity, action, target))
   const attempt = {
     requestId: input.context.requestId,
     transport: input.context.transport,
@@ -128,7 +133,7 @@ export async function deleteImage (deps: DeleteImageDeps, input: DeleteImageInpu
   let pending: AuditRecord | undefined
   try {
     const entryAction = dryRun ? 'read' : 'delete'
-    const entry = deps.authorize(input.identity, entryAction, resource)
+    const entry = authorize(input.identity, entryAction, resource)
     decision = { allow: entry.allow, reason: entry.reason }
     const refusedEntry = denial(input.identity, entryAction, resource, entry)
     if (refusedEntry !== undefined) throw refusedEntry
@@ -163,7 +168,16 @@ export async function deleteImage (deps: DeleteImageDeps, input: DeleteImageInpu
       return { auditId: record.id, ...result }
     }
     pending = await deps.audit.record({ ...attempt, ...found, decision, outcome: 'pending', manifest: manifest.bytes })
-    await client.deleteManifest(name, digest)
+    // One DELETE of a digest at a time: the registry may accept two concurrent ones (both 202).
+    const key = `${client.name}\u0000${name}\u0000${digest}`
+    while (deletesInFlight.has(key)) await deletesInFlight.get(key)?.catch(() => {})
+    const deletion = client.deleteManifest(name, digest)
+    deletesInFlight.set(key, deletion)
+    try {
+      await deletion
+    } finally {
+      deletesInFlight.delete(key)
+    }
     await settleQuietly(deps, pending, { outcome: 'deleted', upstreamStatus: 202, durationMs: elapsed() })
     return { auditId: pending.id, ...result }
   } catch (error) {

@@ -5,7 +5,7 @@ import type { Identity } from '../policy/types.js'
 import { sha256Digest, type RegistryClient } from '../registry/client.js'
 import { errorFields, settleQuietly, type DeleteImageDeps, type RequestContext } from './delete-image.js'
 
-export type RestoreDeletionDeps = Pick<DeleteImageDeps, 'registries' | 'authorize' | 'audit' | 'onAuditLost'>
+export type RestoreDeletionDeps = Pick<DeleteImageDeps, 'registries' | 'authorize' | 'authorizer' | 'audit' | 'onAuditLost'>
 
 export interface RestoreDeletionInput {
   identity: Identity
@@ -79,8 +79,9 @@ export async function restoreDeletion (deps: RestoreDeletionDeps, input: Restore
   }
   const elapsed = (): number => Math.round(performance.now() - started)
 
+  const authorize = deps.authorizer?.() ?? deps.authorize
   const denial = (action: 'restore' | 'force', tag: string): GatewayError | undefined => {
-    const decision = deps.authorize(input.identity, action, { registry: deletion.registry, repository: deletion.name, tag })
+    const decision = authorize(input.identity, action, { registry: deletion.registry, repository: deletion.name, tag })
     if (decision.allow) return undefined
     return new GatewayError(decision.code, decision.reason, {
       extras: { subject: input.identity.subject, roles: decision.roles, action, image: `${deletion.name}:${tag}`, registry: deletion.registry }

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events'
 import { readFileSync, watch } from 'node:fs'
-import { dirname, resolve } from 'node:path'
+import { basename, dirname, resolve } from 'node:path'
 import { loadPolicy } from './load.js'
 import { PolicyError } from './policy-error.js'
 import type { Policy, PolicySource } from './types.js'
@@ -13,7 +13,7 @@ export interface PolicyLogger {
 
 /** What the store needs from a directory watcher: fs.watch's FSWatcher, or a stand-in. */
 export interface DirectoryWatcher {
-  on (event: 'change', listener: () => void): unknown
+  on (event: 'change', listener: (event?: unknown, filename?: unknown) => void): unknown
   on (event: 'error', listener: (error: Error) => void): unknown
   close (): void
 }
@@ -140,7 +140,11 @@ export class PolicyStore extends EventEmitter<PolicyStoreEvents> implements Poli
     const file = this.#requireFile()
     if (this.#watcher !== undefined) return
     const watcher = this.#watchDirectory(dirname(file))
-    watcher.on('change', () => { this.#schedule() })
+    const name = basename(file)
+    // A busy neighbour (an audit database, a log) must not keep postponing the reload; '..data' is a config map swap.
+    watcher.on('change', (_event?: unknown, filename?: unknown) => {
+      if (typeof filename !== 'string' || filename === name || filename.startsWith('..')) this.#schedule()
+    })
     watcher.on('error', error => {
       this.#logger.error({ file: this.#source, error: error.message }, 'cannot watch the policy file; SIGHUP still reloads it')
     })

@@ -270,17 +270,22 @@ export class RegistryClient {
     const context = { registry: this.name, operation: 'list tags', name: repository }
     const tags: string[] = []
     let path: string | undefined = this.repositoryPath(repository, 'tags/list')
+    let read = 0
+    const visited = new Set<string>()
     for (let page = 0; path !== undefined && page < MAX_TAG_PAGES; page++) {
+      if (visited.has(path)) throw new GatewayError('UPSTREAM_ERROR', `registry "${this.name}" sent a tag list of ${repository} whose pages loop.`, { extras: { upstreamStatus: 200 } })
+      visited.add(path)
       const response: Dispatcher.ResponseData = await this.send({ method: 'GET', path, repository, scope: 'pull,delete', context })
       if (response.statusCode !== 200) throw await this.failure(response, context)
-      const body = await readLimited(response.body, MAX_TAG_LIST_BYTES)
+      const body = await readLimited(response.body, MAX_TAG_LIST_BYTES - read)
+      read += body.length
       let parsed: { tags?: unknown }
       try {
         parsed = JSON.parse(body.toString('utf8'))
       } catch {
         throw new GatewayError('UPSTREAM_ERROR', `registry "${this.name}" answered the tag list of ${repository} with something that is not JSON.`, { extras: { upstreamStatus: 200 } })
       }
-      if (Array.isArray(parsed.tags)) tags.push(...parsed.tags.filter((tag): tag is string => typeof tag === 'string'))
+      if (Array.isArray(parsed.tags)) for (const tag of parsed.tags) if (typeof tag === 'string') tags.push(tag)
       path = nextLink(header(response.headers, 'link'), this.origin + path)
     }
     return tags

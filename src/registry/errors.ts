@@ -82,11 +82,17 @@ export function mapRegistryResponse (
 
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT', 'ABORT_ERR'])
 
+/** The connection was up and broke during the exchange: the registry was reached and failed, a 502. */
+const MID_EXCHANGE_CODES = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE'])
+
 /** Maps a failure to talk to the registry at all (refused, reset, timed out) to a catalogue error. */
 export function mapTransportError (error: unknown, context: OperationContext, timeoutMs: number): GatewayError {
   const code = (error as { code?: unknown } | null)?.code
   if (typeof code === 'string' && TIMEOUT_CODES.has(code)) {
     return new GatewayError('UPSTREAM_TIMEOUT', `registry "${context.registry}" did not answer ${context.operation} within ${timeoutMs} ms. Check the registry's health or raise its timeout in the gateway configuration.`, { cause: error })
+  }
+  if (typeof code === 'string' && MID_EXCHANGE_CODES.has(code)) {
+    return new GatewayError('UPSTREAM_ERROR', `registry "${context.registry}" closed the connection during ${context.operation} (${code}); it may or may not have acted.`, { cause: error })
   }
   return new GatewayError('UPSTREAM_UNAVAILABLE', `registry "${context.registry}" could not be reached for ${context.operation}${typeof code === 'string' ? ` (${code})` : ''}. Check that it is running and reachable from the gateway.`, { cause: error })
 }

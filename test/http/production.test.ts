@@ -40,6 +40,8 @@ t.test('GraphQL limits: depth, width, batches, introspection switch', async t =>
   t.match(introspection.body.errors[0].message, /introspection/i)
   const batch = await gateway.app.inject({ method: 'POST', url: '/graphql', headers: { 'x-api-key': ADMIN_KEY }, payload: [{ query: '{ me { subject } }' }, { query: '{ me { subject } }' }] })
   t.equal(batch.statusCode, 400, 'batched operations are refused')
+  const notJson = await gateway.app.inject({ method: 'GET', url: `/graphql?query=${encodeURIComponent('{ me { subject } }')}&variables=not-json`, headers: { 'x-api-key': ADMIN_KEY } })
+  t.equal(notJson.statusCode, 400, 'variables that are not JSON are a client error')
   const fine = await gateway.gql('{ me { subject groups } }')
   t.equal(fine.body.data.me.subject, 'apikey:admin')
 })

@@ -41,6 +41,14 @@ t.test('no Docker-Content-Digest: GET with the same Accept and hash the raw byte
   t.same(await client.resolve('app', 'v1'), { digest, mediaType: DOCKER_MANIFEST, size: manifest.length })
 })
 
+t.test('a HEAD without content type or length still resolves', async t => {
+  const { pool, client } = setup(t)
+  pool.intercept({ path: '/v2/app/manifests/bare', method: 'HEAD' }).reply(200, '', { headers: { 'docker-content-digest': digest } })
+  const resolved = await client.resolve('app', 'bare')
+  t.equal(resolved.digest, digest)
+  t.equal(resolved.mediaType, '')
+})
+
 t.test('a digest header that does not match the bytes is refused', async t => {
   const { pool, client } = setup(t)
   pool.intercept({ path: '/v2/app/manifests/v1', method: 'GET' }).reply(200, manifest, { headers: { 'docker-content-digest': `sha256:${'0'.repeat(64)}` } })
