@@ -176,6 +176,13 @@ t.test('a platform image that a tagged multi-platform image references is never 
   }
   const { error } = await viaGraphQL({ name: 'platforms/app', tag: 'amd64-only', force: true })
   t.equal(error.extensions.code, 'REFERENCED_BY_INDEX')
+
+  const lone = await pushImage(target, 'platforms/other', ['lone'], 'docker-list')
+  const loneChild = lone.children[1] as { digest: string, mediaType: string }
+  const loneBytes = await (await request(`${registry.url}/v2/platforms/other/manifests/${loneChild.digest}`, { headers: { accept: loneChild.mediaType } })).body.arrayBuffer()
+  await tagManifest(target, 'platforms/other', 'arm64-only', Buffer.from(loneBytes), loneChild.mediaType)
+  const single = await gateway.rest('DELETE', '/images/platforms/other/arm64-only')
+  t.match(single.body.detail, /tagged lone; deleting it would break that tag/)
   t.equal(await headStatus('platforms/app', child.digest), 200, 'the child is still there')
   t.equal((await gateway.rest('DELETE', '/images/platforms/app/solo')).status, 200, 'an image no index references goes')
   t.equal((await gateway.rest('DELETE', '/images/platforms/app/multi?force=true')).status, 200, 'the index itself can go')
