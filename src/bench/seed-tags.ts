@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto'
 import type { Pool } from 'undici'
 import { pushImage, MEDIA_TYPES } from '../demo/seed.js'
-import { forEachLimited } from './stats.js'
+import { forEachLimited } from '../images/co-tags.js'
 
 const SEED_CONCURRENCY = 16
 

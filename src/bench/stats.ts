@@ -40,15 +40,3 @@ export function round (value: number, digits = 3): number {
 export function roundSummary (summary: Summary, digits = 3): Summary {
   return Object.fromEntries(Object.entries(summary).map(([key, value]) => [key, key === 'n' ? value : round(value, digits)])) as unknown as Summary
 }
-
-/** Runs `work` over `items` with at most `limit` in flight (the same scheme the co-tag guard uses). */
-export async function forEachLimited<T> (items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const item = items[next++] as T
-      await work(item)
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
-}
