@@ -95,8 +95,10 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     if (route.url.startsWith('/docs')) route.config = { ...route.config, public: true }
     for (const method of [route.method].flat()) registeredRoutes.push({ method, url: route.url })
   })
-  app.addHook('onResponse', async (request, reply) => {
+  // Callback-style hooks: on the hot path of every request, an async hook's promise costs more than its work.
+  app.addHook('onResponse', (request, reply, done) => {
     metrics.httpRequest(request.routeOptions.url ?? 'unmatched', request.method, reply.statusCode, reply.elapsedTime / 1000)
+    done()
   })
 
   const registries = buildRegistries(config, deps.dispatcher, metrics)
@@ -129,9 +131,10 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   // finish; telling those clients to close lets shutdown complete as soon as the last answer is sent.
   let closing = false
   app.addHook('preClose', async () => { closing = true })
-  app.addHook('onSend', async (request, reply) => {
+  app.addHook('onSend', (request, reply, payload, done) => {
     void reply.header('x-request-id', request.id)
     if (closing) void reply.header('connection', 'close')
+    done(null, payload)
   })
   app.setErrorHandler((error, request, reply) => {
     if (request.url.startsWith('/graphql') && isGraphQLDocumentError(error)) return sendGraphQLDocumentError(reply, request.id, error)

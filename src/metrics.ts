@@ -34,10 +34,18 @@ export function createMetrics (): GatewayMetrics {
   const upstream = new Histogram({ name: 'gateway_registry_request_duration_seconds', help: 'Requests to registries by registry, operation and status', labelNames: ['registry', 'operation', 'status'], buckets: LATENCY_BUCKETS, registers: [registry] })
   const tokens = new Counter({ name: 'gateway_registry_token_cache_total', help: 'Registry token cache lookups by result', labelNames: ['registry', 'result'], registers: [registry] })
   const reloads = new Counter({ name: 'gateway_policy_reloads_total', help: 'Policy reloads by result', labelNames: ['result'], registers: [registry] })
+  // prom-client hashes the label set on every observe; a child per route, method and status is looked up once.
+  const httpChildren = new Map<string, ReturnType<typeof http.labels>>()
   return {
     registry,
     httpRequest (route, method, status, seconds) {
-      http.observe({ route, method, status: String(status) }, seconds)
+      const key = `${method} ${status} ${route}`
+      let child = httpChildren.get(key)
+      if (child === undefined) {
+        child = http.labels({ route, method, status: String(status) })
+        httpChildren.set(key, child)
+      }
+      child.observe(seconds)
     },
     request (event) {
       upstream.observe({ registry: event.registry, operation: event.operation, status: String(event.status) }, event.seconds)
