@@ -4,22 +4,15 @@
  * The gateway is a fresh child process, so its VmHWM covers only its start-up and this load.
  */
 import type { BenchGateway } from './gateway.js'
-import { runLoad, type LoadRequest } from './load.js'
+import { runLoad, type LoadRequest, type LoadResult } from './load.js'
 import { memoryOf } from './processes.js'
 import type { Progress } from './progress.js'
 import { round, roundSummary, type Summary } from './stats.js'
 
 const MB = 1024 * 1024
 
-export interface RssResult {
+export interface RssResult extends LoadResult {
   clients: number
-  requests: number
-  seconds: number
-  rps: number
-  statuses: Record<string, number>
-  unexpected: number
-  errors: number
-  latencyMs: Summary
   idleRssMb: number
   /** The highest of VmHWM (kernel's peak) and every VmRSS sample. */
   peakRssMb: number

@@ -3,12 +3,12 @@ import t, { type Test } from 'tap'
 import type { AuditRecord } from '../../src/audit/types.js'
 import { startRegistry } from '../../src/demo/registry-process.js'
 import { pushImage } from '../../src/demo/seed.js'
-import { GatewayError } from '../../src/errors.js'
 import { restoreDeletion, type RestoreDeletionDeps } from '../../src/images/restore-deletion.js'
 import type { Decision } from '../../src/policy/types.js'
 import type { RegistryDirectory } from '../../src/registry/directory.js'
 import { deleteInRegistry, headManifest } from '../fixtures/audit.js'
 import { closedPort, deletionRecord, directory, memoryTrail } from '../fixtures/use-case.js'
+import { rejection } from '../fixtures/rejection.js'
 
 // Failures the end-to-end tests cannot easily provoke: records whose bytes do not match their digest, bytes the
 // registry refuses for another reason than garbage collection, a read-only or unreachable registry, a registry
@@ -23,16 +23,6 @@ function setup (t: Test, registries: RegistryDirectory): { deps: RestoreDeletion
   const { store, audit } = memoryTrail(t)
   const lost: unknown[] = []
   return { deps: { registries, authorize: allowAll, audit, onAuditLost: error => { lost.push(error) } }, store, lost }
-}
-
-async function rejection (promise: Promise<unknown>): Promise<GatewayError> {
-  try {
-    await promise
-  } catch (error) {
-    if (error instanceof GatewayError) return error
-    throw error
-  }
-  throw new Error('expected a rejection')
 }
 
 const context = { requestId: 'req-1', transport: 'rest' as const }

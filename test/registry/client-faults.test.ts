@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto'
 import t from 'tap'
 import { MockAgent } from 'undici'
-import { GatewayError } from '../../src/errors.js'
 import { nextLink, RegistryClient } from '../../src/registry/client.js'
 import { parseRetryAfter } from '../../src/registry/errors.js'
 import { DOCKER_MANIFEST, MANIFEST_ACCEPT } from '../../src/registry/media-types.js'
 import type { RegistryObserver, RegistryRequestEvent } from '../../src/metrics.js'
+import { rejection } from '../fixtures/rejection.js'
 
 // Faults a real distribution registry cannot be made to show: missing or wrong digest headers, pagination,
 // 429s, garbage bodies, broken token services.
@@ -22,16 +22,6 @@ function setup (t: Tap.Test, options: { credentials?: { username: string, passwo
   })
   t.teardown(async () => { await client.close(); await mock.close() })
   return { mock, pool: mock.get(ORIGIN), client }
-}
-
-async function rejection (promise: Promise<unknown>): Promise<GatewayError> {
-  try {
-    await promise
-  } catch (error) {
-    if (error instanceof GatewayError) return error
-    throw error
-  }
-  throw new Error('expected a rejection')
 }
 
 t.test('no Docker-Content-Digest: GET with the same Accept and hash the raw bytes', async t => {
