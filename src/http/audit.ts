@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { listAuditEvents, MAX_AUDIT_PAGE, DEFAULT_AUDIT_PAGE } from '../images/audit-events.js'
 import { restoreDeletion, type RestoreDeletionDeps } from '../images/restore-deletion.js'
+import { RestoreResultSchema } from '../images/shapes.js'
 
 const Outcome = Type.Union([
   Type.Literal('pending'), Type.Literal('deleted'), Type.Literal('dry-run'), Type.Literal('denied'), Type.Literal('rejected'),
@@ -47,16 +48,6 @@ export const AuditQuery = Type.Object({
   cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 512 }))
 }, { additionalProperties: false })
 
-export const RestoreResponse = Type.Object({
-  auditId: Type.String(),
-  deletionId: Type.String(),
-  registry: Type.String(),
-  name: Type.String(),
-  digest: Type.String(),
-  mediaType: Type.String(),
-  restoredTags: Type.Array(Type.String())
-})
-
 /** The audit trail and undo: reading what happened, and putting a deletion back until garbage collection. */
 export const auditRoutes = (deps: RestoreDeletionDeps): FastifyPluginAsyncTypebox => async (app) => {
   app.get('/audit', {
@@ -70,7 +61,7 @@ export const auditRoutes = (deps: RestoreDeletionDeps): FastifyPluginAsyncTypebo
     schema: {
       params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }),
       querystring: Type.Object({ force: Type.Boolean({ default: false, description: 'Move tags back even when they point at another manifest now.' }) }, { additionalProperties: false }),
-      response: { 200: RestoreResponse }
+      response: { 200: RestoreResultSchema }
     }
   }, async (request) => await restoreDeletion(deps, {
     identity: request.identity,

@@ -2,26 +2,13 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { GatewayError } from '../errors.js'
 import { deleteImage, type DeleteImageDeps } from '../images/delete-image.js'
+import { DeleteImageResultSchema } from '../images/shapes.js'
 
 export const DeleteImageQuery = Type.Object({
   dryRun: Type.Boolean({ default: false, description: 'Run every check, delete nothing.' }),
   force: Type.Boolean({ default: false, description: 'Delete even when other tags share the digest (they are removed too).' }),
   registry: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'A configured registry name; the default registry when absent.' }))
 }, { additionalProperties: false })
-
-export const DeleteImageResponse = Type.Object({
-  auditId: Type.String({ description: 'The audit record of this attempt; for a deletion, the id to restore it with.' }),
-  registry: Type.String(),
-  name: Type.String(),
-  tag: Type.String(),
-  digest: Type.String(),
-  mediaType: Type.String(),
-  dryRun: Type.Boolean(),
-  deleted: Type.Boolean(),
-  removedTags: Type.Array(Type.String()),
-  allowed: Type.Boolean(),
-  reason: Type.Optional(Type.String())
-})
 
 /**
  * `DELETE /images/<name>/<tag>`: the repository name may arrive URL-encoded (`team%2Fapp`) or as plain path
@@ -42,7 +29,7 @@ export const imageRoutes = (deps: DeleteImageDeps): FastifyPluginAsyncTypebox =>
     schema: {
       params: Type.Object({ '*': Type.String() }),
       querystring: DeleteImageQuery,
-      response: { 200: DeleteImageResponse }
+      response: { 200: DeleteImageResultSchema }
     }
   }, async (request) => {
     const { name, tag } = splitImagePath(request.params['*'])

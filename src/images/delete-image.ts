@@ -7,6 +7,7 @@ import type { RegistryDirectory } from '../registry/directory.js'
 import { parseImageRef } from '../registry/reference.js'
 import { isIndex } from '../registry/media-types.js'
 import { findCoTags } from './co-tags.js'
+import type { DeleteImageResult } from './shapes.js'
 
 export type Authorize = (identity: Identity, action: Action, resource: Resource) => Decision
 
@@ -34,24 +35,6 @@ export interface DeleteImageInput {
   registry?: string
   dryRun?: boolean
   force?: boolean
-}
-
-export interface DeleteImageResult {
-  /** The audit record of this attempt. */
-  auditId: string
-  registry: string
-  name: string
-  tag: string
-  digest: string
-  mediaType: string
-  dryRun: boolean
-  deleted: boolean
-  /** Every tag that the deletion removes (or, in a dry-run, would remove): the tag asked for and its co-tags. */
-  removedTags: string[]
-  /** Whether authorization lets the real call through (always true when something was deleted). */
-  allowed: boolean
-  /** Why a dry-run's real call would be refused. */
-  reason?: string
 }
 
 const OUTCOME_OF: Partial<Record<ErrorCode, AuditOutcome>> = {

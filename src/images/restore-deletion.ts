@@ -4,6 +4,7 @@ import { GatewayError, isGatewayError } from '../errors.js'
 import type { Identity } from '../policy/types.js'
 import { sha256Digest, type RegistryClient } from '../registry/client.js'
 import { errorFields, settleQuietly, type DeleteImageDeps, type RequestContext } from './delete-image.js'
+import type { RestoreDeletionResult } from './shapes.js'
 
 export type RestoreDeletionDeps = Pick<DeleteImageDeps, 'registries' | 'authorize' | 'authorizer' | 'audit' | 'onAuditLost'>
 
@@ -12,17 +13,6 @@ export interface RestoreDeletionInput {
   context: RequestContext
   deletionId: string
   force?: boolean
-}
-
-export interface RestoreDeletionResult {
-  /** The audit record of the restore. */
-  auditId: string
-  deletionId: string
-  registry: string
-  name: string
-  digest: string
-  mediaType: string
-  restoredTags: string[]
 }
 
 function unknownDeletion (id: string): GatewayError {

@@ -1,0 +1,41 @@
+import { readFileSync } from 'node:fs'
+import t from 'tap'
+import { parse } from 'yaml'
+import type { GraphQLObjectType } from 'graphql'
+import { MeSchema } from '../../src/identity/who-am-i.js'
+import { DeleteImageResultSchema, RestoreResultSchema } from '../../src/images/shapes.js'
+import { canonicalGraphQL, canonicalSchema, loadSdl, withoutFormats } from '../fixtures/shapes.js'
+
+const components = parse(readFileSync(new URL('../../openapi.yaml', import.meta.url), 'utf8')).components.schemas as Record<string, Record<string, unknown>>
+const sdl = loadSdl(readFileSync(new URL('../../schema/schema.graphql', import.meta.url), 'utf8'))
+
+/** Each shape the API answers with, by its name in openapi.yaml and in the SDL. */
+const SHAPES = [
+  { name: 'DeleteImageResult', schema: DeleteImageResultSchema },
+  { name: 'RestoreResult', schema: RestoreResultSchema },
+  { name: 'Me', schema: MeSchema }
+]
+
+for (const { name, schema } of SHAPES) {
+  t.test(`${name}: openapi.yaml and the SDL say what the code answers`, async t => {
+    const expected = canonicalSchema(schema as unknown as Record<string, unknown>)
+    t.same(canonicalSchema(components[name] as Record<string, unknown>, components), expected, 'openapi.yaml')
+    t.same(canonicalGraphQL(sdl.getType(name) as GraphQLObjectType).schema, withoutFormats(expected), 'schema.graphql')
+  })
+}
+
+t.test('the comparison notices a missing field, an optional one made required, and a changed enum', async t => {
+  const base = { type: 'object', required: ['a'], properties: { a: { type: 'string' }, b: { anyOf: [{ const: 'x' }, { const: 'y' }] } } }
+  const same = canonicalSchema(base)
+  t.notSame(canonicalSchema({ ...base, properties: { a: { type: 'string' } } }), same)
+  t.notSame(canonicalSchema({ ...base, required: ['a', 'b'] }), same)
+  t.notSame(canonicalSchema({ ...base, properties: { ...base.properties, b: { type: 'string', enum: ['x'] } } }), same)
+  t.same(canonicalSchema({ ...base, properties: { ...base.properties, b: { type: 'string', enum: ['y', 'x'] } } }), same, 'enum order does not matter')
+  const typed = loadSdl('type Query { x: X } enum E { dry_run deleted } type X { a: String!, b: E, c: [Int!]! }')
+  t.same(canonicalGraphQL(typed.getType('X') as GraphQLObjectType).schema, {
+    type: 'object',
+    required: ['a', 'c'],
+    properties: { a: { type: 'string' }, b: { type: 'string', enum: ['deleted', 'dry-run'] }, c: { type: 'array', items: { type: 'integer' } } }
+  })
+  t.same(withoutFormats([{ type: 'string', format: 'date-time' }]), [{ type: 'string' }])
+})
