@@ -11,6 +11,7 @@ export const catalogue = {
   FORBIDDEN: { status: 403, title: 'Forbidden' },
   PROTECTED_TAG: { status: 403, title: 'Protected tag' },
   NOT_FOUND: { status: 404, title: 'Not found' },
+  METHOD_NOT_ALLOWED: { status: 405, title: 'Method not allowed' },
   SHARED_DIGEST: { status: 409, title: 'Digest shared with other tags' },
   REFERENCED_BY_INDEX: { status: 409, title: 'Manifest is part of a multi-platform image' },
   NOT_RESTORABLE: { status: 409, title: 'Not a restorable deletion' },

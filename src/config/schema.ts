@@ -27,7 +27,9 @@ export const ConfigSchema = Type.Object({
     graphiql: Type.Boolean({ default: false }),
     introspection: Type.Boolean({ default: true }),
     maxDepth: Type.Integer({ minimum: 1, maximum: 100, default: 8 }),
-    maxFields: Type.Integer({ minimum: 1, maximum: 10_000, default: 200 })
+    maxFields: Type.Integer({ minimum: 1, maximum: 10_000, default: 200 }),
+    /** Mutation fields (aliases included) one document may run: each is a deletion or a restore. */
+    maxMutationsPerDocument: Type.Integer({ minimum: 1, maximum: 100, default: 1 })
   }, { additionalProperties: false, default: {} }),
   limits: Type.Object({
     bodyBytes: Type.Integer({ minimum: 1024, maximum: 10 * 1024 * 1024, default: 64 * 1024 }),

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs'
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import mercurius, { type IResolvers, type MercuriusContext } from 'mercurius'
 import { getOperationAST, Location, parse } from 'graphql'
 import { GatewayError } from '../errors.js'
@@ -11,9 +11,12 @@ import { restoreDeletion } from '../images/restore-deletion.js'
 import type { WhoAmI } from '../identity/who-am-i.js'
 import type { Identity } from '../policy/types.js'
 import type { Config } from '../config/schema.js'
-import { graphqlErrorFormatter } from './errors.js'
+import { asGatewayError } from '../http/problem.js'
+import { graphqlErrorFormatter, isGraphQLDocumentError, sendGraphQLDocumentError, sendGraphQLError } from './errors.js'
 import { validationRules } from './limits.js'
 
+/** A bound on parsing work per document: a token is cheap, unbounded documents are not. */
+const MAX_TOKENS = 4000
 const schema = readFileSync(new URL('../../schema/schema.graphql', import.meta.url), 'utf8')
 
 declare module 'mercurius' {
@@ -44,7 +47,34 @@ function context (context: MercuriusContext): { requestId: string, transport: 'g
   return { requestId: context.reply.request.id, transport: 'graphql' }
 }
 
-export async function registerGraphQL (app: FastifyInstance, options: GraphQLOptions): Promise<void> {
+/**
+ * GET and HEAD carry the document in the query string. Only queries may run that way: a mutation there could be
+ * triggered by a link or a prefetch, and Fastify answers HEAD by running the GET route. mercurius also crashes
+ * (500) on variables that are not an object and on an operationName that names no operation.
+ */
+function checkQueryString ({ query, variables, operationName }: Record<string, unknown>): void {
+  if (typeof variables === 'string') {
+    let parsed: unknown
+    try { parsed = JSON.parse(variables) } catch { parsed = undefined }
+    if (parsed !== undefined && parsed !== null && (typeof parsed !== 'object' || Array.isArray(parsed))) throw new GatewayError('INVALID_REQUEST', 'variables must be a JSON object.', { extras: { field: 'variables', rule: 'JSON object' } })
+  }
+  if (typeof query !== 'string') return
+  let document
+  try { document = parse(query, { maxTokens: MAX_TOKENS }) } catch { return }
+  const operation = getOperationAST(document, typeof operationName === 'string' ? operationName : undefined)
+  if (operation === null || operation === undefined) {
+    throw new GatewayError('INVALID_REQUEST', 'operationName must name one operation of the document (or be left out when it has only one).', { extras: { field: 'operationName', rule: 'names an operation' } })
+  }
+  if (operation.operation !== 'query') {
+    throw new GatewayError('METHOD_NOT_ALLOWED', `a ${operation.operation} runs only over POST; send the document in a POST body.`, { headers: { allow: 'POST' }, extras: { field: 'query', rule: 'mutations only over POST' } })
+  }
+}
+
+/**
+ * `/graphql` as an encapsulated plugin: its resolvers call the same use cases as REST, and it owns what is
+ * GraphQL's alone — errors in GraphQL's shape, the method rules, the document limits.
+ */
+export const graphqlApi = (options: GraphQLOptions): FastifyPluginAsync => async (app) => {
   const resolvers: IResolvers = {
     Query: {
       me: (_root: unknown, _args: unknown, ctx: MercuriusContext) => options.whoAmI(ctx.identity),
@@ -80,22 +110,15 @@ export async function registerGraphQL (app: FastifyInstance, options: GraphQLOpt
       })
     }
   }
-  // mercurius crashes (500) on a GET whose variables are not an object or whose operationName names no operation.
+  // Failures before any resolver runs (authentication, rate limits, malformed documents) answer in GraphQL's shape.
+  app.setErrorHandler((error, request, reply) => {
+    if (isGraphQLDocumentError(error)) return sendGraphQLDocumentError(reply, request.id, error)
+    const gatewayError = asGatewayError(error as Error)
+    if (gatewayError.code === 'INTERNAL_ERROR') request.log.error({ err: error }, 'request failed')
+    return sendGraphQLError(reply, request.id, gatewayError)
+  })
   app.addHook('preHandler', async (request) => {
-    if (request.method !== 'GET' || request.routeOptions.url !== '/graphql') return
-    const { query, variables, operationName } = request.query as Record<string, unknown>
-    if (typeof variables === 'string') {
-      let parsed: unknown
-      try { parsed = JSON.parse(variables) } catch { return }
-      if (parsed !== null && (typeof parsed !== 'object' || Array.isArray(parsed))) throw new GatewayError('INVALID_REQUEST', 'variables must be a JSON object.', { extras: { field: 'variables', rule: 'JSON object' } })
-    }
-    if (typeof query === 'string') {
-      let document
-      try { document = parse(query) } catch { return }
-      if (getOperationAST(document, typeof operationName === 'string' ? operationName : undefined) === null) {
-        throw new GatewayError('INVALID_REQUEST', 'operationName must name one operation of the document (or be left out when it has only one).', { extras: { field: 'operationName', rule: 'names an operation' } })
-      }
-    }
+    if (request.method !== 'POST') checkQueryString(request.query as Record<string, unknown>)
   })
   await app.register(mercurius, {
     schema,
@@ -108,10 +131,10 @@ export async function registerGraphQL (app: FastifyInstance, options: GraphQLOpt
     allowBatchedQueries: false,
     // Parsed documents and their validation errors are cached by source: hostile sources would fill the cache.
     cache: false,
-    graphql: { parseOptions: { maxTokens: 4000 } },
+    graphql: { parseOptions: { maxTokens: MAX_TOKENS } },
     context: (request: FastifyRequest) => ({ identity: request.identity }),
     errorFormatter: graphqlErrorFormatter as never,
-    // Failures before execution (authentication, malformed documents) go to the app's one error handler.
+    // Failures before execution (malformed documents, limits) go to this plugin's error handler above.
     errorHandler: false
   })
   // mercurius takes a query that is not GraphQL but is JSON for a ready-made AST; only parsed documents may run.

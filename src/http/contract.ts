@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyPluginAsync } from 'fastify'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import { parse } from 'yaml'
@@ -7,7 +7,7 @@ import { parse } from 'yaml'
 const SPEC_URL = new URL('../../openapi.yaml', import.meta.url)
 
 /** The REST contract as written (openapi.yaml is the source of truth), plus a browsable page at /docs. */
-export async function registerContract (app: FastifyInstance): Promise<void> {
+export const contractRoutes: FastifyPluginAsync = async (app) => {
   const yamlText = readFileSync(SPEC_URL, 'utf8')
   const document = parse(yamlText) as Record<string, unknown>
   app.get('/openapi.json', { config: { public: true } }, async () => document)

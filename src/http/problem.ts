@@ -53,3 +53,19 @@ export function sendProblem (reply: FastifyReply, request: FastifyRequest, error
   if (error.retryAfter !== undefined) void reply.header('retry-after', String(error.retryAfter))
   return reply.code(error.status).type('application/problem+json').send(toProblem(error, request.id))
 }
+
+/** The REST error handler: every failure as problem+json, unexpected ones logged with their internals. */
+export function problemErrorHandler (error: Error, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const gatewayError = asGatewayError(error)
+  if (gatewayError.code === 'INTERNAL_ERROR') request.log.error({ err: error }, 'request failed')
+  return sendProblem(reply, request, gatewayError)
+}
+
+export function routeNotFound (request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  return sendProblem(reply, request, new GatewayError('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}; see /openapi.json for the API.`))
+}
+
+/** A URL Fastify cannot route at all (bad percent-encoding, …). */
+export function badUrl (error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  void sendProblem(reply, request, new GatewayError('INVALID_REQUEST', `${error.message}; encode the path properly.`, { extras: { rule: error.code } }))
+}

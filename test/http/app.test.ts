@@ -93,7 +93,7 @@ t.test('an unexpected failure is a 500 INTERNAL_ERROR that reveals nothing, on b
 })
 
 t.test('registries: a CA file is read at start-up; a missing one stops the start', async t => {
-  const { buildRegistries } = await import('../../src/app.js')
+  const { buildRegistries } = await import('../../src/services.js')
   const { validateConfig } = await import('../../src/config/load.js')
   const { writeFileSync, mkdtempSync } = await import('node:fs')
   const { join } = await import('node:path')

@@ -1,0 +1,12 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { GatewayServices } from '../services.js'
+import { auditRoutes } from './audit.js'
+import { imageRoutes } from './images.js'
+import { meRoutes } from './me.js'
+
+/** The REST API proper: each route translates a request into a use case call and its result into JSON. */
+export const restApi = (services: GatewayServices): FastifyPluginAsyncTypebox => async (app) => {
+  await app.register(imageRoutes(services.images))
+  await app.register(meRoutes(services.whoAmI))
+  await app.register(auditRoutes(services.images))
+}

@@ -1,0 +1,100 @@
+import { readFileSync } from 'node:fs'
+import type { FastifyBaseLogger } from 'fastify'
+import type { Dispatcher } from 'undici'
+import type { Config } from './config/schema.js'
+import { AuditTrail, openSqliteAuditStore, type AuditStore } from './audit/index.js'
+import { createAuthenticator, type Authenticator } from './auth/index.js'
+import type { GatewayMetrics, RegistryObserver } from './metrics.js'
+import type { DeleteImageDeps } from './images/delete-image.js'
+import { startAuditHousekeeping, type AuditHousekeeping } from './images/housekeeping.js'
+import { whoAmI, type WhoAmI } from './identity/who-am-i.js'
+import { decide, rolesOf, PolicyStore } from './policy/index.js'
+import { RegistryClient } from './registry/client.js'
+import { RegistryDirectory } from './registry/directory.js'
+
+/** Collaborators a caller of buildApp may supply instead of the ones the configuration names. */
+export interface ServiceOverrides {
+  /** Replaces every registry's connection pool (fault injection in tests). */
+  dispatcher?: Dispatcher
+  policyStore?: PolicyStore
+  /** Replaces the SQLite audit store named in the configuration. */
+  auditStore?: AuditStore
+}
+
+/** The transport-free core, wired once per app: what every edge (REST, GraphQL, health) is given. */
+export interface GatewayServices {
+  registries: RegistryDirectory
+  policyStore: PolicyStore
+  authenticator: Authenticator
+  auditStore: AuditStore
+  /** What the image use cases (delete, restore, audit listing) need. */
+  images: DeleteImageDeps
+  whoAmI: WhoAmI
+  housekeeping: AuditHousekeeping
+  /** Stops timers and closes what the services opened themselves (not what the caller supplied). */
+  close: () => Promise<void>
+}
+
+export function buildRegistries (config: Config, dispatcher?: Dispatcher, observer?: RegistryObserver): RegistryDirectory {
+  const clients = Object.entries(config.registries).map(([name, registry]) => new RegistryClient({
+    name,
+    url: registry.url,
+    credentials: registry.username === undefined || registry.password === undefined
+      ? undefined
+      : { username: registry.username, password: registry.password },
+    connectTimeoutMs: registry.timeouts.connectMs,
+    requestTimeoutMs: registry.timeouts.requestMs,
+    connections: registry.connections,
+    trustedRealmOrigins: registry.tokenRealmOrigins,
+    tls: {
+      ...(registry.tls.caFile === undefined ? {} : { ca: readFileSync(registry.tls.caFile, 'utf8') }),
+      insecure: registry.tls.insecure
+    },
+    dispatcher,
+    observer
+  }))
+  return new RegistryDirectory(clients, config.defaultRegistry)
+}
+
+export function createServices (config: Config, overrides: ServiceOverrides, metrics: GatewayMetrics, log: FastifyBaseLogger): GatewayServices {
+  const registries = buildRegistries(config, overrides.dispatcher, metrics)
+  const policyStore = overrides.policyStore ?? new PolicyStore({ logger: log })
+  policyStore.on('reload', () => { metrics.policyReload(true) })
+  policyStore.on('reloadFailed', () => { metrics.policyReload(false) })
+  if (overrides.policyStore === undefined && config.policyFile !== undefined) policyStore.load(config.policyFile)
+  if (policyStore.current() === undefined) log.warn('no policy loaded: every request will be denied (set POLICY_FILE or policyFile)')
+  const authenticator = createAuthenticator(policyStore, { logger: log })
+  const auditStore = overrides.auditStore ?? openSqliteAuditStore(config.audit.path)
+  const audit = new AuditTrail(auditStore, log, metrics.auditRecord)
+  const images: DeleteImageDeps = {
+    registries,
+    authorize: (identity, action, resource) => decide(policyStore.current(), identity, action, resource),
+    authorizer: () => {
+      const policy = policyStore.current()
+      return (identity, action, resource) => decide(policy, identity, action, resource)
+    },
+    audit,
+    coTagConcurrency: config.coTagConcurrency,
+    onAuditLost: (error, record) => {
+      log.error({ err: error, auditId: record.id }, 'the registry acted but the audit trail could not record it; the record is reconciled at the next start')
+    }
+  }
+  const housekeeping = startAuditHousekeeping({ audit, registries, retentionDays: config.audit.retentionDays, logger: log })
+  return {
+    registries,
+    policyStore,
+    authenticator,
+    auditStore,
+    images,
+    whoAmI: whoAmI(identity => rolesOf(policyStore.current(), identity)),
+    housekeeping,
+    close: async () => {
+      housekeeping.stop()
+      await housekeeping.startup
+      if (overrides.auditStore === undefined) await auditStore.close()
+      authenticator.close()
+      if (overrides.policyStore === undefined) policyStore.close()
+      await registries.close()
+    }
+  }
+}
