@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { request } from 'undici'
-import { startRegistry } from '../src/demo/registry-process.js'
+import { startRegistry } from '../testing/registry-process.js'
 import { serve } from '../src/server.js'
 
 const serverFile = fileURLToPath(new URL('../src/server.ts', import.meta.url))

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { request } from 'undici'
-import { startDemo } from '../../src/demo/demo.js'
+import { startDemo } from '../../demo/demo.js'
 
 t.test('the demo starts a seeded registry, a policy with its keys, and the gateway; stop ends them all', async t => {
   const demo = await startDemo({ host: '127.0.0.1', port: 0, logLevel: 'silent' })

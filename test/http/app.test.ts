@@ -1,6 +1,6 @@
 import t from 'tap'
-import { startRegistry } from '../../src/demo/registry-process.js'
-import { pushImage } from '../../src/demo/seed.js'
+import { startRegistry } from '../../testing/registry-process.js'
+import { pushImage } from '../../testing/seed.js'
 import { ADMIN_KEY, startGateway } from '../fixtures/gateway.js'
 
 const registry = await startRegistry()

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { request } from 'undici'
-import { startRegistry } from '../../src/demo/registry-process.js'
-import { pushImage, tagManifest, type ImageKind } from '../../src/demo/seed.js'
+import { startRegistry } from '../../testing/registry-process.js'
+import { pushImage, tagManifest, type ImageKind } from '../../testing/seed.js'
 import { MANIFEST_ACCEPT } from '../../src/registry/media-types.js'
 import { countingDispatcher, DELETE_MUTATION, startGateway, type Gateway } from '../fixtures/gateway.js'
 

@@ -1,7 +1,7 @@
 import { exportJWK, exportSPKI, SignJWT, UnsecuredJWT, type JWTPayload } from 'jose'
 import t from 'tap'
-import { startRegistry } from '../../src/demo/registry-process.js'
-import { pushImage } from '../../src/demo/seed.js'
+import { startRegistry } from '../../testing/registry-process.js'
+import { pushImage } from '../../testing/seed.js'
 import { callDelete, callMe, headStatus, JwksServer, jwksOf, nowSeconds, signingKey, signToken, TRANSPORTS, type SigningKey } from '../fixtures/access.js'
 import { countingDispatcher, startGateway } from '../fixtures/gateway.js'
 

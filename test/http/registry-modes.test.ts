@@ -1,7 +1,7 @@
 import { createServer, type Socket } from 'node:net'
 import t from 'tap'
-import { startRegistry } from '../../src/demo/registry-process.js'
-import { pushImage } from '../../src/demo/seed.js'
+import { startRegistry } from '../../testing/registry-process.js'
+import { pushImage } from '../../testing/seed.js'
 import { DELETE_MUTATION, startGateway } from '../fixtures/gateway.js'
 import { startTokenIssuer } from '../fixtures/token-issuer.js'
 

@@ -1,6 +1,6 @@
 import t from 'tap'
-import { startRegistry } from '../../src/demo/registry-process.js'
-import { pushImage, tagManifest } from '../../src/demo/seed.js'
+import { startRegistry } from '../../testing/registry-process.js'
+import { pushImage, tagManifest } from '../../testing/seed.js'
 import { reconcilePending } from '../../src/images/reconcile.js'
 import { restoreDeletion } from '../../src/images/restore-deletion.js'
 import { deleteInRegistry, headManifest } from '../fixtures/audit.js'

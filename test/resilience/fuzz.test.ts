@@ -8,7 +8,7 @@
  */
 import fc from 'fast-check'
 import t from 'tap'
-import { startRegistry } from '../../src/demo/registry-process.js'
+import { startRegistry } from '../../testing/registry-process.js'
 import { ADMIN_KEY, countingDispatcher, startGateway } from '../fixtures/gateway.js'
 import { FUZZ_PROPERTIES, type FuzzHarness } from '../fixtures/hostile-input.js'
 

@@ -1,6 +1,6 @@
 /** What a client that talks to the registry directly does, with a bare undici Pool and nothing else. */
 import type { Pool } from 'undici'
-import { MANIFEST_ACCEPT } from '../registry/media-types.js'
+import { MANIFEST_ACCEPT } from '../src/registry/media-types.js'
 
 const HEAD_HEADERS = { accept: MANIFEST_ACCEPT }
 

@@ -3,8 +3,8 @@ import { createServer, type IncomingMessage } from 'node:http'
 import { gunzipSync } from 'node:zlib'
 import t from 'tap'
 import { request } from 'undici'
-import { startRegistry } from '../../src/demo/registry-process.js'
-import { MEDIA_TYPES, pushBlob, pushImage, tagManifest, type ImageKind } from '../../src/demo/seed.js'
+import { startRegistry } from '../../testing/registry-process.js'
+import { MEDIA_TYPES, pushBlob, pushImage, tagManifest, type ImageKind } from '../../testing/seed.js'
 
 const ACCEPT = 'application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json'
 

@@ -8,8 +8,8 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
 import t, { type Test } from 'tap'
 import { request } from 'undici'
-import { startRegistry, type RegistryProcess, type RegistryProcessOptions } from '../../src/demo/registry-process.js'
-import { pushImage, type PushedImage } from '../../src/demo/seed.js'
+import { startRegistry, type RegistryProcess, type RegistryProcessOptions } from '../../testing/registry-process.js'
+import { pushImage, type PushedImage } from '../../testing/seed.js'
 import { startTokenIssuer } from '../fixtures/token-issuer.js'
 
 const execFileAsync = promisify(execFile)
@@ -105,7 +105,7 @@ t.test('a hung registry is killed after the grace period', async t => {
 })
 
 t.test('registries still running when the process exits are killed with it', async t => {
-  const module = new URL('../../src/demo/registry-process.js', import.meta.url).href
+  const module = new URL('../../testing/registry-process.js', import.meta.url).href
   const code = `const { startRegistry } = await import(${JSON.stringify(module)})
 const reg = await startRegistry()
 console.log(JSON.stringify(reg))

@@ -3,10 +3,10 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
-import { buildApp } from '../app.js'
-import { validateConfig } from '../config/load.js'
-import { startRegistry, type RegistryProcess } from './registry-process.js'
-import { pushImage, tagManifest } from './seed.js'
+import { buildApp } from '../src/app.js'
+import { validateConfig } from '../src/config/load.js'
+import { startRegistry, type RegistryProcess } from '../testing/registry-process.js'
+import { pushImage, tagManifest } from '../testing/seed.js'
 
 export interface DemoKey { name: string, key: string, what: string }
 

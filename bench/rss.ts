@@ -5,7 +5,7 @@
  */
 import type { BenchGateway } from './gateway.js'
 import { runLoad, type LoadRequest, type LoadResult } from './load.js'
-import { memoryOf } from './processes.js'
+import { memoryOf } from './memory.js'
 import type { Progress } from './progress.js'
 import { round, roundSummary, type Summary } from './stats.js'
 

@@ -2,16 +2,16 @@
  * Starts and stops a real CNCF distribution registry (`docker-registry serve`) on loopback, one private
  * directory per instance, so tests and the demo run against the real thing rather than a mock.
  */
-import { spawn, execFile, type ChildProcess } from 'node:child_process'
+import { execFile, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { closeSync, openSync } from 'node:fs'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
 import { stringify } from 'yaml'
+import { freePort, HOST } from './ports.js'
+import { exited, spawnLogged, terminate } from './processes.js'
 
 export interface RegistryProcessOptions {
   /** Storage root; default a fresh temp dir. Pass an earlier instance's dataDir to restart with its images. */
@@ -48,19 +48,10 @@ export interface RegistryProcess {
   garbageCollect (options?: { deleteUntagged?: boolean }): Promise<string>
 }
 
-const HOST = '127.0.0.1'
 const KILL_AFTER_MS = 3000
 const DEFAULT_READY_TIMEOUT_MS = 10_000
 const POLL_INTERVAL_MS = 50
 const LOG_TAIL_CHARS = 2000
-
-/** Registries this process started and has not seen exit. */
-const running = new Set<ChildProcess>()
-
-// a test run that dies before its teardown would otherwise leave registries holding ports forever
-process.on('exit', () => {
-  for (const child of running) child.kill('SIGKILL')
-})
 
 interface Instance {
   dir: string
@@ -76,10 +67,10 @@ export async function startRegistry (options: RegistryProcessOptions = {}): Prom
   const instance = await prepareInstance(options)
   let child: ChildProcess | undefined
   try {
-    child = await spawnRegistry(instance)
+    child = await spawnLogged(instance.binary, ['serve', instance.configPath], { logPath: instance.logPath })
     await waitUntilReady(child, instance, options.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS)
   } catch (err) {
-    if (child !== undefined) await terminate(child)
+    if (child !== undefined) await terminate(child, KILL_AFTER_MS)
     const log = await logTail(instance.logPath)
     await removeInstance(instance, false)
     throw new Error(`registry failed to start on port ${instance.port}: ${(err as Error).message}\n--- registry log ---\n${log}`, { cause: err })
@@ -89,7 +80,7 @@ export async function startRegistry (options: RegistryProcessOptions = {}): Prom
 
 async function prepareInstance (options: RegistryProcessOptions): Promise<Instance> {
   // bind-check first: a port answered by another registry would otherwise look like our own readiness
-  const port = await reservePort(options.port ?? 0)
+  const port = await freePort(options.port ?? 0)
   const dir = await mkdtemp(join(tmpdir(), 'registry-instance-'))
   const ownsDataDir = options.dataDir === undefined
   const dataDir = options.dataDir ?? await mkdtemp(join(tmpdir(), 'registry-data-'))
@@ -110,21 +101,6 @@ async function prepareInstance (options: RegistryProcessOptions): Promise<Instan
     throw err
   }
   return instance
-}
-
-/**
- * Binds and releases the port (0: any free one) and returns it. Another process could take it before the
- * registry binds; on loopback in a test run that window is small enough to accept.
- */
-async function reservePort (port: number): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(port, HOST, resolve)
-  })
-  const bound = (server.address() as { port: number }).port
-  await new Promise(resolve => server.close(resolve))
-  return bound
 }
 
 async function writeHtpasswd (dir: string, credentials: { username: string, password: string }): Promise<string> {
@@ -160,23 +136,6 @@ function authConfig (options: RegistryProcessOptions, htpasswdPath: string | und
   return { auth: { token: { realm, service, issuer, rootcertbundle: rootCertBundle } } }
 }
 
-async function spawnRegistry (instance: Instance): Promise<ChildProcess> {
-  const log = openSync(instance.logPath, 'a')
-  try {
-    const child = spawn(instance.binary, ['serve', instance.configPath], { stdio: ['ignore', log, log] })
-    await new Promise<void>((resolve, reject) => {
-      child.once('spawn', resolve)
-      child.once('error', reject)
-    })
-    running.add(child)
-    child.once('exit', () => running.delete(child))
-    return child
-  } finally {
-    // the child holds its own copy of the descriptor
-    closeSync(log)
-  }
-}
-
 async function waitUntilReady (child: ChildProcess, instance: Instance, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs
   const url = `http://${HOST}:${instance.port}/v2/`
@@ -186,10 +145,6 @@ async function waitUntilReady (child: ChildProcess, instance: Instance, timeoutM
     await sleep(POLL_INTERVAL_MS)
   }
   throw new Error(`GET ${url} did not answer 200 or 401 within ${timeoutMs} ms`)
-}
-
-function exited (child: ChildProcess): boolean {
-  return child.exitCode !== null || child.signalCode !== null
 }
 
 async function answers (url: string): Promise<boolean> {
@@ -210,7 +165,7 @@ function handle (child: ChildProcess, instance: Instance): RegistryProcess {
     dataDir: instance.dataDir,
     configPath: instance.configPath,
     async stop (options = {}) {
-      await terminate(child)
+      await terminate(child, KILL_AFTER_MS)
       await removeInstance(instance, options.keepData ?? false)
     },
     async garbageCollect (options = {}) {
@@ -221,23 +176,13 @@ function handle (child: ChildProcess, instance: Instance): RegistryProcess {
   }
 }
 
-async function terminate (child: ChildProcess): Promise<void> {
-  if (exited(child)) return
-  const gone = new Promise(resolve => child.once('exit', resolve))
-  // ChildProcess.kill signals this PID only and ignores ESRCH if it exits meanwhile
-  child.kill('SIGTERM')
-  const killer = setTimeout(() => child.kill('SIGKILL'), KILL_AFTER_MS)
-  await gone
-  clearTimeout(killer)
-}
-
 async function removeInstance (instance: Instance, keepData: boolean): Promise<void> {
   await rm(instance.dir, { recursive: true, force: true })
   if (instance.ownsDataDir && !keepData) await rm(instance.dataDir, { recursive: true, force: true })
 }
 
 async function logTail (path: string): Promise<string> {
-  // spawnRegistry creates the file before anything can fail, so it is always there to read
+  // spawnLogged creates the file before anything can fail, so it is always there to read
   return (await readFile(path, 'utf8')).slice(-LOG_TAIL_CHARS)
 }
 

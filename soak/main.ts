@@ -11,20 +11,15 @@
  * Other knobs: SOAK_CONCURRENCY (default 4 requests in flight), SOAK_WARMUP_SECONDS (default 10% of the run, at most
  * 60), SOAK_MAX_RSS_GROWTH (default 0.10). Everything listens on 127.0.0.1 and is stopped at the end.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { readFileSync } from 'node:fs'
 import { createHistogram } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { fileURLToPath } from 'node:url'
 import { Pool } from 'undici'
-import { stringify } from 'yaml'
-import { startRegistry, type RegistryProcess } from '../demo/registry-process.js'
-import { pushImage } from '../demo/seed.js'
-import { MANIFEST_ACCEPT } from '../registry/media-types.js'
+import { startRegistry, type RegistryProcess } from '../testing/registry-process.js'
+import { pushImage } from '../testing/seed.js'
+import { MANIFEST_ACCEPT } from '../src/registry/media-types.js'
+import { startGatewayProcess, type GatewayProcess } from '../testing/gateway-process.js'
 
 interface Settings { seconds: number, concurrency: number, warmupSeconds: number, maxRssGrowth: number }
 
@@ -50,63 +45,19 @@ const MIN_SECONDS_TO_JUDGE_RSS = 300
 
 const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex')
 
-async function freePort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(0, '127.0.0.1', resolve) })
-  const { port } = server.address() as { port: number }
-  await new Promise(resolve => server.close(resolve))
-  return port
-}
-
-interface Gateway { url: string, child: ChildProcess, logPath: string }
-
-async function startGateway (dir: string, registryUrl: string, keys: { cleaner: string, outsider: string }): Promise<Gateway> {
-  const policyFile = join(dir, 'policy.yaml')
-  writeFileSync(policyFile, stringify({
-    apiKeys: [{ name: 'soak-cleaner', sha256: sha256(keys.cleaner) }, { name: 'outsider', sha256: sha256(keys.outsider) }],
-    roles: { cleaner: [{ actions: ['read', 'delete'], repositories: ['soak/**'] }] },
-    bindings: [{ role: 'cleaner', subjects: ['apikey:soak-cleaner'] }],
-    protectedTags: [{ repositories: ['**'], tags: ['keep'] }]
-  }))
-  const port = await freePort()
-  const configFile = join(dir, 'config.yaml')
-  writeFileSync(configFile, stringify({
-    host: '127.0.0.1',
-    port,
-    logLevel: 'warn',
-    registries: { default: { url: registryUrl } },
-    policyFile,
-    audit: { path: join(dir, 'audit.db') },
-    limits: { requestsPerWindow: 1_000_000 }
-  }))
-  const logPath = join(dir, 'gateway.log')
-  const log = openSync(logPath, 'a')
-  const env = { ...process.env }
-  for (const name of ['HOST', 'PORT', 'REGISTRY_URL', 'REGISTRY_USERNAME', 'REGISTRY_PASSWORD', 'POLICY_FILE', 'LOG_LEVEL', 'CONFIG_FILE']) delete env[name]
-  const server = fileURLToPath(new URL('../server.js', import.meta.url))
-  const child = spawn(process.execPath, [server, '--config', configFile], { stdio: ['ignore', log, log], env })
-  closeSync(log)
-  const url = `http://127.0.0.1:${port}`
-  const deadline = Date.now() + 15_000
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) break
-    try {
-      const response = await fetch(`${url}/healthz`)
-      if (response.ok) return { url, child, logPath }
-    } catch {}
-    await sleep(100)
-  }
-  child.kill('SIGKILL')
-  throw new Error(`the gateway did not start:\n${readFileSync(logPath, 'utf8').slice(-2000)}`)
-}
-
-async function stopGateway (gateway: Gateway): Promise<void> {
-  if (gateway.child.exitCode !== null) return
-  const exited = new Promise(resolve => gateway.child.once('exit', resolve))
-  gateway.child.kill('SIGTERM')
-  const killer = setTimeout(() => gateway.child.kill('SIGKILL'), 15_000)
-  await exited
-  clearTimeout(killer)
+async function startGateway (registryUrl: string, keys: { cleaner: string, outsider: string }): Promise<GatewayProcess> {
+  return await startGatewayProcess({
+    registryUrl,
+    name: 'rdg-soak',
+    policy: {
+      apiKeys: [{ name: 'soak-cleaner', sha256: sha256(keys.cleaner) }, { name: 'outsider', sha256: sha256(keys.outsider) }],
+      roles: { cleaner: [{ actions: ['read', 'delete'], repositories: ['soak/**'] }] },
+      bindings: [{ role: 'cleaner', subjects: ['apikey:soak-cleaner'] }],
+      protectedTags: [{ repositories: ['**'], tags: ['keep'] }]
+    },
+    // a soak ends with requests in flight: give the gateway its time to drain them
+    killAfterMs: 15_000
+  })
 }
 
 interface Memory { rss: number, heapUsed: number, external: number }
@@ -167,10 +118,9 @@ const mb = (bytes: number | undefined): string => bytes === undefined ? 'n/a' : 
 
 async function main (): Promise<number> {
   const config = settings()
-  const dir = mkdtempSync(join(tmpdir(), 'rdg-soak-'))
   const keys = { cleaner: `rdg_${randomBytes(24).toString('base64url')}`, outsider: `rdg_${randomBytes(24).toString('base64url')}` }
   let registry: RegistryProcess | undefined
-  let gateway: Gateway | undefined
+  let gateway: GatewayProcess | undefined
   let pool: Pool | undefined
   try {
     console.log(`soak: ${config.seconds} s, ${config.concurrency} in flight, warm-up ${config.warmupSeconds} s, starting a registry and the gateway…`)
@@ -179,7 +129,7 @@ async function main (): Promise<number> {
     await pushImage(target, 'soak/stable', ['pr-stable'], 'oci')
     await pushImage(target, 'soak/stable', ['keep'], 'schema2')
     await pushImage(target, 'other/app', ['v1'], 'schema2')
-    gateway = await startGateway(dir, registry.url, keys)
+    gateway = await startGateway(registry.url, keys)
     pool = new Pool(gateway.url, { connections: config.concurrency + 1 })
     const client = pool
     const startRss = (await gatewayMemory(client)).rss
@@ -359,9 +309,8 @@ async function main (): Promise<number> {
     return passed ? 0 : 1
   } finally {
     await pool?.close()
-    if (gateway !== undefined) await stopGateway(gateway)
+    await gateway?.close()
     await registry?.stop()
-    rmSync(dir, { recursive: true, force: true })
   }
 }
 

@@ -4,9 +4,9 @@
  * floor: a bare undici Pool HEADing the same tags with the same Accept list and as many in flight.
  */
 import { Pool } from 'undici'
-import { findCoTags } from '../images/co-tags.js'
-import { createMetrics } from '../metrics.js'
-import { RegistryClient } from '../registry/client.js'
+import { findCoTags } from '../src/images/co-tags.js'
+import { createMetrics } from '../src/metrics.js'
+import { RegistryClient } from '../src/registry/client.js'
 import type { Progress } from './progress.js'
 import { listTags, tagsOnDigest } from './registry-ops.js'
 import type { SeededRepository } from './seed-tags.js'

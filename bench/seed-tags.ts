@@ -4,8 +4,8 @@
  */
 import { createHash } from 'node:crypto'
 import type { Pool } from 'undici'
-import { pushImage, MEDIA_TYPES } from '../demo/seed.js'
-import { forEachLimited } from '../images/co-tags.js'
+import { pushImage, MEDIA_TYPES } from '../testing/seed.js'
+import { forEachLimited } from '../src/images/co-tags.js'
 
 const SEED_CONCURRENCY = 16
 

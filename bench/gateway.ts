@@ -1,0 +1,30 @@
+/** The gateway under benchmark: its own process, with one key that may do anything and one that may do nothing here. */
+import { generateApiKey, sha256Hex } from '../src/auth/api-key.js'
+import { startGatewayProcess, type GatewayProcess } from '../testing/gateway-process.js'
+
+export interface BenchGateway extends GatewayProcess {
+  /** May do anything anywhere. */
+  adminKey: string
+  /** Valid, but no rule covers the benchmark's repositories: its deletions are 403 FORBIDDEN. */
+  outsiderKey: string
+}
+
+export async function startGateway (registryUrl: string, options: { logLevel?: string } = {}): Promise<BenchGateway> {
+  const adminKey = generateApiKey()
+  const outsiderKey = generateApiKey()
+  const gateway = await startGatewayProcess({
+    registryUrl,
+    name: 'rdg-bench-gateway',
+    policy: {
+      apiKeys: [{ name: 'bench-admin', sha256: sha256Hex(adminKey) }, { name: 'bench-outsider', sha256: sha256Hex(outsiderKey) }],
+      roles: {
+        admin: [{ actions: ['*'], repositories: ['**'] }],
+        elsewhere: [{ actions: ['delete'], repositories: ['elsewhere/**'] }]
+      },
+      bindings: [{ role: 'admin', subjects: ['apikey:bench-admin'] }, { role: 'elsewhere', subjects: ['apikey:bench-outsider'] }]
+    },
+    // The bare app logs nothing either.
+    config: { logLevel: options.logLevel ?? 'warn', coTagConcurrency: 16 }
+  })
+  return { ...gateway, adminKey, outsiderKey }
+}
