@@ -1,5 +1,6 @@
 import { request, type Dispatcher } from 'undici'
 import { GatewayError } from '../errors.js'
+import { Lru } from '../lru.js'
 
 export interface Credentials { username: string, password: string }
 
@@ -14,12 +15,15 @@ export interface TokenServiceOptions {
   now?: () => number
   /** Told of every cache lookup, for the hit/miss metric. */
   onLookup?: (hit: boolean) => void
+  /** Most tokens kept; keys include the repository, so without a bound the cache grows with every repository touched. Default 10 000. */
+  cacheSize?: number
 }
 
 interface CachedToken { token: string, renewAt: number }
 
 /** Distribution's documented default when a token response has no expires_in. */
 const DEFAULT_TOKEN_SECONDS = 60
+export const DEFAULT_TOKEN_CACHE_SIZE = 10_000
 const MAX_TOKEN_RESPONSE_BYTES = 64 * 1024
 
 export function basicAuthorization (credentials: Credentials): string {
@@ -37,12 +41,18 @@ function renewalDelayMs (expiresInSeconds: number): number {
  * fetched once even when many requests need the same token at the same moment.
  */
 export class TokenService {
-  private readonly cache = new Map<string, CachedToken>()
+  private readonly cache: Lru<string, CachedToken>
   private readonly inFlight = new Map<string, Promise<string>>()
   private readonly now: () => number
 
   constructor (private readonly options: TokenServiceOptions) {
     this.now = options.now ?? Date.now
+    this.cache = new Lru(options.cacheSize ?? DEFAULT_TOKEN_CACHE_SIZE)
+  }
+
+  /** Tokens held now (for tests and diagnostics). */
+  get cachedTokens (): number {
+    return this.cache.size
   }
 
   private key (realm: string, service: string | undefined, scopes: string[]): string {
@@ -56,15 +66,21 @@ export class TokenService {
   async token (realm: string, service: string | undefined, scopes: string[]): Promise<string> {
     const key = this.key(realm, service, scopes)
     const cached = this.cache.get(key)
-    if (cached !== undefined && cached.renewAt > this.now()) {
-      this.options.onLookup?.(true)
-      return cached.token
+    if (cached !== undefined) {
+      if (cached.renewAt > this.now()) {
+        this.options.onLookup?.(true)
+        return cached.token
+      }
+      this.cache.delete(key)
     }
     const pending = this.inFlight.get(key)
     if (pending !== undefined) return await pending
     this.options.onLookup?.(false)
     const fetching = this.fetchToken(realm, service, scopes).then(({ token, expiresIn }) => {
-      this.cache.set(key, { token, renewAt: this.now() + renewalDelayMs(expiresIn) })
+      const now = this.now()
+      // Expired tokens go before any live one is evicted for lack of room.
+      this.cache.deleteWhere(entry => entry.renewAt <= now)
+      this.cache.set(key, { token, renewAt: now + renewalDelayMs(expiresIn) })
       return token
     }).finally(() => this.inFlight.delete(key))
     this.inFlight.set(key, fetching)

@@ -27,6 +27,7 @@ t.test('the environment alone configures one registry with defaults', async t =>
     timeouts: { connectMs: 2000, requestMs: 10000 },
     tls: { insecure: false },
     tokenRealmOrigins: [],
+    tokenCacheSize: 10000,
     connections: 16
   })
   t.same(config.audit, { path: './data/audit.db', retentionDays: 90 })
