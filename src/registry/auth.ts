@@ -8,7 +8,7 @@ export interface TokenServiceOptions {
   registryName: string
   registryOrigin: string
   credentials?: Credentials
-  /** Origins other than the registry's own that may receive the gateway's credentials. */
+  /** Origins other than the registry's own whose token realms the gateway contacts (and sends its credentials to). */
   trustedRealmOrigins: readonly string[]
   dispatcher: Dispatcher
   timeoutMs: number
@@ -101,21 +101,24 @@ export class TokenService {
       { extras: { realm }, cause })
   }
 
-  private mayReceiveCredentials (url: URL): boolean {
+  private isTrusted (url: URL): boolean {
     return url.origin === this.options.registryOrigin || this.options.trustedRealmOrigins.includes(url.origin)
   }
 
   private async fetchToken (realm: string, service: string | undefined, scopes: string[]): Promise<{ token: string, expiresIn: number }> {
     const url = this.realmUrl(realm)
     const realmName = url.origin + url.pathname
+    // A registry names the realm, so contacting any realm it names would let a hostile registry make the gateway
+    // fetch URLs of its choosing (blind SSRF), and hand its credentials to them.
+    if (!this.isTrusted(url)) {
+      throw this.failure(realmName, `the realm is on ${url.origin}, another origin than the registry's, and is not trusted, so the gateway did not contact it. ` +
+        `If that token service is genuine, add "${url.origin}" to tokenRealmOrigins of registry "${this.options.registryName}" ` +
+        '(for the default registry, REGISTRY_TOKEN_REALM_ORIGINS, comma-separated, also works)')
+    }
     if (service !== undefined) url.searchParams.set('service', service)
     for (const scope of scopes) url.searchParams.append('scope', scope)
     const headers: Record<string, string> = { accept: 'application/json' }
-    // Credentials go only to the registry's own origin or an origin the operator trusted: a registry must not be
-    // able to point the gateway's admin password at a host of its choosing.
-    if (this.options.credentials !== undefined && this.mayReceiveCredentials(url)) {
-      headers.authorization = basicAuthorization(this.options.credentials)
-    }
+    if (this.options.credentials !== undefined) headers.authorization = basicAuthorization(this.options.credentials)
     let response: Dispatcher.ResponseData
     try {
       response = await request(url, {
@@ -130,7 +133,7 @@ export class TokenService {
     }
     const body = await readLimited(response.body, MAX_TOKEN_RESPONSE_BYTES).catch(() => undefined)
     if (response.statusCode !== 200) {
-      throw this.failure(realmName, `the token service answered ${response.statusCode}${headers.authorization === undefined && this.options.credentials !== undefined ? ' (credentials withheld: the realm is on another origin; list it in tokenRealmOrigins to trust it)' : ''}`)
+      throw this.failure(realmName, `the token service answered ${response.statusCode}`)
     }
     let parsed: { token?: unknown, access_token?: unknown, expires_in?: unknown }
     try {
