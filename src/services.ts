@@ -46,6 +46,7 @@ export function buildRegistries (config: Config, dispatcher?: Dispatcher, observ
     requestTimeoutMs: registry.timeouts.requestMs,
     connections: registry.connections,
     trustedRealmOrigins: registry.tokenRealmOrigins,
+    tokenCacheSize: registry.tokenCacheSize,
     tls: {
       ...(registry.tls.caFile === undefined ? {} : { ca: readFileSync(registry.tls.caFile, 'utf8') }),
       insecure: registry.tls.insecure

@@ -13,6 +13,8 @@ export const RegistrySchema = Type.Object({
     insecure: Type.Boolean({ default: false })
   }, { additionalProperties: false, default: {} }),
   tokenRealmOrigins: Type.Array(Type.String({ pattern: '^https?://[^/\\s]+$' }), { default: [] }),
+  /** Registry tokens kept at most (one per repository and scope); the least recently used go first. */
+  tokenCacheSize: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 10_000 }),
   connections: Type.Integer({ minimum: 1, maximum: 256, default: 16 })
 }, { additionalProperties: false })
 

@@ -1,5 +1,6 @@
 import { request, type Dispatcher } from 'undici'
 import { GatewayError } from '../errors.js'
+import { Lru } from '../lru.js'
 
 export interface Credentials { username: string, password: string }
 
@@ -7,19 +8,22 @@ export interface TokenServiceOptions {
   registryName: string
   registryOrigin: string
   credentials?: Credentials
-  /** Origins other than the registry's own that may receive the gateway's credentials. */
+  /** Origins other than the registry's own whose token realms the gateway contacts (and sends its credentials to). */
   trustedRealmOrigins: readonly string[]
   dispatcher: Dispatcher
   timeoutMs: number
   now?: () => number
   /** Told of every cache lookup, for the hit/miss metric. */
   onLookup?: (hit: boolean) => void
+  /** Most tokens kept; keys include the repository, so without a bound the cache grows with every repository touched. Default 10 000. */
+  cacheSize?: number
 }
 
 interface CachedToken { token: string, renewAt: number }
 
 /** Distribution's documented default when a token response has no expires_in. */
 const DEFAULT_TOKEN_SECONDS = 60
+export const DEFAULT_TOKEN_CACHE_SIZE = 10_000
 const MAX_TOKEN_RESPONSE_BYTES = 64 * 1024
 
 export function basicAuthorization (credentials: Credentials): string {
@@ -37,12 +41,18 @@ function renewalDelayMs (expiresInSeconds: number): number {
  * fetched once even when many requests need the same token at the same moment.
  */
 export class TokenService {
-  private readonly cache = new Map<string, CachedToken>()
+  private readonly cache: Lru<string, CachedToken>
   private readonly inFlight = new Map<string, Promise<string>>()
   private readonly now: () => number
 
   constructor (private readonly options: TokenServiceOptions) {
     this.now = options.now ?? Date.now
+    this.cache = new Lru(options.cacheSize ?? DEFAULT_TOKEN_CACHE_SIZE)
+  }
+
+  /** Tokens held now (for tests and diagnostics). */
+  get cachedTokens (): number {
+    return this.cache.size
   }
 
   private key (realm: string, service: string | undefined, scopes: string[]): string {
@@ -56,15 +66,21 @@ export class TokenService {
   async token (realm: string, service: string | undefined, scopes: string[]): Promise<string> {
     const key = this.key(realm, service, scopes)
     const cached = this.cache.get(key)
-    if (cached !== undefined && cached.renewAt > this.now()) {
-      this.options.onLookup?.(true)
-      return cached.token
+    if (cached !== undefined) {
+      if (cached.renewAt > this.now()) {
+        this.options.onLookup?.(true)
+        return cached.token
+      }
+      this.cache.delete(key)
     }
     const pending = this.inFlight.get(key)
     if (pending !== undefined) return await pending
     this.options.onLookup?.(false)
     const fetching = this.fetchToken(realm, service, scopes).then(({ token, expiresIn }) => {
-      this.cache.set(key, { token, renewAt: this.now() + renewalDelayMs(expiresIn) })
+      const now = this.now()
+      // Expired tokens go before any live one is evicted for lack of room.
+      this.cache.deleteWhere(entry => entry.renewAt <= now)
+      this.cache.set(key, { token, renewAt: now + renewalDelayMs(expiresIn) })
       return token
     }).finally(() => this.inFlight.delete(key))
     this.inFlight.set(key, fetching)
@@ -85,21 +101,24 @@ export class TokenService {
       { extras: { realm }, cause })
   }
 
-  private mayReceiveCredentials (url: URL): boolean {
+  private isTrusted (url: URL): boolean {
     return url.origin === this.options.registryOrigin || this.options.trustedRealmOrigins.includes(url.origin)
   }
 
   private async fetchToken (realm: string, service: string | undefined, scopes: string[]): Promise<{ token: string, expiresIn: number }> {
     const url = this.realmUrl(realm)
     const realmName = url.origin + url.pathname
+    // A registry names the realm, so contacting any realm it names would let a hostile registry make the gateway
+    // fetch URLs of its choosing (blind SSRF), and hand its credentials to them.
+    if (!this.isTrusted(url)) {
+      throw this.failure(realmName, `the realm is on ${url.origin}, another origin than the registry's, and is not trusted, so the gateway did not contact it. ` +
+        `If that token service is genuine, add "${url.origin}" to tokenRealmOrigins of registry "${this.options.registryName}" ` +
+        '(for the default registry, REGISTRY_TOKEN_REALM_ORIGINS, comma-separated, also works)')
+    }
     if (service !== undefined) url.searchParams.set('service', service)
     for (const scope of scopes) url.searchParams.append('scope', scope)
     const headers: Record<string, string> = { accept: 'application/json' }
-    // Credentials go only to the registry's own origin or an origin the operator trusted: a registry must not be
-    // able to point the gateway's admin password at a host of its choosing.
-    if (this.options.credentials !== undefined && this.mayReceiveCredentials(url)) {
-      headers.authorization = basicAuthorization(this.options.credentials)
-    }
+    if (this.options.credentials !== undefined) headers.authorization = basicAuthorization(this.options.credentials)
     let response: Dispatcher.ResponseData
     try {
       response = await request(url, {
@@ -114,7 +133,7 @@ export class TokenService {
     }
     const body = await readLimited(response.body, MAX_TOKEN_RESPONSE_BYTES).catch(() => undefined)
     if (response.statusCode !== 200) {
-      throw this.failure(realmName, `the token service answered ${response.statusCode}${headers.authorization === undefined && this.options.credentials !== undefined ? ' (credentials withheld: the realm is on another origin; list it in tokenRealmOrigins to trust it)' : ''}`)
+      throw this.failure(realmName, `the token service answered ${response.statusCode}`)
     }
     let parsed: { token?: unknown, access_token?: unknown, expires_in?: unknown }
     try {

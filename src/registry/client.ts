@@ -16,6 +16,8 @@ export interface RegistryClientOptions {
   /** Connections to the registry, and so the most requests in flight to it at once. */
   connections: number
   trustedRealmOrigins: readonly string[]
+  /** Most registry tokens cached (default 10 000). */
+  tokenCacheSize?: number
   tls?: { ca?: string, insecure?: boolean }
   /** Replaces the connection pool; tests use it to inject faults a real registry cannot show. */
   dispatcher?: Dispatcher
@@ -104,6 +106,7 @@ export class RegistryClient {
       trustedRealmOrigins: options.trustedRealmOrigins,
       dispatcher: this.tokenDispatcher,
       timeoutMs: options.requestTimeoutMs,
+      cacheSize: options.tokenCacheSize,
       onLookup: hit => options.observer?.tokenLookup(options.name, hit)
     })
   }

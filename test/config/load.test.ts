@@ -27,6 +27,7 @@ t.test('the environment alone configures one registry with defaults', async t =>
     timeouts: { connectMs: 2000, requestMs: 10000 },
     tls: { insecure: false },
     tokenRealmOrigins: [],
+    tokenCacheSize: 10000,
     connections: 16
   })
   t.same(config.audit, { path: './data/audit.db', retentionDays: 90 })
@@ -53,6 +54,10 @@ t.test('environment overrides a file', async t => {
   t.equal(config.registries.main?.url, 'http://127.0.0.1:2')
   t.equal(config.registries.other?.url, 'https://other.example')
   t.equal(loadConfig([], { CONFIG_FILE: path }).registries.main?.url, 'http://127.0.0.1:1', 'CONFIG_FILE names the file')
+  const origins = loadConfig([`--config=${path}`], { REGISTRY_TOKEN_REALM_ORIGINS: 'https://auth.docker.io, https://gitlab.example.com,' })
+  t.same(origins.registries.main?.tokenRealmOrigins, ['https://auth.docker.io', 'https://gitlab.example.com'], 'REGISTRY_TOKEN_REALM_ORIGINS, comma-separated, for the default registry')
+  t.same(origins.registries.other?.tokenRealmOrigins, [])
+  t.throws(() => loadConfig([], { REGISTRY_URL: 'http://127.0.0.1:5000', REGISTRY_TOKEN_REALM_ORIGINS: 'https://auth.example.com/token' }), /tokenRealmOrigins\/0: must match pattern|tokenRealmOrigins\.0/)
 })
 
 t.test('errors name the key and the rule', async t => {

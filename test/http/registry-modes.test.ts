@@ -98,10 +98,11 @@ t.test('token auth: the gateway asks for pull,delete; a token without delete is 
   t.ok(asked.length <= 2, `tokens are cached and shared by concurrent requests (${asked.length} fetched)`)
 
   const untrusted = await startGateway(t, { registries: { default: { url: registry.url, username: 'gateway', password: 'token-password' } } })
+  const contacted = issuer.requests.length
   const withheld = await untrusted.rest('DELETE', '/images/team/app/v1')
   t.match(withheld.body, { code: 'UPSTREAM_AUTH_FAILED', realm: issuer.realm })
   t.match(withheld.body.detail, /tokenRealmOrigins/)
-  t.equal(issuer.requests.at(-1)?.user, undefined, 'credentials were not sent to a realm on another origin')
+  t.equal(issuer.requests.length, contacted, 'a realm on another origin that is not trusted is not contacted')
 })
 
 t.test('registry not running: 503 UPSTREAM_UNAVAILABLE', async t => {

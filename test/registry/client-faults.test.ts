@@ -235,3 +235,42 @@ t.test('TLS options reach the pool (insecure skips verification only when asked)
   t.teardown(async () => { await insecure.close() })
   t.match(await rejection(insecure.ping()), { code: 'UPSTREAM_UNAVAILABLE' }, 'nothing listens there')
 })
+
+t.test('the token cache is bounded and forgets expired tokens', async t => {
+  let now = 1_000_000
+  const mock = new MockAgent()
+  mock.disableNetConnect()
+  t.teardown(async () => { await mock.close() })
+  const { TokenService } = await import('../../src/registry/auth.js')
+  const tokens = new TokenService({ registryName: 'r', registryOrigin: ORIGIN, trustedRealmOrigins: [], dispatcher: mock, timeoutMs: 1000, now: () => now, cacheSize: 2 })
+  const issued: string[] = []
+  mock.get(ORIGIN).intercept({ path: (path: string) => path.startsWith('/anon?scope='), method: 'GET' })
+    .reply(({ path }) => {
+      const scope = new URL(path, ORIGIN).searchParams.get('scope') as string
+      issued.push(scope)
+      return { statusCode: 200, data: { token: `t${issued.length}`, expires_in: scope.includes(':short:') ? 10 : 3600 } }
+    }).persist()
+  const realm = `${ORIGIN}/anon`
+  const scope = (repository: string): string[] => [`repository:${repository}:pull`]
+  await tokens.token(realm, undefined, scope('a'))
+  await tokens.token(realm, undefined, scope('b'))
+  await tokens.token(realm, undefined, scope('a'))
+  t.equal(issued.length, 2, 'a is still cached')
+  await tokens.token(realm, undefined, scope('c'))
+  t.equal(tokens.cachedTokens, 2, 'never more than the configured size')
+  await tokens.token(realm, undefined, scope('a'))
+  t.equal(issued.length, 3, 'a, used more recently than b, survived')
+  await tokens.token(realm, undefined, scope('b'))
+  t.equal(issued.length, 4, 'b, the least recently used, was evicted')
+
+  const fresh = new TokenService({ registryName: 'r', registryOrigin: ORIGIN, trustedRealmOrigins: [], dispatcher: mock, timeoutMs: 1000, now: () => now })
+  await fresh.token(realm, undefined, ['repository:short:pull'])
+  await fresh.token(realm, undefined, scope('long'))
+  now += 60_000
+  t.equal(fresh.cachedTokens, 2)
+  await fresh.token(realm, undefined, scope('other'))
+  t.equal(fresh.cachedTokens, 2, 'the expired token was dropped when another was stored')
+  await fresh.token(realm, undefined, ['repository:short:pull'])
+  t.equal(issued.at(-1), 'repository:short:pull', 'an expired token is fetched again')
+  t.equal(fresh.cachedTokens, 3)
+})
