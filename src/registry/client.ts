@@ -4,7 +4,7 @@ import { GatewayError } from '../errors.js'
 import { basicAuthorization, readLimited, TokenService, type Credentials } from './auth.js'
 import { parseChallenges, type Challenge } from './challenge.js'
 import { headerValue as header, mapRegistryResponse, mapTransportError, type OperationContext } from './errors.js'
-import { MANIFEST_ACCEPT } from './media-types.js'
+import { essence, MANIFEST_ACCEPT } from './media-types.js'
 import type { RegistryObserver } from '../metrics.js'
 
 export interface RegistryClientOptions {
@@ -225,7 +225,7 @@ export class RegistryClient {
     }
     return {
       digest,
-      mediaType: header(response.headers, 'content-type') ?? '',
+      mediaType: essence(header(response.headers, 'content-type') ?? ''),
       size: Number(header(response.headers, 'content-length') ?? 0)
     }
   }
@@ -246,7 +246,8 @@ export class RegistryClient {
         `registry "${this.name}" sent manifest bytes for ${repository}:${reference} whose digest ${digest} does not match ${expected}; refusing to act on them.`,
         { extras: { upstreamStatus: 200 } })
     }
-    return { digest, mediaType: header(response.headers, 'content-type') ?? '', size: bytes.length, bytes }
+    // Stored and put back on restore as the bare type: parameters are not part of the manifest's identity.
+    return { digest, mediaType: essence(header(response.headers, 'content-type') ?? ''), size: bytes.length, bytes }
   }
 
   /** Deletes a manifest by digest; only 202 Accepted counts as done. */

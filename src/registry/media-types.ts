@@ -9,6 +9,16 @@ export const DOCKER_MANIFEST = 'application/vnd.docker.distribution.manifest.v2+
  */
 export const MANIFEST_ACCEPT = [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST].join(', ')
 
+/**
+ * The media type without parameters, lower-cased: `Application/vnd.oci.image.index.v1+json; charset=utf-8` is
+ * an index all the same (RFC 9110 media types are case-insensitive and may carry parameters), and a registry or
+ * proxy that adds a parameter must not switch a safety check off.
+ */
+export function essence (mediaType: string): string {
+  return (mediaType.split(';', 1)[0] as string).trim().toLowerCase()
+}
+
 export function isIndex (mediaType: string): boolean {
-  return mediaType === OCI_INDEX || mediaType === DOCKER_LIST
+  const type = essence(mediaType)
+  return type === OCI_INDEX || type === DOCKER_LIST
 }
