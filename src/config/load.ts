@@ -53,7 +53,13 @@ function applyEnv (raw: Record<string, unknown>, env: Env): void {
   if (env.LOG_LEVEL !== undefined) raw.logLevel = env.LOG_LEVEL
   if (env.POLICY_FILE !== undefined) raw.policyFile = env.POLICY_FILE
   if (env.AUDIT_DB !== undefined) raw.audit = { ...(isObject(raw.audit) ? raw.audit : {}), path: env.AUDIT_DB }
-  const registryEnv = { url: env.REGISTRY_URL, username: env.REGISTRY_USERNAME, password: env.REGISTRY_PASSWORD }
+  const registryEnv = {
+    url: env.REGISTRY_URL,
+    username: env.REGISTRY_USERNAME,
+    password: env.REGISTRY_PASSWORD,
+    untagStrategy: env.REGISTRY_UNTAG_STRATEGY,
+    defaultMode: env.REGISTRY_DEFAULT_MODE
+  }
   if (Object.values(registryEnv).every(value => value === undefined)) return
   const registries = isObject(raw.registries) ? raw.registries : {}
   raw.registries = registries

@@ -13,7 +13,15 @@ export const RegistrySchema = Type.Object({
     insecure: Type.Boolean({ default: false })
   }, { additionalProperties: false, default: {} }),
   tokenRealmOrigins: Type.Array(Type.String({ pattern: '^https?://[^/\\s]+$' }), { default: [] }),
-  connections: Type.Integer({ minimum: 1, maximum: 256, default: 16 })
+  connections: Type.Integer({ minimum: 1, maximum: 256, default: 16 }),
+  untagStrategy: Type.Union([Type.Literal('swap'), Type.Literal('native')], {
+    default: 'swap',
+    description: 'How a single tag is removed: swap (placeholder PUT, then DELETE by digest; any registry) or native (DELETE by tag; only registries known to untag that way, never probed)'
+  }),
+  defaultMode: Type.Union([Type.Literal('auto'), Type.Literal('untag'), Type.Literal('digest')], {
+    default: 'auto',
+    description: 'Delete mode when a request names none'
+  })
 }, { additionalProperties: false })
 
 export const ConfigSchema = Type.Object({

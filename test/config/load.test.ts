@@ -27,7 +27,9 @@ t.test('the environment alone configures one registry with defaults', async t =>
     timeouts: { connectMs: 2000, requestMs: 10000 },
     tls: { insecure: false },
     tokenRealmOrigins: [],
-    connections: 16
+    connections: 16,
+    untagStrategy: 'swap',
+    defaultMode: 'auto'
   })
   t.same(config.audit, { path: './data/audit.db', retentionDays: 90 })
   t.ok(Object.isFrozen(config.registries.default), 'config is frozen')
@@ -53,6 +55,9 @@ t.test('environment overrides a file', async t => {
   t.equal(config.registries.main?.url, 'http://127.0.0.1:2')
   t.equal(config.registries.other?.url, 'https://other.example')
   t.equal(loadConfig([], { CONFIG_FILE: path }).registries.main?.url, 'http://127.0.0.1:1', 'CONFIG_FILE names the file')
+  const untag = loadConfig([`--config=${path}`], { REGISTRY_UNTAG_STRATEGY: 'native', REGISTRY_DEFAULT_MODE: 'untag' }).registries
+  t.match(untag.main, { url: 'http://127.0.0.1:1', untagStrategy: 'native', defaultMode: 'untag' }, 'the untag keys override the default registry only')
+  t.match(untag.other, { untagStrategy: 'swap', defaultMode: 'auto' })
 })
 
 t.test('errors name the key and the rule', async t => {
@@ -68,6 +73,8 @@ t.test('errors name the key and the rule', async t => {
     ['registries: [a]', {}, /registries: must be object/],
     ['colour: red\nregistries: { default: { url: "http://x" } }', {}, /\(top level\): must not have additional properties \(unknown: colour\)/],
     ['registries: { default: 7 }', {}, /registries.default: must be object/],
+    ['registries: { default: { url: "http://x", untagStrategy: delete-by-tag } }', {}, /registries\.default\.untagStrategy/],
+    ['registries: { default: { url: "http://x" } }', { REGISTRY_DEFAULT_MODE: 'everything' }, /registries\.default\.defaultMode/],
     ['- a list', {}, /must be a YAML mapping/],
     ['registries: [unclosed', {}, /not valid YAML/]
   ]
