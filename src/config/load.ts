@@ -58,7 +58,9 @@ function applyEnv (raw: Record<string, unknown>, env: Env): void {
     username: env.REGISTRY_USERNAME,
     password: env.REGISTRY_PASSWORD,
     // Docker Hub, GitLab and others put their token service on another origin than the registry.
-    tokenRealmOrigins: env.REGISTRY_TOKEN_REALM_ORIGINS?.split(',').map(origin => origin.trim()).filter(origin => origin !== '')
+    tokenRealmOrigins: env.REGISTRY_TOKEN_REALM_ORIGINS?.split(',').map(origin => origin.trim()).filter(origin => origin !== ''),
+    untagStrategy: env.REGISTRY_UNTAG_STRATEGY,
+    defaultMode: env.REGISTRY_DEFAULT_MODE
   }
   if (Object.values(registryEnv).every(value => value === undefined)) return
   const registries = isObject(raw.registries) ? raw.registries : {}

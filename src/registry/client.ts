@@ -42,7 +42,8 @@ const MAX_TAG_LIST_BYTES = 32 * 1024 * 1024
 const MAX_TAG_PAGES = 10_000
 const DIGEST_HEADER = /^sha256:[a-f0-9]{64}$/
 
-type Scope = 'pull' | 'pull,delete' | 'pull,push'
+/** Token scopes by what an operation does; an untag by swap pulls, pushes and deletes under one token. */
+export type Scope = 'pull' | 'pull,delete' | 'pull,push' | 'pull,push,delete'
 
 interface SendOptions {
   method: Dispatcher.HttpMethod
@@ -251,18 +252,18 @@ export class RegistryClient {
   }
 
   /** Deletes a manifest by digest; only 202 Accepted counts as done. */
-  async deleteManifest (repository: string, digest: string): Promise<void> {
+  async deleteManifest (repository: string, digest: string, scope: Scope = 'pull,delete'): Promise<void> {
     const context = { registry: this.name, operation: 'delete', name: repository, reference: digest }
-    const response = await this.send({ method: 'DELETE', path: this.repositoryPath(repository, `manifests/${digest}`), repository, scope: 'pull,delete', context })
+    const response = await this.send({ method: 'DELETE', path: this.repositoryPath(repository, `manifests/${digest}`), repository, scope, context })
     if (response.statusCode !== 202) throw await this.failure(response, context)
     await response.body.dump()
   }
 
   /** Puts manifest bytes under a tag; answers the digest the registry stored them as. */
-  async putManifest (repository: string, tag: string, bytes: Buffer, mediaType: string): Promise<string> {
+  async putManifest (repository: string, tag: string, bytes: Buffer, mediaType: string, scope: Scope = 'pull,push'): Promise<string> {
     const context = { registry: this.name, operation: 'put manifest', name: repository, reference: tag }
     const response = await this.send({
-      method: 'PUT', path: this.repositoryPath(repository, `manifests/${tag}`), repository, scope: 'pull,push', context, headers: { 'content-type': mediaType }, body: bytes
+      method: 'PUT', path: this.repositoryPath(repository, `manifests/${tag}`), repository, scope, context, headers: { 'content-type': mediaType }, body: bytes
     })
     if (response.statusCode !== 201) throw await this.failure(response, context)
     await response.body.dump()
@@ -293,6 +294,48 @@ export class RegistryClient {
       path = nextLink(header(response.headers, 'link'), this.origin + path)
     }
     return tags
+  }
+
+  /** Whether the repository holds a blob (HEAD; 404 is an answer, not an error). */
+  async blobExists (repository: string, digest: string, scope: Scope): Promise<boolean> {
+    const context = { registry: this.name, operation: 'check blob', name: repository, reference: digest }
+    const response = await this.send({ method: 'HEAD', path: this.repositoryPath(repository, `blobs/${digest}`), repository, scope, context })
+    if (response.statusCode !== 200 && response.statusCode !== 404) throw await this.failure(response, context)
+    await response.body.dump()
+    return response.statusCode === 200
+  }
+
+  /** Uploads a small blob in one piece (POST for a session, then PUT with the digest); answers its digest. */
+  async uploadBlob (repository: string, bytes: Buffer, scope: Scope): Promise<string> {
+    const digest = sha256Digest(bytes)
+    const context = { registry: this.name, operation: 'upload blob', name: repository, reference: digest }
+    const started = await this.send({ method: 'POST', path: this.repositoryPath(repository, 'blobs/uploads/'), repository, scope, context })
+    if (started.statusCode !== 202) throw await this.failure(started, context)
+    await started.body.dump()
+    const sent = header(started.headers, 'location')
+    const location = new URL(sent ?? '', this.origin + this.repositoryPath(repository, 'blobs/uploads/'))
+    // The session's URL gets the gateway's credentials, so it must be the registry itself.
+    if (sent === undefined || location.origin !== this.origin) {
+      throw new GatewayError('UPSTREAM_ERROR', `registry "${this.name}" started an upload to ${repository} without a Location on its own origin (got ${sent === undefined ? 'none' : location.origin}); the gateway sends its credentials only to ${this.origin}.`, { extras: { upstreamStatus: 202 } })
+    }
+    location.searchParams.set('digest', digest)
+    const finished = await this.send({
+      method: 'PUT', path: location.pathname + location.search, repository, scope, context, headers: { 'content-type': 'application/octet-stream' }, body: bytes
+    })
+    if (finished.statusCode !== 201) throw await this.failure(finished, context)
+    await finished.body.dump()
+    return digest
+  }
+
+  /**
+   * Removes one tag with `DELETE /v2/<name>/manifests/<tag>` (OCI distribution 1.1). Only for registries known
+   * to untag that way: some delete the whole manifest and every co-tag instead.
+   */
+  async deleteTag (repository: string, tag: string): Promise<void> {
+    const context = { registry: this.name, operation: 'delete tag', name: repository, reference: tag }
+    const response = await this.send({ method: 'DELETE', path: this.repositoryPath(repository, `manifests/${tag}`), repository, scope: 'pull,delete', context })
+    if (response.statusCode !== 202) throw await this.failure(response, context)
+    await response.body.dump()
   }
 
   async close (): Promise<void> {

@@ -28,7 +28,9 @@ t.test('the environment alone configures one registry with defaults', async t =>
     tls: { insecure: false },
     tokenRealmOrigins: [],
     tokenCacheSize: 10000,
-    connections: 16
+        connections: 16,
+    untagStrategy: 'swap',
+    defaultMode: 'auto'
   })
   t.same(config.audit, { path: './data/audit.db', retentionDays: 90 })
   t.ok(Object.isFrozen(config.registries.default), 'config is frozen')
@@ -58,6 +60,9 @@ t.test('environment overrides a file', async t => {
   t.same(origins.registries.main?.tokenRealmOrigins, ['https://auth.docker.io', 'https://gitlab.example.com'], 'REGISTRY_TOKEN_REALM_ORIGINS, comma-separated, for the default registry')
   t.same(origins.registries.other?.tokenRealmOrigins, [])
   t.throws(() => loadConfig([], { REGISTRY_URL: 'http://127.0.0.1:5000', REGISTRY_TOKEN_REALM_ORIGINS: 'https://auth.example.com/token' }), /tokenRealmOrigins\/0: must match pattern|tokenRealmOrigins\.0/)
+  const untag = loadConfig([`--config=${path}`], { REGISTRY_UNTAG_STRATEGY: 'native', REGISTRY_DEFAULT_MODE: 'untag' }).registries
+  t.match(untag.main, { url: 'http://127.0.0.1:1', untagStrategy: 'native', defaultMode: 'untag' }, 'the untag keys override the default registry only')
+  t.match(untag.other, { untagStrategy: 'swap', defaultMode: 'auto' })
 })
 
 t.test('errors name the key and the rule', async t => {
@@ -73,6 +78,8 @@ t.test('errors name the key and the rule', async t => {
     ['registries: [a]', {}, /registries: must be object/],
     ['colour: red\nregistries: { default: { url: "http://x" } }', {}, /\(top level\): must not have additional properties \(unknown: colour\)/],
     ['registries: { default: 7 }', {}, /registries.default: must be object/],
+    ['registries: { default: { url: "http://x", untagStrategy: delete-by-tag } }', {}, /registries\.default\.untagStrategy/],
+    ['registries: { default: { url: "http://x" } }', { REGISTRY_DEFAULT_MODE: 'everything' }, /registries\.default\.defaultMode/],
     ['- a list', {}, /must be a YAML mapping/],
     ['registries: [unclosed', {}, /not valid YAML/]
   ]
