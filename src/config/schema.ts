@@ -15,7 +15,7 @@ export const RegistrySchema = Type.Object({
   tokenRealmOrigins: Type.Array(Type.String({ pattern: '^https?://[^/\\s]+$' }), { default: [] }),
   /** Registry tokens kept at most (one per repository and scope); the least recently used go first. */
   tokenCacheSize: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 10_000 }),
-    connections: Type.Integer({ minimum: 1, maximum: 256, default: 16 }),
+  connections: Type.Integer({ minimum: 1, maximum: 256, default: 16 }),
   untagStrategy: Type.Union([Type.Literal('swap'), Type.Literal('native')], {
     default: 'swap',
     description: 'How a single tag is removed: swap (placeholder PUT, then DELETE by digest; any registry) or native (DELETE by tag; only registries known to untag that way, never probed)'
