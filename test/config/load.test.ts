@@ -28,7 +28,7 @@ t.test('the environment alone configures one registry with defaults', async t =>
     tls: { insecure: false },
     tokenRealmOrigins: [],
     tokenCacheSize: 10000,
-        connections: 16,
+    connections: 16,
     untagStrategy: 'swap',
     defaultMode: 'auto'
   })

@@ -5,8 +5,8 @@
  */
 import t from 'tap'
 import { Pool, request } from 'undici'
-import { startRegistry } from '../../src/demo/registry-process.js'
-import { pushImage, tagManifest } from '../../src/demo/seed.js'
+import { startRegistry } from '../../testing/registry-process.js'
+import { pushImage, tagManifest } from '../../testing/seed.js'
 import { essence, isIndex, MANIFEST_ACCEPT, OCI_INDEX } from '../../src/registry/media-types.js'
 import { startFaultProxy } from '../fixtures/fault-proxy.js'
 import { startGateway } from '../fixtures/gateway.js'
