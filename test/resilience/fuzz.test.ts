@@ -10,7 +10,7 @@ import fc from 'fast-check'
 import t from 'tap'
 import { startRegistry } from '../../testing/registry-process.js'
 import { ADMIN_KEY, countingDispatcher, startGateway } from '../fixtures/gateway.js'
-import { FUZZ_PROPERTIES, type FuzzHarness } from '../fixtures/hostile-input.js'
+import { FUZZ_PROPERTIES, type FuzzHarness } from '../fixtures/hostile-input/index.js'
 
 const TOTAL_RUNS = Number(process.env.FUZZ_RUNS ?? 12000)
 const SEED = process.env.FUZZ_SEED === undefined ? Date.now() ^ (Math.random() * 0x7fffffff) : Number(process.env.FUZZ_SEED)
