@@ -45,7 +45,7 @@ roles:
       repositories: ["team-a/**"]
 bindings:
   - { role: admin, subjects: ["apikey:admin"] }
-  - { role: deleter, subjects: ["group:ops"] }
+  - { role: deleter, subjects: ["keygroup:ops"] }
   - { role: pr-restorer, subjects: ["apikey:restorer"] }
   - { role: team-a-auditor, subjects: ["apikey:team-auditor"] }
 `
