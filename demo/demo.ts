@@ -52,7 +52,7 @@ bindings:
   - role: admin
     subjects: ["apikey:demo-admin"]
   - role: preview-cleaner
-    subjects: ["group:ci"]
+    subjects: ["keygroup:ci"]
   - role: reader
     subjects: ["apikey:demo-reader"]
 protectedTags:

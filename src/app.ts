@@ -53,10 +53,13 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   app.setNotFoundHandler(routeNotFound)
 
   await app.register(lifecyclePlugin, { metrics })
-  await app.register(identityPlugin, { authenticate: async credentials => await services.authenticator.authenticate(credentials) })
+  await app.register(identityPlugin, {
+    authenticate: async credentials => await services.authenticator.authenticate(credentials),
+    failedAuth: { perWindow: config.limits.failedAuthPerWindow, windowMs: config.limits.windowMs }
+  })
   await app.register(rateLimitPlugin, { limits: config.limits })
   await app.register(contractRoutes)
-  if (config.metrics.enabled && config.metrics.port === undefined) await app.register(metricsRoutes(metrics))
+  if (config.metrics.enabled && config.metrics.port === undefined) await app.register(metricsRoutes(metrics, { public: config.metrics.public }))
   await app.register(healthRoutes(services.registries, services.auditStore))
   await app.register(restApi(services))
   await app.register(graphqlApi({ deleteImage: services.images, whoAmI: services.whoAmI, limits: config.graphql }))

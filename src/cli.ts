@@ -27,7 +27,8 @@ Commands:
   policy explain FILE --subject S [--group G ...] --action A --image NAME:TAG [--registry R]
                                show whether the policy allows it and why (exit 0 ALLOW, 1 DENY)
                                S is apikey:<name> or user:<subject claim>; A is ${ACTIONS.join(', ')};
-                               R defaults to "default"
+                               R defaults to "default"; --group adds identity provider groups to a user
+                               (group:<g> bindings) or key groups to an API key (keygroup:<g>)
   --help                       show this help`
 
 class UsageError extends Error {}
@@ -71,7 +72,7 @@ function apikeyCommand (args: string[], io: CliIo): number {
   // The snippet must load as printed; this also checks the name and groups.
   loadPolicy(snippet, 'the generated snippet')
   io.out(`API key for apikey:${values.name} (shown only this once; keep it in a secret store):\n\n${key}\n`)
-  io.out(`Add to the policy file's apiKeys (the gateway keeps only the hash), then bind "apikey:${values.name}" to a role:\n\n${snippet}`)
+  io.out(`Add to the policy file's apiKeys (the gateway keeps only the hash), then bind "apikey:${values.name}" (or its groups, as keygroup:<group>) to a role:\n\n${snippet}`)
   return EXIT.ok
 }
 
@@ -82,6 +83,22 @@ function readPolicy (file: string | undefined): Policy {
 
 function count (size: number, one: string, many: string): string {
   return `${size} ${size === 1 ? one : many}`
+}
+
+/**
+ * Bindings that name an identity provider group (`group:`) with the name of an API key's group: before key groups
+ * had their own namespace such a binding gave the keys its roles, and now it does not, so it is probably meant as
+ * `keygroup:`.
+ */
+function groupNamespaceWarnings (policy: Policy): string[] {
+  const keyGroups = new Set(policy.apiKeys.flatMap(key => key.groups))
+  return [...policy.rolesBySubject.keys()]
+    .filter(subject => subject.startsWith('group:') && keyGroups.has(subject.slice('group:'.length)))
+    .map(subject => {
+      const group = subject.slice('group:'.length)
+      return `warning: ${subject} binds an identity provider group, but "${group}" is also a group of API keys; ` +
+        `key groups are bound as keygroup:${group}, so those keys do not get these roles`
+    })
 }
 
 function checkCommand (args: string[], io: CliIo): number {
@@ -95,6 +112,7 @@ function checkCommand (args: string[], io: CliIo): number {
     policy.jwt === undefined ? 'no JWT issuer' : `JWT issuer ${policy.jwt.issuer}`
   ]
   io.out(`${policy.source}: valid (${parts.join(', ')})`)
+  for (const warning of groupNamespaceWarnings(policy)) io.err(warning)
   return EXIT.ok
 }
 

@@ -42,6 +42,7 @@ t.test('apikey prints a new key once, with the policy lines for it', async t => 
   t.ok(key, 'the key is printed')
   t.equal(out.split(key).length, 2, 'exactly once')
   t.match(out, /^API key for apikey:ci-cleaner \(shown only this once; keep it in a secret store\):/)
+  t.match(out, /bind "apikey:ci-cleaner" \(or its groups, as keygroup:<group>\) to a role/)
   const snippet = out.slice(out.indexOf('apiKeys:'))
   t.equal(snippet, `apiKeys:\n  - name: ci-cleaner\n    sha256: ${sha256Hex(key)}\n    groups: ["ci", "deploy"]`)
   const policy = loadPolicy(snippet, 'pasted')
@@ -75,6 +76,12 @@ t.test('policy check', async t => {
     out: '',
     err: `invalid policy ${bad}:\n  roles.admin[0].actions[0]: unknown action "nuke"; actions are read, delete, force, restore, audit, *\n  roles.admin[0].repositories[0]: "Team/**": "T" is not allowed; a repository pattern may use a-z, 0-9, ".", "_", "-", "/" and the wildcards * ** ?`
   })
+  const mixed = file('mixed.yaml', `apiKeys: [{ name: a, sha256: ${'a'.repeat(64)}, groups: [ci] }]\nroles:\n  r: [{ actions: [read], repositories: ["**"] }]\nbindings: [{ role: r, subjects: ["group:ci", "group:dev", "keygroup:ci"] }]\n`)
+  t.same(await run('policy', 'check', mixed), {
+    code: 0,
+    out: `${mixed}: valid (1 API key, 1 role, 3 bound subjects, 0 protected-tags entries, no JWT issuer)`,
+    err: 'warning: group:ci binds an identity provider group, but "ci" is also a group of API keys; key groups are bound as keygroup:ci, so those keys do not get these roles'
+  }, 'a group: binding named like a key group is flagged')
   t.match(await run('policy', 'check', join(dir, 'missing.yaml')), { code: 1, err: /\(file\): cannot be read: ENOENT/ })
   t.match(await run('policy', 'check'), { code: 2, err: /^policy: give the policy FILE/ })
   t.match(await run('policy', 'check', EXAMPLE, '--strict'), { code: 2, err: /Unknown option '--strict'/ })
@@ -87,11 +94,16 @@ t.test('policy explain', async t => {
     out: 'ALLOW: apikey:chat-bot may delete team-a/app:pr-7 in registry default: role preview-cleaner allows it (roles.preview-cleaner[0])\nroles: preview-cleaner',
     err: ''
   })
-  t.same(await explain('--subject', 'user:bob', '--group', 'ci', '--action', 'delete', '--image', 'team-b/app:pr-7'), {
+  t.same(await explain('--subject', 'user:bob', '--group', 'ci', '--action', 'delete', '--image', 'team-a/app:pr-7'), {
     code: 1,
-    out: 'DENY (FORBIDDEN): user:bob may not delete team-b/app:pr-7 in registry default: no rule of roles [preview-cleaner, auditor] allows delete on repository team-b/app\nroles: preview-cleaner, auditor',
+    out: 'DENY (FORBIDDEN): user:bob may not delete team-a/app:pr-7 in registry default: subject user:bob and its groups ci have no role\nroles: (none)',
     err: ''
-  })
+  }, 'an identity provider group named ci does not get the roles of the API keys\' group ci')
+  t.same(await explain('--subject', 'apikey:chat-bot', '--group', 'ci', '--action', 'delete', '--image', 'team-b/app:pr-7'), {
+    code: 1,
+    out: 'DENY (FORBIDDEN): apikey:chat-bot may not delete team-b/app:pr-7 in registry default: no rule of roles [preview-cleaner, auditor] allows delete on repository team-b/app\nroles: preview-cleaner, auditor',
+    err: ''
+  }, '--group gives an API key key groups')
   t.same((await explain('--subject', 'user:alice@example.com', '--action', 'delete', '--image', 'app:latest')).out,
     'DENY (PROTECTED_TAG): user:alice@example.com may not delete app:latest in registry default: the tag is protected by protectedTags[0]; nobody may delete it, admins included\nroles: admin, auditor')
   t.same((await explain('--subject', 'user:alice@example.com', '--action', 'read', '--image', 'app:x', '--registry', 'mirror')).code, 0, '--registry')

@@ -1,4 +1,4 @@
-import { createRemoteJWKSet, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose'
+import { createRemoteJWKSet, errors, jwtVerify, type JWTHeaderParameters, type JWTPayload, type JWTVerifyGetKey } from 'jose'
 import { GatewayError } from '../errors.js'
 import type { Identity, JwtSettings } from '../policy/types.js'
 import { unauthenticated } from './unauthenticated.js'
@@ -38,7 +38,11 @@ const CLAIM_REJECTIONS: Readonly<Record<string, string>> = {
 }
 
 function rejectionOf (error: unknown): string | undefined {
-  if (error instanceof errors.JWTClaimValidationFailed) return CLAIM_REJECTIONS[error.claim] ?? `the token's ${error.claim} claim is invalid`
+  if (error instanceof errors.JWTClaimValidationFailed) {
+    if (error.claim === 'iat' && error.reason === 'missing') return 'the token must carry its issue time (iat), so that its lifetime can be checked'
+    if (error.claim === 'iat' && error.reason === 'check_failed') return 'the token claims to be issued in the future (iat)'
+    return CLAIM_REJECTIONS[error.claim] ?? `the token's ${error.claim} claim is invalid`
+  }
   return REJECTIONS.find(([type]) => error instanceof type)?.[1]
 }
 
@@ -47,6 +51,26 @@ function groupsFrom (value: unknown): string[] {
   // Entries that are not strings cannot name a group; skipping them can only give fewer roles.
   if (Array.isArray(value)) return value.filter((group): group is string => typeof group === 'string')
   return []
+}
+
+/**
+ * Token types the gateway accepts (RFC 8725 §3.11 explicit typing): none, plain JWT, or an OAuth access token
+ * (RFC 9068). Compared case-insensitively, with the optional `application/` prefix (RFC 7515 §4.1.9), so that
+ * other JWTs the identity provider signs (logout tokens, DPoP proofs, …) cannot stand in for an access token.
+ */
+const ACCEPTED_TYPES = new Set(['jwt', 'at+jwt'])
+
+function acceptsType (header: JWTHeaderParameters): boolean {
+  if (header.typ === undefined) return true
+  return typeof header.typ === 'string' && ACCEPTED_TYPES.has(header.typ.toLowerCase().replace(/^application\//, ''))
+}
+
+/** jose has checked both claims are numbers (exp required, iat required by maxTokenAge). */
+function checkLifetime (payload: JWTPayload, settings: JwtSettings): void {
+  const lifetime = (payload.exp as number) - (payload.iat as number)
+  if (lifetime > settings.maxLifetimeSeconds) {
+    throw unauthenticated(`the token is valid for ${lifetime} s (exp - iat); the gateway accepts at most ${settings.maxLifetimeSeconds} s (jwt.maxLifetimeSeconds)`, 'invalid_token')
+  }
 }
 
 function identityFrom (payload: JWTPayload, settings: JwtSettings): Identity {
@@ -71,14 +95,18 @@ export class JwtVerifier {
 
   async verify (settings: JwtSettings, token: string): Promise<Identity> {
     let payload: JWTPayload
+    let protectedHeader: JWTHeaderParameters
     try {
-      ({ payload } = await jwtVerify(token, this.#keySet(settings), {
+      ({ payload, protectedHeader } = await jwtVerify(token, this.#keySet(settings), {
         issuer: settings.issuer,
         audience: typeof settings.audience === 'string' ? settings.audience : [...settings.audience],
         algorithms: [...settings.algorithms],
         clockTolerance: settings.leewaySeconds,
-        // A token without expiry could never be taken back.
-        requiredClaims: ['exp']
+        // A token without expiry could never be taken back; without iat its lifetime is unknown, so it is
+        // refused (fail closed). maxTokenAge makes iat required and refuses an iat in the future, which would
+        // otherwise stretch the usable lifetime past the exp - iat check.
+        requiredClaims: ['exp'],
+        maxTokenAge: settings.maxLifetimeSeconds
       }))
     } catch (error) {
       const rejection = rejectionOf(error)
@@ -87,6 +115,8 @@ export class JwtVerifier {
       throw new GatewayError('IDENTITY_PROVIDER_UNAVAILABLE',
         "the gateway cannot fetch the identity provider's signing keys to check the token; try again later", { cause: error })
     }
+    if (!acceptsType(protectedHeader)) throw unauthenticated('the token type (typ header) is not accepted; only JWT or at+jwt access tokens are', 'invalid_token')
+    checkLifetime(payload, settings)
     return identityFrom(payload, settings)
   }
 

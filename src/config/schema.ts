@@ -45,12 +45,16 @@ export const ConfigSchema = Type.Object({
     bodyBytes: Type.Integer({ minimum: 1024, maximum: 10 * 1024 * 1024, default: 64 * 1024 }),
     /** Requests per caller identity per window; health, readiness and metrics are exempt. */
     requestsPerWindow: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 600 }),
-    windowMs: Type.Integer({ minimum: 1000, maximum: 3_600_000, default: 60_000 })
+    windowMs: Type.Integer({ minimum: 1000, maximum: 3_600_000, default: 60_000 }),
+    /** Requests that fail authentication per client address per window; beyond it 429 before credentials are checked. */
+    failedAuthPerWindow: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 30 })
   }, { additionalProperties: false, default: {} }),
   metrics: Type.Object({
     enabled: Type.Boolean({ default: true }),
     /** Serve /metrics on this port instead of the API's (keeps it off the public listener). */
-    port: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 }))
+    port: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 })),
+    /** Serve /metrics on the API port without credentials; otherwise any valid API key or token is needed there. */
+    public: Type.Boolean({ default: false })
   }, { additionalProperties: false, default: {} }),
   shutdownTimeoutMs: Type.Integer({ minimum: 0, maximum: 600_000, default: 10_000 }),
   defaultRegistry: Type.String({ minLength: 1, default: 'default' }),

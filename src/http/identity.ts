@@ -1,5 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
+import { FailedAuthBudget } from '../auth/failed-auth-budget.js'
+import { GatewayError, isGatewayError } from '../errors.js'
 import type { Identity } from '../policy/types.js'
 
 declare module 'fastify' {
@@ -14,6 +16,8 @@ declare module 'fastify' {
 
 export interface IdentityOptions {
   authenticate: (credentials: { authorization?: string, apiKey?: string }) => Promise<Identity>
+  /** Failed authentications allowed per client address (request.ip, so Fastify's trustProxy applies) per window. */
+  failedAuth: { perWindow: number, windowMs: number }
 }
 
 /**
@@ -22,13 +26,28 @@ export interface IdentityOptions {
  */
 const identityPlugin: FastifyPluginAsync<IdentityOptions> = async (app, options) => {
   app.decorateRequest('identity', null as unknown as Identity)
+  const { perWindow, windowMs } = options.failedAuth
+  const failures = new FailedAuthBudget({ limit: perWindow, windowMs })
   app.addHook('onRequest', async (request) => {
     if (request.routeOptions.config.public === true) return
-    // Node joins a repeated custom header into one string, so x-api-key is never an array here.
-    request.identity = await options.authenticate({
-      authorization: request.headers.authorization,
-      apiKey: request.headers['x-api-key'] as string | undefined
-    })
+    // Checked before the credentials, so an address over its budget costs no hashing or token verification;
+    // a valid caller sharing that address waits too, which is the price of not doing the work.
+    const wait = failures.blockedFor(request.ip)
+    if (wait !== undefined) {
+      throw new GatewayError('RATE_LIMITED',
+        `too many failed authentication attempts from this address: at most ${perWindow} per ${Math.round(windowMs / 1000)} s; retry after ${wait} s.`,
+        { retryAfter: wait })
+    }
+    try {
+      // Node joins a repeated custom header into one string, so x-api-key is never an array here.
+      request.identity = await options.authenticate({
+        authorization: request.headers.authorization,
+        apiKey: request.headers['x-api-key'] as string | undefined
+      })
+    } catch (error) {
+      if (isGatewayError(error) && error.code === 'UNAUTHENTICATED') failures.recordFailure(request.ip)
+      throw error
+    }
   })
 }
 

@@ -4,9 +4,14 @@ import type { Action, Decision, Identity, Policy, Resource, Rule, RuleAction } f
 /** Actions that remove tags, which protected tags refuse to everyone. */
 const DESTRUCTIVE: ReadonlySet<Action> = new Set(['delete', 'force'])
 
-/** The subjects bindings can name for an identity: itself and each of its groups. */
+/**
+ * The subjects bindings can name for an identity: itself and each of its groups. An API key's groups come from
+ * the policy and an identity provider's from a token, so they live in separate namespaces: an IdP group that
+ * happens to be called `ci` must not get the roles of the CI key's group.
+ */
 export function subjectsOf (identity: Identity): string[] {
-  return [identity.subject, ...identity.groups.map(group => `group:${group}`)]
+  const namespace = identity.kind === 'apikey' ? 'keygroup' : 'group'
+  return [identity.subject, ...identity.groups.map(group => `${namespace}:${group}`)]
 }
 
 export function rolesOf (policy: Policy | undefined, identity: Identity): string[] {

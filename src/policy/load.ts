@@ -13,18 +13,21 @@ export const ASYMMETRIC_ALGORITHMS = [
 ] as const
 export const DEFAULT_LEEWAY_SECONDS = 30
 const MAX_LEEWAY_SECONDS = 600
+export const DEFAULT_MAX_LIFETIME_SECONDS = 86_400
+const MAX_MAX_LIFETIME_SECONDS = 366 * 86_400
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
 const NAME_RULE = 'must be 1-64 letters, digits, ".", "_" or "-", starting with a letter or digit'
 const SHA256_HEX = /^[0-9a-fA-F]{64}$/
-const SUBJECT = /^(apikey|user|group):(.+)$/
+const SUBJECT = /^(apikey|user|group|keygroup):(.+)$/
+const SUBJECT_RULE = 'must be apikey:<name>, user:<subject claim value>, group:<identity provider group> or keygroup:<API key group>'
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]'])
 const RULE_ACTIONS: readonly string[] = [...ACTIONS, '*']
 
 const shapes = {
   policy: { name: 'the policy', keys: ['apiKeys', 'jwt', 'roles', 'bindings', 'protectedTags'] },
   apiKey: { name: 'an API key', keys: ['name', 'sha256', 'groups'] },
-  jwt: { name: 'the jwt section', keys: ['issuer', 'audience', 'jwksUri', 'subjectClaim', 'groupsClaim', 'leewaySeconds', 'algorithms'] },
+  jwt: { name: 'the jwt section', keys: ['issuer', 'audience', 'jwksUri', 'subjectClaim', 'groupsClaim', 'leewaySeconds', 'algorithms', 'maxLifetimeSeconds'] },
   rule: { name: 'a rule', keys: ['actions', 'repositories', 'tags', 'registries'] },
   binding: { name: 'a binding', keys: ['role', 'subjects'] },
   protectedTags: { name: 'a protected tags entry', keys: ['repositories', 'tags', 'registries'] }
@@ -116,10 +119,10 @@ function readJwksUri (checker: Checker, value: unknown, path: string): URL | und
   return checker.fail(path, 'must be an https:// URL (http:// only for 127.0.0.1, localhost or [::1])')
 }
 
-function readLeeway (checker: Checker, value: unknown, path: string): number | undefined {
-  if (value === undefined) return DEFAULT_LEEWAY_SECONDS
-  if (typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= MAX_LEEWAY_SECONDS) return value
-  return checker.fail(path, `must be a whole number of seconds from 0 to ${MAX_LEEWAY_SECONDS}`)
+function readSeconds (checker: Checker, value: unknown, path: string, fallback: number, min: number, max: number): number | undefined {
+  if (value === undefined) return fallback
+  if (typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max) return value
+  return checker.fail(path, `must be a whole number of seconds from ${min} to ${max}`)
 }
 
 function readAlgorithms (checker: Checker, value: unknown, path: string): string[] | undefined {
@@ -144,8 +147,9 @@ function readJwt (checker: Checker, value: unknown): JwtSettings | undefined {
     jwksUri: readJwksUri(checker, section.jwksUri, 'jwt.jwksUri'),
     subjectClaim: section.subjectClaim === undefined ? 'sub' : readText(checker, section.subjectClaim, 'jwt.subjectClaim'),
     groupsClaim: section.groupsClaim === undefined ? 'groups' : readText(checker, section.groupsClaim, 'jwt.groupsClaim'),
-    leewaySeconds: readLeeway(checker, section.leewaySeconds, 'jwt.leewaySeconds'),
-    algorithms: readAlgorithms(checker, section.algorithms, 'jwt.algorithms')
+    leewaySeconds: readSeconds(checker, section.leewaySeconds, 'jwt.leewaySeconds', DEFAULT_LEEWAY_SECONDS, 0, MAX_LEEWAY_SECONDS),
+    algorithms: readAlgorithms(checker, section.algorithms, 'jwt.algorithms'),
+    maxLifetimeSeconds: readSeconds(checker, section.maxLifetimeSeconds, 'jwt.maxLifetimeSeconds', DEFAULT_MAX_LIFETIME_SECONDS, 60, MAX_MAX_LIFETIME_SECONDS)
   }
   // Problems were recorded; the caller throws before a partial section could be used.
   return settings as JwtSettings
@@ -185,7 +189,7 @@ function readRoles (checker: Checker, value: unknown): Map<string, readonly Rule
 
 function readSubject (checker: Checker, value: string, path: string): string | undefined {
   const match = SUBJECT.exec(value)
-  if (match === null) return checker.fail(path, 'must be apikey:<name>, user:<subject claim value> or group:<group>')
+  if (match === null) return checker.fail(path, SUBJECT_RULE)
   if (match[1] === 'apikey' && !NAME.test(match[2] as string)) return checker.fail(path, `the API key name ${NAME_RULE}`)
   return value
 }

@@ -48,6 +48,8 @@ export interface JwtSettings {
   readonly groupsClaim: string
   readonly leewaySeconds: number
   readonly algorithms: readonly string[]
+  /** Longest `exp - iat` accepted: a stolen long-lived token would otherwise stay usable for years. */
+  readonly maxLifetimeSeconds: number
 }
 
 export interface Rule {
@@ -78,7 +80,7 @@ export interface Policy {
   readonly apiKeys: readonly ApiKey[]
   readonly jwt?: JwtSettings
   readonly roles: ReadonlyMap<string, readonly Rule[]>
-  /** Role names per subject (`apikey:…`, `user:…`, `group:…`), in the order the bindings give them. */
+  /** Role names per subject (`apikey:…`, `user:…`, `group:…`, `keygroup:…`), in the order the bindings give them. */
   readonly rolesBySubject: ReadonlyMap<string, readonly string[]>
   readonly protectedTags: readonly ProtectedTags[]
 }

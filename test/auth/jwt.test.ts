@@ -208,3 +208,34 @@ t.test('a policy without a jwt section refuses tokens', async t => {
   t.equal(error.code, 'UNAUTHENTICATED')
   t.equal(error.detail, 'tokens are not accepted here (the policy names no issuer); use an API key')
 })
+
+t.test('lifetime: exp - iat at most jwt.maxLifetimeSeconds (default one day); no iat, no entry', async t => {
+  const authenticator = authenticatorFor(policyFor(jwksUri))
+  const refusal = async (claims: JWTPayload): Promise<string> => (await refused(authenticator.authenticate({ authorization: `Bearer ${await token(first, claims)}` }))).detail
+  t.equal(await refusal({ iat: now(), exp: now() + 10 * 365 * 86_400 }),
+    'the token is valid for 315360000 s (exp - iat); the gateway accepts at most 86400 s (jwt.maxLifetimeSeconds)', 'a ten-year token')
+  t.equal(await refusal({ iat: now() - 100, exp: now() + 86_301 }), 'the token is valid for 86401 s (exp - iat); the gateway accepts at most 86400 s (jwt.maxLifetimeSeconds)')
+  t.equal((await authenticator.authenticate({ authorization: `Bearer ${await token(first, { iat: now() - 100, exp: now() + 86_300 })}` })).subject, 'user:alice', 'exactly one day')
+  t.equal(await refusal({ iat: undefined }), 'the token must carry its issue time (iat), so that its lifetime can be checked', 'fail closed without iat')
+  t.equal(await refusal({ iat: now() + 3600, exp: now() + 7200 }), 'the token claims to be issued in the future (iat)', 'an iat in the future cannot stretch the lifetime')
+  const short = authenticatorFor(policyFor(jwksUri, '  maxLifetimeSeconds: 600\n'))
+  const error = await refused(short.authenticate({ authorization: `Bearer ${await token(first, { exp: now() + 900 })}` }))
+  t.match(error, { code: 'UNAUTHENTICATED', detail: /at most 600 s/, headers: { 'WWW-Authenticate': 'Bearer realm="registry-delete-gateway", error="invalid_token"' } })
+})
+
+t.test('typ: absent, JWT or at+jwt only (case-insensitive, application/ optional)', async t => {
+  const authenticator = authenticatorFor(policyFor(jwksUri))
+  for (const typ of [undefined, 'JWT', 'jwt', 'at+jwt', 'AT+JWT', 'application/at+jwt', 'Application/JWT']) {
+    t.equal((await authenticator.authenticate({ authorization: `Bearer ${await token(first, {}, { typ })}` })).subject, 'user:alice', `typ ${String(typ)}`)
+  }
+  const claims = JSON.stringify({ sub: 'alice', iss: ISSUER, aud: AUDIENCE, iat: now(), exp: now() + 60 })
+  const numericTyp = await new CompactSign(new TextEncoder().encode(claims)).setProtectedHeader({ alg: 'RS256', kid: 'first', typ: 7 as unknown as string }).sign(first.privateKey)
+  const others = [
+    ...await Promise.all(['logout+jwt', 'dpop+jwt', 'secevent+jwt', 'application/jwt+extra', ''].map(async typ => await token(first, {}, { typ }))),
+    numericTyp
+  ]
+  for (const presented of others) {
+    const error = await refused(authenticator.authenticate({ authorization: `Bearer ${presented}` }))
+    t.equal(error.detail, 'the token type (typ header) is not accepted; only JWT or at+jwt access tokens are')
+  }
+})

@@ -17,8 +17,8 @@ t.test('the environment alone configures one registry with defaults', async t =>
   t.equal(config.port, 8080)
   t.equal(config.logLevel, 'info')
   t.same(config.graphql, { graphiql: false, introspection: true, maxDepth: 8, maxFields: 200, maxMutationsPerDocument: 1 })
-  t.same(config.limits, { bodyBytes: 65536, requestsPerWindow: 600, windowMs: 60000 })
-  t.same(config.metrics, { enabled: true })
+  t.same(config.limits, { bodyBytes: 65536, requestsPerWindow: 600, windowMs: 60000, failedAuthPerWindow: 30 })
+  t.same(config.metrics, { enabled: true, public: false })
   t.equal(config.shutdownTimeoutMs, 10000)
   t.same(config.registries.default, {
     url: 'http://127.0.0.1:5000',

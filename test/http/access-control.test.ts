@@ -42,7 +42,7 @@ roles:
     - actions: ["*"]
       repositories: ["**"]
 bindings:
-  - { role: preview-cleaner, subjects: ["group:ci"] }
+  - { role: preview-cleaner, subjects: ["keygroup:ci"] }
   - { role: releaser, subjects: ["apikey:releaser"] }
   - { role: reader, subjects: ["apikey:reader"] }
   - { role: admin, subjects: ["apikey:admin"] }

@@ -39,7 +39,8 @@ const registry = await startRegistry()
 t.teardown(async () => { await registry.stop() })
 const target = { url: registry.url }
 const counted = countingDispatcher(t)
-const gateway = await startGateway(t, { registries: { default: { url: registry.url } }, dispatcher: counted.dispatcher, policy: POLICY })
+// This file presents many refused tokens from one address; the failed-authentication budget has its own test.
+const gateway = await startGateway(t, { registries: { default: { url: registry.url } }, dispatcher: counted.dispatcher, policy: POLICY, config: { limits: { failedAuthPerWindow: 100_000 } } })
 
 /** Claims of a token the policy accepts; each case overrides some (undefined leaves a claim out). */
 function claims (overrides: JWTPayload = {}): JWTPayload {

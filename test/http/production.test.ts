@@ -58,8 +58,8 @@ t.test('metrics: requests, deletions by outcome, registry calls, token cache, po
   await pushImage({ url: registry.url }, 'metrics/app', ['v1'], 'schema2')
   t.equal((await gateway.rest('DELETE', '/images/metrics/app/v1')).status, 200)
   t.equal((await gateway.rest('DELETE', '/images/metrics/app/v1')).status, 404)
-  const response = await gateway.app.inject({ method: 'GET', url: '/metrics' })
-  t.equal(response.statusCode, 200, 'no credentials needed')
+  const response = await gateway.app.inject({ method: 'GET', url: '/metrics', headers: { 'x-api-key': ADMIN_KEY } })
+  t.equal(response.statusCode, 200)
   t.match(response.headers['content-type'], /^text\/plain/)
   const text = response.body
   t.match(text, /gateway_deletions_total\{registry="default",outcome="deleted"\} 1/)

@@ -13,7 +13,9 @@ const bob: Identity = { subject: 'user:bob', groups: ['dev', 'qa'], kind: 'jwt' 
 const stranger: Identity = { subject: 'apikey:stranger', groups: [], kind: 'apikey' }
 
 t.test('subjects and roles', async t => {
-  t.same(subjectsOf(ciCleaner), ['apikey:ci-cleaner', 'group:ci'])
+  t.same(subjectsOf(ciCleaner), ['apikey:ci-cleaner', 'keygroup:ci'], 'an API key\'s groups are key groups')
+  t.same(subjectsOf(bob), ['user:bob', 'group:dev', 'group:qa'], 'a token\'s groups are identity provider groups')
+  t.same(rolesOf(policy, { subject: 'user:mallory', groups: ['ci'], kind: 'jwt' }), [], 'an IdP group named like a key group gets none of its roles')
   t.same(rolesOf(policy, ciCleaner), ['preview-cleaner', 'auditor'], 'through the group')
   t.same(rolesOf(policy, chatBot), ['preview-cleaner'], 'bound directly')
   t.same(rolesOf(policy, { ...chatBot, groups: ['ci'] }), ['preview-cleaner', 'auditor'], 'each role once')

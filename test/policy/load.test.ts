@@ -16,13 +16,14 @@ t.test('the example policy loads with its defaults', async t => {
     subjectClaim: 'sub',
     groupsClaim: 'groups',
     leewaySeconds: 30,
-    algorithms: [...ASYMMETRIC_ALGORITHMS]
+    algorithms: [...ASYMMETRIC_ALGORITHMS],
+    maxLifetimeSeconds: 86400
   })
   t.equal(policy.jwt?.jwksUri.href, 'https://sso.example.com/.well-known/jwks.json')
   t.same([...policy.roles.keys()], ['preview-cleaner', 'auditor', 'admin'])
   t.match(policy.roles.get('preview-cleaner'), [{ role: 'preview-cleaner', path: 'roles.preview-cleaner[0]', actions: ['delete'] }])
   t.same(Object.fromEntries(policy.rolesBySubject), {
-    'group:ci': ['preview-cleaner', 'auditor'],
+    'keygroup:ci': ['preview-cleaner', 'auditor'],
     'apikey:chat-bot': ['preview-cleaner'],
     'user:alice@example.com': ['admin', 'auditor']
   })
@@ -42,18 +43,20 @@ jwt:
   groupsClaim: roles
   leewaySeconds: 0
   algorithms: [ES256, EdDSA]
+  maxLifetimeSeconds: 3600
 bindings:
   - role: x
     subjects: [group:ci, group:ci]
   - role: x
-    subjects: [group:ci]
+    subjects: [group:ci, keygroup:ci]
 roles:
   x: [{ actions: [read], repositories: [a] }]
 `, 'inline')
   t.same(policy.apiKeys[0]?.digest, Buffer.from('ab'.repeat(32), 'hex'), 'hex is case-insensitive')
   t.same(policy.apiKeys[0]?.groups, [], 'a key may list no groups')
-  t.match(policy.jwt, { audience: ['a', 'b'], subjectClaim: 'email', groupsClaim: 'roles', leewaySeconds: 0, algorithms: ['ES256', 'EdDSA'] })
+  t.match(policy.jwt, { audience: ['a', 'b'], subjectClaim: 'email', groupsClaim: 'roles', leewaySeconds: 0, algorithms: ['ES256', 'EdDSA'], maxLifetimeSeconds: 3600 })
   t.same(policy.rolesBySubject.get('group:ci'), ['x'], 'a role is held once')
+  t.same(policy.rolesBySubject.get('keygroup:ci'), ['x'], 'key groups are bound apart from IdP groups')
   t.equal(loadPolicy('jwt:\n  issuer: i\n  audience: a\n  jwksUri: http://localhost/jwks', 'x').jwt?.jwksUri.host, 'localhost')
   t.equal(loadPolicy('jwt:\n  issuer: i\n  audience: a\n  jwksUri: "http://[::1]:9/jwks"', 'x').jwt?.jwksUri.hostname, '[::1]')
   t.same(loadPolicy('protectedTags: [{ tags: [latest] }]', 'x').rolesBySubject.size, 0, 'sections may be left out')
@@ -94,13 +97,15 @@ t.test('every problem names its path and the rule', async t => {
     // jwt
     ['jwt: https://sso/', /jwt: must be the jwt section \(a mapping\), not a string/],
     ['jwt: {}', /jwt\.issuer: is required[^]*jwt\.audience: is required[^]*jwt\.jwksUri: is required/],
-    [jwt('  colour: red'), /jwt\.colour: unknown key; the jwt section has issuer, audience, jwksUri, subjectClaim, groupsClaim, leewaySeconds, algorithms/],
+    [jwt('  colour: red'), /jwt\.colour: unknown key; the jwt section has issuer, audience, jwksUri, subjectClaim, groupsClaim, leewaySeconds, algorithms, maxLifetimeSeconds/],
     [jwt('  subjectClaim: ""'), /jwt\.subjectClaim: must not be empty/],
     [jwt('  groupsClaim: [a]'), /jwt\.groupsClaim: must be a string, not a list/],
     [jwt('  leewaySeconds: -1'), /jwt\.leewaySeconds: must be a whole number of seconds from 0 to 600/],
     [jwt('  leewaySeconds: 1.5'), /jwt\.leewaySeconds: must be a whole number/],
     [jwt('  leewaySeconds: 601'), /jwt\.leewaySeconds: must be a whole number/],
     [jwt('  leewaySeconds: "30"'), /jwt\.leewaySeconds: must be a whole number/],
+    [jwt('  maxLifetimeSeconds: 59'), /jwt\.maxLifetimeSeconds: must be a whole number of seconds from 60 to 31622400/],
+    [jwt('  maxLifetimeSeconds: 31622401'), /jwt\.maxLifetimeSeconds: must be a whole number/],
     [jwt('  algorithms: [RS256, HS256]'), /jwt\.algorithms\[1\]: "HS256" is not allowed; only asymmetric algorithms are \(RS256, /],
     [jwt('  algorithms: [none]'), /jwt\.algorithms\[0\]: "none" is not allowed/],
     [jwt('  algorithms: []'), /jwt\.algorithms: must not be empty/],
@@ -132,7 +137,7 @@ t.test('every problem names its path and the rule', async t => {
     ['bindings: [{ role: root, subjects: ["user:a"] }]', /bindings\[0\]\.role: unknown role "root"; roles defines none/],
     [rule('bindings: [{ role: [admin], subjects: ["user:a"] }]'), /bindings\[0\]\.role: must be a string, not a list/],
     [rule('bindings: [{ role: admin }]'), /bindings\[0\]\.subjects: is required/],
-    [rule('bindings: [{ role: admin, subjects: [alice] }]'), /bindings\[0\]\.subjects\[0\]: must be apikey:<name>, user:<subject claim value> or group:<group>/],
+    [rule('bindings: [{ role: admin, subjects: [alice] }]'), /bindings\[0\]\.subjects\[0\]: must be apikey:<name>, user:<subject claim value>, group:<identity provider group> or keygroup:<API key group>/],
     [rule('bindings: [{ role: admin, subjects: ["user:"] }]'), /bindings\[0\]\.subjects\[0\]: must be apikey:/],
     [rule('bindings: [{ role: admin, subjects: ["apikey:has space"] }]'), /bindings\[0\]\.subjects\[0\]: the API key name must be 1-64/],
     [rule('bindings: [{ role: admin, subjects: ["user:a"], when: always }]'), /bindings\[0\]\.when: unknown key; a binding has role, subjects/],

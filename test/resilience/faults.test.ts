@@ -91,6 +91,8 @@ t.test('registry not running: 503 UPSTREAM_UNAVAILABLE at once; restarted, it wo
 
   const restarted = await startRegistry({ dataDir, port })
   t.teardown(async () => { await restarted.stop() })
+  // Readiness answers from a check at most a second old.
+  await new Promise(resolve => setTimeout(resolve, 1100))
   t.equal((await gateway.rest('GET', '/readyz', { key: null })).status, 200, 'ready again')
   const done = await gateway.rest('DELETE', '/images/down/app/after')
   t.equal(done.status, 200)
