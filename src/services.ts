@@ -51,7 +51,8 @@ export function buildRegistries (config: Config, dispatcher?: Dispatcher, observ
       insecure: registry.tls.insecure
     },
     dispatcher,
-    observer
+    observer,
+    tagList: { maxPages: config.tagListMaxPages, maxBytes: config.tagListMaxBytes }
   }))
   return new RegistryDirectory(clients, config.defaultRegistry)
 }

@@ -46,6 +46,9 @@ export const ConfigSchema = Type.Object({
   defaultRegistry: Type.String({ minLength: 1, default: 'default' }),
   registries: Type.Record(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' }), RegistrySchema, { minProperties: 1 }),
   coTagConcurrency: Type.Integer({ minimum: 1, maximum: 256, default: 16 }),
+  /** A tag list longer than this is refused as incomplete (UPSTREAM_ERROR), never used in part. */
+  tagListMaxPages: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 10_000 }),
+  tagListMaxBytes: Type.Integer({ minimum: 1024, maximum: 1024 * 1024 * 1024, default: 32 * 1024 * 1024 }),
   policyFile: Type.Optional(Type.String({ minLength: 1 })),
   audit: Type.Object({
     path: Type.String({ minLength: 1, default: './data/audit.db', description: 'SQLite file of the audit trail' }),

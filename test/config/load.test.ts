@@ -30,6 +30,7 @@ t.test('the environment alone configures one registry with defaults', async t =>
     connections: 16
   })
   t.same(config.audit, { path: './data/audit.db', retentionDays: 90 })
+  t.same({ pages: config.tagListMaxPages, bytes: config.tagListMaxBytes }, { pages: 10000, bytes: 33554432 }, 'tag list limits')
   t.ok(Object.isFrozen(config.registries.default), 'config is frozen')
 })
 
