@@ -5,6 +5,7 @@ import type { Config } from './config/schema.js'
 import { AuditTrail, openSqliteAuditStore, type AuditStore } from './audit/index.js'
 import { createAuthenticator, type Authenticator } from './auth/index.js'
 import type { GatewayMetrics, RegistryObserver } from './metrics.js'
+import { ScansPerCaller } from './images/co-tags.js'
 import type { DeleteImageDeps } from './images/delete-image.js'
 import { startAuditHousekeeping, type AuditHousekeeping } from './images/housekeeping.js'
 import { whoAmI, type WhoAmI } from './identity/who-am-i.js'
@@ -76,6 +77,8 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
     },
     audit,
     coTagConcurrency: config.coTagConcurrency,
+    coTagScanLimit: config.coTagScanLimit,
+    coTagScans: new ScansPerCaller(config.limits.coTagScansPerCaller),
     onAuditLost: (error, record) => {
       log.error({ err: error, auditId: record.id }, 'the registry acted but the audit trail could not record it; the record is reconciled at the next start')
     }

@@ -44,7 +44,7 @@ export async function startGateway (registryUrl: string, options: { logLevel?: s
     policyFile,
     audit: { path: join(dir, 'audit.db') },
     // The default (600 per caller per minute) would answer most of the benchmark's requests with 429.
-    limits: { requestsPerWindow: 1_000_000 },
+    limits: { requestsPerWindow: 1_000_000, coTagScansPerCaller: 10_000 },
     coTagConcurrency: 16
   }))
   // Only the config file speaks: the environment's REGISTRY_URL, PORT, … would override it.

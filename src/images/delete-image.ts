@@ -6,7 +6,7 @@ import type { RegistryClient } from '../registry/client.js'
 import type { RegistryDirectory } from '../registry/directory.js'
 import { parseImageRef } from '../registry/reference.js'
 import { isIndex } from '../registry/media-types.js'
-import { findCoTags } from './co-tags.js'
+import { findCoTags, ManifestBudget, type CoTagScan, type ScansPerCaller } from './co-tags.js'
 import type { DeleteImageResult } from './shapes.js'
 
 export type Authorize = (identity: Identity, action: Action, resource: Resource) => Decision
@@ -23,6 +23,10 @@ export interface DeleteImageDeps {
   authorizer?: () => Authorize
   audit: AuditTrail
   coTagConcurrency: number
+  /** Manifests one request may fetch to check co-tags; beyond it the request is refused, nothing fetched. */
+  coTagScanLimit: number
+  /** Co-tag scans in flight per caller identity. */
+  coTagScans: ScansPerCaller
   /** Told when the registry acted but the audit trail could not record it (reconciled at the next start). */
   onAuditLost: (error: unknown, record: AuditRecord) => void
 }
@@ -35,6 +39,8 @@ export interface DeleteImageInput {
   registry?: string
   dryRun?: boolean
   force?: boolean
+  /** The request's abort signal: a caller that goes away stops the co-tag scan. */
+  signal?: AbortSignal
 }
 
 const OUTCOME_OF: Partial<Record<ErrorCode, AuditOutcome>> = {
@@ -114,12 +120,14 @@ export async function deleteImage (deps: DeleteImageDeps, input: DeleteImageInpu
   let decision = { allow: false, reason: 'not yet authorized' }
   let found: { digest: string, mediaType: string, removedTags: string[] } | undefined
   let pending: AuditRecord | undefined
+  let releaseScan: (() => void) | undefined
   try {
     const entryAction = dryRun ? 'read' : 'delete'
     const entry = authorize(input.identity, entryAction, resource)
     decision = { allow: entry.allow, reason: entry.reason }
     const refusedEntry = denial(input.identity, entryAction, resource, entry)
     if (refusedEntry !== undefined) throw refusedEntry
+    releaseScan = deps.coTagScans.acquire(input.identity.subject)
 
     // A real deletion reads the manifest bytes now, in the same request that resolves the digest, to save them.
     const manifest = dryRun ? undefined : await client.getManifest(name, tag)
@@ -127,8 +135,9 @@ export async function deleteImage (deps: DeleteImageDeps, input: DeleteImageInpu
     found = { digest, mediaType, removedTags: [] }
     // Listed as late as possible, right before the DELETE, so a tag added meanwhile is still seen.
     const indexes = new Map<string, string[]>()
-    const coTags = await findCoTags(client, name, digest, tag, deps.coTagConcurrency, isIndex(mediaType) ? undefined : indexes)
-    await refuseIfReferenced(client, name, digest, indexes)
+    const scan: CoTagScan = { concurrency: deps.coTagConcurrency, budget: new ManifestBudget(deps.coTagScanLimit), signal: input.signal }
+    const { coTags } = await findCoTags(client, name, digest, tag, isIndex(mediaType) ? scan : { ...scan, indexes })
+    await refuseIfReferenced(client, name, digest, indexes, scan)
     if (coTags.length > 0 && input.force !== true) {
       throw new GatewayError('SHARED_DIGEST',
         `${name}:${tag} points at ${digest}, which is also tagged ${coTags.join(', ')}; deleting it removes all of them. Delete with force=true to remove every one of these tags, or re-tag first.`,
@@ -170,6 +179,8 @@ export async function deleteImage (deps: DeleteImageDeps, input: DeleteImageInpu
       throw error
     }
     return await settleFailedDelete(deps, client, pending, error, elapsed)
+  } finally {
+    releaseScan?.()
   }
 }
 
@@ -186,10 +197,11 @@ function childDigests (bytes: Buffer, registry: string, what: string): unknown[]
  * A platform manifest that a tagged index or list still references must stay: deleting it would leave that
  * multi-platform image broken (distribution does not check). Not even force overrides this.
  */
-async function refuseIfReferenced (client: RegistryClient, name: string, digest: string, indexes: Map<string, string[]>): Promise<void> {
+async function refuseIfReferenced (client: RegistryClient, name: string, digest: string, indexes: Map<string, string[]>, scan: CoTagScan): Promise<void> {
   const referencing: Array<{ digest: string, tags: string[] }> = []
+  scan.budget.spend(indexes.size, `which multi-platform images of ${name} reference ${digest}`)
   for (const [indexDigest, tags] of indexes) {
-    const children = childDigests((await client.getManifest(name, indexDigest)).bytes, client.name, `${name}@${indexDigest}`)
+    const children = childDigests((await client.getManifest(name, indexDigest, 'pull,delete', scan.signal)).bytes, client.name, `${name}@${indexDigest}`)
     if (children.includes(digest)) referencing.push({ digest: indexDigest, tags: [...tags].sort() })
   }
   if (referencing.length === 0) return

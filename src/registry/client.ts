@@ -56,6 +56,8 @@ interface SendOptions {
   context: OperationContext
   headers?: Record<string, string>
   body?: Buffer
+  /** Aborts the request when the work it serves is over (its caller went away, or a sibling request failed). */
+  signal?: AbortSignal
 }
 
 export function sha256Digest (bytes: Buffer): string {
@@ -137,6 +139,7 @@ export class RegistryClient {
         path: options.path,
         headers: { ...options.headers, ...(authorization === undefined ? {} : { authorization }) },
         body: options.body,
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
         headersTimeout: this.options.requestTimeoutMs,
         bodyTimeout: this.options.requestTimeoutMs
       })
@@ -231,10 +234,10 @@ export class RegistryClient {
   }
 
   /** The manifest's exact bytes, verified against the digest the registry claims for them. */
-  async getManifest (repository: string, reference: string, scope: Scope = 'pull,delete'): Promise<Manifest> {
+  async getManifest (repository: string, reference: string, scope: Scope = 'pull,delete', signal?: AbortSignal): Promise<Manifest> {
     const context = { registry: this.name, operation: 'get manifest', name: repository, reference }
     const response = await this.send({
-      method: 'GET', path: this.repositoryPath(repository, `manifests/${reference}`), repository, scope, context, headers: { accept: MANIFEST_ACCEPT }
+      method: 'GET', path: this.repositoryPath(repository, `manifests/${reference}`), repository, scope, context, headers: { accept: MANIFEST_ACCEPT }, signal
     })
     if (response.statusCode !== 200) throw await this.failure(response, context)
     const bytes = await readLimited(response.body, MAX_MANIFEST_BYTES)
@@ -276,7 +279,7 @@ export class RegistryClient {
    * that cannot be followed) throws UPSTREAM_ERROR. There is deliberately no "first N tags" mode here: a
    * caller that wants one must add it under a name that says so.
    */
-  async listTags (repository: string): Promise<string[]> {
+  async listTags (repository: string, signal?: AbortSignal): Promise<string[]> {
     const context = { registry: this.name, operation: 'list tags', name: repository }
     const limits = this.options.tagList ?? TAG_LIST_LIMITS
     const listPath = this.repositoryPath(repository, 'tags/list')
@@ -292,7 +295,7 @@ export class RegistryClient {
       if (page > limits.maxPages) throw incomplete(`it still announced more after ${limits.maxPages} pages; raise tagListMaxPages in the gateway configuration if the repository really has that many`)
       if (visited.has(path)) throw incomplete(`its pages loop (page ${page} would be ${path} again)`)
       visited.add(path)
-      const response: Dispatcher.ResponseData = await this.send({ method: 'GET', path, repository, scope: 'pull,delete', context })
+      const response: Dispatcher.ResponseData = await this.send({ method: 'GET', path, repository, scope: 'pull,delete', context, signal })
       if (response.statusCode !== 200) {
         const error = await this.failure(response, context)
         // The first page speaks for the repository (404: it does not exist); a later one only breaks the list.

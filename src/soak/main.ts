@@ -77,7 +77,7 @@ async function startGateway (dir: string, registryUrl: string, keys: { cleaner: 
     registries: { default: { url: registryUrl } },
     policyFile,
     audit: { path: join(dir, 'audit.db') },
-    limits: { requestsPerWindow: 1_000_000 }
+    limits: { requestsPerWindow: 1_000_000, coTagScansPerCaller: 10_000 }
   }))
   const logPath = join(dir, 'gateway.log')
   const log = openSync(logPath, 'a')
