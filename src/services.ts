@@ -9,7 +9,7 @@ import { ScansPerCaller } from './images/co-tags.js'
 import type { DeleteImageDeps } from './images/delete-image.js'
 import { startAuditHousekeeping, type AuditHousekeeping } from './images/housekeeping.js'
 import { whoAmI, type WhoAmI } from './identity/who-am-i.js'
-import { decide, rolesOf, PolicyStore } from './policy/index.js'
+import { decide, literalProtectedTags, rolesOf, PolicyStore } from './policy/index.js'
 import { RegistryClient } from './registry/client.js'
 import { RegistryDirectory } from './registry/directory.js'
 
@@ -79,6 +79,7 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
     coTagConcurrency: config.coTagConcurrency,
     coTagScanLimit: config.coTagScanLimit,
     coTagScans: new ScansPerCaller(config.limits.coTagScansPerCaller),
+    literalProtectedTags: (registry, repository) => literalProtectedTags(policyStore.current(), registry, repository),
     onAuditLost: (error, record) => {
       log.error({ err: error, auditId: record.id }, 'the registry acted but the audit trail could not record it; the record is reconciled at the next start')
     }

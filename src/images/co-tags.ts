@@ -115,19 +115,41 @@ export async function tagsOnDigest (client: RegistryClient, repository: string, 
   return sharing.sort()
 }
 
+/** Runs a scan step; when the caller went away meanwhile, that is what the failure says. */
+async function scanning<T> (scan: CoTagScan, repository: string, tag: string, step: () => Promise<T>): Promise<T> {
+  try {
+    return await step()
+  } catch (error) {
+    if (scan.signal?.aborted === true) throw requestAborted(repository, tag)
+    throw error
+  }
+}
+
 /**
  * The other tags of `repository` that point at `digest`: deleting the digest removes them too, which is the
  * registry's most surprising behaviour and the reason this check exists. Also answers every tag the listing
  * had, so a later look can tell which tags are new.
  */
 export async function findCoTags (client: RegistryClient, repository: string, digest: string, tag: string, scan: CoTagScan): Promise<{ coTags: string[], listed: ReadonlySet<string> }> {
-  try {
+  return await scanning(scan, repository, tag, async () => {
     const listed = await client.listTags(repository, scan.signal)
     const others = listed.filter(candidate => candidate !== tag)
     scan.budget.spend(others.length, `the co-tags of ${repository}:${tag} (${others.length} other tags)`)
     return { coTags: await tagsOnDigest(client, repository, digest, others, scan), listed: new Set(listed) }
-  } catch (error) {
-    if (scan.signal?.aborted === true) throw requestAborted(repository, tag)
-    throw error
-  }
+  })
+}
+
+/**
+ * Co-tags that appeared since `findCoTags` looked, asked right before the DELETE: the tags a second listing has
+ * that the first did not, and every tag the policy protects by name (listed or not, since a tag can be moved
+ * onto the digest after it was checked). Tags already known to share the digest are not asked again.
+ */
+export async function lateCoTags (client: RegistryClient, repository: string, digest: string, tag: string, first: { coTags: readonly string[], listed: ReadonlySet<string> }, protectedTags: readonly string[], scan: CoTagScan): Promise<string[]> {
+  return await scanning(scan, repository, tag, async () => {
+    const listedNow = await client.listTags(repository, scan.signal)
+    const known = new Set([tag, ...first.coTags])
+    const candidates = [...new Set([...listedNow.filter(candidate => !first.listed.has(candidate)), ...protectedTags])].filter(candidate => !known.has(candidate))
+    scan.budget.spend(candidates.length, `the tags of ${repository} added while ${repository}:${tag} was checked (${candidates.length})`)
+    return await tagsOnDigest(client, repository, digest, candidates, scan)
+  })
 }

@@ -92,6 +92,7 @@ t.test('indexes are collected by digest; an index that is not JSON refuses the d
     coTagConcurrency: 2,
     coTagScanLimit: 100,
     coTagScans: new ScansPerCaller(2),
+    literalProtectedTags: () => [],
     onAuditLost: () => {}
   }
   await t.rejects(deleteImage(deps, { identity: { subject: 'apikey:t', groups: [], kind: 'apikey' }, context: { requestId: 'r', transport: 'rest' }, name: 'app', tag: 'child' }),
