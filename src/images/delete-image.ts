@@ -123,7 +123,7 @@ export async function deleteImage (deps: DeleteImageDeps, input: DeleteImageInpu
   let decision = { allow: false, reason: 'not yet authorized' }
   let found: { digest: string, mediaType: string, removedTags: string[] } | undefined
   let pending: AuditRecord | undefined
-  let releaseScan: (() => void) | undefined
+  let releaseScan = (): void => {}
   try {
     const entryAction = dryRun ? 'read' : 'delete'
     const entry = authorize(input.identity, entryAction, resource)
@@ -170,7 +170,7 @@ export async function deleteImage (deps: DeleteImageDeps, input: DeleteImageInpu
     // One DELETE of a digest at a time: the registry may accept two concurrent ones (both 202).
     const key = `${client.name}\u0000${name}\u0000${digest}`
     while (deletesInFlight.has(key)) await deletesInFlight.get(key)
-    let finished = (): void => {}
+    let finished!: () => void
     deletesInFlight.set(key, new Promise<void>(resolve => { finished = resolve }))
     try {
       // Looked at again as late as possible: a tag pushed onto this digest during the scan would go with it,
@@ -202,7 +202,7 @@ export async function deleteImage (deps: DeleteImageDeps, input: DeleteImageInpu
     }
     return await settleFailedDelete(deps, client, pending, error, elapsed)
   } finally {
-    releaseScan?.()
+    releaseScan()
   }
 }
 
