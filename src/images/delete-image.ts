@@ -101,6 +101,12 @@ export async function manifestGone (client: RegistryClient, name: string, digest
  * `allowed` and `reason`, whether the caller's real call would pass authorization.
  */
 export async function deleteImage (deps: DeleteImageDeps, input: DeleteImageInput): Promise<DeleteImageResult> {
+  const scanSlot = { release: (): void => {} }
+  // The caller's co-tag scan slot is given back however the attempt ends.
+  return await attemptDeletion(deps, input, scanSlot).finally(() => { scanSlot.release() })
+}
+
+async function attemptDeletion (deps: DeleteImageDeps, input: DeleteImageInput, scanSlot: { release: () => void }): Promise<DeleteImageResult> {
   const { name, tag } = parseImageRef(input.name, input.tag)
   const client = deps.registries.get(input.registry)
   const dryRun = input.dryRun === true
@@ -123,14 +129,13 @@ export async function deleteImage (deps: DeleteImageDeps, input: DeleteImageInpu
   let decision = { allow: false, reason: 'not yet authorized' }
   let found: { digest: string, mediaType: string, removedTags: string[] } | undefined
   let pending: AuditRecord | undefined
-  let releaseScan = (): void => {}
   try {
     const entryAction = dryRun ? 'read' : 'delete'
     const entry = authorize(input.identity, entryAction, resource)
     decision = { allow: entry.allow, reason: entry.reason }
     const refusedEntry = denial(input.identity, entryAction, resource, entry)
     if (refusedEntry !== undefined) throw refusedEntry
-    releaseScan = deps.coTagScans.acquire(input.identity.subject)
+    scanSlot.release = deps.coTagScans.acquire(input.identity.subject)
 
     // A real deletion reads the manifest bytes now, in the same request that resolves the digest, to save them.
     const manifest = dryRun ? undefined : await client.getManifest(name, tag)
@@ -201,8 +206,6 @@ export async function deleteImage (deps: DeleteImageDeps, input: DeleteImageInpu
       throw error
     }
     return await settleFailedDelete(deps, client, pending, error, elapsed)
-  } finally {
-    releaseScan()
   }
 }
 
