@@ -4,7 +4,7 @@
  * floor: a bare undici Pool HEADing the same tags with the same Accept list and as many in flight.
  */
 import { Pool } from 'undici'
-import { findCoTags } from '../src/images/co-tags.js'
+import { findCoTags, ManifestBudget } from '../src/images/co-tags.js'
 import { createMetrics } from '../src/metrics.js'
 import { RegistryClient } from '../src/registry/client.js'
 import type { Progress } from './progress.js'
@@ -55,7 +55,7 @@ export async function measureGuard (options: {
   const expected = others.length
   const guard = async (): Promise<number> => {
     const started = performance.now()
-    const found = await findCoTags(client, repository.name, first.digest, first.tag, CONCURRENCY)
+    const { coTags: found } = await findCoTags(client, repository.name, first.digest, first.tag, { concurrency: CONCURRENCY, budget: new ManifestBudget(Number.MAX_SAFE_INTEGER) })
     const ms = performance.now() - started
     if (found.length !== expected) throw new Error(`findCoTags found ${found.length} co-tags of ${repository.name}:${first.tag}, expected ${expected}`)
     return ms

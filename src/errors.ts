@@ -19,6 +19,8 @@ export const catalogue = {
   TAG_EXISTS: { status: 409, title: 'Tag points elsewhere now' },
   RESTORE_UNAVAILABLE: { status: 410, title: 'Deleted content is gone' },
   RATE_LIMITED: { status: 429, title: 'Rate limited' },
+  /** The caller went away mid-request (nginx's 499): only the audit trail and the logs ever see this code. */
+  REQUEST_ABORTED: { status: 499, title: 'Client closed the request' },
   INTERNAL_ERROR: { status: 500, title: 'Internal error' },
   DELETE_DISABLED: { status: 501, title: 'Deletion disabled on the registry' },
   UPSTREAM_AUTH_FAILED: { status: 502, title: 'Registry refused the gateway credentials' },

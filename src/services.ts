@@ -5,10 +5,11 @@ import type { Config } from './config/schema.js'
 import { AuditTrail, openSqliteAuditStore, type AuditStore } from './audit/index.js'
 import { createAuthenticator, type Authenticator } from './auth/index.js'
 import type { GatewayMetrics, RegistryObserver } from './metrics.js'
+import { ScansPerCaller } from './images/co-tags.js'
 import type { DeleteImageDeps } from './images/delete-image.js'
 import { startAuditHousekeeping, type AuditHousekeeping } from './images/housekeeping.js'
 import { whoAmI, type WhoAmI } from './identity/who-am-i.js'
-import { decide, rolesOf, PolicyStore } from './policy/index.js'
+import { decide, literalProtectedTags, rolesOf, PolicyStore } from './policy/index.js'
 import { RegistryClient } from './registry/client.js'
 import { RegistryDirectory } from './registry/directory.js'
 
@@ -52,7 +53,8 @@ export function buildRegistries (config: Config, dispatcher?: Dispatcher, observ
       insecure: registry.tls.insecure
     },
     dispatcher,
-    observer
+    observer,
+    tagList: { maxPages: config.tagListMaxPages, maxBytes: config.tagListMaxBytes }
   }))
   return new RegistryDirectory(clients, config.defaultRegistry)
 }
@@ -76,6 +78,9 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
     },
     audit,
     coTagConcurrency: config.coTagConcurrency,
+    coTagScanLimit: config.coTagScanLimit,
+    coTagScans: new ScansPerCaller(config.limits.coTagScansPerCaller),
+    literalProtectedTags: (registry, repository) => literalProtectedTags(policyStore.current(), registry, repository),
     onAuditLost: (error, record) => {
       log.error({ err: error, auditId: record.id }, 'the registry acted but the audit trail could not record it; the record is reconciled at the next start')
     }

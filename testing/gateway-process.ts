@@ -47,7 +47,7 @@ export async function startGatewayProcess (options: GatewayProcessOptions): Prom
       policyFile,
       audit: { path: join(dir, 'audit.db') },
       // The default (600 per caller per minute) would answer most of a load run's requests with 429.
-      limits: { requestsPerWindow: 1_000_000 },
+      limits: { requestsPerWindow: 1_000_000, coTagScansPerCaller: 10_000 },
       ...options.config
     }))
     const env: NodeJS.ProcessEnv = { ...process.env }

@@ -47,7 +47,9 @@ export const ConfigSchema = Type.Object({
     requestsPerWindow: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 600 }),
     windowMs: Type.Integer({ minimum: 1000, maximum: 3_600_000, default: 60_000 }),
     /** Requests that fail authentication per client address per window; beyond it 429 before credentials are checked. */
-    failedAuthPerWindow: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 30 })
+    failedAuthPerWindow: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 30 }),
+    /** Deletions and dry-runs checking co-tags at once per caller identity; more get 429 at once. */
+    coTagScansPerCaller: Type.Integer({ minimum: 1, maximum: 10_000, default: 2 })
   }, { additionalProperties: false, default: {} }),
   metrics: Type.Object({
     enabled: Type.Boolean({ default: true }),
@@ -60,6 +62,11 @@ export const ConfigSchema = Type.Object({
   defaultRegistry: Type.String({ minLength: 1, default: 'default' }),
   registries: Type.Record(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' }), RegistrySchema, { minProperties: 1 }),
   coTagConcurrency: Type.Integer({ minimum: 1, maximum: 256, default: 16 }),
+  /** A tag list longer than this is refused as incomplete (UPSTREAM_ERROR), never used in part. */
+  /** Manifests one deletion or dry-run may fetch to check co-tags; a bigger repository is refused (UPSTREAM_ERROR). */
+  coTagScanLimit: Type.Integer({ minimum: 1, maximum: 10_000_000, default: 50_000 }),
+  tagListMaxPages: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 10_000 }),
+  tagListMaxBytes: Type.Integer({ minimum: 1024, maximum: 1024 * 1024 * 1024, default: 32 * 1024 * 1024 }),
   policyFile: Type.Optional(Type.String({ minLength: 1 })),
   audit: Type.Object({
     path: Type.String({ minLength: 1, default: './data/audit.db', description: 'SQLite file of the audit trail' }),

@@ -100,7 +100,8 @@ export const graphqlApi = (options: GraphQLOptions): FastifyPluginAsync => async
         tag: args.tag,
         registry: args.registry ?? undefined,
         dryRun: args.dryRun ?? false,
-        force: args.force ?? false
+        force: args.force ?? false,
+        signal: ctx.reply.request.signal
       }),
       restoreDeletion: async (_root: unknown, args: { id: string, force?: boolean | null }, ctx: MercuriusContext) => await restoreDeletion(options.deleteImage, {
         identity: ctx.identity,

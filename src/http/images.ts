@@ -40,7 +40,8 @@ export const imageRoutes = (deps: DeleteImageDeps): FastifyPluginAsyncTypebox =>
       tag,
       registry: request.query.registry,
       dryRun: request.query.dryRun,
-      force: request.query.force
+      force: request.query.force,
+      signal: request.signal
     })
   })
 }

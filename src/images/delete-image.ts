@@ -6,7 +6,7 @@ import type { RegistryClient } from '../registry/client.js'
 import type { RegistryDirectory } from '../registry/directory.js'
 import { parseImageRef } from '../registry/reference.js'
 import { isIndex } from '../registry/media-types.js'
-import { findCoTags } from './co-tags.js'
+import { findCoTags, lateCoTags, ManifestBudget, type CoTagScan, type ScansPerCaller } from './co-tags.js'
 import type { DeleteImageResult } from './shapes.js'
 
 export type Authorize = (identity: Identity, action: Action, resource: Resource) => Decision
@@ -23,6 +23,12 @@ export interface DeleteImageDeps {
   authorizer?: () => Authorize
   audit: AuditTrail
   coTagConcurrency: number
+  /** Manifests one request may fetch to check co-tags; beyond it the request is refused, nothing fetched. */
+  coTagScanLimit: number
+  /** Co-tag scans in flight per caller identity. */
+  coTagScans: ScansPerCaller
+  /** Tags the policy in force protects by name in a repository: looked up again right before each DELETE. */
+  literalProtectedTags: (registry: string, repository: string) => string[]
   /** Told when the registry acted but the audit trail could not record it (reconciled at the next start). */
   onAuditLost: (error: unknown, record: AuditRecord) => void
 }
@@ -35,6 +41,8 @@ export interface DeleteImageInput {
   registry?: string
   dryRun?: boolean
   force?: boolean
+  /** The request's abort signal: a caller that goes away stops the co-tag scan. */
+  signal?: AbortSignal
 }
 
 const OUTCOME_OF: Partial<Record<ErrorCode, AuditOutcome>> = {
@@ -48,6 +56,7 @@ const OUTCOME_OF: Partial<Record<ErrorCode, AuditOutcome>> = {
   NOT_FOUND: 'not-found'
 }
 
+/** Settles (never rejects) when the deletion of that registry, repository and digest is over. */
 const deletesInFlight = new Map<string, Promise<void>>()
 
 /** Failures after which the DELETE may or may not have reached the registry. */
@@ -92,6 +101,12 @@ export async function manifestGone (client: RegistryClient, name: string, digest
  * `allowed` and `reason`, whether the caller's real call would pass authorization.
  */
 export async function deleteImage (deps: DeleteImageDeps, input: DeleteImageInput): Promise<DeleteImageResult> {
+  const scanSlot = { release: (): void => {} }
+  // The caller's co-tag scan slot is given back however the attempt ends.
+  return await attemptDeletion(deps, input, scanSlot).finally(() => { scanSlot.release() })
+}
+
+async function attemptDeletion (deps: DeleteImageDeps, input: DeleteImageInput, scanSlot: { release: () => void }): Promise<DeleteImageResult> {
   const { name, tag } = parseImageRef(input.name, input.tag)
   const client = deps.registries.get(input.registry)
   const dryRun = input.dryRun === true
@@ -120,6 +135,7 @@ export async function deleteImage (deps: DeleteImageDeps, input: DeleteImageInpu
     decision = { allow: entry.allow, reason: entry.reason }
     const refusedEntry = denial(input.identity, entryAction, resource, entry)
     if (refusedEntry !== undefined) throw refusedEntry
+    scanSlot.release = deps.coTagScans.acquire(input.identity.subject)
 
     // A real deletion reads the manifest bytes now, in the same request that resolves the digest, to save them.
     const manifest = dryRun ? undefined : await client.getManifest(name, tag)
@@ -127,18 +143,24 @@ export async function deleteImage (deps: DeleteImageDeps, input: DeleteImageInpu
     found = { digest, mediaType, removedTags: [] }
     // Listed as late as possible, right before the DELETE, so a tag added meanwhile is still seen.
     const indexes = new Map<string, string[]>()
-    const coTags = await findCoTags(client, name, digest, tag, deps.coTagConcurrency, isIndex(mediaType) ? undefined : indexes)
-    await refuseIfReferenced(client, name, digest, indexes)
-    if (coTags.length > 0 && input.force !== true) {
-      throw new GatewayError('SHARED_DIGEST',
-        `${name}:${tag} points at ${digest}, which is also tagged ${coTags.join(', ')}; deleting it removes all of them. Delete with force=true to remove every one of these tags, or re-tag first.`,
-        { extras: { digest, sharedWith: coTags } })
+    const scan: CoTagScan = { concurrency: deps.coTagConcurrency, budget: new ManifestBudget(deps.coTagScanLimit), signal: input.signal }
+    const first = await findCoTags(client, name, digest, tag, isIndex(mediaType) ? scan : { ...scan, indexes })
+    await refuseIfReferenced(client, name, digest, indexes, scan)
+    /** Throws SHARED_DIGEST without force; answers the first co-tag (or force) the caller may not delete. */
+    const judge = (coTags: string[], late: string[]): GatewayError | undefined => {
+      if (coTags.length > 0 && input.force !== true) {
+        const meanwhile = late.length === 0 ? '' : ` (${late.join(', ')} since the check began)`
+        throw new GatewayError('SHARED_DIGEST',
+          `${name}:${tag} points at ${digest}, which is also tagged ${coTags.join(', ')}${meanwhile}; deleting it removes all of them. Delete with force=true to remove every one of these tags, or re-tag first.`,
+          { extras: { digest, sharedWith: coTags } })
+      }
+      // Deleting pr-1 must never take latest with it: every tag that goes needs its own permission.
+      return (dryRun ? check('delete', resource) : undefined) ??
+        (coTags.length > 0 ? check('force', resource) : undefined) ??
+        coTags.map(coTag => check('delete', { ...resource, tag: coTag })).find(found => found !== undefined)
     }
-    found.removedTags = [tag, ...coTags]
-    // Deleting pr-1 must never take latest with it: every tag that goes needs its own permission.
-    const refusal = (dryRun ? check('delete', resource) : undefined) ??
-      (coTags.length > 0 ? check('force', resource) : undefined) ??
-      coTags.map(coTag => check('delete', { ...resource, tag: coTag })).find(found => found !== undefined)
+    const refusal = judge(first.coTags, [])
+    found.removedTags = [tag, ...first.coTags]
     if (refusal !== undefined) decision = { allow: false, reason: refusal.detail }
     if (refusal !== undefined && !dryRun) throw refusal
     const result = {
@@ -150,19 +172,33 @@ export async function deleteImage (deps: DeleteImageDeps, input: DeleteImageInpu
       const record = await deps.audit.record({ ...attempt, ...found, decision, outcome: 'dry-run', durationMs: elapsed() })
       return { auditId: record.id, ...result }
     }
-    pending = await deps.audit.record({ ...attempt, ...found, decision, outcome: 'pending', manifest: manifest.bytes })
     // One DELETE of a digest at a time: the registry may accept two concurrent ones (both 202).
     const key = `${client.name}\u0000${name}\u0000${digest}`
-    while (deletesInFlight.has(key)) await deletesInFlight.get(key)?.catch(() => {})
-    const deletion = client.deleteManifest(name, digest)
-    deletesInFlight.set(key, deletion)
+    while (deletesInFlight.has(key)) await deletesInFlight.get(key)
+    let finished!: () => void
+    deletesInFlight.set(key, new Promise<void>(resolve => { finished = resolve }))
     try {
-      await deletion
+      // Looked at again as late as possible: a tag pushed onto this digest during the scan would go with it,
+      // unseen and out of the audit record, so undo could not bring it back. (The registry has no conditional
+      // DELETE: a tag pushed between this look and the DELETE is still lost; the README says so.)
+      const late = await lateCoTags(client, name, digest, tag, first, deps.literalProtectedTags(client.name, name), scan)
+      if (late.length > 0) {
+        const coTags = [...first.coTags, ...late].sort()
+        const lateRefusal = judge(coTags, late)
+        if (lateRefusal !== undefined) {
+          decision = { allow: false, reason: lateRefusal.detail }
+          throw lateRefusal
+        }
+        found.removedTags = [tag, ...coTags]
+      }
+      pending = await deps.audit.record({ ...attempt, ...found, decision, outcome: 'pending', manifest: manifest.bytes })
+      await client.deleteManifest(name, digest)
     } finally {
       deletesInFlight.delete(key)
+      finished()
     }
     await settleQuietly(deps, pending, { outcome: 'deleted', upstreamStatus: 202, durationMs: elapsed() })
-    return { auditId: pending.id, ...result }
+    return { auditId: pending.id, ...result, removedTags: found.removedTags }
   } catch (error) {
     if (!isGatewayError(error) || error.code === 'AUDIT_UNAVAILABLE') throw error
     if (pending === undefined) {
@@ -186,10 +222,11 @@ function childDigests (bytes: Buffer, registry: string, what: string): unknown[]
  * A platform manifest that a tagged index or list still references must stay: deleting it would leave that
  * multi-platform image broken (distribution does not check). Not even force overrides this.
  */
-async function refuseIfReferenced (client: RegistryClient, name: string, digest: string, indexes: Map<string, string[]>): Promise<void> {
+async function refuseIfReferenced (client: RegistryClient, name: string, digest: string, indexes: Map<string, string[]>, scan: CoTagScan): Promise<void> {
   const referencing: Array<{ digest: string, tags: string[] }> = []
+  scan.budget.spend(indexes.size, `which multi-platform images of ${name} reference ${digest}`)
   for (const [indexDigest, tags] of indexes) {
-    const children = childDigests((await client.getManifest(name, indexDigest)).bytes, client.name, `${name}@${indexDigest}`)
+    const children = childDigests((await client.getManifest(name, indexDigest, 'pull,delete', scan.signal)).bytes, client.name, `${name}@${indexDigest}`)
     if (children.includes(digest)) referencing.push({ digest: indexDigest, tags: [...tags].sort() })
   }
   if (referencing.length === 0) return

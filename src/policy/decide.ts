@@ -42,6 +42,15 @@ function describeGroups (identity: Identity): string {
  * and tag, and no protected-tags entry covers a destructive action. A denial says which of those failed, without
  * showing the rest of the policy.
  */
+/**
+ * The tags `protectedTags` names literally (no wildcard) for this repository: few enough to look up one by one
+ * right before a DELETE, which is how a protected tag pushed onto the digest meanwhile is still caught.
+ */
+export function literalProtectedTags (policy: Policy | undefined, registry: string, repository: string): string[] {
+  const entries = policy?.protectedTags.filter(entry => covers(entry.registries, registry) && covers(entry.repositories, repository)) ?? []
+  return [...new Set(entries.flatMap(entry => entry.tags.map(glob => glob.pattern)).filter(pattern => !/[*?]/.test(pattern)))]
+}
+
 export function decide (policy: Policy | undefined, identity: Identity, action: Action, resource: Resource): Decision {
   const { registry, repository, tag } = resource
   const image = `${repository}:${tag}`

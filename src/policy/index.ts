@@ -1,4 +1,4 @@
-export { decide, rolesOf, subjectsOf } from './decide.js'
+export { decide, literalProtectedTags, rolesOf, subjectsOf } from './decide.js'
 export { compileGlob, GlobError, type Glob, type GlobKind } from './glob.js'
 export { ASYMMETRIC_ALGORITHMS, DEFAULT_LEEWAY_SECONDS, loadPolicy } from './load.js'
 export { PolicyError, type PolicyProblem } from './policy-error.js'

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import { Agent, Pool, type Dispatcher } from 'undici'
-import { GatewayError } from '../errors.js'
+import { GatewayError, isGatewayError } from '../errors.js'
 import { basicAuthorization, readLimited, TokenService, type Credentials } from './auth.js'
 import { parseChallenges, type Challenge } from './challenge.js'
 import { headerValue as header, mapRegistryResponse, mapTransportError, type OperationContext } from './errors.js'
@@ -23,6 +23,13 @@ export interface RegistryClientOptions {
   dispatcher?: Dispatcher
   /** Told of every request and token lookup (metrics). */
   observer?: RegistryObserver
+  /** How far a tag listing may go before it is refused as incomplete (defaults: 10,000 pages, 32 MiB). */
+  tagList?: TagListLimits
+}
+
+export interface TagListLimits {
+  maxPages: number
+  maxBytes: number
 }
 
 export interface ManifestDescriptor {
@@ -38,8 +45,7 @@ export interface Manifest extends ManifestDescriptor {
 /** Registry manifests are capped at 4 MiB by distribution; more is not a manifest. */
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 const MAX_ERROR_BODY_BYTES = 64 * 1024
-const MAX_TAG_LIST_BYTES = 32 * 1024 * 1024
-const MAX_TAG_PAGES = 10_000
+export const TAG_LIST_LIMITS: TagListLimits = { maxPages: 10_000, maxBytes: 32 * 1024 * 1024 }
 const DIGEST_HEADER = /^sha256:[a-f0-9]{64}$/
 
 /** Token scopes by what an operation does; an untag by swap pulls, pushes and deletes under one token. */
@@ -53,21 +59,20 @@ interface SendOptions {
   context: OperationContext
   headers?: Record<string, string>
   body?: Buffer
+  /** Aborts the request when the work it serves is over (its caller went away, or a sibling request failed). */
+  signal?: AbortSignal
 }
 
 export function sha256Digest (bytes: Buffer): string {
   return `sha256:${createHash('sha256').update(bytes).digest('hex')}`
 }
 
-/** `Link: </v2/x/tags/list?last=a&n=100>; rel="next"` → the next URL's path and query on the registry. */
-export function nextLink (link: string | undefined, base: string): string | undefined {
+/** `Link: </v2/x/tags/list?last=a&n=100>; rel="next"` → `/v2/x/tags/list?last=a&n=100`, as written. */
+export function nextLink (link: string | undefined): string | undefined {
   if (link === undefined) return undefined
   for (const part of link.split(/,(?=\s*<)/)) {
     const match = /^\s*<([^>]*)>(.*)$/.exec(part)
-    if (match !== null && /;\s*rel="?next"?/i.test(match[2] as string)) {
-      const url = new URL(match[1] as string, base)
-      return url.pathname + url.search
-    }
+    if (match !== null && /;\s*rel="?next"?/i.test(match[2] as string)) return match[1] as string
   }
   return undefined
 }
@@ -138,6 +143,7 @@ export class RegistryClient {
         path: options.path,
         headers: { ...options.headers, ...(authorization === undefined ? {} : { authorization }) },
         body: options.body,
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
         headersTimeout: this.options.requestTimeoutMs,
         bodyTimeout: this.options.requestTimeoutMs
       })
@@ -232,10 +238,10 @@ export class RegistryClient {
   }
 
   /** The manifest's exact bytes, verified against the digest the registry claims for them. */
-  async getManifest (repository: string, reference: string, scope: Scope = 'pull,delete'): Promise<Manifest> {
+  async getManifest (repository: string, reference: string, scope: Scope = 'pull,delete', signal?: AbortSignal): Promise<Manifest> {
     const context = { registry: this.name, operation: 'get manifest', name: repository, reference }
     const response = await this.send({
-      method: 'GET', path: this.repositoryPath(repository, `manifests/${reference}`), repository, scope, context, headers: { accept: MANIFEST_ACCEPT }
+      method: 'GET', path: this.repositoryPath(repository, `manifests/${reference}`), repository, scope, context, headers: { accept: MANIFEST_ACCEPT }, signal
     })
     if (response.statusCode !== 200) throw await this.failure(response, context)
     const bytes = await readLimited(response.body, MAX_MANIFEST_BYTES)
@@ -270,28 +276,48 @@ export class RegistryClient {
     return header(response.headers, 'docker-content-digest') ?? sha256Digest(bytes)
   }
 
-  /** Every tag of a repository, following `Link: rel="next"` where the registry paginates. */
-  async listTags (repository: string): Promise<string[]> {
+  /**
+   * Every tag of a repository, following `Link: rel="next"` where the registry paginates: the whole list or an
+   * error, never a part. The co-tag guard decides on this list, and a tag missing from it is a tag deleted
+   * unseen; so a listing that cannot be completed (page or size limit, a loop, a failed page, a next-page link
+   * that cannot be followed) throws UPSTREAM_ERROR. There is deliberately no "first N tags" mode here: a
+   * caller that wants one must add it under a name that says so.
+   */
+  async listTags (repository: string, signal?: AbortSignal): Promise<string[]> {
     const context = { registry: this.name, operation: 'list tags', name: repository }
+    const limits = this.options.tagList ?? TAG_LIST_LIMITS
+    const listPath = this.repositoryPath(repository, 'tags/list')
+    const incomplete = (why: string, upstreamStatus = 200): GatewayError => new GatewayError('UPSTREAM_ERROR',
+      `registry "${this.name}" did not give the whole tag list of ${repository}: ${why}. The gateway never decides on part of a tag list, so nothing was deleted.`,
+      { extras: { upstreamStatus } })
     const tags: string[] = []
-    let path: string | undefined = this.repositoryPath(repository, 'tags/list')
-    let read = 0
+    const seen = new Set<string>()
     const visited = new Set<string>()
-    for (let page = 0; path !== undefined && page < MAX_TAG_PAGES; page++) {
-      if (visited.has(path)) throw new GatewayError('UPSTREAM_ERROR', `registry "${this.name}" sent a tag list of ${repository} whose pages loop.`, { extras: { upstreamStatus: 200 } })
+    let path: string | undefined = listPath
+    let read = 0
+    for (let page = 1; path !== undefined; page++) {
+      if (page > limits.maxPages) throw incomplete(`it still announced more after ${limits.maxPages} pages; raise tagListMaxPages in the gateway configuration if the repository really has that many`)
+      if (visited.has(path)) throw incomplete(`its pages loop (page ${page} would be ${path} again)`)
       visited.add(path)
-      const response: Dispatcher.ResponseData = await this.send({ method: 'GET', path, repository, scope: 'pull,delete', context })
-      if (response.statusCode !== 200) throw await this.failure(response, context)
-      const body = await readLimited(response.body, MAX_TAG_LIST_BYTES - read)
-      read += body.length
-      let parsed: { tags?: unknown }
-      try {
-        parsed = JSON.parse(body.toString('utf8'))
-      } catch {
-        throw new GatewayError('UPSTREAM_ERROR', `registry "${this.name}" answered the tag list of ${repository} with something that is not JSON.`, { extras: { upstreamStatus: 200 } })
+      const response: Dispatcher.ResponseData = await this.send({ method: 'GET', path, repository, scope: 'pull,delete', context, signal })
+      if (response.statusCode !== 200) {
+        const error = await this.failure(response, context)
+        // The first page speaks for the repository (404: it does not exist); a later one only breaks the list.
+        if (page === 1) throw error
+        throw incomplete(`page ${page} failed (${error.detail})`, response.statusCode)
       }
-      if (Array.isArray(parsed.tags)) for (const tag of parsed.tags) if (typeof tag === 'string') tags.push(tag)
-      path = nextLink(header(response.headers, 'link'), this.origin + path)
+      const body = await readLimited(response.body, limits.maxBytes - read).catch((error: unknown) => {
+        throw isGatewayError(error)
+          ? incomplete(`it is larger than ${limits.maxBytes} bytes; raise tagListMaxBytes in the gateway configuration if the repository really has that many tags`)
+          : mapTransportError(error, context, this.options.requestTimeoutMs)
+      })
+      read += body.length
+      for (const tag of this.pageTags(body, repository, page)) {
+        if (seen.has(tag)) throw incomplete(`tag ${JSON.stringify(tag.slice(0, 128))} came twice (page ${page} repeats an earlier one: the listing restarted or loops)`)
+        seen.add(tag)
+        tags.push(tag)
+      }
+      path = this.nextPage(header(response.headers, 'link'), path, listPath, incomplete)
     }
     return tags
   }
@@ -336,6 +362,37 @@ export class RegistryClient {
     const response = await this.send({ method: 'DELETE', path: this.repositoryPath(repository, `manifests/${tag}`), repository, scope: 'pull,delete', context })
     if (response.statusCode !== 202) throw await this.failure(response, context)
     await response.body.dump()
+  }
+
+  /** A page's tags; anything that is not `{"tags": [strings] | null}` is not a page of a tag list. */
+  private pageTags (body: Buffer, repository: string, page: number): string[] {
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(body.toString('utf8'))
+    } catch {
+      throw new GatewayError('UPSTREAM_ERROR', `registry "${this.name}" answered the tag list of ${repository} with something that is not JSON.`, { extras: { upstreamStatus: 200 } })
+    }
+    const tags = typeof parsed === 'object' && parsed !== null ? (parsed as { tags?: unknown }).tags : undefined
+    if (tags === null) return []
+    if (!Array.isArray(tags) || !tags.every(tag => typeof tag === 'string')) {
+      throw new GatewayError('UPSTREAM_ERROR', `registry "${this.name}" answered page ${page} of the tag list of ${repository} with JSON that is not a list of tag names; refusing to decide on it.`, { extras: { upstreamStatus: 200 } })
+    }
+    return tags
+  }
+
+  /** The next page's path, only ever the same repository's tag list on the same registry. */
+  private nextPage (link: string | undefined, current: string, listPath: string, incomplete: (why: string) => GatewayError): string | undefined {
+    const target = nextLink(link)
+    if (target === undefined) {
+      // A Link that announces a next page we cannot read is a list that goes on, not one that ended.
+      if (link !== undefined && /rel="?next\b/i.test(link)) throw incomplete(`its Link header announces a next page the gateway cannot read (${JSON.stringify(link.slice(0, 200))})`)
+      return undefined
+    }
+    const url = URL.canParse(target, this.origin + current) ? new URL(target, this.origin + current) : undefined
+    if (url?.origin !== this.origin || url.pathname !== listPath) {
+      throw incomplete(`its next page ${JSON.stringify(target.slice(0, 200))} is not this repository's tag list on this registry`)
+    }
+    return url.pathname + url.search
   }
 
   async close (): Promise<void> {

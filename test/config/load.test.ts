@@ -17,7 +17,7 @@ t.test('the environment alone configures one registry with defaults', async t =>
   t.equal(config.port, 8080)
   t.equal(config.logLevel, 'info')
   t.same(config.graphql, { graphiql: false, introspection: true, maxDepth: 8, maxFields: 200, maxMutationsPerDocument: 1 })
-  t.same(config.limits, { bodyBytes: 65536, requestsPerWindow: 600, windowMs: 60000, failedAuthPerWindow: 30 })
+  t.same(config.limits, { bodyBytes: 65536, requestsPerWindow: 600, windowMs: 60000, failedAuthPerWindow: 30, coTagScansPerCaller: 2 })
   t.same(config.metrics, { enabled: true, public: false })
   t.equal(config.shutdownTimeoutMs, 10000)
   t.same(config.registries.default, {
@@ -33,6 +33,7 @@ t.test('the environment alone configures one registry with defaults', async t =>
     defaultMode: 'auto'
   })
   t.same(config.audit, { path: './data/audit.db', retentionDays: 90 })
+  t.same({ pages: config.tagListMaxPages, bytes: config.tagListMaxBytes, scan: config.coTagScanLimit }, { pages: 10000, bytes: 33554432, scan: 50000 }, 'co-tag check limits')
   t.ok(Object.isFrozen(config.registries.default), 'config is frozen')
 })
 

@@ -1,13 +1,15 @@
 import { createHash } from 'node:crypto'
 import t from 'tap'
 import { MockAgent } from 'undici'
-import { findCoTags, forEachLimited } from '../../src/images/co-tags.js'
+import { findCoTags, forEachLimited, ManifestBudget, ScansPerCaller } from '../../src/images/co-tags.js'
 import { RegistryClient } from '../../src/registry/client.js'
 
 // A tag that disappears or fails between the listing and its HEAD: timing a real registry cannot be made to show.
 const ORIGIN = 'http://127.0.0.1:5998'
 const SAME = '{"schemaVersion":2}'
 const D = `sha256:${createHash('sha256').update(SAME).digest('hex')}`
+
+const scan = (): { concurrency: number, budget: ManifestBudget } => ({ concurrency: 2, budget: new ManifestBudget(100) })
 
 function client (t: Tap.Test): { mock: MockAgent, registry: RegistryClient } {
   const mock = new MockAgent()
@@ -24,7 +26,7 @@ t.test('a tag deleted since the listing is skipped; the others are compared by d
   pool.intercept({ path: '/v2/app/manifests/gone', method: 'GET' }).reply(404, '')
   pool.intercept({ path: '/v2/app/manifests/same', method: 'GET' }).reply(200, SAME)
   pool.intercept({ path: '/v2/app/manifests/other', method: 'GET' }).reply(200, '{"other":true}')
-  t.same(await findCoTags(registry, 'app', D, 'mine', 2), ['same'])
+  t.same((await findCoTags(registry, 'app', D, 'mine', scan())).coTags, ['same'])
 })
 
 t.test('any other failure while checking co-tags stops the deletion', async t => {
@@ -32,7 +34,7 @@ t.test('any other failure while checking co-tags stops the deletion', async t =>
   const pool = mock.get(ORIGIN)
   pool.intercept({ path: '/v2/app/tags/list', method: 'GET' }).reply(200, { tags: ['mine', 'broken'] })
   pool.intercept({ path: '/v2/app/manifests/broken', method: 'GET' }).reply(500, '')
-  await t.rejects(findCoTags(registry, 'app', D, 'mine', 2), { code: 'UPSTREAM_ERROR' })
+  await t.rejects(findCoTags(registry, 'app', D, 'mine', scan()), { code: 'UPSTREAM_ERROR' })
 })
 
 t.test('bounded concurrency never exceeds its limit and visits everything once', async t => {
@@ -49,6 +51,22 @@ t.test('bounded concurrency never exceeds its limit and visits everything once',
   t.equal(peak, 4)
   t.same(seen.sort((a, b) => a - b), Array.from({ length: 50 }, (_, index) => index))
   await forEachLimited([], 4, async () => { t.fail('nothing to do') })
+})
+
+t.test('a signal already aborted starts nothing; one aborted later stops the rest', async t => {
+  const gone = new AbortController()
+  gone.abort(new Error('gone'))
+  let started = 0
+  await t.rejects(forEachLimited([1, 2, 3], 2, async () => { started++ }, gone.signal), { message: 'gone' })
+  t.equal(started, 0)
+  const leaving = new AbortController()
+  await t.rejects(forEachLimited(Array.from({ length: 100 }, (_, index) => index), 2, async (item, signal) => {
+    started++
+    if (item === 3) leaving.abort(new Error('left'))
+    await new Promise(resolve => setImmediate(resolve))
+    if (item === 3) t.ok(signal.aborted, 'the work in flight is told through its signal')
+  }, leaving.signal), { message: 'left' })
+  t.ok(started <= 5, `nothing started after the abort (${started})`)
 })
 
 t.test('indexes are collected by digest; an index that is not JSON refuses the deletion', async t => {
@@ -72,6 +90,9 @@ t.test('indexes are collected by digest; an index that is not JSON refuses the d
     authorize: () => ({ allow: true as const, reason: 'test', roles: [] }),
     audit: new AuditTrail(store, { info () {} }),
     coTagConcurrency: 2,
+    coTagScanLimit: 100,
+    coTagScans: new ScansPerCaller(2),
+    literalProtectedTags: () => [],
     onAuditLost: () => {}
   }
   await t.rejects(deleteImage(deps, { identity: { subject: 'apikey:t', groups: [], kind: 'apikey' }, context: { requestId: 'r', transport: 'rest' }, name: 'app', tag: 'child' }),

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import t from 'tap'
-import { decide, rolesOf, subjectsOf } from '../../src/policy/decide.js'
+import { decide, literalProtectedTags, rolesOf, subjectsOf } from '../../src/policy/decide.js'
 import { loadPolicy } from '../../src/policy/load.js'
 import type { Action, Decision, Identity } from '../../src/policy/types.js'
 
@@ -142,4 +142,13 @@ t.test('without a policy everything is denied', async t => {
     reason: 'user:alice@example.com may not read app:v1 in registry default: no policy is loaded, so every request is denied',
     roles: []
   })
+})
+
+t.test('tags protected by name, for the re-check right before a DELETE', async t => {
+  t.same(literalProtectedTags(policy, 'default', 'team-a/app'), ['latest'], 'globs (v*.*.*) are left out')
+  t.same(literalProtectedTags(policy, 'mirror', 'team-a/app'), ['latest'], 'each tag once; a registry-wide * names nothing')
+  const twice = loadPolicy('protectedTags:\n  - { repositories: ["team-a/**"], tags: [latest, stable] }\n  - { tags: [latest] }\n', 'twice.yaml')
+  t.same(literalProtectedTags(twice, 'default', 'team-a/app'), ['latest', 'stable'])
+  t.same(literalProtectedTags(twice, 'default', 'team-b/app'), ['latest'], 'only entries covering the repository')
+  t.same(literalProtectedTags(undefined, 'default', 'team-a/app'), [], 'no policy, nothing to look up')
 })

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import t from 'tap'
 import { MockAgent } from 'undici'
-import { nextLink, RegistryClient } from '../../src/registry/client.js'
+import { nextLink, RegistryClient, type TagListLimits } from '../../src/registry/client.js'
 import { parseRetryAfter } from '../../src/registry/errors.js'
 import { DOCKER_MANIFEST, MANIFEST_ACCEPT } from '../../src/registry/media-types.js'
 import type { RegistryObserver, RegistryRequestEvent } from '../../src/metrics.js'
@@ -13,12 +13,12 @@ const ORIGIN = 'http://127.0.0.1:5999'
 const manifest = Buffer.from('{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}')
 const digest = `sha256:${createHash('sha256').update(manifest).digest('hex')}`
 
-function setup (t: Tap.Test, options: { credentials?: { username: string, password: string }, trusted?: string[], observer?: RegistryObserver } = {}): { mock: MockAgent, pool: ReturnType<MockAgent['get']>, client: RegistryClient } {
+function setup (t: Tap.Test, options: { credentials?: { username: string, password: string }, trusted?: string[], observer?: RegistryObserver, tagList?: TagListLimits } = {}): { mock: MockAgent, pool: ReturnType<MockAgent['get']>, client: RegistryClient } {
   const mock = new MockAgent()
   mock.disableNetConnect()
   const client = new RegistryClient({
     name: 'mocked', url: ORIGIN, credentials: options.credentials, connectTimeoutMs: 100, requestTimeoutMs: 1000, connections: 2,
-    trustedRealmOrigins: options.trusted ?? [], dispatcher: mock, ...(options.observer === undefined ? {} : { observer: options.observer })
+    trustedRealmOrigins: options.trusted ?? [], dispatcher: mock, ...(options.observer === undefined ? {} : { observer: options.observer }), ...(options.tagList === undefined ? {} : { tagList: options.tagList })
   })
   t.teardown(async () => { await client.close(); await mock.close() })
   return { mock, pool: mock.get(ORIGIN), client }
@@ -60,18 +60,87 @@ t.test('a huge manifest is cut off, not buffered', async t => {
 t.test('tag lists follow Link rel=next across pages', async t => {
   const { pool, client } = setup(t)
   pool.intercept({ path: '/v2/app/tags/list', method: 'GET' }).reply(200, { name: 'app', tags: ['a', 'b'] }, { headers: { link: '</v2/app/tags/list?last=b&n=2>; rel="next"' } })
-  pool.intercept({ path: '/v2/app/tags/list?last=b&n=2', method: 'GET' }).reply(200, { name: 'app', tags: ['c', 7] })
-  t.same(await client.listTags('app'), ['a', 'b', 'c'])
+  pool.intercept({ path: '/v2/app/tags/list?last=b&n=2', method: 'GET' }).reply(200, { name: 'app', tags: ['c'] }, { headers: { link: `<${ORIGIN}/v2/app/tags/list?last=c&n=2>; rel=next` } })
+  pool.intercept({ path: '/v2/app/tags/list?last=c&n=2', method: 'GET' }).reply(200, { name: 'app', tags: ['d'] }, { headers: { link: '<https://other.example/x>; rel="prev"' } })
+  t.same(await client.listTags('app'), ['a', 'b', 'c', 'd'], 'relative and absolute next links on the same origin; a prev link ends nothing early')
   pool.intercept({ path: '/v2/empty/tags/list', method: 'GET' }).reply(200, { name: 'empty', tags: null })
   t.same(await client.listTags('empty'), [])
   pool.intercept({ path: '/v2/junk/tags/list', method: 'GET' }).reply(200, '<html>')
   t.match((await rejection(client.listTags('junk'))).detail, /not JSON/)
 })
 
+t.test('a tag list that cannot be completed is refused, never returned in part (issue 10, finding 4)', async t => {
+  const reply = (path: string, status: number, body: unknown, link?: string): void => {
+    const { pool } = shared
+    pool.intercept({ path, method: 'GET' }).reply(status, body as object, link === undefined ? {} : { headers: { link } })
+  }
+  const shared = setup(t, { tagList: { maxPages: 3, maxBytes: 1024 } })
+  const { client } = shared
+  const refused = async (repository: string, why: RegExp, message: string): Promise<void> => {
+    const error = await rejection(client.listTags(repository))
+    t.equal(error.code, 'UPSTREAM_ERROR', message)
+    t.match(error.detail, /did not give the whole tag list/, message)
+    t.match(error.detail, why, message)
+  }
+  const next = (repository: string, last: string): string => `</v2/${repository}/tags/list?last=${last}>; rel="next"`
+  for (let page = 0; page < 3; page++) reply(`/v2/long/tags/list${page === 0 ? '' : `?last=${page}`}`, 200, { tags: [`t${page}`] }, next('long', String(page + 1)))
+  await refused('long', /after 3 pages; raise tagListMaxPages/, 'more pages than the cap')
+
+  reply('/v2/big/tags/list', 200, { tags: ['a'.repeat(600)] }, next('big', 'a'))
+  reply('/v2/big/tags/list?last=a', 200, { tags: ['b'.repeat(600)] })
+  await refused('big', /larger than 1024 bytes; raise tagListMaxBytes/, 'more bytes than the cap, counted over all pages')
+
+  reply('/v2/loop/tags/list', 200, { tags: ['a'] }, next('loop', 'a'))
+  reply('/v2/loop/tags/list?last=a', 200, { tags: ['b'] }, '</v2/loop/tags/list>; rel="next"')
+  await refused('loop', /pages loop/, 'a Link back to a page already read')
+
+  reply('/v2/restart/tags/list', 200, { tags: ['a', 'b'] }, next('restart', 'b'))
+  reply('/v2/restart/tags/list?last=b', 200, { tags: ['a'] })
+  await refused('restart', /"a" came twice/, 'a page that repeats tags of an earlier one')
+
+  for (const status of [404, 500, 429]) {
+    reply(`/v2/broken${status}/tags/list`, 200, { tags: ['a'] }, next(`broken${status}`, 'a'))
+    reply(`/v2/broken${status}/tags/list?last=a`, status, { errors: [{ code: 'NAME_UNKNOWN' }] })
+    const error = await rejection(client.listTags(`broken${status}`))
+    t.match(error, { code: 'UPSTREAM_ERROR', extras: { upstreamStatus: status } }, `a later page answering ${status}`)
+    t.match(error.detail, /page 2 failed/)
+  }
+  reply('/v2/gone/tags/list', 404, { errors: [{ code: 'NAME_UNKNOWN' }] })
+  t.equal((await rejection(client.listTags('gone'))).code, 'NOT_FOUND', 'the first page still speaks for the repository')
+
+  reply('/v2/elsewhere/tags/list', 200, { tags: ['a'] }, '</v2/other/tags/list?last=a>; rel="next"')
+  await refused('elsewhere', /is not this repository's tag list/, 'a next page in another repository')
+  reply('/v2/away/tags/list', 200, { tags: ['a'] }, '<https://evil.example/v2/away/tags/list?last=a>; rel="next"')
+  await refused('away', /is not this repository's tag list/, 'a next page on another origin')
+  reply('/v2/broken-url/tags/list', 200, { tags: ['a'] }, '<http://[::1/v2/broken-url/tags/list>; rel="next"')
+  await refused('broken-url', /is not this repository's tag list/, 'a next page URL that does not parse')
+  reply('/v2/unreadable/tags/list', 200, { tags: ['a'] }, '/v2/unreadable/tags/list?last=a; rel="next"')
+  await refused('unreadable', /announces a next page the gateway cannot read/, 'a Link without <…> still announces more')
+
+  for (const [what, body] of [['JSON null', 'null'], ['tags missing', '{}'], ['tags not a list', '{"tags":"a"}'], ['a tag that is not a string', '{"tags":["a",7]}']]) {
+    reply('/v2/odd/tags/list', 200, body)
+    t.match((await rejection(client.listTags('odd'))).detail, /not a list of tag names/, what as string)
+  }
+})
+
+t.test('a tag list whose body breaks off mid-page is a typed transport error', async t => {
+  const { createServer } = await import('node:http')
+  const server = createServer((_request, response) => {
+    response.writeHead(200, { 'content-type': 'application/json', 'content-length': '1000' })
+    response.write('{"tags":["a"')
+    setTimeout(() => response.socket?.destroy(), 20)
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { server.close() })
+  const client = new RegistryClient({ name: 'cut', url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, connectTimeoutMs: 1000, requestTimeoutMs: 1000, connections: 1, trustedRealmOrigins: [] })
+  t.teardown(async () => { await client.close() })
+  t.equal((await rejection(client.listTags('app'))).code, 'UPSTREAM_ERROR')
+})
+
 t.test('Link parsing', async t => {
-  t.equal(nextLink(undefined, ORIGIN), undefined)
-  t.equal(nextLink('<https://other/x?a=1>; rel="prev", </v2/a/tags/list?last=z>; rel=next', `${ORIGIN}/v2/a/tags/list`), '/v2/a/tags/list?last=z')
-  t.equal(nextLink('garbage', ORIGIN), undefined)
+  t.equal(nextLink(undefined), undefined)
+  t.equal(nextLink('<https://other/x?a=1>; rel="prev", </v2/a/tags/list?last=z>; rel=next'), '/v2/a/tags/list?last=z')
+  t.equal(nextLink('garbage'), undefined)
 })
 
 t.test('429 carries Retry-After; 5xx and garbage bodies are UPSTREAM_ERROR', async t => {

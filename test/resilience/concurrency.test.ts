@@ -18,7 +18,7 @@ import { countingDispatcher, DELETE_MUTATION, sha256Hex, startGateway, type Gate
 const registry = await startRegistry()
 t.teardown(async () => { await registry.stop() })
 const target = { url: registry.url }
-const NO_RATE_LIMIT = { limits: { requestsPerWindow: 1_000_000 } }
+const NO_RATE_LIMIT = { limits: { requestsPerWindow: 1_000_000, coTagScansPerCaller: 10_000 } }
 
 const sha256 = (bytes: Buffer): string => `sha256:${createHash('sha256').update(bytes).digest('hex')}`
 

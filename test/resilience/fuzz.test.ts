@@ -21,7 +21,7 @@ const counted = countingDispatcher(t)
 const gateway = await startGateway(t, {
   registries: { default: { url: registry.url }, mirror: { url: registry.url } },
   dispatcher: counted.dispatcher,
-  config: { limits: { requestsPerWindow: 1_000_000 } }
+  config: { limits: { requestsPerWindow: 1_000_000, coTagScansPerCaller: 10_000 } }
 })
 const harness: FuzzHarness = {
   inject: async options => await gateway.app.inject(options),
