@@ -1,7 +1,9 @@
 /**
- * `npm run bench`: starts its own registry (docker-registry on a free loopback port), seeds it, runs the four
- * scenarios of the performance issue against the gateway as a separate process over real HTTP, prints a table
+ * `npm run bench`: starts its own registry (docker-registry on a free loopback port), seeds it, runs the
+ * scenarios of the performance issues against the gateway as a separate process over real HTTP, prints a table
  * and writes bench-results/latest.json. `--quick` runs smaller repositories and fewer rounds (a smoke test).
+ * `--only=untag` (or a comma-separated list of latency, guard, rejections, rss, untag) runs only those scenarios
+ * and writes bench-results/only-<names>.json.
  */
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
@@ -17,14 +19,22 @@ import { measureRejections } from './rejections.js'
 import { measurePeakRss } from './rss.js'
 import { seedRepository, type SeededRepository } from './seed-tags.js'
 import { round } from './stats.js'
+import { measureUntag, tagsNeeded, untagRows, type UntagResult } from './untag.js'
 
 const quick = process.argv.includes('--quick')
+const SCENARIOS = ['latency', 'guard', 'rejections', 'rss', 'untag'] as const
+type Scenario = typeof SCENARIOS[number]
+const only = process.argv.find(arg => arg.startsWith('--only='))?.slice('--only='.length).split(',')
+const unknownScenario = only?.find(name => !(SCENARIOS as readonly string[]).includes(name))
+if (unknownScenario !== undefined) throw new Error(`--only: unknown scenario ${unknownScenario} (have: ${SCENARIOS.join(', ')})`)
+const runs = (scenario: Scenario): boolean => only === undefined || only.includes(scenario)
 const settings = {
   quick,
   latency: { tags: 50, rounds: quick ? 15 : 60, warmupRounds: 5 },
   guard: quick ? [{ tags: 500, repetitions: 3 }, { tags: 1000, repetitions: 3 }] : [{ tags: 2000, repetitions: 7 }, { tags: 10_000, repetitions: 3 }],
   rejections: { concurrency: 50, sliceMs: quick ? 1000 : 2000, rounds: 3, warmupMs: 1000 },
-  rss: { clients: 100, maxRequests: quick ? 600 : 2000, maxDurationMs: 120_000 }
+  rss: { clients: 100, maxRequests: quick ? 600 : 2000, maxDurationMs: 120_000 },
+  untag: { sizes: quick ? [300, 1000] : [300, 10_000], rounds: quick ? 10 : 30, warmupRounds: 3 }
 }
 
 interface Row { scenario: string, value: string, target: string, ok: boolean | undefined }
@@ -76,14 +86,30 @@ async function main (): Promise<void> {
     progress.begin(`seeding ${name} (${count} tags${shared ? ', one digest' : ', one digest each'})`)
     return await seedRepository(registry.url, pool, name, count, shared, done => { progress.update(`${done}/${count}`) })
   }
-  const latencyRepos = {
-    gateway: await seed('bench/latency-gateway', settings.latency.tags, false),
-    directSafe: await seed('bench/latency-direct-safe', settings.latency.tags, false),
-    directBare: await seed('bench/latency-direct-bare', settings.latency.tags, false)
-  }
+  const needsGateway = runs('latency') || runs('rejections') || runs('rss')
+  const latencyRepos = needsGateway
+    ? {
+        gateway: await seed('bench/latency-gateway', settings.latency.tags, false),
+        directSafe: await seed('bench/latency-direct-safe', settings.latency.tags, false),
+        directBare: await seed('bench/latency-direct-bare', settings.latency.tags, false)
+      }
+    : undefined
   const guardRepos: SeededRepository[] = []
-  for (const { tags } of settings.guard) guardRepos.push(await seed(`bench/guard-${tags}`, tags, true))
-  const seeding = Object.fromEntries([...Object.values(latencyRepos), ...guardRepos].map(repo => [repo.name, { tags: repo.tags.length, seconds: round(repo.ms / 1000, 2), tagsPerSecond: round(repo.tags.length / (repo.ms / 1000), 0) }]))
+  if (runs('guard')) for (const { tags } of settings.guard) guardRepos.push(await seed(`bench/guard-${tags}`, tags, true))
+  // One tag per manifest, so that the unsafe floor and skopeo, deleting by digest, also remove a single tag.
+  const untagRepos: SeededRepository[] = []
+  if (runs('untag')) {
+    for (const tags of settings.untag.sizes) untagRepos.push(await seed(`bench/untag-${tags}`, tagsNeeded(tags, settings.untag.rounds, settings.untag.warmupRounds), false))
+  }
+  const seeding = Object.fromEntries([...Object.values(latencyRepos ?? {}), ...guardRepos, ...untagRepos].map(repo => [repo.name, { tags: repo.tags.length, seconds: round(repo.ms / 1000, 2), tagsPerSecond: round(repo.tags.length / (repo.ms / 1000), 0) }]))
+
+  // (5) like (2): in this process, before any gateway runs beside it.
+  const untag: UntagResult[] = []
+  for (const [index, repository] of untagRepos.entries()) {
+    const tags = settings.untag.sizes[index] as number
+    progress.begin(`(5) untag, ${tags} tags`)
+    untag.push(await measureUntag({ registryUrl: registry.url, pool, repository, tags, rounds: settings.untag.rounds, warmupRounds: settings.untag.warmupRounds, progress }))
+  }
 
   // (2) first, in this process, before any gateway runs beside it.
   const guard: GuardResult[] = []
@@ -92,42 +118,64 @@ async function main (): Promise<void> {
     guard.push(await measureGuard({ registryUrl: registry.url, repository, repetitions: settings.guard[index]?.repetitions ?? 3, warmup: index === 0, progress }))
   }
 
-  progress.begin('starting the gateway')
-  let gateway: BenchGateway = await startGateway(registry.url)
-  let closeGateway = async (): Promise<void> => { await gateway.close() }
-  cleanups.push(async () => { await closeGateway() })
+  let latency: Awaited<ReturnType<typeof measureDeleteLatency>> | undefined
+  let rejections: Awaited<ReturnType<typeof measureRejections>> | undefined
+  let rss: Awaited<ReturnType<typeof measurePeakRss>> | undefined
+  if (latencyRepos !== undefined) {
+    progress.begin('starting the gateway')
+    let gateway: BenchGateway = await startGateway(registry.url)
+    let closeGateway = async (): Promise<void> => { await gateway.close() }
+    cleanups.push(async () => { await closeGateway() })
 
-  progress.begin(`(1) delete latency, ${settings.latency.tags}-tag repositories`)
-  const latency = await measureDeleteLatency({ registryUrl: registry.url, gateway, repositories: latencyRepos, rounds: settings.latency.rounds, warmupRounds: settings.latency.warmupRounds, progress })
+    if (runs('latency')) {
+      progress.begin(`(1) delete latency, ${settings.latency.tags}-tag repositories`)
+      latency = await measureDeleteLatency({ registryUrl: registry.url, gateway, repositories: latencyRepos, rounds: settings.latency.rounds, warmupRounds: settings.latency.warmupRounds, progress })
+    }
 
-  progress.begin('(3) rejected requests')
-  const rejections = await measureRejections({ gateway, repository: latencyRepos.gateway.name, ...settings.rejections, progress })
+    if (runs('rejections')) {
+      progress.begin('(3) rejected requests')
+      rejections = await measureRejections({ gateway, repository: latencyRepos.gateway.name, ...settings.rejections, progress })
+    }
 
-  // (4) on a fresh gateway, so that its peak covers only start-up and this load.
-  await gateway.close()
-  progress.begin('(4) peak RSS: starting a fresh gateway')
-  gateway = await startGateway(registry.url)
-  closeGateway = async () => { await gateway.close() }
-  progress.begin(`(4) peak RSS, ${settings.rss.clients} concurrent clients`)
-  const rss = await measurePeakRss({ gateway, repository: latencyRepos.gateway.name, tags: settings.latency.tags, ...settings.rss, progress })
+    if (runs('rss')) {
+      // (4) on a fresh gateway, so that its peak covers only start-up and this load.
+      await gateway.close()
+      progress.begin('(4) peak RSS: starting a fresh gateway')
+      gateway = await startGateway(registry.url)
+      closeGateway = async () => { await gateway.close() }
+      progress.begin(`(4) peak RSS, ${settings.rss.clients} concurrent clients`)
+      rss = await measurePeakRss({ gateway, repository: latencyRepos.gateway.name, tags: settings.latency.tags, ...settings.rss, progress })
+    }
+  }
   progress.end()
 
   const rows: Row[] = [
-    { scenario: `(1) delete through gateway, median (p95), ${latency.tagsPerRepository} tags`, value: `${latency.gatewayMs.median.toFixed(1)} ms (${latency.gatewayMs.p95.toFixed(1)})`, target: '', ok: undefined },
-    { scenario: '    direct safe client, median (p95)', value: `${latency.directSafeMs.median.toFixed(1)} ms (${latency.directSafeMs.p95.toFixed(1)})`, target: '', ok: undefined },
-    { scenario: '    bare HEAD+DELETE (skopeo, unsafe), median (p95)', value: `${latency.directBareMs.median.toFixed(1)} ms (${latency.directBareMs.p95.toFixed(1)})`, target: '', ok: undefined },
-    { scenario: '    gateway / direct safe (median)', value: latency.ratioToDirectSafe.toFixed(2), target: '<= 1.10', ok: latency.ratioToDirectSafe <= 1.10 },
-    { scenario: '    gateway / bare HEAD+DELETE (median)', value: latency.ratioToBare.toFixed(2), target: 'reported', ok: undefined },
+    ...(latency === undefined
+      ? []
+      : [
+          { scenario: `(1) delete through gateway, median (p95), ${latency.tagsPerRepository} tags`, value: `${latency.gatewayMs.median.toFixed(1)} ms (${latency.gatewayMs.p95.toFixed(1)})`, target: '', ok: undefined },
+          { scenario: '    direct safe client, median (p95)', value: `${latency.directSafeMs.median.toFixed(1)} ms (${latency.directSafeMs.p95.toFixed(1)})`, target: '', ok: undefined },
+          { scenario: '    bare HEAD+DELETE (skopeo, unsafe), median (p95)', value: `${latency.directBareMs.median.toFixed(1)} ms (${latency.directBareMs.p95.toFixed(1)})`, target: '', ok: undefined },
+          { scenario: '    gateway / direct safe (median)', value: latency.ratioToDirectSafe.toFixed(2), target: '<= 1.10', ok: latency.ratioToDirectSafe <= 1.10 },
+          { scenario: '    gateway / bare HEAD+DELETE (median)', value: latency.ratioToBare.toFixed(2), target: 'reported', ok: undefined }
+        ]),
     ...guard.flatMap(result => [
       { scenario: `(2) co-tag guard, ${result.tags} tags, median`, value: `${result.guardMs.median.toFixed(0)} ms (HEADs ${result.rawHeadsMs.median.toFixed(0)}, list ${result.rawListMs.median.toFixed(0)})`, target: '', ok: undefined },
       { scenario: `    guard / raw concurrent HEADs, ${result.tags} tags`, value: result.ratio.toFixed(2), target: '<= 1.20', ok: result.ratio <= 1.2 }
     ]),
-    { scenario: '(3) bare Fastify 400', value: `${rejections.bare.rps} req/s`, target: '', ok: undefined },
-    ...([['invalidReference', '400 invalid reference'], ['unauthenticated', '401 no credentials'], ['forbidden', '403 no rights']] as const).map(([key, label]) => {
-      const run = rejections.gateway[key]
-      return { scenario: `    gateway ${label}`, value: `${run.rps} req/s = ${run.ratio.toFixed(2)}x`, target: '>= 0.60x', ok: run.ratio >= 0.6 && run.unexpected === 0 && run.errors === 0 }
-    }),
-    { scenario: `(4) peak RSS, ${rss.clients} clients, ${rss.requests} requests`, value: `${rss.peakRssMb.toFixed(1)} MB (idle ${rss.idleRssMb.toFixed(1)})`, target: '<= 120 MB', ok: rss.peakRssMb <= 120 && rss.unexpected === 0 && rss.errors === 0 }
+    ...(rejections === undefined
+      ? []
+      : [
+          { scenario: '(3) bare Fastify 400', value: `${rejections.bare.rps} req/s`, target: '', ok: undefined },
+          ...([['invalidReference', '400 invalid reference'], ['unauthenticated', '401 no credentials'], ['forbidden', '403 no rights']] as const).map(([key, label]) => {
+            const run = (rejections as NonNullable<typeof rejections>).gateway[key]
+            return { scenario: `    gateway ${label}`, value: `${run.rps} req/s = ${run.ratio.toFixed(2)}x`, target: '>= 0.60x', ok: run.ratio >= 0.6 && run.unexpected === 0 && run.errors === 0 }
+          })
+        ]),
+    ...(rss === undefined
+      ? []
+      : [{ scenario: `(4) peak RSS, ${rss.clients} clients, ${rss.requests} requests`, value: `${rss.peakRssMb.toFixed(1)} MB (idle ${rss.idleRssMb.toFixed(1)})`, target: '<= 120 MB', ok: rss.peakRssMb <= 120 && rss.unexpected === 0 && rss.errors === 0 }]),
+    ...untag.flatMap(untagRows)
   ]
   const width = Math.max(...rows.map(row => row.scenario.length))
   const valueWidth = Math.max(...rows.map(row => row.value.length))
@@ -155,10 +203,11 @@ async function main (): Promise<void> {
     guard,
     rejections,
     rss,
+    untag,
     targets: rows.filter(row => row.ok !== undefined).map(row => ({ scenario: row.scenario.trim(), value: row.value, target: row.target, ok: row.ok }))
   }
   mkdirSync('bench-results', { recursive: true })
-  const out = join('bench-results', quick ? 'quick.json' : 'latest.json')
+  const out = join('bench-results', `${only === undefined ? '' : `only-${only.join('-')}-`}${quick ? 'quick.json' : 'latest.json'}`)
   writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`)
   process.stdout.write(`registry-delete-gateway bench (${machine.cpus} cores, ${machine.memoryGiB} GiB, Node ${machine.node}, ${machine.registry}), ${report.seconds} s\n\n${lines.join('\n')}\n\nwritten: ${out}\n`)
 }
