@@ -1,9 +1,9 @@
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
-import { monotonicFactory } from 'ulid'
 import { GatewayError } from '../errors.js'
 import { AUDIT_ID, encodeAuditCursor } from './cursor.js'
+import { newAuditId } from './id.js'
 import type {
   AuditFilter, AuditPage, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, NewAuditRecord
 } from './types.js'
@@ -189,7 +189,6 @@ export function openSqliteAuditStore (path: string, options: { now?: () => Date 
   }
 
   const { insertRow, updateRow, selectById, selectPending, setRestoredBy, clearRestoredBy, deleteOlderThan, recordCheck } = statements
-  const nextId = monotonicFactory()
   const listStatements = new Map<string, Database.Statement>()
 
   let closed = false
@@ -207,7 +206,7 @@ export function openSqliteAuditStore (path: string, options: { now?: () => Date 
     const { time, ...fields } = record
     return {
       ...fields,
-      id: nextId(clock.getTime()),
+      id: newAuditId(clock.getTime()),
       time: time === undefined ? clock.toISOString() : toIsoTime(time, 'time')
     }
   }

@@ -98,15 +98,21 @@ t.test('the store clock defaults to the real one', async t => {
   t.ok(Date.parse(record.time) >= before && Date.parse(record.time) <= Date.now())
 })
 
-t.test('ids keep increasing when the clock stands still or goes back', async t => {
+const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
+const idValue = (id: string): bigint => [...id].reduce((value, character) => value * 32n + BigInt(CROCKFORD.indexOf(character)), 0n)
+
+t.test('finding 10: ids made in the same millisecond are random, not neighbours; the time prefix still sorts', async t => {
   const clock = manualClock()
   const store = memoryStore(t, { now: clock.now })
-  const ids: string[] = []
-  for (let i = 0; i < 5; i++) ids.push((await store.append(attempt())).id)
-  clock.set(start - minute)
-  ids.push((await store.append(attempt())).id)
-  t.same([...ids].sort(), ids)
-  t.equal(new Set(ids).size, ids.length)
+  const ids = await Promise.all(Array.from({ length: 200 }, async () => (await store.append(attempt())).id))
+  t.equal(new Set(ids).size, ids.length, 'unique')
+  t.ok(ids.every(id => id.slice(0, 10) === ids[0]?.slice(0, 10)), 'one millisecond, one time prefix')
+  const steps = ids.slice(1).map((id, index) => idValue(id) - idValue(ids[index] as string))
+  t.equal(steps.filter(step => step > 0n && step < 1n << 40n).length, 0, 'no id is a small step from the one before: none can be guessed from another')
+  t.notSame([...ids].sort(), ids, 'not in creation order within the millisecond')
+  clock.set(start + minute)
+  const later = (await store.append(attempt())).id
+  t.ok(ids.every(id => id < later), 'a later millisecond sorts after')
 })
 
 t.test('update changes only the fields given', async t => {
@@ -225,7 +231,9 @@ t.test('pending() lists the records cut short, oldest first', async t => {
   const clock = manualClock()
   const store = memoryStore(t, { now: clock.now })
   const first = await store.append(attempt())
+  clock.set(start + minute)
   await store.append(attempt({ outcome: 'deleted' }))
+  clock.set(start + 2 * minute)
   const restore = await store.append(attempt({ action: 'restore', restoreOf: first.id }))
   t.same((await store.pending()).map(record => record.id), [first.id, restore.id])
   await store.update(first.id, { outcome: 'deleted' })
@@ -341,6 +349,7 @@ t.test('prune removes old records but keeps the pending ones', async t => {
   const clock = manualClock()
   const store = memoryStore(t, { now: clock.now })
   const records = await seed(store, clock)
+  clock.set(start + 8 * minute)
   const oldPending = await store.append(attempt({ time: new Date(start - minute).toISOString() }))
   t.equal(await store.prune(new Date(start + 3 * minute)), 3, 'the three before minute 3')
   const left = (await store.list({}, { limit: 100 })).items.map(record => record.id)
@@ -360,7 +369,7 @@ t.test('a file store survives close and reopen, in WAL mode', async t => {
   t.equal(raw.pragma('user_version', { simple: true }), auditSchemaVersion)
   raw.close()
 
-  const second = openSqliteAuditStore(path)
+  const second = openSqliteAuditStore(path, { now: () => new Date(Date.now() + 1000) })
   t.same(await second.get(record.id), record)
   const later = await second.append(attempt())
   t.ok(later.id > record.id)
@@ -431,7 +440,7 @@ t.test('appends in one turn of the event loop commit together, in order; closing
   const store = openSqliteAuditStore(':memory:')
   const batch = await Promise.all(Array.from({ length: 20 }, (_, index) => store.append(attempt({ requestId: `batch-${index}` }))))
   t.same(batch.map(record => record.requestId), Array.from({ length: 20 }, (_, index) => `batch-${index}`))
-  t.same((await store.list({}, { limit: 50 })).items.map(record => record.requestId).reverse(), batch.map(record => record.requestId), 'stored in the order appended')
+  t.same((await store.list({}, { limit: 50 })).items.map(record => record.requestId).sort(), batch.map(record => record.requestId).sort(), 'all stored (ids in one millisecond do not sort by creation)')
   const last = store.append(attempt({ requestId: 'queued-at-close' }))
   await store.close()
   t.match(await last, { requestId: 'queued-at-close' }, 'a queued append is committed before the store closes')

@@ -1,0 +1,79 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+import { openSqliteAuditStore } from '../../src/audit/index.js'
+import type { NewAuditRecord } from '../../src/audit/types.js'
+import { callRestore, TRANSPORTS } from '../fixtures/audit.js'
+import { ADMIN_KEY, sha256Hex, startGateway } from '../fixtures/gateway.js'
+
+// Attacks on the audit trail and undo, made by callers the policy gives little or nothing. No registry is
+// needed: every refusal here happens before the gateway would contact one.
+const KEYS = {
+  /** delete on elsewhere/** only: no audit, no restore. */
+  outsider: 'rdg_audit-security-test-outsider-key-0001',
+  /** bound to no role at all. */
+  roleless: 'rdg_audit-security-test-roleless-key-0002',
+  /** audit only, on team-a/**. */
+  teamAuditor: 'rdg_audit-security-test-team-a-audit-003'
+} as const
+
+const POLICY = `
+apiKeys:
+  - { name: admin, sha256: ${sha256Hex(ADMIN_KEY)} }
+  - { name: outsider, sha256: ${sha256Hex(KEYS.outsider)} }
+  - { name: roleless, sha256: ${sha256Hex(KEYS.roleless)} }
+  - { name: team-auditor, sha256: ${sha256Hex(KEYS.teamAuditor)} }
+roles:
+  admin:
+    - actions: ["*"]
+      repositories: ["**"]
+  elsewhere:
+    - actions: [delete]
+      repositories: ["elsewhere/**"]
+  team-a-auditor:
+    - actions: [audit]
+      repositories: ["team-a/**"]
+bindings:
+  - { role: admin, subjects: ["apikey:admin"] }
+  - { role: elsewhere, subjects: ["apikey:outsider"] }
+  - { role: team-a-auditor, subjects: ["apikey:team-auditor"] }
+`
+
+const dir = mkdtempSync(join(tmpdir(), 'rdg-audit-security-'))
+t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+const auditPath = join(dir, 'audit.db')
+const gateway = await startGateway(t, { registries: { default: { url: 'http://127.0.0.1:9' } }, policy: POLICY, auditPath })
+const store = openSqliteAuditStore(auditPath)
+t.teardown(async () => { await store.close() })
+
+function deletion (name: string, tag: string, overrides: Partial<NewAuditRecord> = {}): NewAuditRecord {
+  return {
+    requestId: 'seed', transport: 'rest', subject: 'apikey:admin', groups: [], action: 'delete', registry: 'default', name, tag,
+    digest: `sha256:${'c'.repeat(64)}`, mediaType: 'application/vnd.oci.image.manifest.v1+json', removedTags: [tag],
+    decision: { allow: true, reason: 'seeded' }, outcome: 'deleted', manifest: Buffer.from('{"schemaVersion":2}'), ...overrides
+  }
+}
+
+/** The answer with what necessarily differs between two ids (the request id, the id itself) blanked out. */
+function comparable (body: unknown, id: string): unknown {
+  return JSON.parse(JSON.stringify(body).replaceAll(id, '<id>').replace(/"requestId":"[^"]*"/g, '"requestId":"<request>"'))
+}
+
+t.test('finding 10: a caller who may neither audit nor restore the image gets the unknown-id 404 for a real deletion', async t => {
+  const secret = await store.append(deletion('secret/payroll', 'v7', { removedTags: ['v7', 'prod'] }))
+  const unknown = '01ARZ3NDEKTSV4RRFFQ69G5FAV'
+  for (const transport of TRANSPORTS) {
+    for (const key of [KEYS.outsider, KEYS.roleless, KEYS.teamAuditor]) {
+      const real = await callRestore(gateway, transport, secret.id, { key })
+      const fake = await callRestore(gateway, transport, unknown, { key })
+      t.equal(real.status, fake.status, `${transport}: same status`)
+      t.match(real.error, { code: 'NOT_FOUND', status: 404 })
+      t.same(comparable(real.body, secret.id), comparable(fake.body, unknown), `${transport}: same body`)
+      t.notMatch(JSON.stringify(real.body), /secret|payroll|v7|prod/, 'nothing about the deletion shows')
+    }
+  }
+  t.same((await store.list({ action: 'restore' }, { limit: 10 })).items, [], 'probing leaves no record to grow the trail with')
+  const admin = await callRestore(gateway, 'rest', secret.id)
+  t.not(admin.error?.code, 'NOT_FOUND', 'a caller who may restore still finds it')
+})
