@@ -4,32 +4,14 @@ import {
 } from 'graphql'
 
 /**
- * Caps how many fields one document may select (aliases included), so one request cannot ask for a response
- * of unbounded size; depth alone does not stop a wide query made of thousands of aliases.
+ * The fields a selection set runs, with fragments (named and inline) expanded: what counting the written `Field`
+ * nodes misses, since one spread can stand for many fields.
  */
-export function maxFieldsRule (maxFields: number): ValidationRule {
-  return (context: ValidationContext): ASTVisitor => {
-    let fields = 0
-    return {
-      Field (node) {
-        fields++
-        if (fields === maxFields + 1) {
-          context.reportError(new GraphQLError(`the document selects more than ${maxFields} fields; split it into smaller queries.`, { nodes: [node] }))
-        }
-      }
-    }
-  }
-}
-
-/**
- * The fields an operation runs at its root, with fragments (named and inline) expanded: what counting the
- * written `Field` nodes misses, since one spread can stand for many fields.
- */
-export function rootFields (context: ValidationContext, operation: OperationDefinitionNode): FieldNode[] {
+export function expandedFields (context: ValidationContext, selectionSet: SelectionSetNode): FieldNode[] {
   const fields: FieldNode[] = []
   const expanding = new Set<string>()
-  const walk = (selectionSet: SelectionSetNode): void => {
-    for (const selection of selectionSet.selections) {
+  const walk = (set: SelectionSetNode): void => {
+    for (const selection of set.selections) {
       if (selection.kind === Kind.FIELD) fields.push(selection)
       else if (selection.kind === Kind.INLINE_FRAGMENT) walk(selection.selectionSet)
       else {
@@ -42,8 +24,53 @@ export function rootFields (context: ValidationContext, operation: OperationDefi
       }
     }
   }
-  walk(operation.selectionSet)
+  walk(selectionSet)
   return fields
+}
+
+/** The fields an operation runs at its root, fragments expanded. */
+export function rootFields (context: ValidationContext, operation: OperationDefinitionNode): FieldNode[] {
+  return expandedFields(context, operation.selectionSet)
+}
+
+/**
+ * Caps how many fields one operation selects once fragments are expanded (aliases included), so one request
+ * cannot ask for a response of unbounded size: depth alone does not stop thousands of aliases, and a fragment
+ * spread many times counts every time. Counting stops at the cap, so nested spreads cannot make it expensive.
+ */
+export function maxFieldsRule (maxFields: number): ValidationRule {
+  return (context: ValidationContext): ASTVisitor => ({
+    OperationDefinition (node) {
+      let fields = 0
+      const count = (selectionSet: SelectionSetNode): boolean => {
+        for (const field of expandedFields(context, selectionSet)) {
+          fields++
+          if (fields > maxFields) {
+            context.reportError(new GraphQLError(`the document selects more than ${maxFields} fields once fragments are expanded; split it into smaller queries.`, { nodes: [field] }))
+            return false
+          }
+          if (field.selectionSet !== undefined && !count(field.selectionSet)) return false
+        }
+        return true
+      }
+      count(node.selectionSet)
+    }
+  })
+}
+
+/** Each `auditEvents` field reads up to a scan limit of rows: aliases would multiply that within one request. */
+export function maxAuditEventsRule (maxAuditEvents: number): ValidationRule {
+  return (context: ValidationContext): ASTVisitor => ({
+    OperationDefinition (node) {
+      if (node.operation !== 'query') return
+      const fields = rootFields(context, node).filter(field => field.name.value === 'auditEvents')
+      if (fields.length > maxAuditEvents) {
+        context.reportError(new GraphQLError(
+          `the document asks for auditEvents ${fields.length} times; at most ${maxAuditEvents} per request (graphql.maxAuditEventsPerDocument): follow pageInfo.endCursor instead.`,
+          { nodes: fields.slice(maxAuditEvents) }))
+      }
+    }
+  })
 }
 
 /**
@@ -64,10 +91,11 @@ export function maxMutationsRule (maxMutations: number): ValidationRule {
   })
 }
 
-export function validationRules (options: { maxFields: number, maxMutationsPerDocument: number, introspection: boolean }): ValidationRule[] {
+export function validationRules (options: { maxFields: number, maxMutationsPerDocument: number, maxAuditEventsPerDocument: number, introspection: boolean }): ValidationRule[] {
   return [
     maxFieldsRule(options.maxFields),
     maxMutationsRule(options.maxMutationsPerDocument),
+    maxAuditEventsRule(options.maxAuditEventsPerDocument),
     ...(options.introspection ? [] : [NoSchemaIntrospectionCustomRule])
   ]
 }

@@ -1,7 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { listAuditEvents, MAX_AUDIT_PAGE, DEFAULT_AUDIT_PAGE } from '../images/audit-events.js'
-import { restoreDeletion, type RestoreDeletionDeps } from '../images/restore-deletion.js'
+import type { DeleteImageDeps } from '../images/delete-image.js'
+import { restoreDeletion } from '../images/restore-deletion.js'
 import { RestoreResultSchema } from '../images/shapes.js'
 
 const Outcome = Type.Union([
@@ -49,7 +50,7 @@ export const AuditQuery = Type.Object({
 }, { additionalProperties: false })
 
 /** The audit trail and undo: reading what happened, and putting a deletion back until garbage collection. */
-export const auditRoutes = (deps: RestoreDeletionDeps): FastifyPluginAsyncTypebox => async (app) => {
+export const auditRoutes = (deps: DeleteImageDeps): FastifyPluginAsyncTypebox => async (app) => {
   app.get('/audit', {
     schema: { querystring: AuditQuery, response: { 200: Type.Object({ items: Type.Array(AuditEventSchema), nextCursor: Type.Optional(Type.String()) }) } }
   }, async (request) => {

@@ -21,6 +21,8 @@ export interface DeleteImageDeps {
   authorize: Authorize
   /** An Authorize bound to the policy in force now, so one request is judged by one policy. */
   authorizer?: () => Authorize
+  /** False when no rule of the caller's roles grants `audit` anywhere: the trail is refused without reading it. */
+  mayAuditAnything: (identity: Identity) => boolean
   audit: AuditTrail
   coTagConcurrency: number
   /** Told when the registry acted but the audit trail could not record it (reconciled at the next start). */

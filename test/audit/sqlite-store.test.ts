@@ -227,6 +227,39 @@ t.test('cursor pagination walks every record once, with full pages', async t => 
   for (const limit of [0, -1, 1.5, Number.NaN]) await rejectsWith(t, store.list({}, { limit }), 'limit')
 })
 
+t.test('finding 1: a list call reads at most the scan limit of rows, and never the manifest bytes', async t => {
+  const clock = manualClock()
+  const store = memoryStore(t, { now: clock.now, listScanLimit: 5 })
+  const records: AuditRecord[] = []
+  for (let index = 0; index < 23; index++) {
+    clock.set(start + index * minute)
+    records.push(await store.append(attempt({ tag: `v${index}`, outcome: 'deleted', manifest: manifestBytes })))
+  }
+  const oldest = records[0] as AuditRecord
+  let calls = 0
+  const onlyOldest = (record: AuditRecord | Omit<AuditRecord, 'manifest'>): boolean => { calls++; return record.id === oldest.id }
+  const pages: Array<{ ids: string[], calls: number }> = []
+  let cursor: string | undefined
+  do {
+    calls = 0
+    const page: Awaited<ReturnType<AuditStore['list']>> = await store.list({}, { limit: 3, cursor }, onlyOldest)
+    pages.push({ ids: page.items.map(item => item.id), calls })
+    cursor = page.nextCursor
+  } while (cursor !== undefined && pages.length < 20)
+  t.ok(pages.every(page => page.calls <= 5), `no page looks at more than 5 rows: ${pages.map(page => page.calls).join(',')}`)
+  t.same(pages.map(page => page.ids.length), [0, 0, 0, 0, 1], 'short pages with a cursor until the one record is found')
+  t.same(pages.at(-1)?.ids, [oldest.id])
+
+  const unmatched = await store.list({ tag: 'nothing-has-this' }, { limit: 3 })
+  t.same(unmatched.items, [])
+  t.ok(unmatched.nextCursor !== undefined, 'a filter nothing matches reads one window, then hands back a cursor')
+
+  const [item] = (await store.list({}, { limit: 1 })).items
+  t.notOk('manifest' in (item as object), 'a listing carries no manifest bytes')
+  t.equal(item?.manifestSaved, true, 'only whether some were saved')
+  t.same((await store.list({ subject: 'alice', tag: 'v22' }, { limit: 1 })).items.map(record => record.id), [records[22]?.id], 'the subject index drives the window')
+})
+
 t.test('pending() lists the records cut short, oldest first', async t => {
   const clock = manualClock()
   const store = memoryStore(t, { now: clock.now })

@@ -77,3 +77,34 @@ t.test('finding 10: a caller who may neither audit nor restore the image gets th
   const admin = await callRestore(gateway, 'rest', secret.id)
   t.not(admin.error?.code, 'NOT_FOUND', 'a caller who may restore still finds it')
 })
+
+t.test('finding 1: a caller no rule lets audit is refused at once, over both transports', async t => {
+  for (const key of [KEYS.outsider, KEYS.roleless]) {
+    const rest = await gateway.rest('GET', '/audit?limit=1', { key })
+    t.equal(rest.status, 403)
+    t.match(rest.body, { code: 'FORBIDDEN', action: 'audit', detail: /may not audit anything/ })
+    const graphql = await gateway.gql('{ auditEvents(first: 1) { edges { cursor } } }', {}, { key })
+    t.match(graphql.body.errors?.[0]?.extensions, { code: 'FORBIDDEN', status: 403, action: 'audit' })
+  }
+  const auditor = await gateway.rest('GET', '/audit?limit=1', { key: KEYS.teamAuditor })
+  t.equal(auditor.status, 200, 'audit on some repositories is enough to ask')
+})
+
+t.test('finding 1: one GraphQL document asks for auditEvents once, and fields count after fragments are expanded', async t => {
+  const twice = await gateway.gql('{ a: auditEvents(first: 1) { edges { cursor } } b: auditEvents(first: 1) { edges { cursor } } }')
+  t.equal(twice.status, 400)
+  t.match(twice.body.errors?.[0], { message: /auditEvents 2 times.*maxAuditEventsPerDocument/, extensions: { code: 'INVALID_REQUEST' } })
+  const viaFragment = await gateway.gql('query { ...A ...B } fragment A on Query { auditEvents(first: 1) { edges { cursor } } } fragment B on Query { x: auditEvents(first: 1) { edges { cursor } } }')
+  t.match(viaFragment.body.errors?.[0], { message: /auditEvents 2 times/ }, 'fragments do not hide a second one')
+  const once = await gateway.gql('{ ...A } fragment A on Query { auditEvents(first: 1) { edges { cursor } } }')
+  t.equal(once.status, 200)
+  t.equal(once.body.errors, undefined)
+
+  // 60 aliases of one fragment: 63 fields written, 240 run (the default cap is 200).
+  const aliases = Array.from({ length: 60 }, (_, index) => `m${index}: me { ...Who }`).join(' ')
+  const wide = await gateway.gql(`{ ${aliases} } fragment Who on Me { subject groups roles }`)
+  t.equal(wide.status, 400)
+  t.match(wide.body.errors?.[0], { message: /more than 200 fields once fragments are expanded/ })
+  const cyclic = await gateway.gql('{ me { ...A } } fragment A on Me { subject ...B } fragment B on Me { roles ...A }')
+  t.equal(cyclic.status, 400, 'a cycle is refused by graphql\'s own rule, and counting terminates')
+})
