@@ -46,18 +46,21 @@ const migrations: readonly string[] = [
   CREATE TABLE audit_store_check (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     checked_at TEXT NOT NULL
-  ) STRICT;`
+  ) STRICT;`,
+  // The caller's X-Request-Id, kept apart from request_id, which is always the gateway's own.
+  'ALTER TABLE audit_records ADD COLUMN client_request_id TEXT;'
 ]
 
 export const auditSchemaVersion = migrations.length
 
 const columns = `id, time, request_id, transport, subject, groups, action, registry, name, tag, digest, media_type,
-  removed_tags, decision, outcome, upstream_status, error_code, error_detail, duration_ms, manifest, restored_by, restore_of`
+  removed_tags, decision, outcome, upstream_status, error_code, error_detail, duration_ms, manifest, restored_by, restore_of,
+  client_request_id`
 
 /** What a listing reads: everything but the saved manifest bytes, which only a restore needs. */
 const listColumns = `id, time, request_id, transport, subject, groups, action, registry, name, tag, digest, media_type,
   removed_tags, decision, outcome, upstream_status, error_code, error_detail, duration_ms, NULL AS manifest,
-  manifest IS NOT NULL AS manifest_saved, restored_by, restore_of`
+  manifest IS NOT NULL AS manifest_saved, restored_by, restore_of, client_request_id`
 
 /**
  * The filters whose index is ordered by id after them, best first: the scan window walks one of these (or the id
@@ -88,6 +91,7 @@ interface AuditRow {
   manifest: Buffer | null
   restored_by: string | null
   restore_of: string | null
+  client_request_id: string | null
 }
 
 type RowParams = { [K in keyof AuditRow]: AuditRow[K] | undefined }
@@ -115,7 +119,8 @@ function toParams (record: AuditRecord): RowParams {
     duration_ms: record.durationMs,
     manifest: record.manifest,
     restored_by: record.restoredBy,
-    restore_of: record.restoreOf
+    restore_of: record.restoreOf,
+    client_request_id: record.clientRequestId
   }
 }
 
@@ -144,6 +149,7 @@ function toRecord (row: AuditRow): AuditRecord {
   if (row.manifest !== null) record.manifest = row.manifest
   if (row.restored_by !== null) record.restoredBy = row.restored_by
   if (row.restore_of !== null) record.restoreOf = row.restore_of
+  if (row.client_request_id !== null) record.clientRequestId = row.client_request_id
   return record
 }
 
@@ -403,7 +409,7 @@ function prepareStatements (db: Database.Database) {
   return {
     insertRow: db.prepare(`INSERT INTO audit_records (${columns}) VALUES (@id, @time, @request_id, @transport,
       @subject, @groups, @action, @registry, @name, @tag, @digest, @media_type, @removed_tags, @decision, @outcome,
-      @upstream_status, @error_code, @error_detail, @duration_ms, @manifest, @restored_by, @restore_of)`),
+      @upstream_status, @error_code, @error_detail, @duration_ms, @manifest, @restored_by, @restore_of, @client_request_id)`),
     updateRow: db.prepare(`UPDATE audit_records SET outcome = @outcome, digest = @digest,
       media_type = @media_type, removed_tags = @removed_tags, upstream_status = @upstream_status,
       error_code = @error_code, error_detail = @error_detail, duration_ms = @duration_ms, manifest = @manifest,

@@ -2,7 +2,10 @@ export type AuditAction = 'delete' | 'dry-run' | 'restore'
 export type AuditOutcome = 'pending' | 'deleted' | 'dry-run' | 'denied' | 'rejected' | 'not-found' | 'failed' | 'restored'
 
 export interface AuditRecord {
-  id: string; time: string /* ISO */; requestId: string; transport: 'rest' | 'graphql' | 'cli' | 'startup'
+  id: string; time: string /* ISO */; requestId: string
+  /** The caller's own X-Request-Id (length- and charset-checked); requestId is always the gateway's. */
+  clientRequestId?: string
+  transport: 'rest' | 'graphql' | 'cli' | 'startup'
   subject: string; groups: string[]; action: AuditAction
   registry: string; name: string; tag: string
   digest?: string; mediaType?: string; removedTags: string[]

@@ -6,12 +6,13 @@ import { GatewayError } from '../errors.js'
 import { encodeAuditCursor } from '../audit/cursor.js'
 import type { AuditFilter } from '../audit/types.js'
 import { listAuditEvents } from '../images/audit-events.js'
-import { deleteImage, type DeleteImageDeps } from '../images/delete-image.js'
+import { deleteImage, type DeleteImageDeps, type RequestContext } from '../images/delete-image.js'
 import { restoreDeletion } from '../images/restore-deletion.js'
 import type { WhoAmI } from '../identity/who-am-i.js'
 import type { Identity } from '../policy/types.js'
 import type { Config } from '../config/schema.js'
 import { asGatewayError } from '../http/problem.js'
+import { clientRequestId } from '../http/client-request-id.js'
 import { graphqlErrorFormatter, isGraphQLDocumentError, sendGraphQLDocumentError, sendGraphQLError } from './errors.js'
 import { validationRules } from './limits.js'
 
@@ -43,8 +44,8 @@ function auditFilter (filter: AuditEventsArgs['filter']): AuditFilter {
   return Object.fromEntries(entries.map(([key, value]) => [key, key === 'outcome' || key === 'action' ? fromEnum(value) : value]))
 }
 
-function context (context: MercuriusContext): { requestId: string, transport: 'graphql' } {
-  return { requestId: context.reply.request.id, transport: 'graphql' }
+function context (context: MercuriusContext): RequestContext {
+  return { requestId: context.reply.request.id, ...clientRequestId(context.reply.request), transport: 'graphql' }
 }
 
 /**

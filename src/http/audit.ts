@@ -3,6 +3,7 @@ import Type from 'typebox'
 import { listAuditEvents, MAX_AUDIT_PAGE, DEFAULT_AUDIT_PAGE } from '../images/audit-events.js'
 import type { DeleteImageDeps } from '../images/delete-image.js'
 import { restoreDeletion } from '../images/restore-deletion.js'
+import { clientRequestId } from './client-request-id.js'
 import { RestoreResultSchema } from '../images/shapes.js'
 
 const Outcome = Type.Union([
@@ -15,6 +16,7 @@ export const AuditEventSchema = Type.Object({
   id: Type.String(),
   time: Type.String({ format: 'date-time' }),
   requestId: Type.String(),
+  clientRequestId: Type.Optional(Type.String({ description: 'The caller\'s own X-Request-Id, when it sent a well-formed one (at most 128 of A-Z a-z 0-9 . _ : -).' })),
   transport: Type.Union([Type.Literal('rest'), Type.Literal('graphql'), Type.Literal('cli'), Type.Literal('startup')]),
   subject: Type.String(),
   groups: Type.Array(Type.String()),
@@ -66,7 +68,7 @@ export const auditRoutes = (deps: DeleteImageDeps): FastifyPluginAsyncTypebox =>
     }
   }, async (request) => await restoreDeletion(deps, {
     identity: request.identity,
-    context: { requestId: request.id, transport: 'rest' },
+    context: { requestId: request.id, ...clientRequestId(request), transport: 'rest' },
     deletionId: request.params.id,
     force: request.query.force
   }))

@@ -13,6 +13,8 @@ export type Authorize = (identity: Identity, action: Action, resource: Resource)
 
 export interface RequestContext {
   requestId: string
+  /** The caller's X-Request-Id, when it sent a well-formed one. */
+  clientRequestId?: string
   transport: AuditRecord['transport']
 }
 
@@ -105,6 +107,7 @@ export async function deleteImage (deps: DeleteImageDeps, input: DeleteImageInpu
     denial(input.identity, action, target, authorize(input.identity, action, target))
   const attempt = {
     requestId: input.context.requestId,
+    ...(input.context.clientRequestId === undefined ? {} : { clientRequestId: input.context.clientRequestId }),
     transport: input.context.transport,
     subject: input.identity.subject,
     groups: input.identity.groups,

@@ -63,6 +63,7 @@ export async function restoreDeletion (deps: RestoreDeletionDeps, input: Restore
   const started = performance.now()
   const attempt = {
     requestId: input.context.requestId,
+    ...(input.context.clientRequestId === undefined ? {} : { clientRequestId: input.context.clientRequestId }),
     transport: input.context.transport,
     subject: input.identity.subject,
     groups: input.identity.groups,

@@ -425,12 +425,32 @@ t.test('migrations run once: a database that says it is up to date is not migrat
   t.same(schema, ['audit_records', 'audit_store_check'])
 })
 
+t.test('finding 9: a database made by the first schema gains clientRequestId and keeps its records', async t => {
+  const path = join(t.testdir(), 'v1.db')
+  const raw = new Database(path)
+  raw.exec(`CREATE TABLE audit_records (id TEXT PRIMARY KEY, time TEXT NOT NULL, request_id TEXT NOT NULL, transport TEXT NOT NULL,
+    subject TEXT NOT NULL, groups TEXT NOT NULL, action TEXT NOT NULL, registry TEXT NOT NULL, name TEXT NOT NULL, tag TEXT NOT NULL,
+    digest TEXT, media_type TEXT, removed_tags TEXT NOT NULL, decision TEXT NOT NULL, outcome TEXT NOT NULL, upstream_status INTEGER,
+    error_code TEXT, error_detail TEXT, duration_ms REAL, manifest BLOB, restored_by TEXT, restore_of TEXT) STRICT;
+    CREATE TABLE audit_store_check (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at TEXT NOT NULL) STRICT;
+    INSERT INTO audit_records (id, time, request_id, transport, subject, groups, action, registry, name, tag, removed_tags, decision, outcome)
+      VALUES ('01HXXXXXXXXXXXXXXXXXXXXXXX', '2024-05-01T00:00:00.000Z', 'old', 'rest', 'alice', '[]', 'delete', 'main', 'a', 'v1', '[]', '{"allow":true,"reason":"r"}', 'deleted');`)
+  raw.pragma('user_version = 1')
+  raw.close()
+  const store = openSqliteAuditStore(path)
+  t.teardown(async () => { await store.close() })
+  t.match(await store.get('01HXXXXXXXXXXXXXXXXXXXXXXX'), { requestId: 'old', outcome: 'deleted' })
+  t.equal((await store.get('01HXXXXXXXXXXXXXXXXXXXXXXX'))?.clientRequestId, undefined)
+  const fresh = await store.append(attempt({ clientRequestId: 'their-id' }))
+  t.match(await store.get(fresh.id), { requestId: 'req-1', clientRequestId: 'their-id' })
+})
+
 t.test('a database from a newer gateway is refused', async t => {
   const path = join(t.testdir(), 'newer.db')
   const raw = new Database(path)
   raw.pragma(`user_version = ${auditSchemaVersion + 1}`)
   raw.close()
-  t.throws(() => openSqliteAuditStore(path), /schema version 2 is newer than this gateway knows \(1\)/)
+  t.throws(() => openSqliteAuditStore(path), /schema version 3 is newer than this gateway knows \(2\)/)
 })
 
 t.test('check() commits a write', async t => {

@@ -108,3 +108,29 @@ t.test('finding 1: one GraphQL document asks for auditEvents once, and fields co
   const cyclic = await gateway.gql('{ me { ...A } } fragment A on Me { subject ...B } fragment B on Me { roles ...A }')
   t.equal(cyclic.status, 400, 'a cycle is refused by graphql\'s own rule, and counting terminates')
 })
+
+t.test('finding 9: the audit record keeps the gateway\'s request id; the caller\'s goes to clientRequestId, if well-formed', async t => {
+  const forged = (await store.list({}, { limit: 1 })).items[0]?.requestId ?? 'some-earlier-id'
+  const sent: Array<[string, string | undefined]> = [
+    [forged, forged],
+    ['trace:abc.123_x-y', 'trace:abc.123_x-y'],
+    ['x'.repeat(128), 'x'.repeat(128)],
+    ['x'.repeat(129), undefined],
+    ['spaces are dropped', undefined],
+    ['quote"and<tags>', undefined]
+  ]
+  for (const [header, kept] of sent) {
+    const reply = await gateway.app.inject({ method: 'DELETE', url: '/images/nowhere/app/v1', headers: { 'x-api-key': KEYS.roleless, 'x-request-id': header } })
+    t.equal(reply.statusCode, 403)
+    const requestId = reply.headers['x-request-id'] as string
+    t.match(requestId, /^[0-9a-f-]{36}$/, 'the gateway\'s id, echoed')
+    t.not(requestId, header)
+    const [record] = (await gateway.rest('GET', `/audit?name=nowhere/app&limit=1`)).body.items
+    t.equal(record.requestId, requestId, 'the record carries the gateway\'s id')
+    t.equal(record.clientRequestId, kept, `clientRequestId for ${JSON.stringify(header.slice(0, 20))}`)
+  }
+  const graphql = await gateway.app.inject({ method: 'POST', url: '/graphql', headers: { 'x-api-key': KEYS.roleless, 'x-request-id': 'gql-trace-1' }, payload: { query: 'mutation { deleteImage(name: "nowhere/app", tag: "v2") { digest } }' } })
+  t.equal(graphql.json().errors[0].extensions.code, 'FORBIDDEN')
+  const events = await gateway.gql('{ auditEvents(filter: { name: "nowhere/app", tag: "v2" }) { edges { node { requestId clientRequestId } } } }')
+  t.same(events.body.data.auditEvents.edges[0].node, { requestId: graphql.headers['x-request-id'], clientRequestId: 'gql-trace-1' })
+})
