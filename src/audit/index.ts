@@ -1,4 +1,5 @@
-export { AUDIT_ID, encodeAuditCursor } from './cursor.js'
+export { AUDIT_ID } from './id.js'
+export * from './shapes.js'
 export { auditSchemaVersion, openSqliteAuditStore, type SqliteAuditStoreOptions } from './sqlite-store.js'
 export { AuditTrail, withoutManifest, type AuditLogger } from './trail.js'
 export type {

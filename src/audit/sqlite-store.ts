@@ -2,8 +2,7 @@ import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
 import { GatewayError } from '../errors.js'
-import { AUDIT_ID, encodeAuditCursor } from './cursor.js'
-import { newAuditId } from './id.js'
+import { AUDIT_ID, newAuditId } from './id.js'
 import type {
   AuditFilter, AuditListItem, AuditPage, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, NewAuditRecord
 } from './types.js'
@@ -162,6 +161,11 @@ function toIsoTime (value: string, field: string): string {
   const ms = Date.parse(value)
   if (Number.isNaN(ms)) throw invalidRequest(field, `${field} must be an ISO 8601 time, got ${JSON.stringify(value)}`)
   return new Date(ms).toISOString()
+}
+
+/** The one cursor encoding: it continues a listing after the record `id`, and is opaque so its form can change. */
+function encodeAuditCursor (id: string): string {
+  return Buffer.from(id, 'utf8').toString('base64url')
 }
 
 function decodeCursor (cursor: string): string {
@@ -350,10 +354,11 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
         }
         items.push(item)
       }
-      if (more || (scanned === scanLimit && items.length === page.limit)) return { items, nextCursor: encodeAuditCursor((items.at(-1) as AuditListItem).id) }
+      const cursors = items.map(item => encodeAuditCursor(item.id))
+      if (more || (scanned === scanLimit && items.length === page.limit)) return { items, cursors, nextCursor: cursors.at(-1) as string }
       // The window ended before the page filled: older rows may still match, so the caller continues from here.
-      if (scanned === scanLimit) return { items, nextCursor: encodeAuditCursor(lastScanned) }
-      return { items }
+      if (scanned === scanLimit) return { items, cursors, nextCursor: encodeAuditCursor(lastScanned) }
+      return { items, cursors }
     },
 
     async pending () {

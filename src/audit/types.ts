@@ -1,11 +1,11 @@
-export type AuditAction = 'delete' | 'dry-run' | 'restore'
-export type AuditOutcome = 'pending' | 'deleted' | 'dry-run' | 'denied' | 'rejected' | 'not-found' | 'failed' | 'restored'
+import type { AuditAction, AuditOutcome, AuditTransport } from './shapes.js'
+export type { AuditAction, AuditOutcome, AuditTransport }
 
 export interface AuditRecord {
   id: string; time: string /* ISO */; requestId: string
   /** The caller's own X-Request-Id (length- and charset-checked); requestId is always the gateway's. */
   clientRequestId?: string
-  transport: 'rest' | 'graphql' | 'cli' | 'startup'
+  transport: AuditTransport
   subject: string; groups: string[]; action: AuditAction
   registry: string; name: string; tag: string
   digest?: string; mediaType?: string; removedTags: string[]
@@ -33,7 +33,12 @@ export type AuditListItem = Omit<AuditRecord, 'manifest'> & { manifestSaved: boo
  * `nextCursor` is there when more matching (and visible) records may exist: a page that reached the store's scan
  * limit ends early, possibly with fewer items than asked (even none), and the cursor continues the scan.
  */
-export interface AuditPage { items: AuditListItem[]; nextCursor?: string }
+export interface AuditPage {
+  items: AuditListItem[]
+  /** For each item, the cursor that continues after it (what GraphQL's edges carry). */
+  cursors: string[]
+  nextCursor?: string
+}
 
 export type ClaimRestoreResult =
   | { ok: true, deletion: AuditRecord, restore: AuditRecord }

@@ -15,23 +15,27 @@ export interface BenchGateway extends Child {
   adminKey: string
   /** Valid, but no rule covers the benchmark's repositories: its deletions are 403 FORBIDDEN. */
   outsiderKey: string
+  /** Holds only `audit`, and only on bench/narrow/**: the narrow caller of the audit-list scenario. */
+  auditorKey: string
   dir: string
   /** Stops the process and removes its temp dir (config, policy, audit database, log). */
   close: () => Promise<void>
 }
 
-export async function startGateway (registryUrl: string, options: { logLevel?: string } = {}): Promise<BenchGateway> {
+export async function startGateway (registryUrl: string, options: { logLevel?: string, auditPath?: string } = {}): Promise<BenchGateway> {
   const dir = mkdtempSync(join(tmpdir(), 'rdg-bench-gateway-'))
   const adminKey = generateApiKey()
   const outsiderKey = generateApiKey()
+  const auditorKey = generateApiKey()
   const policyFile = join(dir, 'policy.yaml')
   writeFileSync(policyFile, stringify({
-    apiKeys: [{ name: 'bench-admin', sha256: sha256Hex(adminKey) }, { name: 'bench-outsider', sha256: sha256Hex(outsiderKey) }],
+    apiKeys: [{ name: 'bench-admin', sha256: sha256Hex(adminKey) }, { name: 'bench-outsider', sha256: sha256Hex(outsiderKey) }, { name: 'bench-auditor', sha256: sha256Hex(auditorKey) }],
     roles: {
       admin: [{ actions: ['*'], repositories: ['**'] }],
-      elsewhere: [{ actions: ['delete'], repositories: ['elsewhere/**'] }]
+      elsewhere: [{ actions: ['delete'], repositories: ['elsewhere/**'] }],
+      narrowAuditor: [{ actions: ['audit'], repositories: ['bench/narrow/**'] }]
     },
-    bindings: [{ role: 'admin', subjects: ['apikey:bench-admin'] }, { role: 'elsewhere', subjects: ['apikey:bench-outsider'] }]
+    bindings: [{ role: 'admin', subjects: ['apikey:bench-admin'] }, { role: 'elsewhere', subjects: ['apikey:bench-outsider'] }, { role: 'narrowAuditor', subjects: ['apikey:bench-auditor'] }]
   }))
   const port = await freePort()
   const configFile = join(dir, 'config.yaml')
@@ -42,7 +46,7 @@ export async function startGateway (registryUrl: string, options: { logLevel?: s
     logLevel: options.logLevel ?? 'warn',
     registries: { default: { url: registryUrl } },
     policyFile,
-    audit: { path: join(dir, 'audit.db') },
+    audit: { path: options.auditPath ?? join(dir, 'audit.db') },
     // The default (600 per caller per minute) would answer most of the benchmark's requests with 429.
     limits: { requestsPerWindow: 1_000_000 },
     coTagConcurrency: 16
@@ -67,6 +71,7 @@ export async function startGateway (registryUrl: string, options: { logLevel?: s
     ...child,
     adminKey,
     outsiderKey,
+    auditorKey,
     dir,
     async close () {
       await child.stop()

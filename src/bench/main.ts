@@ -2,13 +2,15 @@
  * `npm run bench`: starts its own registry (docker-registry on a free loopback port), seeds it, runs the four
  * scenarios of the performance issue against the gateway as a separate process over real HTTP, prints a table
  * and writes bench-results/latest.json. `--quick` runs smaller repositories and fewer rounds (a smoke test).
+ * `--only=audit-list` runs only the audit-list scenario (issue 10, finding 1).
  */
 import { execFileSync } from 'node:child_process'
-import { mkdirSync, writeFileSync } from 'node:fs'
-import { cpus, loadavg, totalmem } from 'node:os'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { Pool } from 'undici'
 import { startRegistry, type RegistryProcess } from '../demo/registry-process.js'
+import { measureAuditList, seedAuditTrail, type AuditListResult } from './audit-list.js'
 import { startGateway, type BenchGateway } from './gateway.js'
 import { measureGuard, type GuardResult } from './guard.js'
 import { measureDeleteLatency } from './latency.js'
@@ -19,12 +21,18 @@ import { seedRepository, type SeededRepository } from './seed-tags.js'
 import { round } from './stats.js'
 
 const quick = process.argv.includes('--quick')
+const only = process.argv.find(argument => argument.startsWith('--only='))?.slice('--only='.length)
+if (only !== undefined && only !== 'audit-list') {
+  process.stderr.write(`unknown scenario ${only}: --only=audit-list is the one that can run alone\n`)
+  process.exit(2)
+}
 const settings = {
   quick,
   latency: { tags: 50, rounds: quick ? 15 : 60, warmupRounds: 5 },
   guard: quick ? [{ tags: 500, repetitions: 3 }, { tags: 1000, repetitions: 3 }] : [{ tags: 2000, repetitions: 7 }, { tags: 10_000, repetitions: 3 }],
   rejections: { concurrency: 50, sliceMs: quick ? 1000 : 2000, rounds: 3, warmupMs: 1000 },
-  rss: { clients: 100, maxRequests: quick ? 600 : 2000, maxDurationMs: 120_000 }
+  rss: { clients: 100, maxRequests: quick ? 600 : 2000, maxDurationMs: 120_000 },
+  auditList: { records: quick ? 50_000 : 500_000, rounds: 30, concurrency: 10, durationMs: 3000 }
 }
 
 interface Row { scenario: string, value: string, target: string, ok: boolean | undefined }
@@ -60,6 +68,38 @@ function registryVersion (): string {
   }
 }
 
+async function runAuditList (registryUrl: string): Promise<AuditListResult> {
+  progress.begin(`(5) audit list: seeding ${settings.auditList.records} audit records`)
+  const dir = mkdtempSync(join(tmpdir(), 'rdg-bench-audit-'))
+  cleanups.push(async () => { rmSync(dir, { recursive: true, force: true }) })
+  const auditPath = join(dir, 'audit.db')
+  await seedAuditTrail(auditPath, settings.auditList.records, progress)
+  progress.begin('(5) audit list: starting a gateway on that trail')
+  const gateway = await startGateway(registryUrl, { auditPath })
+  cleanups.push(async () => { await gateway.close() })
+  progress.begin('(5) audit list, narrow caller')
+  const result = await measureAuditList({ gateway, ...settings.auditList, progress })
+  await gateway.close()
+  return result
+}
+
+function auditListRows (result: AuditListResult): Row[] {
+  return [
+    { scenario: `(5) GET /audit?limit=50, narrow caller, ${result.records} records, p95 (median)`, value: `${result.pageMs.p95.toFixed(1)} ms (${result.pageMs.median.toFixed(1)})`, target: '< 100 ms', ok: result.pageMs.p95 < 100 && result.unexpected === 0 },
+    { scenario: `    /healthz p99 during ${result.concurrency} such requests at once`, value: `${result.healthzMs.p99.toFixed(1)} ms (${result.concurrentPages} pages)`, target: '< 20 ms', ok: result.healthzMs.p99 < 20 && result.unexpected === 0 }
+  ]
+}
+
+function printRows (rows: Row[]): string[] {
+  const width = Math.max(...rows.map(row => row.scenario.length))
+  const valueWidth = Math.max(...rows.map(row => row.value.length))
+  return [
+    `${'scenario'.padEnd(width)}  ${'value'.padEnd(valueWidth)}  ${'target'.padEnd(9)}  ok?`,
+    `${'-'.repeat(width)}  ${'-'.repeat(valueWidth)}  ${'-'.repeat(9)}  ---`,
+    ...rows.map(row => `${row.scenario.padEnd(width)}  ${row.value.padEnd(valueWidth)}  ${row.target.padEnd(9)}  ${row.ok === undefined ? '' : row.ok ? 'yes' : 'NO'}`)
+  ]
+}
+
 async function main (): Promise<void> {
   const started = performance.now()
   const loadBefore = loadavg()
@@ -69,6 +109,16 @@ async function main (): Promise<void> {
   progress.begin('starting the registry')
   const registry: RegistryProcess = await startRegistry({ readyTimeoutMs: 20_000 })
   cleanups.push(async () => { await registry.stop() })
+  if (only === 'audit-list') {
+    const auditList = await runAuditList(registry.url)
+    progress.end()
+    const rows = auditListRows(auditList)
+    mkdirSync('bench-results', { recursive: true })
+    const out = join('bench-results', 'audit-list.json')
+    writeFileSync(out, `${JSON.stringify({ time: new Date().toISOString(), loadAverageBefore: loadBefore, loadAverageAfter: loadavg(), settings: settings.auditList, auditList, targets: rows }, null, 2)}\n`)
+    process.stdout.write(`${printRows(rows).join('\n')}\n\nwritten: ${out}\n`)
+    return
+  }
   const pool = new Pool(registry.url, { connections: 16, pipelining: 1 })
   cleanups.push(async () => { await pool.close() })
 
@@ -110,6 +160,7 @@ async function main (): Promise<void> {
   closeGateway = async () => { await gateway.close() }
   progress.begin(`(4) peak RSS, ${settings.rss.clients} concurrent clients`)
   const rss = await measurePeakRss({ gateway, repository: latencyRepos.gateway.name, tags: settings.latency.tags, ...settings.rss, progress })
+  const auditList = await runAuditList(registry.url)
   progress.end()
 
   const rows: Row[] = [
@@ -127,15 +178,10 @@ async function main (): Promise<void> {
       const run = rejections.gateway[key]
       return { scenario: `    gateway ${label}`, value: `${run.rps} req/s = ${run.ratio.toFixed(2)}x`, target: '>= 0.60x', ok: run.ratio >= 0.6 && run.unexpected === 0 && run.errors === 0 }
     }),
-    { scenario: `(4) peak RSS, ${rss.clients} clients, ${rss.requests} requests`, value: `${rss.peakRssMb.toFixed(1)} MB (idle ${rss.idleRssMb.toFixed(1)})`, target: '<= 120 MB', ok: rss.peakRssMb <= 120 && rss.unexpected === 0 && rss.errors === 0 }
+    { scenario: `(4) peak RSS, ${rss.clients} clients, ${rss.requests} requests`, value: `${rss.peakRssMb.toFixed(1)} MB (idle ${rss.idleRssMb.toFixed(1)})`, target: '<= 120 MB', ok: rss.peakRssMb <= 120 && rss.unexpected === 0 && rss.errors === 0 },
+    ...auditListRows(auditList)
   ]
-  const width = Math.max(...rows.map(row => row.scenario.length))
-  const valueWidth = Math.max(...rows.map(row => row.value.length))
-  const lines = [
-    `${'scenario'.padEnd(width)}  ${'value'.padEnd(valueWidth)}  ${'target'.padEnd(9)}  ok?`,
-    `${'-'.repeat(width)}  ${'-'.repeat(valueWidth)}  ${'-'.repeat(9)}  ---`,
-    ...rows.map(row => `${row.scenario.padEnd(width)}  ${row.value.padEnd(valueWidth)}  ${row.target.padEnd(9)}  ${row.ok === undefined ? '' : row.ok ? 'yes' : 'NO'}`)
-  ]
+  const lines = printRows(rows)
   const machine = {
     cpus: cpus().length,
     cpuModel: cpus()[0]?.model ?? 'unknown',
@@ -155,6 +201,7 @@ async function main (): Promise<void> {
     guard,
     rejections,
     rss,
+    auditList,
     targets: rows.filter(row => row.ok !== undefined).map(row => ({ scenario: row.scenario.trim(), value: row.value, target: row.target, ok: row.ok }))
   }
   mkdirSync('bench-results', { recursive: true })

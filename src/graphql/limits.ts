@@ -5,32 +5,35 @@ import {
 
 /**
  * The fields a selection set runs, with fragments (named and inline) expanded: what counting the written `Field`
- * nodes misses, since one spread can stand for many fields.
+ * nodes misses, since one spread can stand for many fields. Lazy, because fragments spreading fragments several
+ * times stand for exponentially many fields: callers stop as soon as they have seen enough.
  */
-export function expandedFields (context: ValidationContext, selectionSet: SelectionSetNode): FieldNode[] {
-  const fields: FieldNode[] = []
-  const expanding = new Set<string>()
-  const walk = (set: SelectionSetNode): void => {
-    for (const selection of set.selections) {
-      if (selection.kind === Kind.FIELD) fields.push(selection)
-      else if (selection.kind === Kind.INLINE_FRAGMENT) walk(selection.selectionSet)
-      else {
-        const fragment = context.getFragment(selection.name.value)
-        // A cycle or an unknown fragment is reported by graphql's own rules; counting stops there.
-        if (fragment == null || expanding.has(fragment.name.value)) continue
-        expanding.add(fragment.name.value)
-        walk(fragment.selectionSet)
-        expanding.delete(fragment.name.value)
-      }
+export function * expandedFields (context: ValidationContext, selectionSet: SelectionSetNode, expanding = new Set<string>()): Generator<FieldNode> {
+  for (const selection of selectionSet.selections) {
+    if (selection.kind === Kind.FIELD) yield selection
+    else if (selection.kind === Kind.INLINE_FRAGMENT) yield * expandedFields(context, selection.selectionSet, expanding)
+    else {
+      const fragment = context.getFragment(selection.name.value)
+      // A cycle or an unknown fragment is reported by graphql's own rules; counting stops there.
+      if (fragment == null || expanding.has(fragment.name.value)) continue
+      expanding.add(fragment.name.value)
+      yield * expandedFields(context, fragment.selectionSet, expanding)
+      expanding.delete(fragment.name.value)
     }
   }
-  walk(selectionSet)
-  return fields
 }
 
-/** The fields an operation runs at its root, fragments expanded. */
+/** Far above any cap a rule applies: enough to judge, bounded however the fragments multiply. */
+const MAX_ROOT_FIELDS = 10_000
+
+/** The fields an operation runs at its root, fragments expanded (at most MAX_ROOT_FIELDS of them). */
 export function rootFields (context: ValidationContext, operation: OperationDefinitionNode): FieldNode[] {
-  return expandedFields(context, operation.selectionSet)
+  const fields: FieldNode[] = []
+  for (const field of expandedFields(context, operation.selectionSet)) {
+    fields.push(field)
+    if (fields.length === MAX_ROOT_FIELDS) break
+  }
+  return fields
 }
 
 /**

@@ -1,13 +1,11 @@
 import type { AuditTrail } from '../audit/trail.js'
-import type { AuditFilter, AuditListItem, AuditRecord } from '../audit/types.js'
+import type { AuditEvent } from '../audit/shapes.js'
+import type { AuditFilter, AuditListItem } from '../audit/types.js'
 import { GatewayError } from '../errors.js'
 import type { Identity } from '../policy/types.js'
 import type { Authorize } from './delete-image.js'
 
-export type AuditEvent = Omit<AuditRecord, 'manifest'> & {
-  /** A deletion the registry accepted and nobody restored yet (restorable until garbage collection). */
-  restorable: boolean
-}
+export type { AuditEvent }
 
 export interface ListAuditInput {
   identity: Identity
@@ -25,7 +23,7 @@ export function toAuditEvent (record: AuditListItem): AuditEvent {
 }
 
 /** The trail, newest first, showing only records of repositories the caller may audit. */
-export async function listAuditEvents (deps: { audit: AuditTrail, authorize: Authorize, mayAuditAnything: (identity: Identity) => boolean }, input: ListAuditInput): Promise<{ items: AuditEvent[], nextCursor?: string }> {
+export async function listAuditEvents (deps: { audit: AuditTrail, authorize: Authorize, mayAuditAnything: (identity: Identity) => boolean }, input: ListAuditInput): Promise<{ items: AuditEvent[], cursors: string[], nextCursor?: string }> {
   const limit = input.limit ?? DEFAULT_AUDIT_PAGE
   if (!Number.isInteger(limit) || limit < 1 || limit > MAX_AUDIT_PAGE) {
     throw new GatewayError('INVALID_REQUEST', `limit must be an integer from 1 to ${MAX_AUDIT_PAGE}.`, { extras: { field: 'limit', rule: `integer 1..${MAX_AUDIT_PAGE}` } })
@@ -39,5 +37,5 @@ export async function listAuditEvents (deps: { audit: AuditTrail, authorize: Aut
   const visible = (record: AuditListItem): boolean =>
     deps.authorize(input.identity, 'audit', { registry: record.registry, repository: record.name, tag: record.tag }).allow
   const page = await deps.audit.list(input.filter, { limit, ...(input.cursor === undefined ? {} : { cursor: input.cursor }) }, visible)
-  return { items: page.items.map(toAuditEvent), ...(page.nextCursor === undefined ? {} : { nextCursor: page.nextCursor }) }
+  return { items: page.items.map(toAuditEvent), cursors: page.cursors, ...(page.nextCursor === undefined ? {} : { nextCursor: page.nextCursor }) }
 }
