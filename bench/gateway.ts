@@ -7,24 +7,28 @@ export interface BenchGateway extends GatewayProcess {
   adminKey: string
   /** Valid, but no rule covers the benchmark's repositories: its deletions are 403 FORBIDDEN. */
   outsiderKey: string
+  /** Holds only `audit`, and only on bench/narrow/**: the narrow caller of the audit-list scenario. */
+  auditorKey: string
 }
 
-export async function startGateway (registryUrl: string, options: { logLevel?: string } = {}): Promise<BenchGateway> {
+export async function startGateway (registryUrl: string, options: { logLevel?: string, auditPath?: string } = {}): Promise<BenchGateway> {
   const adminKey = generateApiKey()
   const outsiderKey = generateApiKey()
+  const auditorKey = generateApiKey()
   const gateway = await startGatewayProcess({
     registryUrl,
     name: 'rdg-bench-gateway',
     policy: {
-      apiKeys: [{ name: 'bench-admin', sha256: sha256Hex(adminKey) }, { name: 'bench-outsider', sha256: sha256Hex(outsiderKey) }],
+      apiKeys: [{ name: 'bench-admin', sha256: sha256Hex(adminKey) }, { name: 'bench-outsider', sha256: sha256Hex(outsiderKey) }, { name: 'bench-auditor', sha256: sha256Hex(auditorKey) }],
       roles: {
         admin: [{ actions: ['*'], repositories: ['**'] }],
-        elsewhere: [{ actions: ['delete'], repositories: ['elsewhere/**'] }]
+        elsewhere: [{ actions: ['delete'], repositories: ['elsewhere/**'] }],
+        narrowAuditor: [{ actions: ['audit'], repositories: ['bench/narrow/**'] }]
       },
-      bindings: [{ role: 'admin', subjects: ['apikey:bench-admin'] }, { role: 'elsewhere', subjects: ['apikey:bench-outsider'] }]
+      bindings: [{ role: 'admin', subjects: ['apikey:bench-admin'] }, { role: 'elsewhere', subjects: ['apikey:bench-outsider'] }, { role: 'narrowAuditor', subjects: ['apikey:bench-auditor'] }]
     },
     // The bare app logs nothing either.
-    config: { logLevel: options.logLevel ?? 'warn', coTagConcurrency: 16 }
+    config: { logLevel: options.logLevel ?? 'warn', coTagConcurrency: 16, ...(options.auditPath === undefined ? {} : { audit: { path: options.auditPath } }) }
   })
-  return { ...gateway, adminKey, outsiderKey }
+  return { ...gateway, adminKey, outsiderKey, auditorKey }
 }

@@ -6,11 +6,12 @@
  * and writes bench-results/only-<names>.json.
  */
 import { execFileSync } from 'node:child_process'
-import { mkdirSync, writeFileSync } from 'node:fs'
-import { cpus, loadavg, totalmem } from 'node:os'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { Pool } from 'undici'
 import { startRegistry, type RegistryProcess } from '../testing/registry-process.js'
+import { measureAuditList, seedAuditTrail, type AuditListResult } from './audit-list.js'
 import { startGateway, type BenchGateway } from './gateway.js'
 import { measureGuard, type GuardResult } from './guard.js'
 import { measureDeleteLatency } from './latency.js'
@@ -22,7 +23,7 @@ import { round } from './stats.js'
 import { measureUntag, tagsNeeded, untagRows, type UntagResult } from './untag.js'
 
 const quick = process.argv.includes('--quick')
-const SCENARIOS = ['latency', 'guard', 'rejections', 'rss', 'untag'] as const
+const SCENARIOS = ['latency', 'guard', 'rejections', 'rss', 'untag', 'audit-list'] as const
 type Scenario = typeof SCENARIOS[number]
 const only = process.argv.find(arg => arg.startsWith('--only='))?.slice('--only='.length).split(',')
 const unknownScenario = only?.find(name => !(SCENARIOS as readonly string[]).includes(name))
@@ -34,7 +35,8 @@ const settings = {
   guard: quick ? [{ tags: 500, repetitions: 3 }, { tags: 1000, repetitions: 3 }] : [{ tags: 2000, repetitions: 7 }, { tags: 10_000, repetitions: 3 }],
   rejections: { concurrency: 50, sliceMs: quick ? 1000 : 2000, rounds: 3, warmupMs: 1000 },
   rss: { clients: 100, maxRequests: quick ? 600 : 2000, maxDurationMs: 120_000 },
-  untag: { sizes: quick ? [300, 1000] : [300, 10_000], rounds: quick ? 10 : 30, warmupRounds: 3 }
+  untag: { sizes: quick ? [300, 1000] : [300, 10_000], rounds: quick ? 10 : 30, warmupRounds: 3 },
+  auditList: { records: quick ? 50_000 : 500_000, rounds: 30, concurrency: 10, durationMs: 3000 }
 }
 
 interface Row { scenario: string, value: string, target: string, ok: boolean | undefined }
@@ -68,6 +70,28 @@ function registryVersion (): string {
   } catch {
     return 'unknown'
   }
+}
+
+async function runAuditList (registryUrl: string): Promise<AuditListResult> {
+  progress.begin(`(6) audit list: seeding ${settings.auditList.records} audit records`)
+  const dir = mkdtempSync(join(tmpdir(), 'rdg-bench-audit-'))
+  cleanups.push(async () => { rmSync(dir, { recursive: true, force: true }) })
+  const auditPath = join(dir, 'audit.db')
+  await seedAuditTrail(auditPath, settings.auditList.records, progress)
+  progress.begin('(6) audit list: starting a gateway on that trail')
+  const gateway = await startGateway(registryUrl, { auditPath })
+  cleanups.push(async () => { await gateway.close() })
+  progress.begin('(6) audit list, narrow caller')
+  const result = await measureAuditList({ gateway, ...settings.auditList, progress })
+  await gateway.close()
+  return result
+}
+
+function auditListRows (result: AuditListResult): Row[] {
+  return [
+    { scenario: `(6) GET /audit?limit=50, narrow caller, ${result.records} records, p95 (median)`, value: `${result.pageMs.p95.toFixed(1)} ms (${result.pageMs.median.toFixed(1)})`, target: '< 100 ms', ok: result.pageMs.p95 < 100 && result.unexpected === 0 },
+    { scenario: `    /healthz p99 during ${result.concurrency} such requests at once`, value: `${result.healthzMs.p99.toFixed(1)} ms (${result.concurrentPages} pages)`, target: '< 20 ms', ok: result.healthzMs.p99 < 20 && result.unexpected === 0 }
+  ]
 }
 
 async function main (): Promise<void> {
@@ -147,6 +171,7 @@ async function main (): Promise<void> {
       rss = await measurePeakRss({ gateway, repository: latencyRepos.gateway.name, tags: settings.latency.tags, ...settings.rss, progress })
     }
   }
+  const auditList = runs('audit-list') ? await runAuditList(registry.url) : undefined
   progress.end()
 
   const rows: Row[] = [
@@ -175,7 +200,8 @@ async function main (): Promise<void> {
     ...(rss === undefined
       ? []
       : [{ scenario: `(4) peak RSS, ${rss.clients} clients, ${rss.requests} requests`, value: `${rss.peakRssMb.toFixed(1)} MB (idle ${rss.idleRssMb.toFixed(1)})`, target: '<= 120 MB', ok: rss.peakRssMb <= 120 && rss.unexpected === 0 && rss.errors === 0 }]),
-    ...untag.flatMap(untagRows)
+    ...untag.flatMap(untagRows),
+    ...(auditList === undefined ? [] : auditListRows(auditList))
   ]
   const width = Math.max(...rows.map(row => row.scenario.length))
   const valueWidth = Math.max(...rows.map(row => row.value.length))
@@ -204,6 +230,7 @@ async function main (): Promise<void> {
     rejections,
     rss,
     untag,
+    auditList,
     targets: rows.filter(row => row.ok !== undefined).map(row => ({ scenario: row.scenario.trim(), value: row.value, target: row.target, ok: row.ok }))
   }
   mkdirSync('bench-results', { recursive: true })

@@ -22,8 +22,6 @@ export interface AppDeps extends ServiceOverrides {
   logger?: FastifyBaseLogger | false
 }
 
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
-
 declare module 'fastify' {
   interface FastifyInstance {
     /** Settles when start-up pruning and reconciliation of pending audit records are done. */
@@ -35,11 +33,10 @@ declare module 'fastify' {
 export async function buildApp (config: Config, deps: AppDeps = {}): Promise<FastifyInstance> {
   const app = Fastify({
     ...(deps.logger === false ? { logger: false } : { loggerInstance: deps.logger ?? createLogger(config.logLevel) }),
+    // The caller's X-Request-Id is never the request id (it would go into audit records as the gateway's own):
+    // the transports keep it apart as clientRequestId.
     requestIdHeader: false,
-    genReqId: (request) => {
-      const sent = request.headers['x-request-id']
-      return typeof sent === 'string' && REQUEST_ID.test(sent) ? sent : randomUUID()
-    },
+    genReqId: () => randomUUID(),
     bodyLimit: config.limits.bodyBytes,
     frameworkErrors: badUrl,
     // Unknown query parameters are refused, not dropped: a mistyped `dryrun=true` must not become a real delete.

@@ -9,7 +9,7 @@ import { ScansPerCaller } from './images/co-tags.js'
 import type { DeleteImageDeps } from './images/delete-image.js'
 import { startAuditHousekeeping, type AuditHousekeeping } from './images/housekeeping.js'
 import { whoAmI, type WhoAmI } from './identity/who-am-i.js'
-import { decide, literalProtectedTags, rolesOf, PolicyStore } from './policy/index.js'
+import { decide, grantsAnywhere, literalProtectedTags, rolesOf, PolicyStore } from './policy/index.js'
 import { RegistryClient } from './registry/client.js'
 import { RegistryDirectory } from './registry/directory.js'
 
@@ -67,7 +67,7 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
   if (overrides.policyStore === undefined && config.policyFile !== undefined) policyStore.load(config.policyFile)
   if (policyStore.current() === undefined) log.warn('no policy loaded: every request will be denied (set POLICY_FILE or policyFile)')
   const authenticator = createAuthenticator(policyStore, { logger: log })
-  const auditStore = overrides.auditStore ?? openSqliteAuditStore(config.audit.path)
+  const auditStore = overrides.auditStore ?? openSqliteAuditStore(config.audit.path, { listScanLimit: config.audit.listScanLimit })
   const audit = new AuditTrail(auditStore, log, metrics.auditRecord)
   const images: DeleteImageDeps = {
     registries,
@@ -76,6 +76,7 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
       const policy = policyStore.current()
       return (identity, action, resource) => decide(policy, identity, action, resource)
     },
+    mayAuditAnything: identity => grantsAnywhere(policyStore.current(), identity, 'audit'),
     audit,
     coTagConcurrency: config.coTagConcurrency,
     coTagScanLimit: config.coTagScanLimit,

@@ -1,7 +1,8 @@
-export { AUDIT_ID, encodeAuditCursor } from './cursor.js'
-export { auditSchemaVersion, openSqliteAuditStore } from './sqlite-store.js'
+export { AUDIT_ID } from './id.js'
+export * from './shapes.js'
+export { auditSchemaVersion, openSqliteAuditStore, type SqliteAuditStoreOptions } from './sqlite-store.js'
 export { AuditTrail, withoutManifest, type AuditLogger } from './trail.js'
 export type {
-  AuditAction, AuditFilter, AuditOutcome, AuditPage, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult,
+  AuditAction, AuditFilter, AuditListItem, AuditOutcome, AuditPage, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult,
   NewAuditRecord
 } from './types.js'

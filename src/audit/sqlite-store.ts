@@ -1,11 +1,10 @@
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
-import { monotonicFactory } from 'ulid'
 import { GatewayError } from '../errors.js'
-import { AUDIT_ID, encodeAuditCursor } from './cursor.js'
+import { AUDIT_ID, newAuditId } from './id.js'
 import type {
-  AuditFilter, AuditPage, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, NewAuditRecord
+  AuditFilter, AuditListItem, AuditPage, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, NewAuditRecord
 } from './types.js'
 
 /**
@@ -46,13 +45,27 @@ const migrations: readonly string[] = [
   CREATE TABLE audit_store_check (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     checked_at TEXT NOT NULL
-  ) STRICT;`
+  ) STRICT;`,
+  // The caller's X-Request-Id, kept apart from request_id, which is always the gateway's own.
+  'ALTER TABLE audit_records ADD COLUMN client_request_id TEXT;'
 ]
 
 export const auditSchemaVersion = migrations.length
 
 const columns = `id, time, request_id, transport, subject, groups, action, registry, name, tag, digest, media_type,
-  removed_tags, decision, outcome, upstream_status, error_code, error_detail, duration_ms, manifest, restored_by, restore_of`
+  removed_tags, decision, outcome, upstream_status, error_code, error_detail, duration_ms, manifest, restored_by, restore_of,
+  client_request_id`
+
+/** What a listing reads: everything but the saved manifest bytes, which only a restore needs. */
+const listColumns = `id, time, request_id, transport, subject, groups, action, registry, name, tag, digest, media_type,
+  removed_tags, decision, outcome, upstream_status, error_code, error_detail, duration_ms, NULL AS manifest,
+  manifest IS NOT NULL AS manifest_saved, restored_by, restore_of, client_request_id`
+
+/**
+ * The filters whose index is ordered by id after them, best first: the scan window walks one of these (or the id
+ * index), so it reads only rows that match it and stops after the scan limit.
+ */
+const windowIndexes: ReadonlyArray<ReadonlyArray<keyof AuditFilter>> = [['subject'], ['registry', 'name', 'tag'], ['name', 'tag'], ['outcome']]
 
 interface AuditRow {
   id: string
@@ -77,6 +90,7 @@ interface AuditRow {
   manifest: Buffer | null
   restored_by: string | null
   restore_of: string | null
+  client_request_id: string | null
 }
 
 type RowParams = { [K in keyof AuditRow]: AuditRow[K] | undefined }
@@ -104,7 +118,8 @@ function toParams (record: AuditRecord): RowParams {
     duration_ms: record.durationMs,
     manifest: record.manifest,
     restored_by: record.restoredBy,
-    restore_of: record.restoreOf
+    restore_of: record.restoreOf,
+    client_request_id: record.clientRequestId
   }
 }
 
@@ -133,6 +148,7 @@ function toRecord (row: AuditRow): AuditRecord {
   if (row.manifest !== null) record.manifest = row.manifest
   if (row.restored_by !== null) record.restoredBy = row.restored_by
   if (row.restore_of !== null) record.restoreOf = row.restore_of
+  if (row.client_request_id !== null) record.clientRequestId = row.client_request_id
   return record
 }
 
@@ -145,6 +161,11 @@ function toIsoTime (value: string, field: string): string {
   const ms = Date.parse(value)
   if (Number.isNaN(ms)) throw invalidRequest(field, `${field} must be an ISO 8601 time, got ${JSON.stringify(value)}`)
   return new Date(ms).toISOString()
+}
+
+/** The one cursor encoding: it continues a listing after the record `id`, and is opaque so its form can change. */
+function encodeAuditCursor (id: string): string {
+  return Buffer.from(id, 'utf8').toString('base64url')
 }
 
 function decodeCursor (cursor: string): string {
@@ -169,8 +190,15 @@ function definedChanges (changes: AuditRecordChanges): AuditRecordChanges {
   return Object.fromEntries(Object.entries(changes).filter(([, value]) => value !== undefined))
 }
 
-export function openSqliteAuditStore (path: string, options: { now?: () => Date } = {}): AuditStore {
+export interface SqliteAuditStoreOptions {
+  now?: () => Date
+  /** Rows one list call reads at most (1000 by default); a page that hits it ends early with a cursor. */
+  listScanLimit?: number
+}
+
+export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOptions = {}): AuditStore {
   const now = options.now ?? (() => new Date())
+  const scanLimit = options.listScanLimit ?? 1000
   if (path !== ':memory:' && path !== '') mkdirSync(dirname(path), { recursive: true })
   // Waits this long for another process (the CLI, a second gateway on the same file) to finish its write.
   const db = new Database(path, { timeout: 5000 })
@@ -189,7 +217,6 @@ export function openSqliteAuditStore (path: string, options: { now?: () => Date 
   }
 
   const { insertRow, updateRow, selectById, selectPending, setRestoredBy, clearRestoredBy, deleteOlderThan, recordCheck } = statements
-  const nextId = monotonicFactory()
   const listStatements = new Map<string, Database.Statement>()
 
   let closed = false
@@ -207,7 +234,7 @@ export function openSqliteAuditStore (path: string, options: { now?: () => Date 
     const { time, ...fields } = record
     return {
       ...fields,
-      id: nextId(clock.getTime()),
+      id: newAuditId(clock.getTime()),
       time: time === undefined ? clock.toISOString() : toIsoTime(time, 'time')
     }
   }
@@ -260,10 +287,16 @@ export function openSqliteAuditStore (path: string, options: { now?: () => Date 
   })
 
   function listStatement (filter: AuditFilter, withCursor: boolean): Database.Statement {
-    const conditions = filterConditions.filter(([key]) => filter[key] !== undefined).map(([, sql]) => sql)
-    if (withCursor) conditions.push('id < @cursor')
-    const where = conditions.length === 0 ? '' : `WHERE ${conditions.join(' AND ')}`
-    const sql = `SELECT ${columns} FROM audit_records ${where} ORDER BY id DESC LIMIT @limit`
+    const given = filterConditions.filter(([key]) => filter[key] !== undefined)
+    const driving = windowIndexes.find(keys => keys.every(key => filter[key] !== undefined)) ?? []
+    const windowConditions = given.filter(([key]) => driving.includes(key)).map(([, sql]) => sql)
+    if (withCursor) windowConditions.push('id < @cursor')
+    const windowWhere = windowConditions.length === 0 ? '' : `WHERE ${windowConditions.join(' AND ')}`
+    const matches = given.length === 0 ? '1' : given.map(([, sql]) => sql).join(' AND ')
+    // The window is at most @scan rows of one index in id order; the other filters only mark rows inside it, so
+    // a filter nothing matches cannot make SQLite step through the whole table.
+    const sql = `SELECT ${listColumns}, (${matches}) AS matches FROM audit_records
+      WHERE id IN (SELECT id FROM audit_records ${windowWhere} ORDER BY id DESC LIMIT @scan) ORDER BY id DESC`
     let statement = listStatements.get(sql)
     if (statement === undefined) {
       statement = db.prepare(sql)
@@ -304,21 +337,28 @@ export function openSqliteAuditStore (path: string, options: { now?: () => Date 
         params[key] = key === 'since' || key === 'until' ? toIsoTime(value, key) : value
       }
       if (page.cursor !== undefined) params.cursor = decodeCursor(page.cursor)
-      // One row past the page tells whether a next page exists. With `visible`, SQLite steps lazily through
-      // every row (a negative LIMIT means none) until that row is found among the visible ones.
-      params.limit = visible === undefined ? page.limit + 1 : -1
-      const items: AuditRecord[] = []
+      params.scan = scanLimit
+      const items: AuditListItem[] = []
+      let scanned = 0
+      let lastScanned = ''
       let more = false
-      for (const row of listStatement(filter, page.cursor !== undefined).iterate(params) as IterableIterator<AuditRow>) {
-        const record = toRecord(row)
-        if (visible !== undefined && !visible(record)) continue
+      for (const row of listStatement(filter, page.cursor !== undefined).iterate(params) as IterableIterator<AuditRow & { manifest_saved: number, matches: number }>) {
+        scanned++
+        lastScanned = row.id
+        if (row.matches === 0) continue
+        const item: AuditListItem = { ...toRecord(row), manifestSaved: row.manifest_saved === 1 }
+        if (visible !== undefined && !visible(item)) continue
         if (items.length === page.limit) {
           more = true
           break
         }
-        items.push(record)
+        items.push(item)
       }
-      return more ? { items, nextCursor: encodeAuditCursor(items[items.length - 1].id) } : { items }
+      const cursors = items.map(item => encodeAuditCursor(item.id))
+      if (more || (scanned === scanLimit && items.length === page.limit)) return { items, cursors, nextCursor: cursors.at(-1) as string }
+      // The window ended before the page filled: older rows may still match, so the caller continues from here.
+      if (scanned === scanLimit) return { items, cursors, nextCursor: encodeAuditCursor(lastScanned) }
+      return { items, cursors }
     },
 
     async pending () {
@@ -374,7 +414,7 @@ function prepareStatements (db: Database.Database) {
   return {
     insertRow: db.prepare(`INSERT INTO audit_records (${columns}) VALUES (@id, @time, @request_id, @transport,
       @subject, @groups, @action, @registry, @name, @tag, @digest, @media_type, @removed_tags, @decision, @outcome,
-      @upstream_status, @error_code, @error_detail, @duration_ms, @manifest, @restored_by, @restore_of)`),
+      @upstream_status, @error_code, @error_detail, @duration_ms, @manifest, @restored_by, @restore_of, @client_request_id)`),
     updateRow: db.prepare(`UPDATE audit_records SET outcome = @outcome, digest = @digest,
       media_type = @media_type, removed_tags = @removed_tags, upstream_status = @upstream_status,
       error_code = @error_code, error_detail = @error_detail, duration_ms = @duration_ms, manifest = @manifest,

@@ -1,8 +1,11 @@
-export type AuditAction = 'delete' | 'dry-run' | 'restore'
-export type AuditOutcome = 'pending' | 'deleted' | 'dry-run' | 'denied' | 'rejected' | 'not-found' | 'failed' | 'restored'
+import type { AuditAction, AuditOutcome, AuditTransport } from './shapes.js'
+export type { AuditAction, AuditOutcome, AuditTransport }
 
 export interface AuditRecord {
-  id: string; time: string /* ISO */; requestId: string; transport: 'rest' | 'graphql' | 'cli' | 'startup'
+  id: string; time: string /* ISO */; requestId: string
+  /** The caller's own X-Request-Id (length- and charset-checked); requestId is always the gateway's. */
+  clientRequestId?: string
+  transport: AuditTransport
   subject: string; groups: string[]; action: AuditAction
   registry: string; name: string; tag: string
   digest?: string; mediaType?: string; removedTags: string[]
@@ -23,8 +26,19 @@ export type AuditRecordChanges = Partial<Pick<AuditRecord, 'outcome' | 'digest' 
 /** Every field narrows the result. `since` is inclusive and `until` exclusive, so adjacent windows never overlap. */
 export interface AuditFilter { subject?: string; registry?: string; name?: string; tag?: string; outcome?: AuditOutcome; action?: AuditAction; since?: string; until?: string }
 
-/** `nextCursor` is there only when at least one more matching (and visible) record exists. */
-export interface AuditPage { items: AuditRecord[]; nextCursor?: string }
+/** A record as a listing reads it: never the manifest bytes, only whether some were saved. */
+export type AuditListItem = Omit<AuditRecord, 'manifest'> & { manifestSaved: boolean }
+
+/**
+ * `nextCursor` is there when more matching (and visible) records may exist: a page that reached the store's scan
+ * limit ends early, possibly with fewer items than asked (even none), and the cursor continues the scan.
+ */
+export interface AuditPage {
+  items: AuditListItem[]
+  /** For each item, the cursor that continues after it (what GraphQL's edges carry). */
+  cursors: string[]
+  nextCursor?: string
+}
 
 export type ClaimRestoreResult =
   | { ok: true, deletion: AuditRecord, restore: AuditRecord }
@@ -37,10 +51,11 @@ export interface AuditStore {
   update (id: string, changes: AuditRecordChanges): Promise<AuditRecord>
   get (id: string): Promise<AuditRecord | undefined>
   /**
-   * Newest first. `visible` filters out records the caller may not see, without breaking page sizes (keep scanning
-   * until limit is filled or rows run out). A malformed cursor, limit or time rejects with INVALID_REQUEST.
+   * Newest first. `visible` filters out records the caller may not see. One call reads a bounded number of rows (the
+   * store's scan limit), so a caller who sees little gets short pages with a cursor rather than a scan of the whole
+   * trail. A malformed cursor, limit or time rejects with INVALID_REQUEST.
    */
-  list (filter: AuditFilter, page: { limit: number, cursor?: string }, visible?: (record: AuditRecord) => boolean): Promise<AuditPage>
+  list (filter: AuditFilter, page: { limit: number, cursor?: string }, visible?: (record: AuditListItem) => boolean): Promise<AuditPage>
   /** Records still `pending` (deletions and restores cut short), oldest first, for start-up reconciliation. */
   pending (): Promise<AuditRecord[]>
   /**

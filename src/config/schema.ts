@@ -39,7 +39,9 @@ export const ConfigSchema = Type.Object({
     maxDepth: Type.Integer({ minimum: 1, maximum: 100, default: 8 }),
     maxFields: Type.Integer({ minimum: 1, maximum: 10_000, default: 200 }),
     /** Mutation fields (aliases included) one document may run: each is a deletion or a restore. */
-    maxMutationsPerDocument: Type.Integer({ minimum: 1, maximum: 100, default: 1 })
+    maxMutationsPerDocument: Type.Integer({ minimum: 1, maximum: 100, default: 1 }),
+    /** `auditEvents` fields (aliases included) one document may ask for: each reads up to audit.listScanLimit rows. */
+    maxAuditEventsPerDocument: Type.Integer({ minimum: 1, maximum: 100, default: 1 })
   }, { additionalProperties: false, default: {} }),
   limits: Type.Object({
     bodyBytes: Type.Integer({ minimum: 1024, maximum: 10 * 1024 * 1024, default: 64 * 1024 }),
@@ -70,7 +72,9 @@ export const ConfigSchema = Type.Object({
   policyFile: Type.Optional(Type.String({ minLength: 1 })),
   audit: Type.Object({
     path: Type.String({ minLength: 1, default: './data/audit.db', description: 'SQLite file of the audit trail' }),
-    retentionDays: Type.Integer({ minimum: 1, maximum: 36_500, default: 90 })
+    retentionDays: Type.Integer({ minimum: 1, maximum: 36_500, default: 90 }),
+    /** Rows one audit page may read at most, so no caller can make a page scan the whole trail. */
+    listScanLimit: Type.Integer({ minimum: 201, maximum: 100_000, default: 1000 })
   }, { additionalProperties: false, default: {} })
 }, { additionalProperties: false })
 

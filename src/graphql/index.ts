@@ -3,15 +3,15 @@ import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import mercurius, { type IResolvers, type MercuriusContext } from 'mercurius'
 import { getOperationAST, Location, parse } from 'graphql'
 import { GatewayError } from '../errors.js'
-import { encodeAuditCursor } from '../audit/cursor.js'
 import type { AuditFilter } from '../audit/types.js'
 import { listAuditEvents } from '../images/audit-events.js'
-import { deleteImage, type DeleteImageDeps } from '../images/delete-image.js'
+import { deleteImage, type DeleteImageDeps, type RequestContext } from '../images/delete-image.js'
 import { restoreDeletion } from '../images/restore-deletion.js'
 import type { WhoAmI } from '../identity/who-am-i.js'
 import type { Identity } from '../policy/types.js'
 import type { Config } from '../config/schema.js'
 import { asGatewayError } from '../http/problem.js'
+import { clientRequestId } from '../http/client-request-id.js'
 import { graphqlErrorFormatter, isGraphQLDocumentError, sendGraphQLDocumentError, sendGraphQLError } from './errors.js'
 import { validationRules } from './limits.js'
 
@@ -43,8 +43,8 @@ function auditFilter (filter: AuditEventsArgs['filter']): AuditFilter {
   return Object.fromEntries(entries.map(([key, value]) => [key, key === 'outcome' || key === 'action' ? fromEnum(value) : value]))
 }
 
-function context (context: MercuriusContext): { requestId: string, transport: 'graphql' } {
-  return { requestId: context.reply.request.id, transport: 'graphql' }
+function context (context: MercuriusContext): RequestContext {
+  return { requestId: context.reply.request.id, ...clientRequestId(context.reply.request), transport: 'graphql' }
 }
 
 /**
@@ -86,9 +86,10 @@ export const graphqlApi = (options: GraphQLOptions): FastifyPluginAsync => async
           ...(args.after === undefined || args.after === null ? {} : { cursor: args.after })
         })
         return {
-          edges: page.items.map(item => ({ cursor: encodeAuditCursor(item.id), node: { ...item, action: toEnum(item.action), outcome: toEnum(item.outcome) } })),
-          // Relay's endCursor is the last edge's cursor, whether or not more pages follow.
-          pageInfo: { hasNextPage: page.nextCursor !== undefined, endCursor: page.items.length === 0 ? null : encodeAuditCursor((page.items.at(-1) as { id: string }).id) }
+          edges: page.items.map((item, index) => ({ cursor: page.cursors[index], node: { ...item, action: toEnum(item.action), outcome: toEnum(item.outcome) } })),
+          // Relay's endCursor is the last edge's cursor, whether or not more pages follow; a page the scan limit cut
+          // short continues from where the scan stopped, which can be past its last edge.
+          pageInfo: { hasNextPage: page.nextCursor !== undefined, endCursor: page.nextCursor ?? page.cursors.at(-1) ?? null }
         }
       }
     },

@@ -4,46 +4,76 @@ import {
 } from 'graphql'
 
 /**
- * Caps how many fields one document may select (aliases included), so one request cannot ask for a response
- * of unbounded size; depth alone does not stop a wide query made of thousands of aliases.
+ * The fields a selection set runs, with fragments (named and inline) expanded: what counting the written `Field`
+ * nodes misses, since one spread can stand for many fields. Lazy, because fragments spreading fragments several
+ * times stand for exponentially many fields: callers stop as soon as they have seen enough.
  */
-export function maxFieldsRule (maxFields: number): ValidationRule {
-  return (context: ValidationContext): ASTVisitor => {
-    let fields = 0
-    return {
-      Field (node) {
-        fields++
-        if (fields === maxFields + 1) {
-          context.reportError(new GraphQLError(`the document selects more than ${maxFields} fields; split it into smaller queries.`, { nodes: [node] }))
-        }
-      }
+export function * expandedFields (context: ValidationContext, selectionSet: SelectionSetNode, expanding = new Set<string>()): Generator<FieldNode> {
+  for (const selection of selectionSet.selections) {
+    if (selection.kind === Kind.FIELD) yield selection
+    else if (selection.kind === Kind.INLINE_FRAGMENT) yield * expandedFields(context, selection.selectionSet, expanding)
+    else {
+      const fragment = context.getFragment(selection.name.value)
+      // A cycle or an unknown fragment is reported by graphql's own rules; counting stops there.
+      if (fragment == null || expanding.has(fragment.name.value)) continue
+      expanding.add(fragment.name.value)
+      yield * expandedFields(context, fragment.selectionSet, expanding)
+      expanding.delete(fragment.name.value)
     }
   }
 }
 
-/**
- * The fields an operation runs at its root, with fragments (named and inline) expanded: what counting the
- * written `Field` nodes misses, since one spread can stand for many fields.
- */
+/** Far above any cap a rule applies: enough to judge, bounded however the fragments multiply. */
+const MAX_ROOT_FIELDS = 10_000
+
+/** The fields an operation runs at its root, fragments expanded (at most MAX_ROOT_FIELDS of them). */
 export function rootFields (context: ValidationContext, operation: OperationDefinitionNode): FieldNode[] {
   const fields: FieldNode[] = []
-  const expanding = new Set<string>()
-  const walk = (selectionSet: SelectionSetNode): void => {
-    for (const selection of selectionSet.selections) {
-      if (selection.kind === Kind.FIELD) fields.push(selection)
-      else if (selection.kind === Kind.INLINE_FRAGMENT) walk(selection.selectionSet)
-      else {
-        const fragment = context.getFragment(selection.name.value)
-        // A cycle or an unknown fragment is reported by graphql's own rules; counting stops there.
-        if (fragment == null || expanding.has(fragment.name.value)) continue
-        expanding.add(fragment.name.value)
-        walk(fragment.selectionSet)
-        expanding.delete(fragment.name.value)
+  for (const field of expandedFields(context, operation.selectionSet)) {
+    fields.push(field)
+    if (fields.length === MAX_ROOT_FIELDS) break
+  }
+  return fields
+}
+
+/**
+ * Caps how many fields one operation selects once fragments are expanded (aliases included), so one request
+ * cannot ask for a response of unbounded size: depth alone does not stop thousands of aliases, and a fragment
+ * spread many times counts every time. Counting stops at the cap, so nested spreads cannot make it expensive.
+ */
+export function maxFieldsRule (maxFields: number): ValidationRule {
+  return (context: ValidationContext): ASTVisitor => ({
+    OperationDefinition (node) {
+      let fields = 0
+      const count = (selectionSet: SelectionSetNode): boolean => {
+        for (const field of expandedFields(context, selectionSet)) {
+          fields++
+          if (fields > maxFields) {
+            context.reportError(new GraphQLError(`the document selects more than ${maxFields} fields once fragments are expanded; split it into smaller queries.`, { nodes: [field] }))
+            return false
+          }
+          if (field.selectionSet !== undefined && !count(field.selectionSet)) return false
+        }
+        return true
+      }
+      count(node.selectionSet)
+    }
+  })
+}
+
+/** Each `auditEvents` field reads up to a scan limit of rows: aliases would multiply that within one request. */
+export function maxAuditEventsRule (maxAuditEvents: number): ValidationRule {
+  return (context: ValidationContext): ASTVisitor => ({
+    OperationDefinition (node) {
+      if (node.operation !== 'query') return
+      const fields = rootFields(context, node).filter(field => field.name.value === 'auditEvents')
+      if (fields.length > maxAuditEvents) {
+        context.reportError(new GraphQLError(
+          `the document asks for auditEvents ${fields.length} times; at most ${maxAuditEvents} per request (graphql.maxAuditEventsPerDocument): follow pageInfo.endCursor instead.`,
+          { nodes: fields.slice(maxAuditEvents) }))
       }
     }
-  }
-  walk(operation.selectionSet)
-  return fields
+  })
 }
 
 /**
@@ -64,10 +94,11 @@ export function maxMutationsRule (maxMutations: number): ValidationRule {
   })
 }
 
-export function validationRules (options: { maxFields: number, maxMutationsPerDocument: number, introspection: boolean }): ValidationRule[] {
+export function validationRules (options: { maxFields: number, maxMutationsPerDocument: number, maxAuditEventsPerDocument: number, introspection: boolean }): ValidationRule[] {
   return [
     maxFieldsRule(options.maxFields),
     maxMutationsRule(options.maxMutationsPerDocument),
+    maxAuditEventsRule(options.maxAuditEventsPerDocument),
     ...(options.introspection ? [] : [NoSchemaIntrospectionCustomRule])
   ]
 }

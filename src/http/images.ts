@@ -1,3 +1,4 @@
+import { clientRequestId } from './client-request-id.js'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { GatewayError } from '../errors.js'
@@ -35,7 +36,7 @@ export const imageRoutes = (deps: DeleteImageDeps): FastifyPluginAsyncTypebox =>
     const { name, tag } = splitImagePath(request.params['*'])
     return await deleteImage(deps, {
       identity: request.identity,
-      context: { requestId: request.id, transport: 'rest' },
+      context: { requestId: request.id, ...clientRequestId(request), transport: 'rest' },
       name,
       tag,
       registry: request.query.registry,

@@ -13,6 +13,8 @@ export type Authorize = (identity: Identity, action: Action, resource: Resource)
 
 export interface RequestContext {
   requestId: string
+  /** The caller's X-Request-Id, when it sent a well-formed one. */
+  clientRequestId?: string
   transport: AuditRecord['transport']
 }
 
@@ -21,6 +23,8 @@ export interface DeleteImageDeps {
   authorize: Authorize
   /** An Authorize bound to the policy in force now, so one request is judged by one policy. */
   authorizer?: () => Authorize
+  /** False when no rule of the caller's roles grants `audit` anywhere: the trail is refused without reading it. */
+  mayAuditAnything: (identity: Identity) => boolean
   audit: AuditTrail
   coTagConcurrency: number
   /** Manifests one request may fetch to check co-tags; beyond it the request is refused, nothing fetched. */
@@ -118,6 +122,7 @@ async function attemptDeletion (deps: DeleteImageDeps, input: DeleteImageInput, 
     denial(input.identity, action, target, authorize(input.identity, action, target))
   const attempt = {
     requestId: input.context.requestId,
+    ...(input.context.clientRequestId === undefined ? {} : { clientRequestId: input.context.clientRequestId }),
     transport: input.context.transport,
     subject: input.identity.subject,
     groups: input.identity.groups,

@@ -1,4 +1,4 @@
-import { AUDIT_ID } from '../audit/cursor.js'
+import { AUDIT_ID } from '../audit/id.js'
 import type { AuditRecord } from '../audit/types.js'
 import { GatewayError, isGatewayError } from '../errors.js'
 import type { Identity } from '../policy/types.js'
@@ -52,10 +52,18 @@ export async function restoreDeletion (deps: RestoreDeletionDeps, input: Restore
   if (!AUDIT_ID.test(input.deletionId)) throw unknownDeletion(input.deletionId)
   const deletion = await deps.audit.get(input.deletionId)
   if (deletion === undefined) throw unknownDeletion(input.deletionId)
+  const authorize = deps.authorizer?.() ?? deps.authorize
+  const tags = [...new Set([deletion.tag, ...deletion.removedTags])]
+  // A caller who may neither read the trail nor restore here learns nothing from the id, not even that it exists:
+  // a 403 naming the image would tell what any deletion id was.
+  const mayKnow = tags.some(tag => (['audit', 'restore'] as const).some(action =>
+    authorize(input.identity, action, { registry: deletion.registry, repository: deletion.name, tag }).allow))
+  if (!mayKnow) throw unknownDeletion(input.deletionId)
   const client = deps.registries.get(deletion.registry)
   const started = performance.now()
   const attempt = {
     requestId: input.context.requestId,
+    ...(input.context.clientRequestId === undefined ? {} : { clientRequestId: input.context.clientRequestId }),
     transport: input.context.transport,
     subject: input.identity.subject,
     groups: input.identity.groups,
@@ -69,7 +77,6 @@ export async function restoreDeletion (deps: RestoreDeletionDeps, input: Restore
   }
   const elapsed = (): number => Math.round(performance.now() - started)
 
-  const authorize = deps.authorizer?.() ?? deps.authorize
   const denial = (action: 'restore' | 'force', tag: string): GatewayError | undefined => {
     const decision = authorize(input.identity, action, { registry: deletion.registry, repository: deletion.name, tag })
     if (decision.allow) return undefined
@@ -77,7 +84,7 @@ export async function restoreDeletion (deps: RestoreDeletionDeps, input: Restore
       extras: { subject: input.identity.subject, roles: decision.roles, action, image: `${deletion.name}:${tag}`, registry: deletion.registry }
     })
   }
-  const refused = [...new Set([deletion.tag, ...deletion.removedTags])].map(tag => denial('restore', tag)).find(error => error !== undefined)
+  const refused = tags.map(tag => denial('restore', tag)).find(error => error !== undefined)
   if (refused !== undefined) {
     await deps.audit.record({ ...attempt, decision: { allow: false, reason: refused.detail }, ...errorFields(refused), durationMs: elapsed() })
     throw refused

@@ -98,15 +98,21 @@ t.test('the store clock defaults to the real one', async t => {
   t.ok(Date.parse(record.time) >= before && Date.parse(record.time) <= Date.now())
 })
 
-t.test('ids keep increasing when the clock stands still or goes back', async t => {
+const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
+const idValue = (id: string): bigint => [...id].reduce((value, character) => value * 32n + BigInt(CROCKFORD.indexOf(character)), 0n)
+
+t.test('finding 10: ids made in the same millisecond are random, not neighbours; the time prefix still sorts', async t => {
   const clock = manualClock()
   const store = memoryStore(t, { now: clock.now })
-  const ids: string[] = []
-  for (let i = 0; i < 5; i++) ids.push((await store.append(attempt())).id)
-  clock.set(start - minute)
-  ids.push((await store.append(attempt())).id)
-  t.same([...ids].sort(), ids)
-  t.equal(new Set(ids).size, ids.length)
+  const ids = await Promise.all(Array.from({ length: 200 }, async () => (await store.append(attempt())).id))
+  t.equal(new Set(ids).size, ids.length, 'unique')
+  t.ok(ids.every(id => id.slice(0, 10) === ids[0]?.slice(0, 10)), 'one millisecond, one time prefix')
+  const steps = ids.slice(1).map((id, index) => idValue(id) - idValue(ids[index] as string))
+  t.equal(steps.filter(step => step > 0n && step < 1n << 40n).length, 0, 'no id is a small step from the one before: none can be guessed from another')
+  t.notSame([...ids].sort(), ids, 'not in creation order within the millisecond')
+  clock.set(start + minute)
+  const later = (await store.append(attempt())).id
+  t.ok(ids.every(id => id < later), 'a later millisecond sorts after')
 })
 
 t.test('update changes only the fields given', async t => {
@@ -221,11 +227,46 @@ t.test('cursor pagination walks every record once, with full pages', async t => 
   for (const limit of [0, -1, 1.5, Number.NaN]) await rejectsWith(t, store.list({}, { limit }), 'limit')
 })
 
+t.test('finding 1: a list call reads at most the scan limit of rows, and never the manifest bytes', async t => {
+  const clock = manualClock()
+  const store = memoryStore(t, { now: clock.now, listScanLimit: 5 })
+  const records: AuditRecord[] = []
+  for (let index = 0; index < 23; index++) {
+    clock.set(start + index * minute)
+    records.push(await store.append(attempt({ tag: `v${index}`, outcome: 'deleted', manifest: manifestBytes })))
+  }
+  const oldest = records[0] as AuditRecord
+  let calls = 0
+  const onlyOldest = (record: AuditRecord | Omit<AuditRecord, 'manifest'>): boolean => { calls++; return record.id === oldest.id }
+  const pages: Array<{ ids: string[], calls: number }> = []
+  let cursor: string | undefined
+  do {
+    calls = 0
+    const page: Awaited<ReturnType<AuditStore['list']>> = await store.list({}, { limit: 3, cursor }, onlyOldest)
+    pages.push({ ids: page.items.map(item => item.id), calls })
+    cursor = page.nextCursor
+  } while (cursor !== undefined && pages.length < 20)
+  t.ok(pages.every(page => page.calls <= 5), `no page looks at more than 5 rows: ${pages.map(page => page.calls).join(',')}`)
+  t.same(pages.map(page => page.ids.length), [0, 0, 0, 0, 1], 'short pages with a cursor until the one record is found')
+  t.same(pages.at(-1)?.ids, [oldest.id])
+
+  const unmatched = await store.list({ tag: 'nothing-has-this' }, { limit: 3 })
+  t.same(unmatched.items, [])
+  t.ok(unmatched.nextCursor !== undefined, 'a filter nothing matches reads one window, then hands back a cursor')
+
+  const [item] = (await store.list({}, { limit: 1 })).items
+  t.notOk('manifest' in (item as object), 'a listing carries no manifest bytes')
+  t.equal(item?.manifestSaved, true, 'only whether some were saved')
+  t.same((await store.list({ subject: 'alice', tag: 'v22' }, { limit: 1 })).items.map(record => record.id), [records[22]?.id], 'the subject index drives the window')
+})
+
 t.test('pending() lists the records cut short, oldest first', async t => {
   const clock = manualClock()
   const store = memoryStore(t, { now: clock.now })
   const first = await store.append(attempt())
+  clock.set(start + minute)
   await store.append(attempt({ outcome: 'deleted' }))
+  clock.set(start + 2 * minute)
   const restore = await store.append(attempt({ action: 'restore', restoreOf: first.id }))
   t.same((await store.pending()).map(record => record.id), [first.id, restore.id])
   await store.update(first.id, { outcome: 'deleted' })
@@ -341,6 +382,7 @@ t.test('prune removes old records but keeps the pending ones', async t => {
   const clock = manualClock()
   const store = memoryStore(t, { now: clock.now })
   const records = await seed(store, clock)
+  clock.set(start + 8 * minute)
   const oldPending = await store.append(attempt({ time: new Date(start - minute).toISOString() }))
   t.equal(await store.prune(new Date(start + 3 * minute)), 3, 'the three before minute 3')
   const left = (await store.list({}, { limit: 100 })).items.map(record => record.id)
@@ -360,7 +402,7 @@ t.test('a file store survives close and reopen, in WAL mode', async t => {
   t.equal(raw.pragma('user_version', { simple: true }), auditSchemaVersion)
   raw.close()
 
-  const second = openSqliteAuditStore(path)
+  const second = openSqliteAuditStore(path, { now: () => new Date(Date.now() + 1000) })
   t.same(await second.get(record.id), record)
   const later = await second.append(attempt())
   t.ok(later.id > record.id)
@@ -383,12 +425,32 @@ t.test('migrations run once: a database that says it is up to date is not migrat
   t.same(schema, ['audit_records', 'audit_store_check'])
 })
 
+t.test('finding 9: a database made by the first schema gains clientRequestId and keeps its records', async t => {
+  const path = join(t.testdir(), 'v1.db')
+  const raw = new Database(path)
+  raw.exec(`CREATE TABLE audit_records (id TEXT PRIMARY KEY, time TEXT NOT NULL, request_id TEXT NOT NULL, transport TEXT NOT NULL,
+    subject TEXT NOT NULL, groups TEXT NOT NULL, action TEXT NOT NULL, registry TEXT NOT NULL, name TEXT NOT NULL, tag TEXT NOT NULL,
+    digest TEXT, media_type TEXT, removed_tags TEXT NOT NULL, decision TEXT NOT NULL, outcome TEXT NOT NULL, upstream_status INTEGER,
+    error_code TEXT, error_detail TEXT, duration_ms REAL, manifest BLOB, restored_by TEXT, restore_of TEXT) STRICT;
+    CREATE TABLE audit_store_check (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at TEXT NOT NULL) STRICT;
+    INSERT INTO audit_records (id, time, request_id, transport, subject, groups, action, registry, name, tag, removed_tags, decision, outcome)
+      VALUES ('01HXXXXXXXXXXXXXXXXXXXXXXX', '2024-05-01T00:00:00.000Z', 'old', 'rest', 'alice', '[]', 'delete', 'main', 'a', 'v1', '[]', '{"allow":true,"reason":"r"}', 'deleted');`)
+  raw.pragma('user_version = 1')
+  raw.close()
+  const store = openSqliteAuditStore(path)
+  t.teardown(async () => { await store.close() })
+  t.match(await store.get('01HXXXXXXXXXXXXXXXXXXXXXXX'), { requestId: 'old', outcome: 'deleted' })
+  t.equal((await store.get('01HXXXXXXXXXXXXXXXXXXXXXXX'))?.clientRequestId, undefined)
+  const fresh = await store.append(attempt({ clientRequestId: 'their-id' }))
+  t.match(await store.get(fresh.id), { requestId: 'req-1', clientRequestId: 'their-id' })
+})
+
 t.test('a database from a newer gateway is refused', async t => {
   const path = join(t.testdir(), 'newer.db')
   const raw = new Database(path)
   raw.pragma(`user_version = ${auditSchemaVersion + 1}`)
   raw.close()
-  t.throws(() => openSqliteAuditStore(path), /schema version 2 is newer than this gateway knows \(1\)/)
+  t.throws(() => openSqliteAuditStore(path), /schema version 3 is newer than this gateway knows \(2\)/)
 })
 
 t.test('check() commits a write', async t => {
@@ -431,7 +493,7 @@ t.test('appends in one turn of the event loop commit together, in order; closing
   const store = openSqliteAuditStore(':memory:')
   const batch = await Promise.all(Array.from({ length: 20 }, (_, index) => store.append(attempt({ requestId: `batch-${index}` }))))
   t.same(batch.map(record => record.requestId), Array.from({ length: 20 }, (_, index) => `batch-${index}`))
-  t.same((await store.list({}, { limit: 50 })).items.map(record => record.requestId).reverse(), batch.map(record => record.requestId), 'stored in the order appended')
+  t.same((await store.list({}, { limit: 50 })).items.map(record => record.requestId).sort(), batch.map(record => record.requestId).sort(), 'all stored (ids in one millisecond do not sort by creation)')
   const last = store.append(attempt({ requestId: 'queued-at-close' }))
   await store.close()
   t.match(await last, { requestId: 'queued-at-close' }, 'a queued append is committed before the store closes')

@@ -16,7 +16,7 @@ t.test('the environment alone configures one registry with defaults', async t =>
   t.equal(config.host, '127.0.0.1')
   t.equal(config.port, 8080)
   t.equal(config.logLevel, 'info')
-  t.same(config.graphql, { graphiql: false, introspection: true, maxDepth: 8, maxFields: 200, maxMutationsPerDocument: 1 })
+  t.same(config.graphql, { graphiql: false, introspection: true, maxDepth: 8, maxFields: 200, maxMutationsPerDocument: 1, maxAuditEventsPerDocument: 1 })
   t.same(config.limits, { bodyBytes: 65536, requestsPerWindow: 600, windowMs: 60000, failedAuthPerWindow: 30, coTagScansPerCaller: 2 })
   t.same(config.metrics, { enabled: true, public: false })
   t.equal(config.shutdownTimeoutMs, 10000)
@@ -32,7 +32,7 @@ t.test('the environment alone configures one registry with defaults', async t =>
     untagStrategy: 'swap',
     defaultMode: 'auto'
   })
-  t.same(config.audit, { path: './data/audit.db', retentionDays: 90 })
+  t.same(config.audit, { path: './data/audit.db', retentionDays: 90, listScanLimit: 1000 })
   t.same({ pages: config.tagListMaxPages, bytes: config.tagListMaxBytes, scan: config.coTagScanLimit }, { pages: 10000, bytes: 33554432, scan: 50000 }, 'co-tag check limits')
   t.ok(Object.isFrozen(config.registries.default), 'config is frozen')
 })
@@ -41,7 +41,7 @@ t.test('the example file is valid and documents every key', async t => {
   const config = loadConfig(['--config', new URL('../../config.example.yaml', import.meta.url).pathname], {})
   t.same(Object.keys(config.registries), ['default', 'mirror'])
   t.equal(config.policyFile, './policy.yaml')
-  t.same(config.audit, { path: './data/audit.db', retentionDays: 90 })
+  t.same(config.audit, { path: './data/audit.db', retentionDays: 90, listScanLimit: 1000 })
   t.equal(loadConfig(['--config', new URL('../../config.example.yaml', import.meta.url).pathname], { AUDIT_DB: 'x.db' }).audit.retentionDays, 90, 'AUDIT_DB keeps the other audit keys')
   t.equal(config.registries.default?.tls.caFile, '/etc/ssl/private-ca.pem')
 })

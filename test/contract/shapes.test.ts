@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs'
 import t from 'tap'
 import { parse } from 'yaml'
 import type { GraphQLObjectType } from 'graphql'
+import { AuditActionSchema, AuditEventSchema, AuditOutcomeSchema } from '../../src/audit/shapes.js'
 import { MeSchema } from '../../src/identity/who-am-i.js'
 import { DeleteImageResultSchema, RestoreResultSchema } from '../../src/images/shapes.js'
 import { canonicalGraphQL, canonicalSchema, loadSdl, withoutFormats } from '../fixtures/shapes.js'
@@ -13,7 +14,10 @@ const sdl = loadSdl(readFileSync(new URL('../../schema/schema.graphql', import.m
 const SHAPES = [
   { name: 'DeleteImageResult', schema: DeleteImageResultSchema },
   { name: 'RestoreResult', schema: RestoreResultSchema },
-  { name: 'Me', schema: MeSchema }
+  { name: 'Me', schema: MeSchema },
+  { name: 'AuditEvent', schema: AuditEventSchema },
+  { name: 'AuditOutcome', schema: AuditOutcomeSchema },
+  { name: 'AuditAction', schema: AuditActionSchema }
 ]
 
 for (const { name, schema } of SHAPES) {

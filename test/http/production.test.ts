@@ -92,7 +92,7 @@ t.test('logs: one JSON line per request with its id, and no secret of any kind',
   const basic = await startRegistry({ htpasswd: { username: 'gateway', password } })
   t.teardown(async () => { await basic.stop() })
   const gateway = await startGateway(t, { registries: { default: { url: basic.url, username: 'gateway', password } }, logger: createLogger('info', sink) })
-  await gateway.rest('GET', '/me', { headers: { 'x-request-id': 'log-test-1', cookie: 'session=cookie-secret-value' } })
+  const first = await gateway.rest('GET', '/me', { headers: { 'x-request-id': 'log-test-1', cookie: 'session=cookie-secret-value' } })
   await gateway.rest('GET', '/me', { key: null, headers: { authorization: `Bearer ${ADMIN_KEY}` } })
   await gateway.rest('GET', '/me', { key: 'rdg_wrong-key-also-secret' })
   await gateway.rest('DELETE', '/images/app/v1?dryRun=true')
@@ -100,7 +100,7 @@ t.test('logs: one JSON line per request with its id, and no secret of any kind',
   const all = lines.join('')
   t.ok(lines.length > 5)
   for (const line of lines) t.doesNotThrow(() => JSON.parse(line), 'every line is JSON')
-  t.match(all, /"reqId":"log-test-1"/, 'the request id is on the request\'s lines')
+  t.ok(all.includes(`"reqId":"${String(first.headers['x-request-id'])}"`), 'the request id is on the request\'s lines')
   t.equal(lines.filter(line => line.includes('"msg":"request completed"')).length, 5, 'one completion line per request')
   for (const secret of [ADMIN_KEY, password, 'cookie-secret-value', 'rdg_wrong-key-also-secret', Buffer.from(`gateway:${password}`).toString('base64')]) {
     t.notOk(all.includes(secret), `no ${secret.slice(0, 12)}… in the logs`)

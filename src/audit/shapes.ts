@@ -1,0 +1,47 @@
+import Type, { type Static } from 'typebox'
+
+/**
+ * The audit shapes, defined once: the TypeScript types derive from these, the REST routes answer with them, and
+ * tests hold openapi.yaml and the GraphQL SDL to them (GraphQL spells `-` as `_` in enum values).
+ */
+export const AuditOutcomeSchema = Type.Union([
+  Type.Literal('pending'), Type.Literal('deleted'), Type.Literal('dry-run'), Type.Literal('denied'), Type.Literal('rejected'),
+  Type.Literal('not-found'), Type.Literal('failed'), Type.Literal('restored')
+])
+export type AuditOutcome = Static<typeof AuditOutcomeSchema>
+
+export const AuditActionSchema = Type.Union([Type.Literal('delete'), Type.Literal('dry-run'), Type.Literal('restore')])
+export type AuditAction = Static<typeof AuditActionSchema>
+
+export const AuditTransportSchema = Type.Union([Type.Literal('rest'), Type.Literal('graphql'), Type.Literal('cli'), Type.Literal('startup')])
+export type AuditTransport = Static<typeof AuditTransportSchema>
+
+export const AuditDecisionSchema = Type.Object({ allow: Type.Boolean(), reason: Type.String() })
+
+/** An audit record as the API shows it: never the manifest bytes, and whether it can still be undone. */
+export const AuditEventSchema = Type.Object({
+  id: Type.String(),
+  time: Type.String({ format: 'date-time' }),
+  requestId: Type.String(),
+  clientRequestId: Type.Optional(Type.String({ description: 'The caller\'s own X-Request-Id, when it sent a well-formed one (at most 128 of A-Z a-z 0-9 . _ : -).' })),
+  transport: AuditTransportSchema,
+  subject: Type.String(),
+  groups: Type.Array(Type.String()),
+  action: AuditActionSchema,
+  registry: Type.String(),
+  name: Type.String(),
+  tag: Type.String(),
+  digest: Type.Optional(Type.String()),
+  mediaType: Type.Optional(Type.String()),
+  removedTags: Type.Array(Type.String()),
+  decision: AuditDecisionSchema,
+  outcome: AuditOutcomeSchema,
+  upstreamStatus: Type.Optional(Type.Integer()),
+  errorCode: Type.Optional(Type.String()),
+  errorDetail: Type.Optional(Type.String()),
+  durationMs: Type.Optional(Type.Integer()),
+  restoredBy: Type.Optional(Type.String()),
+  restoreOf: Type.Optional(Type.String()),
+  restorable: Type.Boolean()
+})
+export type AuditEvent = Static<typeof AuditEventSchema>
