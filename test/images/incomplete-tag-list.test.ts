@@ -6,8 +6,8 @@
  */
 import t, { type Test } from 'tap'
 import { Pool, request } from 'undici'
-import { startRegistry } from '../../src/demo/registry-process.js'
-import { pushImage, tagManifest } from '../../src/demo/seed.js'
+import { startRegistry } from '../../testing/registry-process.js'
+import { pushImage, tagManifest } from '../../testing/seed.js'
 import { MANIFEST_ACCEPT } from '../../src/registry/media-types.js'
 import { startFaultProxy, type FaultProxy } from '../fixtures/fault-proxy.js'
 import { startGateway, type Gateway } from '../fixtures/gateway.js'
