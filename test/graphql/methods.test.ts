@@ -77,6 +77,16 @@ t.test('operationName picks the operation the method rule judges; fragment cycle
   t.match(unknown.body.errors[0].message, /Unknown fragment "Missing"/)
 })
 
+t.test('fragments that multiply to ten thousand root fields are judged without expanding them all', async t => {
+  // Four levels of ten spreads each: 10^4 root fields from a document of a few hundred tokens.
+  const ten = (name: string): string => Array.from({ length: 10 }, (_, index) => `...${name}`.concat(index === 9 ? '' : ' ')).join('')
+  const leaves = Array.from({ length: 10 }, (_, index) => `f${index}: __typename`).join(' ')
+  const document = `mutation { ...L3 } fragment L3 on Mutation { ${ten('L2')} } fragment L2 on Mutation { ${ten('L1')} } fragment L1 on Mutation { ${ten('L0')} } fragment L0 on Mutation { ${leaves} }`
+  const reply = await gateway.gql(document)
+  t.equal(reply.status, 400)
+  t.match(reply.body.errors[0].message, /more than 200 fields once fragments are expanded/)
+})
+
 t.test('graphql.maxMutationsPerDocument raises the cap for operators who want it', async t => {
   const wide = await startGateway(t, { registries: { default: { url: registry.url } }, config: { graphql: { maxMutationsPerDocument: 2 } } })
   await pushImage(target, 'wide/app', ['a', 'b'], 'oci')

@@ -134,3 +134,12 @@ t.test('finding 9: the audit record keeps the gateway\'s request id; the caller\
   const events = await gateway.gql('{ auditEvents(filter: { name: "nowhere/app", tag: "v2" }) { edges { node { requestId clientRequestId } } } }')
   t.same(events.body.data.auditEvents.edges[0].node, { requestId: graphql.headers['x-request-id'], clientRequestId: 'gql-trace-1' })
 })
+
+t.test('finding 9: a restore records the caller\'s id beside the gateway\'s too', async t => {
+  const earlier = await store.append(deletion('trace/app', 'v1'))
+  const reply = await gateway.app.inject({ method: 'POST', url: `/deletions/${earlier.id}/restore`, headers: { 'x-api-key': ADMIN_KEY, 'x-request-id': 'restore-trace-1' } })
+  t.not(reply.statusCode, 200, 'the registry is unreachable: the restore fails, but it was attempted')
+  const restores = (await store.list({ action: 'restore', name: 'trace/app' }, { limit: 10 })).items
+  t.equal(restores.length, 1, 'the attempt is recorded')
+  t.match(restores[0], { requestId: reply.headers['x-request-id'], clientRequestId: 'restore-trace-1' })
+})
