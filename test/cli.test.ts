@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import t from 'tap'
-import { sha256Hex } from '../src/auth/api-key.js'
+import { sha256Hex } from '../src/identity/api-key.js'
 import { isMain, runCli, USAGE } from '../src/cli.js'
 import { loadPolicy } from '../src/policy/load.js'
 
