@@ -93,6 +93,7 @@ interface AuditRow {
   client_request_id: string | null
 }
 
+type ListedRow = AuditRow & { manifest_saved: number, matches: number }
 type RowParams = { [K in keyof AuditRow]: AuditRow[K] | undefined }
 
 function toParams (record: AuditRecord): RowParams {
@@ -342,7 +343,8 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
       let scanned = 0
       let lastScanned = ''
       let more = false
-      for (const row of listStatement(filter, page.cursor !== undefined).iterate(params) as IterableIterator<AuditRow & { manifest_saved: number, matches: number }>) {
+      const rows = listStatement(filter, page.cursor !== undefined).iterate(params) as IterableIterator<ListedRow>
+      for (const row of rows) {
         scanned++
         lastScanned = row.id
         if (row.matches === 0) continue
@@ -401,7 +403,9 @@ function migrate (db: Database.Database): void {
   db.transaction(() => {
     const applied = db.pragma('user_version', { simple: true }) as number
     if (applied > migrations.length) {
-      throw new Error(`audit database schema version ${applied} is newer than this gateway knows (${migrations.length}): run a newer gateway or restore a backup`)
+      throw new Error(
+        `audit database schema version ${applied} is newer than this gateway knows (${migrations.length}): run a newer gateway or restore a backup`
+      )
     }
     if (applied === migrations.length) return
     for (const migration of migrations.slice(applied)) db.exec(migration)

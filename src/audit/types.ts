@@ -21,10 +21,21 @@ export interface AuditRecord {
 export type NewAuditRecord = Omit<AuditRecord, 'id' | 'time'> & { time?: string }
 
 /** A field given as `undefined` is left as it is, so a careless spread cannot wipe the saved manifest. */
-export type AuditRecordChanges = Partial<Pick<AuditRecord, 'outcome' | 'digest' | 'mediaType' | 'removedTags' | 'upstreamStatus' | 'errorCode' | 'errorDetail' | 'durationMs' | 'manifest' | 'restoredBy'>>
+export type AuditRecordChanges = Partial<Pick<AuditRecord,
+  'outcome' | 'digest' | 'mediaType' | 'removedTags' | 'upstreamStatus' | 'errorCode' | 'errorDetail' | 'durationMs' | 'manifest' | 'restoredBy'
+>>
 
 /** Every field narrows the result. `since` is inclusive and `until` exclusive, so adjacent windows never overlap. */
-export interface AuditFilter { subject?: string; registry?: string; name?: string; tag?: string; outcome?: AuditOutcome; action?: AuditAction; since?: string; until?: string }
+export interface AuditFilter {
+  subject?: string
+  registry?: string
+  name?: string
+  tag?: string
+  outcome?: AuditOutcome
+  action?: AuditAction
+  since?: string
+  until?: string
+}
 
 /** A record as a listing reads it: never the manifest bytes, only whether some were saved. */
 export type AuditListItem = Omit<AuditRecord, 'manifest'> & { manifestSaved: boolean }
