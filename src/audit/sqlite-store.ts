@@ -93,6 +93,9 @@ interface AuditRow {
   client_request_id: string | null
 }
 
+/** Rows of the list window read per turn of the event loop. */
+const LIST_CHUNK_ROWS = 100
+
 type ListedRow = AuditRow & { manifest_saved: number, matches: number }
 type RowParams = { [K in keyof AuditRow]: AuditRow[K] | undefined }
 
@@ -338,23 +341,31 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
         params[key] = key === 'since' || key === 'until' ? toIsoTime(value, key) : value
       }
       if (page.cursor !== undefined) params.cursor = decodeCursor(page.cursor)
-      params.scan = scanLimit
       const items: AuditListItem[] = []
       let scanned = 0
       let lastScanned = ''
       let more = false
-      const rows = listStatement(filter, page.cursor !== undefined).iterate(params) as IterableIterator<ListedRow>
-      for (const row of rows) {
-        scanned++
-        lastScanned = row.id
-        if (row.matches === 0) continue
-        const item: AuditListItem = { ...toRecord(row), manifestSaved: row.manifest_saved === 1 }
-        if (visible !== undefined && !visible(item)) continue
-        if (items.length === page.limit) {
-          more = true
-          break
+      // The window is read a chunk at a time with a turn of the event loop in between, so ten callers paging
+      // through a large trail at once never hold up /healthz or anyone else's request for more than one chunk.
+      scan: while (scanned < scanLimit) {
+        const chunk = Math.min(LIST_CHUNK_ROWS, scanLimit - scanned)
+        const rows = listStatement(filter, params.cursor !== undefined).all({ ...params, scan: chunk }) as ListedRow[]
+        for (const row of rows) {
+          scanned++
+          lastScanned = row.id
+          if (row.matches === 0) continue
+          const item: AuditListItem = { ...toRecord(row), manifestSaved: row.manifest_saved === 1 }
+          if (visible !== undefined && !visible(item)) continue
+          if (items.length === page.limit) {
+            more = true
+            break scan
+          }
+          items.push(item)
         }
-        items.push(item)
+        if (rows.length < chunk) break
+        params.cursor = lastScanned
+        await new Promise(resolve => setImmediate(resolve))
+        ensureOpen()
       }
       const cursors = items.map(item => encodeAuditCursor(item.id))
       if (more || (scanned === scanLimit && items.length === page.limit)) return { items, cursors, nextCursor: cursors.at(-1) as string }
