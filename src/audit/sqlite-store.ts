@@ -4,7 +4,7 @@ import Database from 'better-sqlite3'
 import { GatewayError } from '../errors.js'
 import { AUDIT_ID, newAuditId } from './id.js'
 import type {
-  AuditFilter, AuditListItem, AuditPage, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, NewAuditRecord
+  AuditFilter, AuditListItem, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, NewAuditRecord
 } from './types.js'
 
 /**
@@ -347,7 +347,7 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
       let more = false
       // The window is read a chunk at a time with a turn of the event loop in between, so ten callers paging
       // through a large trail at once never hold up /healthz or anyone else's request for more than one chunk.
-      scan: while (scanned < scanLimit) {
+      while (scanned < scanLimit) {
         const chunk = Math.min(LIST_CHUNK_ROWS, scanLimit - scanned)
         const rows = listStatement(filter, params.cursor !== undefined).all({ ...params, scan: chunk }) as ListedRow[]
         for (const row of rows) {
@@ -358,11 +358,11 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
           if (visible !== undefined && !visible(item)) continue
           if (items.length === page.limit) {
             more = true
-            break scan
+            break
           }
           items.push(item)
         }
-        if (rows.length < chunk) break
+        if (more || rows.length < chunk) break
         params.cursor = lastScanned
         await new Promise(resolve => setImmediate(resolve))
         ensureOpen()
