@@ -39,6 +39,8 @@ export interface AuditFilter {
 
 /** A record as a listing reads it: never the manifest bytes, only whether some were saved. */
 export type AuditListItem = Omit<AuditRecord, 'manifest'> & { manifestSaved: boolean }
+/** What decides whether a caller may see a record: the image it is about. */
+export type AuditImageRef = Pick<AuditRecord, 'registry' | 'name' | 'tag'>
 
 /**
  * `nextCursor` is there when more matching (and visible) records may exist: a page that reached the store's scan
@@ -66,7 +68,7 @@ export interface AuditStore {
    * store's scan limit), so a caller who sees little gets short pages with a cursor rather than a scan of the whole
    * trail. A malformed cursor, limit or time rejects with INVALID_REQUEST.
    */
-  list (filter: AuditFilter, page: { limit: number, cursor?: string }, visible?: (record: AuditListItem) => boolean): Promise<AuditPage>
+  list (filter: AuditFilter, page: { limit: number, cursor?: string }, visible?: (record: AuditImageRef) => boolean): Promise<AuditPage>
   /** Records still `pending` (deletions and restores cut short), oldest first, for start-up reconciliation. */
   pending (): Promise<AuditRecord[]>
   /**
