@@ -41,7 +41,7 @@ export const ImageTagSchema = Type.Object({
   digest: Type.String(),
   mediaType: Type.String(),
   platforms: Type.Optional(Type.Array(PlatformSchema, { description: 'An index or manifest list: its platforms.' })),
-  size: Type.Optional(Type.Integer({ description: 'A single-platform image: the total size of its layers in bytes.' })),
+  size: Type.Optional(Type.Number({ description: 'A single-platform image: the total size of its layers in bytes (may exceed a 32-bit int).' })),
   protected: Type.Boolean({ description: 'A protected-tags entry of the policy covers it: nobody may delete it.' }),
   coTags: Type.Array(Type.String(), { description: 'Other tags of this page on the same digest (a digest deletion removes them too).' }),
   actions: TagActionsSchema
@@ -63,7 +63,7 @@ export const TagDetailSchema = Type.Object({
   digest: Type.String(),
   mediaType: Type.String(),
   platforms: Type.Optional(Type.Array(PlatformSchema, { description: 'An index or manifest list: its platforms.' })),
-  size: Type.Optional(Type.Integer({ description: 'A single-platform image: the total size of its layers in bytes.' })),
+  size: Type.Optional(Type.Number({ description: 'A single-platform image: the total size of its layers in bytes (may exceed a 32-bit int).' })),
   created: Type.Optional(Type.String({ description: 'From the image config, as the image builder wrote it.' })),
   labels: Type.Optional(Type.Array(LabelSchema, { description: 'From the image config.' })),
   protected: Type.Boolean(),
