@@ -108,6 +108,10 @@ t.test('aliases and fragments cannot multiply registry reads past graphql.maxReg
     t.equal(reply.status, 400, query)
     t.match(reply.body.errors[0], { message: /reads the registry at least \d+ times.*maxRegistryReadsPerDocument/, extensions: { code: 'INVALID_REQUEST' } }, query)
   }
+  const noSelection = await gateway.gql('{ image(name: "browse/app") }', {}, { key: KEYS.admin })
+  t.match(noSelection.body.errors[0].message, /must have a selection of subfields/, 'graphql\'s own rule answers')
+  const mutation = await gateway.gql('mutation { restoreDeletion(id: "01ARZ3NDEKTSV4RRFFQ69G5FAV") { auditId } }', {}, { key: KEYS.admin })
+  t.equal(mutation.body.errors[0].extensions.code, 'NOT_FOUND', 'mutations are not registry reads')
   const allowed = await gateway.gql('{ me { subject } a: image(name: "browse/app") { name } b: image(name: "browse/labelled") { tags(first: 1) { edges { node { tag } } } } }', {}, { key: KEYS.admin })
   t.same(allowed.body.data.b.tags.edges, [{ node: { tag: 'v2.0.0' } }], 'image without tags reads nothing')
 })

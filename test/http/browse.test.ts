@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import t from 'tap'
 import { startRegistry } from '../../testing/registry-process.js'
 import { pushImage } from '../../testing/seed.js'
@@ -22,8 +23,8 @@ const latest = await pushImage(target, 'browse/app', ['latest'], 'schema2')
 const multi = await pushImage(target, 'browse/app', ['multi'], 'oci-index')
 const preview = await pushImage(target, 'browse/app', ['pr-1'], 'oci')
 const labelled = await pushLabelledImage(target, 'browse/labelled', 'v1.0.0', { 'org.opencontainers.image.source': 'https://example.com/app', team: 'a' })
-for (const name of ['browse/other', 'browse/third', 'secret/app', 'zzz/last']) await pushImage(target, name, ['v1'], 'schema2')
-const ALL = ['browse/app', 'browse/labelled', 'browse/other', 'browse/third', 'secret/app', 'zzz/last']
+for (const name of ['browse/other', 'browse/third', 'secret/app', 'zzz/last', 'zzz/more']) await pushImage(target, name, ['v1'], 'schema2')
+const ALL = ['browse/app', 'browse/labelled', 'browse/other', 'browse/third', 'secret/app', 'zzz/last', 'zzz/more']
 
 const upstream = (pattern: RegExp): number => proxy.requests.filter(request => pattern.test(request.path)).length
 const get = async (url: string, key: string | null = KEYS.admin): ReturnType<typeof gateway.rest> => await gateway.rest('GET', url, { key })
@@ -47,6 +48,7 @@ t.test('the catalog, several upstream pages per request, at most catalogPagesPer
   const first = await get('/repositories?limit=100')
   t.equal(upstream(/^\/v2\/_catalog/) - before, 3, 'three catalog requests of two names each, then a cursor')
   t.same(first.body.items.map((item: { name: string }) => item.name), ALL.slice(0, 6))
+  t.type(first.body.nextCursor, 'string', 'the page ends early, with a cursor')
   t.equal(first.body.registry, 'default')
   const all = await allRepositories(t, 'limit=100', KEYS.admin)
   t.same(all.names, ALL, 'every repository once, in order, across pages')
@@ -65,12 +67,14 @@ t.test('the catalog shows only repositories the caller may read, and a prefix na
     'starts just before the prefix')
   t.same((await allRepositories(t, 'limit=100&prefix=s', KEYS.admin)).names, ['secret/app'], 'a one-character prefix starts at the beginning')
   t.same((await allRepositories(t, 'limit=100&prefix=nothing', KEYS.admin)).names, [])
+  const exact = await get('/repositories?prefix=zzz&limit=2')
+  t.same(exact.body, { registry: 'default', items: [{ name: 'zzz/last' }, { name: 'zzz/more' }] }, 'a page that ends with the catalog has no cursor')
 })
 
 t.test('refusals: no identity, no read anywhere, bad input, forged cursors; none reaches the registry', async t => {
   const before = proxy.requests.length
   t.equal((await get('/repositories', null)).status, 401)
-  const denied = await get('/repositories', KEYS.nobody)
+  const denied = await gateway.rest('GET', '/repositories', { key: KEYS.nobody, headers: { 'x-request-id': 'client-42' } })
   t.equal(denied.status, 403)
   t.match(denied.body, { code: 'FORBIDDEN', action: 'read', registry: 'default', subject: 'apikey:nobody' })
   t.match(denied.body.detail, /apikey:nobody may not read the catalog of registry default: subject apikey:nobody has no role/)
@@ -95,13 +99,16 @@ t.test('refusals: no identity, no read anywhere, bad input, forged cursors; none
   t.equal(reused.body.field, 'cursor')
   t.equal(proxy.requests.length - before, 1, 'only the page that handed out the cursor asked the registry')
   const audit = await get('/audit?action=read&outcome=denied')
-  t.match(audit.body.items, [{ subject: 'apikey:nobody', action: 'read', outcome: 'denied', name: '', tag: '', errorCode: 'FORBIDDEN' }], 'the denial is audited')
+  t.match(audit.body.items, [{ subject: 'apikey:nobody', action: 'read', outcome: 'denied', name: '', tag: '', errorCode: 'FORBIDDEN', clientRequestId: 'client-42' }],
+    'the denial is audited')
 })
 
 t.test('a catalog page the gateway cannot trust is refused whole', async t => {
   const answers: Array<[string, Record<string, string>, string]> = [
     ['not json', {}, 'not JSON'],
     ['{"repositories":[1]}', {}, 'not a list of repository names'],
+    ['null', {}, 'not a list of repository names'],
+    ['{"repositories":["a"]}', { link: '<http://[oops>; rel="next"' }, 'not its catalog'],
     ['{"repositories":["Bad_Name"]}', {}, 'not a repository name'],
     ['{"repositories":["a"]}', { link: '<http://elsewhere.example/v2/_catalog?last=a>; rel="next"' }, 'not its catalog'],
     ['{"repositories":["a"]}', { link: '</v2/_catalog?last=a; rel="next"' }, 'cannot read'],
@@ -233,4 +240,23 @@ t.test('manifests and configs the registry garbles are refused, not shown', asyn
   t.equal((await get('/images/browse/garbled/two')).status, 404)
   missing()
   t.equal((await get('/images/browse/garbled/two')).body.created, config.created, 'answers again once the registry does')
+})
+
+t.test('a tag gone between listing and fetching is left out; a manifest kind without config or layers shows digest and type', async t => {
+  const odd = Buffer.from('{"schemaVersion":1,"name":"browse/odd","tag":"x","fsLayers":[]}')
+  const digest = `sha256:${createHash('sha256').update(odd).digest('hex')}`
+  const schema1 = 'application/vnd.docker.distribution.manifest.v1+prettyjws'
+  const removers = [
+    proxy.fault({ path: '/v2/browse/odd/tags/list', action: { kind: 'respond', status: 200, headers: { 'content-type': 'application/json' }, body: '{"tags":["x","ghost"]}' } }),
+    proxy.fault({ path: '/v2/browse/odd/manifests/ghost', action: { kind: 'respond', status: 404, headers: { 'content-type': 'application/json' }, body: '{"errors":[{"code":"MANIFEST_UNKNOWN"}]}' } }),
+    proxy.fault({ method: 'HEAD', path: '/v2/browse/odd/manifests/x', action: { kind: 'respond', status: 200, headers: { 'content-type': schema1, 'docker-content-digest': digest } } }),
+    proxy.fault({ method: 'GET', path: /^\/v2\/browse\/odd\/manifests\/(x|sha256:)/, action: { kind: 'respond', status: 200, headers: { 'content-type': schema1 }, body: odd } })
+  ]
+  t.teardown(() => { for (const remove of removers) remove() })
+  const page = await get('/images/browse%2Fodd')
+  t.same(page.body.items.map((item: { tag: string, digest: string, mediaType: string, size?: number }) => [item.tag, item.digest, item.mediaType, item.size]), [['x', digest, schema1, undefined]])
+  const detail = await get('/images/browse/odd/x')
+  t.match(detail.body, { tag: 'x', digest, mediaType: schema1 })
+  t.equal(detail.body.size, undefined)
+  t.equal(detail.body.created, undefined)
 })
