@@ -274,14 +274,12 @@ export async function getImageTag (deps: BrowseDeps, input: GetTagInput): Promis
   const policy = deps.policy()
   const decision = decide(policy, input.identity, 'read', { registry: client.name, repository: name, tag })
   if (!decision.allow) await refuse(deps, input, client.name, name, tag, decision)
-  // Resolved anew (not from the tag cache): this is what someone looks at before deciding to delete.
-  const { digest } = await client.resolve(name, tag, 'pull')
-  let summary = deps.cache.manifest(client.name, digest)
-  if (summary === undefined) {
-    const manifest = await client.getManifest(name, digest, 'pull', input.signal)
-    summary = summarizeManifest(manifest.bytes, manifest.digest, manifest.mediaType, client.name)
-    deps.cache.setManifest(client.name, summary)
-  }
+  // Resolved anew (not from the tag cache): this is what someone looks at before deciding to delete. A GET, not
+  // a HEAD: undici closes the connection after every HEAD, and the bytes are hashed to check the digest.
+  const manifest = await client.getManifest(name, tag, 'pull', input.signal)
+  const digest = manifest.digest
+  const summary = deps.cache.manifest(client.name, digest) ?? summarizeManifest(manifest.bytes, digest, manifest.mediaType, client.name)
+  deps.cache.setManifest(client.name, summary)
   deps.cache.setTag(client.name, name, tag, digest)
   let config = summary.configDigest === undefined ? undefined : deps.cache.config(client.name, summary.configDigest)
   if (config === undefined && summary.configDigest !== undefined) {

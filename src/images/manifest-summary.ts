@@ -23,6 +23,7 @@ export interface ConfigSummary {
 }
 
 const SHA256 = /^sha256:[a-f0-9]{64}$/
+const REFERENCE_TYPE = 'vnd.docker.reference.type'
 
 function garbled (registry: string, what: string, why: string): GatewayError {
   return new GatewayError('UPSTREAM_ERROR', `registry "${registry}" sent ${what}, which ${why}; refusing to show it.`, { extras: { upstreamStatus: 200 } })
@@ -48,7 +49,7 @@ function platformOf (value: unknown): Platform | undefined {
 }
 
 /**
- * An index lists its platforms (entries without one, such as attestations, are left out); a manifest names its
+ * An index lists its platforms (entries without one, and attestations, are left out); a manifest names its
  * config and layers. Any other manifest type (schema1, artifacts the gateway does not know) shows digest and type only.
  */
 export function summarizeManifest (bytes: Buffer, digest: string, mediaType: string, registry: string): ManifestSummary {
@@ -57,8 +58,10 @@ export function summarizeManifest (bytes: Buffer, digest: string, mediaType: str
   if (isIndex(mediaType)) {
     const entries = manifest.manifests
     if (!Array.isArray(entries)) throw garbled(registry, what, 'is an index without a manifests list')
-    const platforms = entries.flatMap((entry: { digest?: unknown, platform?: unknown } | null) => {
+    const platforms = entries.flatMap((entry: { digest?: unknown, platform?: unknown, annotations?: Record<string, unknown> } | null) => {
       const platform = platformOf(entry?.platform)
+      // BuildKit lists its attestations as platform unknown/unknown, marked by this annotation: not a platform.
+      if (entry?.annotations?.[REFERENCE_TYPE] === 'attestation-manifest') return []
       return platform !== undefined && isString(entry?.digest) ? [{ ...platform, digest: entry.digest }] : []
     })
     return { digest, mediaType, platforms }

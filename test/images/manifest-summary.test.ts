@@ -6,13 +6,15 @@ const DIGEST = `sha256:${'a'.repeat(64)}`
 const CONFIG = `sha256:${'b'.repeat(64)}`
 const json = (value: unknown): Buffer => Buffer.from(JSON.stringify(value))
 
-t.test('an index lists its platforms; entries without one (attestations) are left out', async t => {
+t.test('an index lists its platforms; entries without one, and BuildKit attestations, are left out', async t => {
   const bytes = json({
     manifests: [
       { digest: 'sha256:1', platform: { os: 'linux', architecture: 'arm', variant: 'v7' } },
       { digest: 'sha256:2', platform: { os: 'linux', architecture: 'amd64', variant: 7 } },
       { digest: 'sha256:3', platform: { os: 'unknown' } },
       { digest: 'sha256:4' },
+      { digest: 'sha256:5', platform: { os: 'unknown', architecture: 'unknown' }, annotations: { 'vnd.docker.reference.type': 'attestation-manifest' } },
+      { digest: 'sha256:6', platform: { os: 'linux', architecture: 'riscv64' }, annotations: { 'org.example': 'x' } },
       { platform: { os: 'linux', architecture: 's390x' } },
       null
     ]
@@ -20,7 +22,11 @@ t.test('an index lists its platforms; entries without one (attestations) are lef
   t.same(summarizeManifest(bytes, DIGEST, OCI_INDEX, 'r'), {
     digest: DIGEST,
     mediaType: OCI_INDEX,
-    platforms: [{ os: 'linux', architecture: 'arm', variant: 'v7', digest: 'sha256:1' }, { os: 'linux', architecture: 'amd64', digest: 'sha256:2' }]
+    platforms: [
+      { os: 'linux', architecture: 'arm', variant: 'v7', digest: 'sha256:1' },
+      { os: 'linux', architecture: 'amd64', digest: 'sha256:2' },
+      { os: 'linux', architecture: 'riscv64', digest: 'sha256:6' }
+    ]
   })
 })
 
