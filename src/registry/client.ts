@@ -189,7 +189,7 @@ export class RegistryClient {
       const error = parseChallenges(header(retried.headers, 'www-authenticate') ?? '')[0]?.params.error
       await retried.body.dump()
       throw this.authFailure(options, error === 'insufficient_scope'
-        ? `the gateway's account lacks ${options.scope} on ${options.repository}`
+        ? `the gateway's account lacks ${options.tokenScope ?? `${options.scope} on ${options.repository}`}`
         : 'it rejected the gateway\'s credentials')
     }
     return retried
@@ -431,6 +431,11 @@ export class RegistryClient {
     const response = await this.send({
       method: 'GET', path: `${catalogPath}?${query.toString()}`, repository: 'the catalog', scope: 'pull', tokenScope: 'registry:catalog:*', context, signal
     })
+    if (response.statusCode === 404) {
+      await response.body.dump()
+      // Hosted registries (Docker Hub, GHCR, …) do not serve the catalog; it is not a repository that is missing.
+      throw malformedAnswer(404, `registry "${this.name}" does not serve a catalog (/v2/_catalog answered 404); list its repositories with the registry's own tools.`)
+    }
     if (response.statusCode !== 200) throw await this.failure(response, context)
     const body = await readLimited(response.body, MAX_CATALOG_PAGE_BYTES)
     let parsed: unknown

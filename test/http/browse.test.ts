@@ -126,6 +126,10 @@ t.test('a catalog page the gateway cannot trust is refused whole', async t => {
   const failed = await get('/repositories')
   remove()
   t.equal(failed.status, 502)
+  const removeCatalog = proxy.fault({ path: /^\/v2\/_catalog/, action: { kind: 'respond', status: 404, body: '404 page not found' } })
+  const noCatalog = await get('/repositories')
+  removeCatalog()
+  t.match(noCatalog.body, { status: 502, code: 'UPSTREAM_ERROR', upstreamStatus: 404, detail: /does not serve a catalog/ }, 'a registry without a catalog is not a missing repository')
 })
 
 t.test('a page of tags: digests, co-tags, platforms, size, protected, and what the caller may do', async t => {
