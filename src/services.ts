@@ -6,7 +6,7 @@ import { AuditTrail, openSqliteAuditStore, type AuditStore } from './audit/index
 import { createAuthenticator, type Authenticator } from './identity/index.js'
 import type { GatewayMetrics, RegistryObserver } from './metrics.js'
 import { ScansPerCaller } from './images/co-tags.js'
-import type { BrowseDeps } from './images/browse.js'
+import { PagesInFlight, type BrowseDeps } from './images/browse.js'
 import { BrowseCache } from './images/browse-cache.js'
 import type { DeleteImageDeps } from './images/delete-image.js'
 import { startAuditHousekeeping, type AuditHousekeeping } from './images/housekeeping.js'
@@ -106,7 +106,8 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
       cache: new BrowseCache({ entries: config.browse.cacheEntries, tagTtlMs: config.browse.tagTtlMs }),
       concurrency: config.coTagConcurrency,
       catalogPageSize: config.browse.catalogPageSize,
-      catalogPagesPerRequest: config.browse.catalogPagesPerRequest
+      catalogPagesPerRequest: config.browse.catalogPagesPerRequest,
+      pagesInFlight: new PagesInFlight(config.browse.pagesPerCaller)
     },
     close: async () => {
       housekeeping.stop()

@@ -87,7 +87,9 @@ export const ConfigSchema = Type.Object({
     /** Names per catalog request (distribution refuses more than 1,000). */
     catalogPageSize: Type.Integer({ minimum: 1, maximum: 1000, default: 1000 }),
     /** Catalog requests one page of repositories may make; past it the page ends early with a cursor. */
-    catalogPagesPerRequest: Type.Integer({ minimum: 1, maximum: 1000, default: 10 })
+    catalogPagesPerRequest: Type.Integer({ minimum: 1, maximum: 1000, default: 10 }),
+    /** Pages of repositories or tags one caller identity may have in flight; more get 429 at once. */
+    pagesPerCaller: Type.Integer({ minimum: 1, maximum: 10_000, default: 4 })
   }, { additionalProperties: false, default: {} })
 }, { additionalProperties: false })
 

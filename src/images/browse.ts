@@ -28,6 +28,35 @@ export interface BrowseDeps {
   catalogPageSize: number
   /** Catalog requests one page of repositories may make; past it the page ends early with a cursor. */
   catalogPagesPerRequest: number
+  /** Pages (of repositories or tags) one caller may have in flight; each can read the registry up to 100 times. */
+  pagesInFlight: PagesInFlight
+}
+
+/**
+ * Pages in flight per caller identity: past the limit a caller gets 429 at once, not a queue, so that one reader
+ * cannot keep the registry busy with many pages at once (the request rate limit alone allows hundreds a minute).
+ */
+export class PagesInFlight {
+  private readonly running = new Map<string, number>()
+
+  constructor (private readonly limit: number) {}
+
+  async run<T> (subject: string, work: () => Promise<T>): Promise<T> {
+    const running = this.running.get(subject) ?? 0
+    if (running >= this.limit) {
+      throw new GatewayError('RATE_LIMITED',
+        `${subject} already has ${running} pages of repositories or tags being read, the most one caller may have at once (browse.pagesPerCaller); retry after 1 s.`,
+        { retryAfter: 1 })
+    }
+    this.running.set(subject, running + 1)
+    try {
+      return await work()
+    } finally {
+      const left = (this.running.get(subject) as number) - 1
+      if (left === 0) this.running.delete(subject)
+      else this.running.set(subject, left)
+    }
+  }
 }
 
 interface ReadInput {
@@ -153,6 +182,18 @@ export async function listRepositories (deps: BrowseDeps, input: ListRepositorie
     cursors: names.map(cursorAfter),
     ...(next === undefined ? {} : { nextCursor: cursorAfter(next) })
   })
+  return await deps.pagesInFlight.run(input.identity.subject, async () => {
+    const { names, next } = await catalogNames(deps, input, client, policy, { prefix, limit, after })
+    return page(names, next)
+  })
+}
+
+/** Reads the catalog from `after` until `limit` readable names, the end of the prefix, or the request bound. */
+async function catalogNames (
+  deps: BrowseDeps, input: ListRepositoriesInput, client: RegistryClient, policy: Policy | undefined,
+  scan: { prefix: string, limit: number, after: string | undefined }
+): Promise<{ names: string[], next?: string }> {
+  const { prefix, limit, after } = scan
   // Every name starting with the prefix sorts after the prefix less its last character.
   let last = after ?? (prefix.length > 1 ? prefix.slice(0, -1) : undefined)
   const names: string[] = []
@@ -165,21 +206,22 @@ export async function listRepositories (deps: BrowseDeps, input: ListRepositorie
       }
       if (!name.startsWith(prefix)) {
         // The catalog is in lexical order: names with the prefix are together, so once past them the listing is over.
-        if (matched) return page(names)
+        if (matched) return { names }
         continue
       }
       matched = true
       if (decideRepositoryRead(policy, input.identity, client.name, name).allow) names.push(name)
-      if (names.length === limit) return page(names, index < answer.repositories.length - 1 || answer.more ? name : undefined)
+      if (names.length === limit) return index < answer.repositories.length - 1 || answer.more ? { names, next: name } : { names }
     }
-    if (!answer.more) return page(names)
+    if (!answer.more) return { names }
     const previous = last
     last = answer.repositories.at(-1)
     if (last === undefined || last === previous) {
       throw malformedAnswer(200, `registry "${client.name}" announced more of its catalog after a page that brought nothing new; refusing to loop.`)
     }
   }
-  return page(names, last)
+  // The request bound is reached: the next page starts after the last name read (every round that went on read one).
+  return { names, next: last as string }
 }
 
 export interface ListTagsInput extends ReadInput {
@@ -229,6 +271,15 @@ export async function listImageTags (deps: BrowseDeps, input: ListTagsInput): Pr
   const expected = { kind: 'tags' as const, registry: client.name, scope: name }
   const after = decodeCursor(input.cursor, expected, isTag)
   const policy = await authorizeRepository(deps, input, client, name)
+  return await deps.pagesInFlight.run(input.identity.subject, async () => await tagPage(deps, input, client, policy, { expected, limit, after }))
+}
+
+async function tagPage (
+  deps: BrowseDeps, input: ListTagsInput, client: RegistryClient, policy: Policy | undefined,
+  page: { expected: Omit<Cursor, 'after'>, limit: number, after: string | undefined }
+): Promise<ImageTagPage & { cursors: string[] }> {
+  const { expected, limit, after } = page
+  const name = expected.scope
   const readable = (await client.listTags(name, input.signal))
     .filter(tag => decide(policy, input.identity, 'read', { registry: client.name, repository: name, tag }).allow)
     .sort()

@@ -15,7 +15,7 @@ t.teardown(async () => { await proxy.close() })
 const gateway = await startGateway(t, {
   registries: { default: { url: proxy.url } },
   policy: BROWSE_POLICY,
-  config: { browse: { catalogPageSize: 2, catalogPagesPerRequest: 3 } }
+  config: { browse: { catalogPageSize: 2, catalogPagesPerRequest: 3, pagesPerCaller: 1 } }
 })
 
 const shared = await pushImage(target, 'browse/app', ['v1', 'v2'], 'schema2')
@@ -262,4 +262,23 @@ t.test('a tag gone between listing and fetching is left out; a manifest kind wit
   t.match(detail.body, { tag: 'x', digest, mediaType: schema1 })
   t.equal(detail.body.size, undefined)
   t.equal(detail.body.created, undefined)
+})
+
+t.test('pages in flight per caller are bounded: one more is 429 at once, other callers go on', async t => {
+  let release!: () => void
+  const held = new Promise<void>(resolve => { release = resolve })
+  const seen = proxy.requests.length
+  proxy.fault({ method: 'GET', path: '/v2/browse/app/tags/list', action: { kind: 'hold', release: held }, times: 1 })
+  const slow = get('/images/browse%2Fapp', KEYS.reader)
+  await proxy.waitFor(entry => proxy.requests.indexOf(entry) >= seen && entry.action === 'hold')
+  for (const url of ['/images/browse%2Fother', '/repositories']) {
+    const refused = await get(url, KEYS.reader)
+    t.equal(refused.status, 429, url)
+    t.match(refused.body, { code: 'RATE_LIMITED', retryAfter: 1, detail: /apikey:reader already has 1 pages .*browse.pagesPerCaller/ }, url)
+    t.equal(refused.headers['retry-after'], '1')
+  }
+  t.equal((await get('/images/browse%2Fother', KEYS.cleaner)).status, 200, 'another caller is not held up')
+  release()
+  t.equal((await slow).status, 200)
+  t.equal((await get('/images/browse%2Fother', KEYS.reader)).status, 200, 'the slot is given back')
 })
