@@ -121,7 +121,7 @@ t.test('a pending restore whose tags do not all point at the digest: failed, and
   t.same(await headManifest(registry.url, name, 'm1'), { status: 200, digest: replacement.digest }, 'the replacement is left as it is')
 
   // The released deletions can be restored again through the use case.
-  const deps = { registries, audit, authorize: () => ({ allow: true as const, reason: 'test', roles: [] }), onAuditLost: () => {} }
+  const deps = { registries, audit, authorizer: () => () => ({ allow: true as const, reason: 'test', roles: [] }), onAuditLost: () => {} }
   const input = { identity: { subject: 'apikey:admin', groups: [], kind: 'apikey' as const }, context: { requestId: 'again', transport: 'rest' as const } }
   const partialAgain = await restoreDeletion(deps, { ...input, deletionId: partialDeletion.id })
   t.same(partialAgain.restoredTags, ['p1', 'p2'])
