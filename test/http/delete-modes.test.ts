@@ -174,7 +174,7 @@ t.test('undo of an untag puts the saved bytes back under the tag', async t => {
   t.same(await tagsOf('modes/undo'), ['stays', 'u-gql', 'u-rest'])
   for (const tag of ['stays', 'u-gql', 'u-rest']) t.equal(await digestOf('modes/undo', tag), image.digest)
 
-  const events = await gateway.gql(`{ auditEvents(filter: { name: "modes/undo" }) { edges { node { action mode deleteAction strategy outcome } } } }`)
+  const events = await gateway.gql('{ auditEvents(filter: { name: "modes/undo" }) { edges { node { action mode deleteAction strategy outcome } } } }')
   t.same(events.body.data.auditEvents.edges.map((edge: { node: unknown }) => edge.node), [
     { action: 'restore', mode: null, deleteAction: null, strategy: null, outcome: 'restored' },
     { action: 'delete', mode: 'UNTAG', deleteAction: 'UNTAGGED', strategy: 'SWAP', outcome: 'deleted' },
