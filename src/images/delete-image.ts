@@ -285,16 +285,22 @@ async function untag (run: Run, plan: DeletionPlan, manifest: Manifest): Promise
 /**
  * Deletes the plan's digest. Co-tags are looked at again right before the DELETE, under the repository's lock: a
  * tag pushed onto this digest during the scan would go with it, unseen and out of the audit record, so undo could
- * not bring it back. `digest` refuses then as it would have at first; `auto` untags instead. (The registry has no
- * conditional DELETE: a tag pushed between this look and the DELETE is still lost; the README says so.)
+ * not bring it back. `digest` refuses then as it would have at first; `auto` untags instead, unless the caller
+ * confirmed this very plan (planId), which then no longer holds. (The registry has no conditional DELETE: a tag
+ * pushed between this look and the DELETE is still lost; the README says so.)
  */
 async function deleteDigest (run: Run, plan: DeletionPlan, manifest: Manifest, planScan: PlanScan): Promise<DeleteImageResult> {
   const { deps, client } = run
   const { repository, tag, digest } = plan
   let removedTags = plan.removedTags
-  const lateShared = await deps.locks.run(repositoryLockKey(client.name, repository), async () => {
+  const untagInstead = await deps.locks.run(repositoryLockKey(client.name, repository), async () => {
     const late = await lateCoTags(client, repository, digest, tag, planScan.first, deps.literalProtectedTags(client.name, repository), planScan.scan)
-    if (late.length > 0 && plan.mode === 'auto') return late
+    if (late.length > 0 && plan.mode === 'auto') {
+      const { id: _id, decisions, ...content } = plan
+      const untagPlan = makePlan({ ...content, action: 'untagged', strategy: deps.registrySettings(client.name).untagStrategy, removedTags: [tag], sharedWith: [...plan.sharedWith, ...late].sort() }, decisions)
+      if (run.input.planId !== undefined) throw planStale(untagPlan, run.input.planId)
+      return untagPlan
+    }
     if (late.length > 0) {
       const coTags = [...plan.sharedWith, ...late].sort()
       const lateRefusal = plan.force
@@ -310,11 +316,7 @@ async function deleteDigest (run: Run, plan: DeletionPlan, manifest: Manifest, p
     await client.deleteManifest(repository, digest)
     return undefined
   })
-  if (lateShared !== undefined) {
-    const sharedWith = [...plan.sharedWith, ...lateShared].sort()
-    const untagPlan = makePlan({ ...plan, action: 'untagged', strategy: deps.registrySettings(client.name).untagStrategy, removedTags: [tag], sharedWith }, plan.decisions)
-    return await untag(run, untagPlan, manifest)
-  }
+  if (untagInstead !== undefined) return await untag(run, untagInstead, manifest)
   await settleQuietly(deps, run.pending as AuditRecord, { outcome: 'deleted', upstreamStatus: 202, durationMs: run.elapsed() })
   return { auditId: (run.pending as AuditRecord).id, ...resultOf(plan, false), removedTags }
 }

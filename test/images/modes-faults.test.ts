@@ -5,8 +5,9 @@
 import t, { type Test } from 'tap'
 import { Pool, request } from 'undici'
 import { startRegistry } from '../../testing/registry-process.js'
-import { pushBlob, pushImage, tagManifest } from '../../testing/seed.js'
+import { pushBlob, pushImage, tagManifest, type PushedImage } from '../../testing/seed.js'
 import { EMPTY_BLOB } from '../../src/registry/untag.js'
+import { planId } from '../../src/images/plan.js'
 import { MANIFEST_ACCEPT } from '../../src/registry/media-types.js'
 import { startFaultProxy, type FaultProxy } from '../fixtures/fault-proxy.js'
 import { startGateway, type Gateway } from '../fixtures/gateway.js'
@@ -34,26 +35,50 @@ async function withEmptyBlob (name: string): Promise<void> {
   await pushBlob(target, name, EMPTY_BLOB)
 }
 
+/** Starts DELETE `url`, holds its scan at the first co-tag fetch, pushes `tag`'s manifest under `late`, lets it go on. */
+async function deleteWhileTagged (proxy: FaultProxy, gateway: Gateway, url: string, image: PushedImage, late: string): Promise<{ status: number, body: any }> {
+  let release = (): void => {}
+  const held = new Promise<void>(resolve => { release = resolve })
+  const seen = proxy.requests.length
+  proxy.fault({ method: 'GET', path: ({ path }) => path.startsWith(`/v2/${image.name}/manifests/f-`), action: { kind: 'hold', release: held }, times: 1 })
+  const reply = gateway.rest('DELETE', url)
+  await proxy.waitFor(entry => proxy.requests.indexOf(entry) >= seen && entry.action === 'hold')
+  await tagManifest(target, image.name, late, image.manifest, image.mediaType)
+  release()
+  return await reply
+}
+
 t.test('auto: a co-tag pushed during the scan turns the digest deletion into an untag, and the new tag stays', async t => {
   const { proxy, gateway } = await gatewayWithProxy(t)
   const filler = await pushImage(target, 'auto-late/app', ['f-1'], 'oci')
   await tagManifest(target, 'auto-late/app', 'f-2', filler.manifest, filler.mediaType)
   const image = await pushImage(target, 'auto-late/app', ['x'], 'schema2')
   await withEmptyBlob('auto-late/app')
-  let release = (): void => {}
-  const held = new Promise<void>(resolve => { release = resolve })
-  proxy.fault({ method: 'GET', path: ({ path }) => path.startsWith('/v2/auto-late/app/manifests/f-'), action: { kind: 'hold', release: held }, times: 1 })
-  const reply = gateway.rest('DELETE', '/images/auto-late/app/x')
-  await proxy.waitFor(entry => entry.action === 'hold')
-  await tagManifest(target, 'auto-late/app', 'x-late', image.manifest, image.mediaType)
-  release()
-  const { status, body } = await reply
-  t.equal(status, 200)
-  t.match(body, { mode: 'auto', action: 'untagged', strategy: 'swap', removedTags: ['x'] })
+  const plain = await deleteWhileTagged(proxy, gateway, '/images/auto-late/app/x', image, 'x-late')
+  t.equal(plain.status, 200)
+  t.match(plain.body, { mode: 'auto', action: 'untagged', strategy: 'swap', removedTags: ['x'] })
+  const { status, body } = plain
   t.equal(await digestOf('auto-late/app', 'x'), 404, 'x is gone')
   t.equal(await digestOf('auto-late/app', 'x-late'), image.digest, 'x-late keeps the digest')
   const [record] = (await gateway.rest('GET', '/audit?tag=x')).body.items
   t.match(record, { outcome: 'deleted', mode: 'auto', deleteAction: 'untagged', strategy: 'swap', removedTags: ['x'] })
+  t.equal(status, 200)
+  const untagPlan = planId({ registry: 'default', repository: 'auto-late/app', tag: 'x', digest: image.digest, mediaType: image.mediaType, mode: 'auto', force: false, action: 'untagged', strategy: 'swap', removedTags: ['x'], sharedWith: ['x-late'], referencedBy: [] })
+  t.equal(body.planId, untagPlan, 'the plan executed is the untag, under its own id')
+})
+
+t.test('auto with a confirmed plan: a co-tag pushed during the scan makes it PLAN_STALE, and nothing changes', async t => {
+  const { proxy, gateway } = await gatewayWithProxy(t)
+  const filler = await pushImage(target, 'auto-late/confirmed', ['f-1'], 'oci')
+  await tagManifest(target, 'auto-late/confirmed', 'f-2', filler.manifest, filler.mediaType)
+  const image = await pushImage(target, 'auto-late/confirmed', ['z'], 'schema2')
+  const dry = await gateway.rest('DELETE', '/images/auto-late/confirmed/z?dryRun=true')
+  t.equal(dry.body.action, 'deleted-digest')
+  const stale = await deleteWhileTagged(proxy, gateway, `/images/auto-late/confirmed/z?planId=${dry.body.planId as string}`, image, 'z-late')
+  t.equal(stale.status, 409)
+  t.match(stale.body, { code: 'PLAN_STALE', planId: dry.body.planId, action: 'untagged', removedTags: ['z'] })
+  t.equal(await digestOf('auto-late/confirmed', 'z'), image.digest, 'z is still there')
+  t.equal(await digestOf('auto-late/confirmed', 'z-late'), image.digest)
 })
 
 t.test('swap: the DELETE of the placeholder acted but its answer was lost; the registry, asked again, shows the tag gone', async t => {
