@@ -30,9 +30,17 @@ export async function seedAuditTrail (path: string, records: number, progress: P
       const index = done + offset
       const deleted = index % 5 === 0
       const record: NewAuditRecord = {
-        requestId: `seed-${index}`, transport: 'rest', subject: 'apikey:bench-admin', groups: [], action: 'delete', registry: 'default',
-        name: index % 100 === 0 ? 'bench/narrow/app' : `bench/other-${index % 37}`, tag: `v${index}`, removedTags: [`v${index}`],
-        decision: { allow: true, reason: 'seeded' }, outcome: deleted ? 'deleted' : 'denied',
+        requestId: `seed-${index}`,
+        transport: 'rest',
+        subject: 'apikey:bench-admin',
+        groups: [],
+        action: 'delete',
+        registry: 'default',
+        name: index % 100 === 0 ? 'bench/narrow/app' : `bench/other-${index % 37}`,
+        tag: `v${index}`,
+        removedTags: [`v${index}`],
+        decision: { allow: true, reason: 'seeded' },
+        outcome: deleted ? 'deleted' : 'denied',
         ...(deleted ? { digest: `sha256:${'a'.repeat(64)}`, mediaType: 'application/vnd.oci.image.manifest.v1+json', manifest: MANIFEST } : {})
       }
       await store.append(record)
@@ -66,10 +74,10 @@ export async function measureAuditList (options: { gateway: BenchGateway, record
       pageMs.push(await page())
       progress.update(`page ${i + 1}/${options.rounds}`)
     }
-    let running = true
+    const stop = new AbortController()
     let concurrentPages = 0
     const callers = Array.from({ length: options.concurrency }, async () => {
-      while (running) {
+      while (!stop.signal.aborted) {
         await page()
         concurrentPages++
       }
@@ -80,7 +88,7 @@ export async function measureAuditList (options: { gateway: BenchGateway, record
       healthz.push(await get('/healthz'))
       await new Promise(resolve => setTimeout(resolve, 5))
     }
-    running = false
+    stop.abort()
     await Promise.all(callers)
     return {
       records: options.records,

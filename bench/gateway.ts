@@ -1,5 +1,5 @@
 /** The gateway under benchmark: its own process, with one key that may do anything and one that may do nothing here. */
-import { generateApiKey, sha256Hex } from '../src/auth/api-key.js'
+import { generateApiKey, sha256Hex } from '../src/identity/api-key.js'
 import { startGatewayProcess, type GatewayProcess } from '../testing/gateway-process.js'
 
 export interface BenchGateway extends GatewayProcess {

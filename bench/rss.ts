@@ -7,7 +7,7 @@ import type { BenchGateway } from './gateway.js'
 import { runLoad, type LoadRequest, type LoadResult } from './load.js'
 import { memoryOf } from './memory.js'
 import type { Progress } from './progress.js'
-import { round, roundSummary, type Summary } from './stats.js'
+import { round, roundSummary } from './stats.js'
 
 const MB = 1024 * 1024
 

@@ -139,10 +139,10 @@ async function main (): Promise<number> {
     let nextImage = 0
     let seeded = 0
     let seedFailures = 0
-    let running = true
+    const stop = new AbortController()
     const errorSamples: string[] = []
     const seed = async (): Promise<void> => {
-      while (running) {
+      while (!stop.signal.aborted) {
         if (ready.length >= 24) {
           await sleep(20)
           continue
@@ -174,7 +174,9 @@ async function main (): Promise<number> {
         case 'dry-run': return [dry('soak/stable', 'pr-stable'), { status: 200, check: body => body.allowed === true && body.deleted === false }]
         case 'dry-run-protected': return [dry('soak/stable', 'keep'), { status: 200, check: body => body.allowed === false && /^PROTECTED_TAG/.test(body.reason) }]
         case 'graphql-dry-run': return [{
-          method: 'POST', path: '/graphql', key: keys.cleaner,
+          method: 'POST',
+          path: '/graphql',
+          key: keys.cleaner,
           body: JSON.stringify({ query: 'mutation { deleteImage(name: "soak/stable", tag: "pr-stable", dryRun: true) { allowed deleted } }' })
         }, { status: 200, check: body => body.data?.deleteImage?.allowed === true }]
         case 'denied-protected': return [{ method: 'DELETE', path: '/images/soak/stable/keep', key: keys.cleaner }, { status: 403, check: body => body.code === 'PROTECTED_TAG' }]
@@ -260,7 +262,7 @@ async function main (): Promise<number> {
     })()
 
     await Promise.all([...Array.from({ length: config.concurrency }, worker), sampler])
-    running = false
+    stop.abort()
     await Promise.all(seeders)
     const endMemory = await gatewayMemory(client)
     const endRss = endMemory.rss

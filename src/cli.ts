@@ -2,7 +2,7 @@
 import { realpathSync } from 'node:fs'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
-import { generateApiKey, sha256Hex } from './auth/api-key.js'
+import { generateApiKey, sha256Hex } from './identity/api-key.js'
 import { decide } from './policy/decide.js'
 import { loadPolicy } from './policy/load.js'
 import { PolicyStore } from './policy/store.js'
@@ -72,7 +72,10 @@ function apikeyCommand (args: string[], io: CliIo): number {
   // The snippet must load as printed; this also checks the name and groups.
   loadPolicy(snippet, 'the generated snippet')
   io.out(`API key for apikey:${values.name} (shown only this once; keep it in a secret store):\n\n${key}\n`)
-  io.out(`Add to the policy file's apiKeys (the gateway keeps only the hash), then bind "apikey:${values.name}" (or its groups, as keygroup:<group>) to a role:\n\n${snippet}`)
+  io.out(
+    `Add to the policy file's apiKeys (the gateway keeps only the hash), then bind "apikey:${values.name}" (or its groups, as keygroup:<group>) to a role:\n\n` +
+    snippet
+  )
   return EXIT.ok
 }
 

@@ -28,11 +28,38 @@ const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
 export function createMetrics (): GatewayMetrics {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry })
-  const http = new Histogram({ name: 'gateway_http_request_duration_seconds', help: 'API requests by route, method and status', labelNames: ['route', 'method', 'status'], buckets: LATENCY_BUCKETS, registers: [registry] })
-  const deletions = new Counter({ name: 'gateway_deletions_total', help: 'Delete attempts by registry and outcome (deleted, denied, rejected, not-found, failed)', labelNames: ['registry', 'outcome'], registers: [registry] })
-  const restores = new Counter({ name: 'gateway_restores_total', help: 'Restore attempts by registry and outcome', labelNames: ['registry', 'outcome'], registers: [registry] })
-  const upstream = new Histogram({ name: 'gateway_registry_request_duration_seconds', help: 'Requests to registries by registry, operation and status', labelNames: ['registry', 'operation', 'status'], buckets: LATENCY_BUCKETS, registers: [registry] })
-  const tokens = new Counter({ name: 'gateway_registry_token_cache_total', help: 'Registry token cache lookups by result', labelNames: ['registry', 'result'], registers: [registry] })
+  const http = new Histogram({
+    name: 'gateway_http_request_duration_seconds',
+    help: 'API requests by route, method and status',
+    labelNames: ['route', 'method', 'status'],
+    buckets: LATENCY_BUCKETS,
+    registers: [registry]
+  })
+  const deletions = new Counter({
+    name: 'gateway_deletions_total',
+    help: 'Delete attempts by registry and outcome (deleted, denied, rejected, not-found, failed)',
+    labelNames: ['registry', 'outcome'],
+    registers: [registry]
+  })
+  const restores = new Counter({
+    name: 'gateway_restores_total',
+    help: 'Restore attempts by registry and outcome',
+    labelNames: ['registry', 'outcome'],
+    registers: [registry]
+  })
+  const upstream = new Histogram({
+    name: 'gateway_registry_request_duration_seconds',
+    help: 'Requests to registries by registry, operation and status',
+    labelNames: ['registry', 'operation', 'status'],
+    buckets: LATENCY_BUCKETS,
+    registers: [registry]
+  })
+  const tokens = new Counter({
+    name: 'gateway_registry_token_cache_total',
+    help: 'Registry token cache lookups by result',
+    labelNames: ['registry', 'result'],
+    registers: [registry]
+  })
   const reloads = new Counter({ name: 'gateway_policy_reloads_total', help: 'Policy reloads by result', labelNames: ['result'], registers: [registry] })
   // prom-client hashes the label set on every observe; a child per route, method and status is looked up once.
   const httpChildren = new Map<string, ReturnType<typeof http.labels>>()

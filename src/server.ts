@@ -20,7 +20,9 @@ export async function serve (argv: readonly string[] = process.argv.slice(2), en
   const metrics = createMetrics()
   const app = await buildApp(config, { logger, metrics })
   const address = await app.listen({ host: config.host, port: config.port })
-  const metricsApp = config.metrics.enabled && config.metrics.port !== undefined ? Fastify({ loggerInstance: logger.child({ listener: 'metrics' }) }) : undefined
+  const metricsApp = config.metrics.enabled && config.metrics.port !== undefined
+    ? Fastify({ loggerInstance: logger.child({ listener: 'metrics' }) })
+    : undefined
   let metricsAddress: string | undefined
   if (metricsApp !== undefined) {
     await metricsApp.register(metricsRoutes(metrics))

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import t from 'tap'
-import { sha256Hex } from '../src/auth/api-key.js'
+import { sha256Hex } from '../src/identity/api-key.js'
 import { isMain, runCli, USAGE } from '../src/cli.js'
 import { loadPolicy } from '../src/policy/load.js'
 
@@ -129,12 +129,12 @@ t.test('policy explain', async t => {
 
 t.test('serve hands over to the server module', async t => {
   const calls: Array<readonly string[]> = []
-  let failure: Error | undefined
+  const serve: { failure?: Error } = {}
   const { runCli: mockedRunCli } = await t.mockImport<typeof import('../src/cli.js')>('../src/cli.js', {
     '../src/server.js': {
       serve: async (argv: readonly string[]) => {
         calls.push(argv)
-        if (failure !== undefined) throw failure
+        if (serve.failure !== undefined) throw serve.failure
         return async () => {}
       }
     }
@@ -143,7 +143,7 @@ t.test('serve hands over to the server module', async t => {
   const io = { out: () => {}, err: (text: string) => { err.push(text) } }
   t.equal(await mockedRunCli(['serve', '--config', 'gateway.yaml'], io), 0)
   t.same(calls, [['--config', 'gateway.yaml']])
-  failure = new Error('no registry configured')
+  serve.failure = new Error('no registry configured')
   t.equal(await mockedRunCli(['serve'], io), 1)
   t.same(err, ['registry-delete-gateway failed to start: no registry configured'])
 })

@@ -3,6 +3,6 @@ export * from './shapes.js'
 export { auditSchemaVersion, openSqliteAuditStore, type SqliteAuditStoreOptions } from './sqlite-store.js'
 export { AuditTrail, withoutManifest, type AuditLogger } from './trail.js'
 export type {
-  AuditAction, AuditFilter, AuditListItem, AuditOutcome, AuditPage, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult,
+  AuditAction, AuditFilter, AuditImageRef, AuditListItem, AuditOutcome, AuditPage, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult,
   NewAuditRecord
 } from './types.js'

@@ -13,7 +13,7 @@ export type AuditOutcome = Static<typeof AuditOutcomeSchema>
 export const AuditActionSchema = Type.Union([Type.Literal('delete'), Type.Literal('dry-run'), Type.Literal('restore')])
 export type AuditAction = Static<typeof AuditActionSchema>
 
-export const AuditTransportSchema = Type.Union([Type.Literal('rest'), Type.Literal('graphql'), Type.Literal('cli'), Type.Literal('startup')])
+export const AuditTransportSchema = Type.Union([Type.Literal('rest'), Type.Literal('graphql')])
 export type AuditTransport = Static<typeof AuditTransportSchema>
 
 /** How a deletion was asked to remove a tag (`mode`), what it did (`action`) and how (`strategy`). */
@@ -33,7 +33,9 @@ export const AuditEventSchema = Type.Object({
   id: Type.String(),
   time: Type.String({ format: 'date-time' }),
   requestId: Type.String(),
-  clientRequestId: Type.Optional(Type.String({ description: 'The caller\'s own X-Request-Id, when it sent a well-formed one (at most 128 of A-Z a-z 0-9 . _ : -).' })),
+  clientRequestId: Type.Optional(Type.String({
+    description: 'The caller\'s own X-Request-Id, when it sent a well-formed one (at most 128 of A-Z a-z 0-9 . _ : -).'
+  })),
   transport: AuditTransportSchema,
   subject: Type.String(),
   groups: Type.Array(Type.String()),

@@ -4,7 +4,7 @@ import Database from 'better-sqlite3'
 import { GatewayError } from '../errors.js'
 import { AUDIT_ID, newAuditId } from './id.js'
 import type {
-  AuditFilter, AuditListItem, AuditPage, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, NewAuditRecord
+  AuditFilter, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, NewAuditRecord
 } from './types.js'
 
 /**
@@ -100,6 +100,11 @@ interface AuditRow {
   strategy: AuditRecord['strategy'] | null
 }
 
+/** Rows of the list window read per turn of the event loop. */
+const LIST_CHUNK_ROWS = 100
+
+type ListedRow = AuditRow & { manifest_saved: number }
+interface WindowRow { id: string, registry: string, name: string, tag: string, matches: number }
 type RowParams = { [K in keyof AuditRow]: AuditRow[K] | undefined }
 
 function toParams (record: AuditRecord): RowParams {
@@ -229,7 +234,7 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
     throw error
   }
 
-  const { insertRow, updateRow, selectById, selectPending, setRestoredBy, clearRestoredBy, deleteOlderThan, recordCheck } = statements
+  const { insertRow, updateRow, selectById, selectPending, selectListed, setRestoredBy, clearRestoredBy, deleteOlderThan, recordCheck } = statements
   const listStatements = new Map<string, Database.Statement>()
 
   let closed = false
@@ -299,7 +304,8 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
     return { ok: true, deletion: find(deletionId) as AuditRecord, restore: claimed }
   })
 
-  function listStatement (filter: AuditFilter, withCursor: boolean): Database.Statement {
+  /** The scan window: only what filtering and visibility need, so a thousand rows cost little to read. */
+  function windowStatement (filter: AuditFilter, withCursor: boolean): Database.Statement {
     const given = filterConditions.filter(([key]) => filter[key] !== undefined)
     const driving = windowIndexes.find(keys => keys.every(key => filter[key] !== undefined)) ?? []
     const windowConditions = given.filter(([key]) => driving.includes(key)).map(([, sql]) => sql)
@@ -308,7 +314,7 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
     const matches = given.length === 0 ? '1' : given.map(([, sql]) => sql).join(' AND ')
     // The window is at most @scan rows of one index in id order; the other filters only mark rows inside it, so
     // a filter nothing matches cannot make SQLite step through the whole table.
-    const sql = `SELECT ${listColumns}, (${matches}) AS matches FROM audit_records
+    const sql = `SELECT id, registry, name, tag, (${matches}) AS matches FROM audit_records
       WHERE id IN (SELECT id FROM audit_records ${windowWhere} ORDER BY id DESC LIMIT @scan) ORDER BY id DESC`
     let statement = listStatements.get(sql)
     if (statement === undefined) {
@@ -350,23 +356,33 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
         params[key] = key === 'since' || key === 'until' ? toIsoTime(value, key) : value
       }
       if (page.cursor !== undefined) params.cursor = decodeCursor(page.cursor)
-      params.scan = scanLimit
-      const items: AuditListItem[] = []
+      const shown: string[] = []
       let scanned = 0
       let lastScanned = ''
       let more = false
-      for (const row of listStatement(filter, page.cursor !== undefined).iterate(params) as IterableIterator<AuditRow & { manifest_saved: number, matches: number }>) {
-        scanned++
-        lastScanned = row.id
-        if (row.matches === 0) continue
-        const item: AuditListItem = { ...toRecord(row), manifestSaved: row.manifest_saved === 1 }
-        if (visible !== undefined && !visible(item)) continue
-        if (items.length === page.limit) {
-          more = true
-          break
+      // The window is read a chunk at a time with a turn of the event loop in between, so ten callers paging
+      // through a large trail at once never hold up /healthz or anyone else's request for more than one chunk.
+      while (scanned < scanLimit) {
+        const chunk = Math.min(LIST_CHUNK_ROWS, scanLimit - scanned)
+        const rows = windowStatement(filter, params.cursor !== undefined).all({ ...params, scan: chunk }) as WindowRow[]
+        for (const row of rows) {
+          scanned++
+          lastScanned = row.id
+          if (row.matches === 0) continue
+          if (visible !== undefined && !visible(row)) continue
+          if (shown.length === page.limit) {
+            more = true
+            break
+          }
+          shown.push(row.id)
         }
-        items.push(item)
+        if (more || rows.length < chunk) break
+        params.cursor = lastScanned
+        await new Promise(resolve => setImmediate(resolve))
+        ensureOpen()
       }
+      const items = (selectListed.all(JSON.stringify(shown)) as ListedRow[])
+        .map(row => ({ ...toRecord(row), manifestSaved: row.manifest_saved === 1 }))
       const cursors = items.map(item => encodeAuditCursor(item.id))
       if (more || (scanned === scanLimit && items.length === page.limit)) return { items, cursors, nextCursor: cursors.at(-1) as string }
       // The window ended before the page filled: older rows may still match, so the caller continues from here.
@@ -414,7 +430,9 @@ function migrate (db: Database.Database): void {
   db.transaction(() => {
     const applied = db.pragma('user_version', { simple: true }) as number
     if (applied > migrations.length) {
-      throw new Error(`audit database schema version ${applied} is newer than this gateway knows (${migrations.length}): run a newer gateway or restore a backup`)
+      throw new Error(
+        `audit database schema version ${applied} is newer than this gateway knows (${migrations.length}): run a newer gateway or restore a backup`
+      )
     }
     if (applied === migrations.length) return
     for (const migration of migrations.slice(applied)) db.exec(migration)
@@ -435,6 +453,8 @@ function prepareStatements (db: Database.Database) {
       restored_by = @restored_by, delete_action = @delete_action, strategy = @strategy WHERE id = @id`),
     selectById: db.prepare(`SELECT ${columns} FROM audit_records WHERE id = ?`),
     selectPending: db.prepare(`SELECT ${columns} FROM audit_records WHERE outcome = 'pending' ORDER BY id`),
+    // A page's rows, by the ids its window chose (a JSON array), without the manifest bytes.
+    selectListed: db.prepare(`SELECT ${listColumns} FROM audit_records WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id DESC`),
     setRestoredBy: db.prepare('UPDATE audit_records SET restored_by = ? WHERE id = ?'),
     clearRestoredBy: db.prepare('UPDATE audit_records SET restored_by = NULL WHERE id = ? AND restored_by = ?'),
     deleteOlderThan: db.prepare("DELETE FROM audit_records WHERE time < ? AND outcome <> 'pending'"),

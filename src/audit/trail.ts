@@ -1,5 +1,5 @@
 import { GatewayError, isGatewayError } from '../errors.js'
-import type { AuditFilter, AuditListItem, AuditPage, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, NewAuditRecord } from './types.js'
+import type { AuditFilter, AuditImageRef, AuditPage, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, NewAuditRecord } from './types.js'
 
 export interface AuditLogger {
   info: (details: object, message: string) => void
@@ -48,7 +48,7 @@ export class AuditTrail {
     return await this.guard(async () => await this.store.get(id))
   }
 
-  async list (filter: AuditFilter, page: { limit: number, cursor?: string }, visible: (record: AuditListItem) => boolean): Promise<AuditPage> {
+  async list (filter: AuditFilter, page: { limit: number, cursor?: string }, visible: (record: AuditImageRef) => boolean): Promise<AuditPage> {
     return await this.guard(async () => await this.store.list(filter, page, visible))
   }
 

@@ -23,13 +23,27 @@ export interface AuditRecord {
 export type NewAuditRecord = Omit<AuditRecord, 'id' | 'time'> & { time?: string }
 
 /** A field given as `undefined` is left as it is, so a careless spread cannot wipe the saved manifest. */
-export type AuditRecordChanges = Partial<Pick<AuditRecord, 'outcome' | 'digest' | 'mediaType' | 'removedTags' | 'deleteAction' | 'strategy' | 'upstreamStatus' | 'errorCode' | 'errorDetail' | 'durationMs' | 'manifest' | 'restoredBy'>>
+export type AuditRecordChanges = Partial<Pick<AuditRecord,
+  'outcome' | 'digest' | 'mediaType' | 'removedTags' | 'deleteAction' | 'strategy' | 'upstreamStatus' | 'errorCode' | 'errorDetail' | 'durationMs' |
+  'manifest' | 'restoredBy'
+>>
 
 /** Every field narrows the result. `since` is inclusive and `until` exclusive, so adjacent windows never overlap. */
-export interface AuditFilter { subject?: string; registry?: string; name?: string; tag?: string; outcome?: AuditOutcome; action?: AuditAction; since?: string; until?: string }
+export interface AuditFilter {
+  subject?: string
+  registry?: string
+  name?: string
+  tag?: string
+  outcome?: AuditOutcome
+  action?: AuditAction
+  since?: string
+  until?: string
+}
 
 /** A record as a listing reads it: never the manifest bytes, only whether some were saved. */
 export type AuditListItem = Omit<AuditRecord, 'manifest'> & { manifestSaved: boolean }
+/** What decides whether a caller may see a record: the image it is about. */
+export type AuditImageRef = Pick<AuditRecord, 'registry' | 'name' | 'tag'>
 
 /**
  * `nextCursor` is there when more matching (and visible) records may exist: a page that reached the store's scan
@@ -57,7 +71,7 @@ export interface AuditStore {
    * store's scan limit), so a caller who sees little gets short pages with a cursor rather than a scan of the whole
    * trail. A malformed cursor, limit or time rejects with INVALID_REQUEST.
    */
-  list (filter: AuditFilter, page: { limit: number, cursor?: string }, visible?: (record: AuditListItem) => boolean): Promise<AuditPage>
+  list (filter: AuditFilter, page: { limit: number, cursor?: string }, visible?: (record: AuditImageRef) => boolean): Promise<AuditPage>
   /** Records still `pending` (deletions and restores cut short), oldest first, for start-up reconciliation. */
   pending (): Promise<AuditRecord[]>
   /**

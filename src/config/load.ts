@@ -100,7 +100,8 @@ export function validateConfig (raw: Record<string, unknown>, source: string): C
   }
   const config = withDefaults as Config
   if (config.registries[config.defaultRegistry] === undefined) {
-    throw new ConfigError(`invalid configuration from ${source}:\n  defaultRegistry: must name a key of registries (have: ${Object.keys(config.registries).join(', ')})`)
+    const known = Object.keys(config.registries).join(', ')
+    throw new ConfigError(`invalid configuration from ${source}:\n  defaultRegistry: must name a key of registries (have: ${known})`)
   }
   return deepFreeze(config)
 }

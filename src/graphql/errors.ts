@@ -20,7 +20,10 @@ interface FormatterContext { reply?: { request: { id: string }, log: FastifyInst
  * Resolver failures keep GraphQL's 200 (the body carries them); unexpected failures are logged and reported
  * without their internals. GraphQL's own parse and validation errors pass through unchanged.
  */
-export function graphqlErrorFormatter (execution: ExecutionResult & { errors: readonly GraphQLError[], statusCode?: number }, context: FormatterContext): { statusCode: number, response: ExecutionResult } {
+export function graphqlErrorFormatter (
+  execution: ExecutionResult & { errors: readonly GraphQLError[], statusCode?: number },
+  context: FormatterContext
+): { statusCode: number, response: ExecutionResult } {
   const requestId = context.reply?.request.id ?? ''
   const log = context.reply?.log ?? context.app.log
   const errors = execution.errors.map((error) => {

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import mercurius, { type IResolvers, type MercuriusContext } from 'mercurius'
 import { getOperationAST, Location, parse } from 'graphql'
-import { GatewayError } from '../errors.js'
+import { GatewayError, invalidField } from '../errors.js'
 import type { AuditFilter } from '../audit/types.js'
 import { listAuditEvents } from '../images/audit-events.js'
 import { deleteImage, type ImageServices, type RequestContext } from '../images/delete-image.js'
@@ -69,17 +69,23 @@ function checkQueryString ({ query, variables, operationName }: Record<string, u
   if (typeof variables === 'string') {
     let parsed: unknown
     try { parsed = JSON.parse(variables) } catch { parsed = undefined }
-    if (parsed !== undefined && parsed !== null && (typeof parsed !== 'object' || Array.isArray(parsed))) throw new GatewayError('INVALID_REQUEST', 'variables must be a JSON object.', { extras: { field: 'variables', rule: 'JSON object' } })
+    if (parsed !== undefined && parsed !== null && (typeof parsed !== 'object' || Array.isArray(parsed))) {
+      throw invalidField('variables', 'JSON object', 'variables must be a JSON object.')
+    }
   }
   if (typeof query !== 'string') return
   let document
   try { document = parse(query, { maxTokens: MAX_TOKENS }) } catch { return }
   const operation = getOperationAST(document, typeof operationName === 'string' ? operationName : undefined)
   if (operation === null || operation === undefined) {
-    throw new GatewayError('INVALID_REQUEST', 'operationName must name one operation of the document (or be left out when it has only one).', { extras: { field: 'operationName', rule: 'names an operation' } })
+    throw invalidField('operationName', 'names an operation',
+      'operationName must name one operation of the document (or be left out when it has only one).')
   }
   if (operation.operation !== 'query') {
-    throw new GatewayError('METHOD_NOT_ALLOWED', `a ${operation.operation} runs only over POST; send the document in a POST body.`, { headers: { allow: 'POST' }, extras: { field: 'query', rule: 'mutations only over POST' } })
+    throw new GatewayError('METHOD_NOT_ALLOWED', `a ${operation.operation} runs only over POST; send the document in a POST body.`, {
+      headers: { allow: 'POST' },
+      extras: { field: 'query', rule: 'mutations only over POST' }
+    })
   }
 }
 
@@ -99,7 +105,10 @@ export const graphqlApi = (options: GraphQLOptions): FastifyPluginAsync => async
           ...(args.after === undefined || args.after === null ? {} : { cursor: args.after })
         })
         return {
-          edges: page.items.map((item, index) => ({ cursor: page.cursors[index], node: upperEnums({ ...item, action: toEnum(item.action), outcome: toEnum(item.outcome) }, ['mode', 'deleteAction', 'strategy']) })),
+          edges: page.items.map((item, index) => ({
+            cursor: page.cursors[index],
+            node: upperEnums({ ...item, action: toEnum(item.action), outcome: toEnum(item.outcome) }, ['mode', 'deleteAction', 'strategy'])
+          })),
           // Relay's endCursor is the last edge's cursor, whether or not more pages follow; a page the scan limit cut
           // short continues from where the scan stopped, which can be past its last edge.
           pageInfo: { hasNextPage: page.nextCursor !== undefined, endCursor: page.nextCursor ?? page.cursors.at(-1) ?? null }
@@ -159,7 +168,9 @@ export const graphqlApi = (options: GraphQLOptions): FastifyPluginAsync => async
   app.graphql.addHook('preValidation', async (_schema, document, context) => {
     if ((document as { loc?: unknown } | null)?.loc instanceof Location) return
     let message = 'the query is not a GraphQL document.'
-    try { parse(String((context.reply.request.body as { query?: unknown } | undefined)?.query ?? (context.reply.request.query as { query?: unknown }).query)) } catch (error) { message = (error as Error).message }
-    throw new GatewayError('INVALID_REQUEST', message, { extras: { field: 'query', rule: 'GraphQL document' } })
+    const request = context.reply.request
+    const query = (request.body as { query?: unknown } | undefined)?.query ?? (request.query as { query?: unknown }).query
+    try { parse(String(query)) } catch (error) { message = (error as Error).message }
+    throw invalidField('query', 'GraphQL document', message)
   })
 }

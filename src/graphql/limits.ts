@@ -49,7 +49,10 @@ export function maxFieldsRule (maxFields: number): ValidationRule {
         for (const field of expandedFields(context, selectionSet)) {
           fields++
           if (fields > maxFields) {
-            context.reportError(new GraphQLError(`the document selects more than ${maxFields} fields once fragments are expanded; split it into smaller queries.`, { nodes: [field] }))
+            context.reportError(new GraphQLError(
+              `the document selects more than ${maxFields} fields once fragments are expanded; split it into smaller queries.`,
+              { nodes: [field] }
+            ))
             return false
           }
           if (field.selectionSet !== undefined && !count(field.selectionSet)) return false
@@ -94,7 +97,14 @@ export function maxMutationsRule (maxMutations: number): ValidationRule {
   })
 }
 
-export function validationRules (options: { maxFields: number, maxMutationsPerDocument: number, maxAuditEventsPerDocument: number, introspection: boolean }): ValidationRule[] {
+export interface DocumentLimits {
+  maxFields: number
+  maxMutationsPerDocument: number
+  maxAuditEventsPerDocument: number
+  introspection: boolean
+}
+
+export function validationRules (options: DocumentLimits): ValidationRule[] {
   return [
     maxFieldsRule(options.maxFields),
     maxMutationsRule(options.maxMutationsPerDocument),

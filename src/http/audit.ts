@@ -32,7 +32,9 @@ export const auditRoutes = (deps: ImageServices): FastifyPluginAsyncTypebox => a
   app.post('/deletions/:id/restore', {
     schema: {
       params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }),
-      querystring: Type.Object({ force: Type.Boolean({ default: false, description: 'Move tags back even when they point at another manifest now.' }) }, { additionalProperties: false }),
+      querystring: Type.Object({
+        force: Type.Boolean({ default: false, description: 'Move tags back even when they point at another manifest now.' })
+      }, { additionalProperties: false }),
       response: { 200: RestoreResultSchema }
     }
   }, async (request) => await restoreDeletion(deps, {

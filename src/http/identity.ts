@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
-import { FailedAuthBudget } from '../auth/failed-auth-budget.js'
+import { FailedAuthBudget } from '../identity/failed-auth-budget.js'
 import { GatewayError, isGatewayError } from '../errors.js'
 import type { Identity } from '../policy/types.js'
 

@@ -1,6 +1,6 @@
 import type { AuditTrail } from '../audit/trail.js'
 import type { AuditEvent } from '../audit/shapes.js'
-import type { AuditFilter, AuditListItem } from '../audit/types.js'
+import type { AuditFilter, AuditImageRef, AuditListItem } from '../audit/types.js'
 import { GatewayError } from '../errors.js'
 import type { Identity } from '../policy/types.js'
 import type { Authorize } from './attempt.js'
@@ -35,7 +35,7 @@ export async function listAuditEvents (deps: { audit: AuditTrail, authorizer: ()
     })
   }
   const authorize = deps.authorizer()
-  const visible = (record: AuditListItem): boolean =>
+  const visible = (record: AuditImageRef): boolean =>
     authorize(input.identity, 'audit', { registry: record.registry, repository: record.name, tag: record.tag }).allow
   const page = await deps.audit.list(input.filter, { limit, ...(input.cursor === undefined ? {} : { cursor: input.cursor }) }, visible)
   return { items: page.items.map(toAuditEvent), cursors: page.cursors, ...(page.nextCursor === undefined ? {} : { nextCursor: page.nextCursor }) }

@@ -1,3 +1,8 @@
+/**
+ * Where RBAC is decided: which roles a caller holds (subjects, groups, API key groups) and whether any rule of
+ * those roles grants an action on a registry, repository and tag, with the reason in words when it does not.
+ * Protected tags are refused here too, before any role is consulted.
+ */
 import type { Glob } from './glob.js'
 import type { Action, Decision, Identity, Policy, Resource, Rule, RuleAction } from './types.js'
 

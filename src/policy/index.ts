@@ -3,5 +3,7 @@ export { grantsAnywhere } from './scope.js'
 export { compileGlob, GlobError, type Glob, type GlobKind } from './glob.js'
 export { ASYMMETRIC_ALGORITHMS, DEFAULT_LEEWAY_SECONDS, loadPolicy } from './load.js'
 export { PolicyError, type PolicyProblem } from './policy-error.js'
-export { PolicyStore, type DirectoryWatcher, type PolicyLogger, type PolicyReload, type PolicyStoreEvents, type PolicyStoreOptions, type ReloadTrigger } from './store.js'
+export {
+  PolicyStore, type DirectoryWatcher, type PolicyLogger, type PolicyReload, type PolicyStoreEvents, type PolicyStoreOptions, type ReloadTrigger
+} from './store.js'
 export * from './types.js'

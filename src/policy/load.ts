@@ -257,4 +257,3 @@ export function loadPolicy (text: string, source: string): Policy {
     protectedTags: Object.freeze(protectedTags)
   })
 }
-

@@ -1,13 +1,14 @@
 import { request, type Dispatcher } from 'undici'
 import { GatewayError } from '../errors.js'
 import { Lru } from '../lru.js'
+import { readLimited } from './http-body.js'
 
-export interface Credentials { username: string, password: string }
+export interface RegistryCredentials { username: string, password: string }
 
 export interface TokenServiceOptions {
   registryName: string
   registryOrigin: string
-  credentials?: Credentials
+  credentials?: RegistryCredentials
   /** Origins other than the registry's own whose token realms the gateway contacts (and sends its credentials to). */
   trustedRealmOrigins: readonly string[]
   dispatcher: Dispatcher
@@ -26,7 +27,7 @@ const DEFAULT_TOKEN_SECONDS = 60
 export const DEFAULT_TOKEN_CACHE_SIZE = 10_000
 const MAX_TOKEN_RESPONSE_BYTES = 64 * 1024
 
-export function basicAuthorization (credentials: Credentials): string {
+export function basicAuthorization (credentials: RegistryCredentials): string {
   return `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`
 }
 
@@ -111,7 +112,8 @@ export class TokenService {
     // A registry names the realm, so contacting any realm it names would let a hostile registry make the gateway
     // fetch URLs of its choosing (blind SSRF), and hand its credentials to them.
     if (!this.isTrusted(url)) {
-      throw this.failure(realmName, `the realm is on ${url.origin}, another origin than the registry's, and is not trusted, so the gateway did not contact it. ` +
+      throw this.failure(realmName,
+        `the realm is on ${url.origin}, another origin than the registry's, and is not trusted, so the gateway did not contact it. ` +
         `If that token service is genuine, add "${url.origin}" to tokenRealmOrigins of registry "${this.options.registryName}" ` +
         '(for the default registry, REGISTRY_TOKEN_REALM_ORIGINS, comma-separated, also works)')
     }
@@ -146,19 +148,4 @@ export class TokenService {
     const expiresIn = typeof parsed.expires_in === 'number' && parsed.expires_in > 0 ? parsed.expires_in : DEFAULT_TOKEN_SECONDS
     return { token, expiresIn }
   }
-}
-
-/** Reads a body up to a limit; past it the stream is destroyed so a hostile upstream cannot exhaust memory. */
-export async function readLimited (body: Dispatcher.ResponseData['body'], limit: number): Promise<Buffer> {
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of body) {
-    size += (chunk as Buffer).length
-    if (size > limit) {
-      body.destroy()
-      throw new GatewayError('UPSTREAM_ERROR', `the registry sent a response larger than ${limit} bytes; refusing to read it.`)
-    }
-    chunks.push(chunk as Buffer)
-  }
-  return Buffer.concat(chunks)
 }

@@ -1,16 +1,17 @@
 import { createHash } from 'node:crypto'
 import { Agent, Pool, type Dispatcher } from 'undici'
 import { GatewayError, isGatewayError } from '../errors.js'
-import { basicAuthorization, readLimited, TokenService, type Credentials } from './auth.js'
+import { basicAuthorization, TokenService, type RegistryCredentials } from './auth.js'
+import { headerValue as header, readLimited } from './http-body.js'
 import { parseChallenges, type Challenge } from './challenge.js'
-import { headerValue as header, mapRegistryResponse, mapTransportError, type OperationContext } from './errors.js'
+import { malformedAnswer, mapRegistryResponse, mapTransportError, type OperationContext } from './errors.js'
 import { essence, MANIFEST_ACCEPT } from './media-types.js'
 import type { RegistryObserver } from '../metrics.js'
 
 export interface RegistryClientOptions {
   name: string
   url: string
-  credentials?: Credentials
+  credentials?: RegistryCredentials
   connectTimeoutMs: number
   requestTimeoutMs: number
   /** Connections to the registry, and so the most requests in flight to it at once. */
@@ -80,6 +81,7 @@ export function nextLink (link: string | undefined): string | undefined {
 /**
  * Speaks the registry API for one registry over one keep-alive pool: resolve, fetch, delete and put manifests,
  * list tags, and authenticate the way the registry's 401 challenge asks (anonymous, Basic or Bearer token).
+ * Knows nothing of the gateway's routes or policy: callers decide, this only speaks the protocol.
  */
 export class RegistryClient {
   readonly name: string
@@ -125,7 +127,7 @@ export class RegistryClient {
     if (challenge === undefined) return undefined
     if (challenge.scheme === 'basic') {
       // A Basic challenge is only remembered when there are credentials to answer it with.
-      return basicAuthorization(this.options.credentials as Credentials)
+      return basicAuthorization(this.options.credentials as RegistryCredentials)
     }
     // supportedChallenge only keeps Bearer challenges that name a realm.
     return `Bearer ${await this.tokens.token(challenge.params.realm as string, challenge.params.service, [`repository:${repository}:${scope}`])}`
@@ -167,7 +169,8 @@ export class RegistryClient {
     await response.body.dump()
     if (challenge === undefined) throw this.authFailure(options, 'it asked for an authentication scheme the gateway does not support')
     if (challenge.scheme === 'basic' && this.options.credentials === undefined) {
-      throw this.authFailure(options, 'it requires credentials and none are configured (set REGISTRY_USERNAME and REGISTRY_PASSWORD or the registry\'s username/password)')
+      throw this.authFailure(options,
+        'it requires credentials and none are configured (set REGISTRY_USERNAME and REGISTRY_PASSWORD or the registry\'s username/password)')
     }
     if (known !== undefined && known.scheme === challenge.scheme) {
       if (challenge.scheme === 'basic') throw this.authFailure(options, 'it rejected the configured username and password')
@@ -215,11 +218,12 @@ export class RegistryClient {
   }
 
   /**
-   * The digest that DELETE accepts for `reference`: HEAD with every manifest type accepted, falling back to
-   * GET and hashing the raw bytes when the registry omits or garbles Docker-Content-Digest.
+   * Where the digest is resolved: the digest that DELETE accepts for `reference`, by a HEAD with every manifest
+   * type in Accept (with fewer, distribution answers 404 or a converted schema1 digest that DELETE refuses),
+   * falling back to GET and hashing the raw bytes when the registry omits or garbles Docker-Content-Digest.
    */
   async resolve (repository: string, reference: string, scope: Scope = 'pull,delete'): Promise<ManifestDescriptor> {
-    const context = { registry: this.name, operation: 'resolve', name: repository, reference }
+    const context = { registry: this.name, operation: 'resolve', repository, reference }
     const response = await this.send({
       method: 'HEAD', path: this.repositoryPath(repository, `manifests/${reference}`), repository, scope, context, headers: { accept: MANIFEST_ACCEPT }
     })
@@ -239,7 +243,7 @@ export class RegistryClient {
 
   /** The manifest's exact bytes, verified against the digest the registry claims for them. */
   async getManifest (repository: string, reference: string, scope: Scope = 'pull,delete', signal?: AbortSignal): Promise<Manifest> {
-    const context = { registry: this.name, operation: 'get manifest', name: repository, reference }
+    const context = { registry: this.name, operation: 'get manifest', repository, reference }
     const response = await this.send({
       method: 'GET', path: this.repositoryPath(repository, `manifests/${reference}`), repository, scope, context, headers: { accept: MANIFEST_ACCEPT }, signal
     })
@@ -249,9 +253,8 @@ export class RegistryClient {
     const claimed = header(response.headers, 'docker-content-digest')
     const expected = reference.startsWith('sha256:') ? reference : claimed
     if (expected !== undefined && expected !== digest) {
-      throw new GatewayError('UPSTREAM_ERROR',
-        `registry "${this.name}" sent manifest bytes for ${repository}:${reference} whose digest ${digest} does not match ${expected}; refusing to act on them.`,
-        { extras: { upstreamStatus: 200 } })
+      throw malformedAnswer(200,
+        `registry "${this.name}" sent manifest bytes for ${repository}:${reference} whose digest ${digest} does not match ${expected}; refusing to act on them.`)
     }
     // Stored and put back on restore as the bare type: parameters are not part of the manifest's identity.
     return { digest, mediaType: essence(header(response.headers, 'content-type') ?? ''), size: bytes.length, bytes }
@@ -259,7 +262,7 @@ export class RegistryClient {
 
   /** Deletes a manifest by digest; only 202 Accepted counts as done. */
   async deleteManifest (repository: string, digest: string, scope: Scope = 'pull,delete'): Promise<void> {
-    const context = { registry: this.name, operation: 'delete', name: repository, reference: digest }
+    const context = { registry: this.name, operation: 'delete', repository, reference: digest }
     const response = await this.send({ method: 'DELETE', path: this.repositoryPath(repository, `manifests/${digest}`), repository, scope, context })
     if (response.statusCode !== 202) throw await this.failure(response, context)
     await response.body.dump()
@@ -267,7 +270,7 @@ export class RegistryClient {
 
   /** Puts manifest bytes under a tag; answers the digest the registry stored them as. */
   async putManifest (repository: string, tag: string, bytes: Buffer, mediaType: string, scope: Scope = 'pull,push'): Promise<string> {
-    const context = { registry: this.name, operation: 'put manifest', name: repository, reference: tag }
+    const context = { registry: this.name, operation: 'put manifest', repository, reference: tag }
     const response = await this.send({
       method: 'PUT', path: this.repositoryPath(repository, `manifests/${tag}`), repository, scope, context, headers: { 'content-type': mediaType }, body: bytes
     })
@@ -284,19 +287,20 @@ export class RegistryClient {
    * caller that wants one must add it under a name that says so.
    */
   async listTags (repository: string, signal?: AbortSignal): Promise<string[]> {
-    const context = { registry: this.name, operation: 'list tags', name: repository }
+    const context = { registry: this.name, operation: 'list tags', repository }
     const limits = this.options.tagList ?? TAG_LIST_LIMITS
     const listPath = this.repositoryPath(repository, 'tags/list')
-    const incomplete = (why: string, upstreamStatus = 200): GatewayError => new GatewayError('UPSTREAM_ERROR',
-      `registry "${this.name}" did not give the whole tag list of ${repository}: ${why}. The gateway never decides on part of a tag list, so nothing was deleted.`,
-      { extras: { upstreamStatus } })
+    const incomplete = (why: string, upstreamStatus = 200): GatewayError => malformedAnswer(upstreamStatus,
+      `registry "${this.name}" did not give the whole tag list of ${repository}: ${why}. The gateway never decides on part of a tag list, so nothing was deleted.`)
     const tags: string[] = []
     const seen = new Set<string>()
     const visited = new Set<string>()
     let path: string | undefined = listPath
     let read = 0
     for (let page = 1; path !== undefined; page++) {
-      if (page > limits.maxPages) throw incomplete(`it still announced more after ${limits.maxPages} pages; raise tagListMaxPages in the gateway configuration if the repository really has that many`)
+      if (page > limits.maxPages) {
+        throw incomplete(`it still announced more after ${limits.maxPages} pages; raise tagListMaxPages in the gateway configuration if the repository really has that many`)
+      }
       if (visited.has(path)) throw incomplete(`its pages loop (page ${page} would be ${path} again)`)
       visited.add(path)
       const response: Dispatcher.ResponseData = await this.send({ method: 'GET', path, repository, scope: 'pull,delete', context, signal })
@@ -308,12 +312,16 @@ export class RegistryClient {
       }
       const body = await readLimited(response.body, limits.maxBytes - read).catch((error: unknown) => {
         throw isGatewayError(error)
-          ? incomplete(`it is larger than ${limits.maxBytes} bytes; raise tagListMaxBytes in the gateway configuration if the repository really has that many tags`)
+          ? incomplete(
+            `it is larger than ${limits.maxBytes} bytes; raise tagListMaxBytes in the gateway configuration if the repository really has that many tags`
+          )
           : mapTransportError(error, context, this.options.requestTimeoutMs)
       })
       read += body.length
       for (const tag of this.pageTags(body, repository, page)) {
-        if (seen.has(tag)) throw incomplete(`tag ${JSON.stringify(tag.slice(0, 128))} came twice (page ${page} repeats an earlier one: the listing restarted or loops)`)
+        if (seen.has(tag)) {
+          throw incomplete(`tag ${JSON.stringify(tag.slice(0, 128))} came twice (page ${page} repeats an earlier one: the listing restarted or loops)`)
+        }
         seen.add(tag)
         tags.push(tag)
       }
@@ -324,7 +332,7 @@ export class RegistryClient {
 
   /** Whether the repository holds a blob (HEAD; 404 is an answer, not an error). */
   async blobExists (repository: string, digest: string, scope: Scope): Promise<boolean> {
-    const context = { registry: this.name, operation: 'check blob', name: repository, reference: digest }
+    const context = { registry: this.name, operation: 'check blob', repository, reference: digest }
     const response = await this.send({ method: 'HEAD', path: this.repositoryPath(repository, `blobs/${digest}`), repository, scope, context })
     if (response.statusCode !== 200 && response.statusCode !== 404) throw await this.failure(response, context)
     await response.body.dump()
@@ -334,7 +342,7 @@ export class RegistryClient {
   /** Uploads a small blob in one piece (POST for a session, then PUT with the digest); answers its digest. */
   async uploadBlob (repository: string, bytes: Buffer, scope: Scope): Promise<string> {
     const digest = sha256Digest(bytes)
-    const context = { registry: this.name, operation: 'upload blob', name: repository, reference: digest }
+    const context = { registry: this.name, operation: 'upload blob', repository, reference: digest }
     const started = await this.send({ method: 'POST', path: this.repositoryPath(repository, 'blobs/uploads/'), repository, scope, context })
     if (started.statusCode !== 202) throw await this.failure(started, context)
     await started.body.dump()
@@ -342,7 +350,9 @@ export class RegistryClient {
     const location = new URL(sent ?? '', this.origin + this.repositoryPath(repository, 'blobs/uploads/'))
     // The session's URL gets the gateway's credentials, so it must be the registry itself.
     if (sent === undefined || location.origin !== this.origin) {
-      throw new GatewayError('UPSTREAM_ERROR', `registry "${this.name}" started an upload to ${repository} without a Location on its own origin (got ${sent === undefined ? 'none' : location.origin}); the gateway sends its credentials only to ${this.origin}.`, { extras: { upstreamStatus: 202 } })
+      const got = sent === undefined ? 'none' : location.origin
+      throw malformedAnswer(202,
+        `registry "${this.name}" started an upload to ${repository} without a Location on its own origin (got ${got}); the gateway sends its credentials only to ${this.origin}.`)
     }
     location.searchParams.set('digest', digest)
     const finished = await this.send({
@@ -358,7 +368,7 @@ export class RegistryClient {
    * to untag that way: some delete the whole manifest and every co-tag instead.
    */
   async deleteTag (repository: string, tag: string): Promise<void> {
-    const context = { registry: this.name, operation: 'delete tag', name: repository, reference: tag }
+    const context = { registry: this.name, operation: 'delete tag', repository, reference: tag }
     const response = await this.send({ method: 'DELETE', path: this.repositoryPath(repository, `manifests/${tag}`), repository, scope: 'pull,delete', context })
     if (response.statusCode !== 202) throw await this.failure(response, context)
     await response.body.dump()
@@ -370,12 +380,13 @@ export class RegistryClient {
     try {
       parsed = JSON.parse(body.toString('utf8'))
     } catch {
-      throw new GatewayError('UPSTREAM_ERROR', `registry "${this.name}" answered the tag list of ${repository} with something that is not JSON.`, { extras: { upstreamStatus: 200 } })
+      throw malformedAnswer(200, `registry "${this.name}" answered the tag list of ${repository} with something that is not JSON.`)
     }
     const tags = typeof parsed === 'object' && parsed !== null ? (parsed as { tags?: unknown }).tags : undefined
     if (tags === null) return []
     if (!Array.isArray(tags) || !tags.every(tag => typeof tag === 'string')) {
-      throw new GatewayError('UPSTREAM_ERROR', `registry "${this.name}" answered page ${page} of the tag list of ${repository} with JSON that is not a list of tag names; refusing to decide on it.`, { extras: { upstreamStatus: 200 } })
+      throw malformedAnswer(200,
+        `registry "${this.name}" answered page ${page} of the tag list of ${repository} with JSON that is not a list of tag names; refusing to decide on it.`)
     }
     return tags
   }
@@ -385,7 +396,9 @@ export class RegistryClient {
     const target = nextLink(link)
     if (target === undefined) {
       // A Link that announces a next page we cannot read is a list that goes on, not one that ended.
-      if (link !== undefined && /rel="?next\b/i.test(link)) throw incomplete(`its Link header announces a next page the gateway cannot read (${JSON.stringify(link.slice(0, 200))})`)
+      if (link !== undefined && /rel="?next\b/i.test(link)) {
+        throw incomplete(`its Link header announces a next page the gateway cannot read (${JSON.stringify(link.slice(0, 200))})`)
+      }
       return undefined
     }
     const url = URL.canParse(target, this.origin + current) ? new URL(target, this.origin + current) : undefined

@@ -1,10 +1,11 @@
 import { GatewayError } from '../errors.js'
+import { headerValue } from './http-body.js'
 
 /** What the gateway was doing, so every error can say it in its detail. */
 export interface OperationContext {
   registry: string
   operation: string
-  name?: string
+  repository?: string
   reference?: string
 }
 
@@ -23,8 +24,8 @@ export function registryErrorCodes (body: Buffer | undefined): RegistryErrorEntr
 }
 
 function target (context: OperationContext): string {
-  if (context.name === undefined) return `registry "${context.registry}"`
-  return `${context.name}${context.reference === undefined ? '' : `:${context.reference}`}`.replace(/:sha256:/, '@sha256:') +
+  if (context.repository === undefined) return `registry "${context.registry}"`
+  return `${context.repository}${context.reference === undefined ? '' : `:${context.reference}`}`.replace(/:sha256:/, '@sha256:') +
     ` on registry "${context.registry}"`
 }
 
@@ -37,10 +38,9 @@ export function parseRetryAfter (value: string | undefined, now = Date.now()): n
   return Math.max(0, Math.ceil((date - now) / 1000))
 }
 
-/** undici gives repeated headers as arrays; the first one is what a registry means. */
-export function headerValue (headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
-  const value = headers[name]
-  return Array.isArray(value) ? value[0] : value
+/** The registry answered with the expected status but a body or headers the gateway cannot act on. */
+export function malformedAnswer (upstreamStatus: number, detail: string): GatewayError {
+  return new GatewayError('UPSTREAM_ERROR', detail, { extras: { upstreamStatus } })
 }
 
 /** Maps a registry answer that is not the expected success to a catalogue error. */
@@ -69,7 +69,10 @@ export function mapRegistryResponse (
   }
   if (status === 429) {
     const retryAfter = parseRetryAfter(headerValue(headers, 'retry-after'))
-    return new GatewayError('RATE_LIMITED', `registry "${context.registry}" is rate limiting the gateway; retry after ${retryAfter} s.`, { extras: upstream, retryAfter })
+    return new GatewayError('RATE_LIMITED', `registry "${context.registry}" is rate limiting the gateway; retry after ${retryAfter} s.`, {
+      extras: upstream,
+      retryAfter
+    })
   }
   if (status === 401 || status === 403) {
     return new GatewayError('UPSTREAM_AUTH_FAILED',
@@ -77,7 +80,9 @@ export function mapRegistryResponse (
       { extras: upstream })
   }
   const said = first?.message === undefined ? '' : `: ${String(first.message).slice(0, 200)}`
-  return new GatewayError('UPSTREAM_ERROR', `registry "${context.registry}" answered ${status} to ${context.operation} of ${what}${said}.`, { extras: upstream })
+  return new GatewayError('UPSTREAM_ERROR', `registry "${context.registry}" answered ${status} to ${context.operation} of ${what}${said}.`, {
+    extras: upstream
+  })
 }
 
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT', 'ABORT_ERR'])
@@ -89,10 +94,17 @@ const MID_EXCHANGE_CODES = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE'])
 export function mapTransportError (error: unknown, context: OperationContext, timeoutMs: number): GatewayError {
   const code = (error as { code?: unknown } | null)?.code
   if (typeof code === 'string' && TIMEOUT_CODES.has(code)) {
-    return new GatewayError('UPSTREAM_TIMEOUT', `registry "${context.registry}" did not answer ${context.operation} within ${timeoutMs} ms. Check the registry's health or raise its timeout in the gateway configuration.`, { cause: error })
+    return new GatewayError('UPSTREAM_TIMEOUT',
+      `registry "${context.registry}" did not answer ${context.operation} within ${timeoutMs} ms. Check the registry's health or raise its timeout in the gateway configuration.`,
+      { cause: error })
   }
   if (typeof code === 'string' && MID_EXCHANGE_CODES.has(code)) {
-    return new GatewayError('UPSTREAM_ERROR', `registry "${context.registry}" closed the connection during ${context.operation} (${code}); it may or may not have acted.`, { cause: error })
+    return new GatewayError('UPSTREAM_ERROR',
+      `registry "${context.registry}" closed the connection during ${context.operation} (${code}); it may or may not have acted.`,
+      { cause: error })
   }
-  return new GatewayError('UPSTREAM_UNAVAILABLE', `registry "${context.registry}" could not be reached for ${context.operation}${typeof code === 'string' ? ` (${code})` : ''}. Check that it is running and reachable from the gateway.`, { cause: error })
+  const why = typeof code === 'string' ? ` (${code})` : ''
+  return new GatewayError('UPSTREAM_UNAVAILABLE',
+    `registry "${context.registry}" could not be reached for ${context.operation}${why}. Check that it is running and reachable from the gateway.`,
+    { cause: error })
 }

@@ -167,7 +167,9 @@ export class Untagger {
   }
 
   /** Answers the code of a failure after which the registry showed the tag gone, if any. */
-  private async swapSteps (client: RegistryClient, request: UntagRequest, placeholder: Buffer, placeholderDigest: string, ask: Ask): Promise<ErrorCode | undefined> {
+  private async swapSteps (
+    client: RegistryClient, request: UntagRequest, placeholder: Buffer, placeholderDigest: string, ask: Ask
+  ): Promise<ErrorCode | undefined> {
     const { repository, tag } = request
     if (!this.blobPresent.has(repositoryLockKey(client.name, repository))) await this.ensureEmptyBlob(client, repository, ask)
     try {
@@ -222,7 +224,9 @@ export class Untagger {
       throw withNote(failure, `${failure.detail} Untag of ${image} did not happen; the tag still points at ${original.digest}.`, { ...extras, restored: true })
     }
     if (now !== undefined && now !== placeholderDigest) {
-      throw withNote(failure, `${failure.detail} Untag of ${image} did not finish and the tag now points at ${now}, pushed by someone else meanwhile; the gateway left it alone.`, { ...extras, restored: false, tagDigest: now })
+      throw withNote(failure,
+        `${failure.detail} Untag of ${image} did not finish and the tag now points at ${now}, pushed by someone else meanwhile; the gateway left it alone.`,
+        { ...extras, restored: false, tagDigest: now })
     }
     // On the placeholder, or the registry cannot say: the original goes back either way.
     try {

@@ -6,7 +6,7 @@ import Database from 'better-sqlite3'
 import t, { type Test } from 'tap'
 import { type GatewayError, isGatewayError } from '../../src/errors.js'
 import { auditSchemaVersion, openSqliteAuditStore } from '../../src/audit/index.js'
-import type { AuditFilter, AuditRecord, AuditStore, NewAuditRecord } from '../../src/audit/index.js'
+import type { AuditFilter, AuditImageRef, AuditRecord, AuditStore, NewAuditRecord } from '../../src/audit/index.js'
 
 const start = Date.parse('2024-05-01T00:00:00.000Z')
 const minute = 60_000
@@ -198,7 +198,7 @@ t.test('cursor pagination walks every record once, with full pages', async t => 
   const records = await seed(store, clock)
   const newestFirst = [...records].reverse().map(record => record.id)
 
-  const walk = async (filter: AuditFilter, limit: number, visible?: (record: AuditRecord) => boolean): Promise<string[][]> => {
+  const walk = async (filter: AuditFilter, limit: number, visible?: (record: AuditImageRef) => boolean): Promise<string[][]> => {
     const pages: string[][] = []
     let cursor: string | undefined
     do {
@@ -215,7 +215,9 @@ t.test('cursor pagination walks every record once, with full pages', async t => 
   t.same(await walk({}, 8), [newestFirst])
   t.same(await walk({ subject: 'alice' }, 3), [[records[6].id, records[4].id, records[2].id], [records[0].id]], 'with a filter')
 
-  const aliceOnly = (record: AuditRecord): boolean => record.subject === 'alice'
+  // Visibility is decided on the image alone (what the policy's audit rules look at); these are alice's records.
+  const aliceOnly = (record: AuditImageRef): boolean =>
+    (record.name === 'team/app' && record.tag === 'v1') || (record.name === 'team/api' && record.tag === 'v2')
   t.same(await walk({}, 2, aliceOnly), [[records[6].id, records[4].id], [records[2].id, records[0].id]],
     'hidden records do not shrink pages, and the last full page says there is no more')
   t.same(await walk({}, 3, aliceOnly), [[records[6].id, records[4].id, records[2].id], [records[0].id]])

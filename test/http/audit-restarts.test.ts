@@ -20,10 +20,20 @@ t.test('records left pending by a crash are reconciled at the next start', async
   const store = openSqliteAuditStore(auditPath)
   t.teardown(async () => { await store.close() })
   const pendingDelete = (image: PushedImage, tag: string): NewAuditRecord => ({
-    requestId: `crash-${tag}`, transport: 'rest', subject: 'apikey:admin', groups: [], action: 'delete', registry: 'default',
-    name, tag, digest: image.digest, mediaType: image.mediaType, removedTags: [tag],
+    requestId: `crash-${tag}`,
+    transport: 'rest',
+    subject: 'apikey:admin',
+    groups: [],
+    action: 'delete',
+    registry: 'default',
+    name,
+    tag,
+    digest: image.digest,
+    mediaType: image.mediaType,
+    removedTags: [tag],
     decision: { allow: true, reason: 'simulated crash between the write-ahead record and the DELETE' },
-    outcome: 'pending', manifest: image.manifest
+    outcome: 'pending',
+    manifest: image.manifest
   })
 
   // The gateway stopped after the write-ahead record, before its DELETE: the image is still there.
@@ -41,8 +51,19 @@ t.test('records left pending by a crash are reconciled at the next start', async
   const lostDeletion = await deleteThroughGateway(t, name, 'lost')
   const restoreOf = async (deletionId: string, tag: string, image: PushedImage): Promise<string> => {
     const claim = await store.claimRestore(deletionId, {
-      requestId: `crash-restore-${tag}`, transport: 'graphql', subject: 'apikey:admin', groups: [], action: 'restore', registry: 'default',
-      name, tag, digest: image.digest, mediaType: image.mediaType, removedTags: [tag], decision: { allow: true, reason: 'simulated' }, outcome: 'pending'
+      requestId: `crash-restore-${tag}`,
+      transport: 'graphql',
+      subject: 'apikey:admin',
+      groups: [],
+      action: 'restore',
+      registry: 'default',
+      name,
+      tag,
+      digest: image.digest,
+      mediaType: image.mediaType,
+      removedTags: [tag],
+      decision: { allow: true, reason: 'simulated' },
+      outcome: 'pending'
     })
     if (!claim.ok) throw new Error(`claim failed: ${claim.reason}`)
     return claim.restore.id

@@ -20,8 +20,15 @@ t.test('a restore without the restore action: 403 and a denied restore record; n
     const records = await listAudit(gateway, 'rest', { name, action: 'restore' })
     t.equal(records.items.length, 1)
     t.match(records.items[0], {
-      action: 'restore', outcome: 'denied', errorCode: 'FORBIDDEN', subject: 'apikey:deleter', groups: ['ops'], transport,
-      tag: 'v1', digest: image.digest, decision: { allow: false, reason: /may not restore/ }
+      action: 'restore',
+      outcome: 'denied',
+      errorCode: 'FORBIDDEN',
+      subject: 'apikey:deleter',
+      groups: ['ops'],
+      transport,
+      tag: 'v1',
+      digest: image.digest,
+      decision: { allow: false, reason: /may not restore/ }
     })
     const untouched = await auditRecord(name, deletion.auditId)
     t.equal(untouched?.restoredBy, undefined, 'a denied restore claims nothing')

@@ -49,9 +49,21 @@ t.teardown(async () => { await store.close() })
 
 function deletion (name: string, tag: string, overrides: Partial<NewAuditRecord> = {}): NewAuditRecord {
   return {
-    requestId: 'seed', transport: 'rest', subject: 'apikey:admin', groups: [], action: 'delete', registry: 'default', name, tag,
-    digest: `sha256:${'c'.repeat(64)}`, mediaType: 'application/vnd.oci.image.manifest.v1+json', removedTags: [tag],
-    decision: { allow: true, reason: 'seeded' }, outcome: 'deleted', manifest: Buffer.from('{"schemaVersion":2}'), ...overrides
+    requestId: 'seed',
+    transport: 'rest',
+    subject: 'apikey:admin',
+    groups: [],
+    action: 'delete',
+    registry: 'default',
+    name,
+    tag,
+    digest: `sha256:${'c'.repeat(64)}`,
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    removedTags: [tag],
+    decision: { allow: true, reason: 'seeded' },
+    outcome: 'deleted',
+    manifest: Buffer.from('{"schemaVersion":2}'),
+    ...overrides
   }
 }
 
@@ -125,7 +137,7 @@ t.test('finding 9: the audit record keeps the gateway\'s request id; the caller\
     const requestId = reply.headers['x-request-id'] as string
     t.match(requestId, /^[0-9a-f-]{36}$/, 'the gateway\'s id, echoed')
     t.not(requestId, header)
-    const [record] = (await gateway.rest('GET', `/audit?name=nowhere/app&limit=1`)).body.items
+    const [record] = (await gateway.rest('GET', '/audit?name=nowhere/app&limit=1')).body.items
     t.equal(record.requestId, requestId, 'the record carries the gateway\'s id')
     t.equal(record.clientRequestId, kept, `clientRequestId for ${JSON.stringify(header.slice(0, 20))}`)
   }

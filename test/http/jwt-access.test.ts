@@ -2,7 +2,7 @@ import { exportJWK, exportSPKI, SignJWT, UnsecuredJWT, type JWTPayload } from 'j
 import t from 'tap'
 import { startRegistry } from '../../testing/registry-process.js'
 import { pushImage } from '../../testing/seed.js'
-import { callDelete, callMe, headStatus, JwksServer, jwksOf, nowSeconds, signingKey, signToken, TRANSPORTS, type SigningKey } from '../fixtures/access.js'
+import { callDelete, callMe, headStatus, JwksServer, jwksOf, nowSeconds, signingKey, signToken, TRANSPORTS } from '../fixtures/access.js'
 import { countingDispatcher, startGateway } from '../fixtures/gateway.js'
 
 const ISSUER = 'https://sso.test/'

@@ -7,7 +7,13 @@ t.test('catalogue errors pass through; problems carry code, type, extras and ret
   t.equal(asGatewayError(limited), limited)
   t.same(toProblem(limited, 'req-1'), {
     type: 'https://github.com/registry-delete-gateway/errors#rate-limited',
-    title: 'Rate limited', status: 429, detail: 'slow down', code: 'RATE_LIMITED', requestId: 'req-1', upstreamStatus: 429, retryAfter: 3
+    title: 'Rate limited',
+    status: 429,
+    detail: 'slow down',
+    code: 'RATE_LIMITED',
+    requestId: 'req-1',
+    upstreamStatus: 429,
+    retryAfter: 3
   })
   t.equal(new GatewayError('NOT_FOUND', 'x', { cause: new Error('inner') }).cause instanceof Error, true, 'the cause is kept for logs')
 })

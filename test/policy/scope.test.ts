@@ -12,7 +12,7 @@ roles:
 bindings:
   - { role: deleter, subjects: ["apikey:ci"] }
   - { role: admin, subjects: ["apikey:root"] }
-`, "test policy")
+`, 'test policy')
   t.equal(grantsAnywhere(policy, identity, 'audit'), false, 'a role without audit')
   t.equal(grantsAnywhere(policy, identity, 'delete'), true, 'a role naming the action')
   t.equal(grantsAnywhere(policy, { subject: 'apikey:root', groups: [] }, 'audit'), true, '* grants every action')

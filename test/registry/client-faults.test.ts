@@ -17,8 +17,16 @@ function setup (t: Tap.Test, options: { credentials?: { username: string, passwo
   const mock = new MockAgent()
   mock.disableNetConnect()
   const client = new RegistryClient({
-    name: 'mocked', url: ORIGIN, credentials: options.credentials, connectTimeoutMs: 100, requestTimeoutMs: 1000, connections: 2,
-    trustedRealmOrigins: options.trusted ?? [], dispatcher: mock, ...(options.observer === undefined ? {} : { observer: options.observer }), ...(options.tagList === undefined ? {} : { tagList: options.tagList })
+    name: 'mocked',
+    url: ORIGIN,
+    credentials: options.credentials,
+    connectTimeoutMs: 100,
+    requestTimeoutMs: 1000,
+    connections: 2,
+    trustedRealmOrigins: options.trusted ?? [],
+    dispatcher: mock,
+    ...(options.observer === undefined ? {} : { observer: options.observer }),
+    ...(options.tagList === undefined ? {} : { tagList: options.tagList })
   })
   t.teardown(async () => { await client.close(); await mock.close() })
   return { mock, pool: mock.get(ORIGIN), client }

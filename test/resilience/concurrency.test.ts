@@ -161,10 +161,10 @@ t.test('policy reloads under load: every request is judged by one whole policy, 
   const key = { key: RELOAD_KEY }
 
   let swaps = 0
-  let running = true
+  const stop = new AbortController()
   const swapper = (async () => {
     // Atomic replacement, as editors and config maps do; the gateway's directory watch picks it up.
-    while (running && swaps < 40) {
+    while (!stop.signal.aborted && swaps < 40) {
       await sleep(260)
       replacePolicy(gateway, swaps % 2 === 0 ? B : A)
       swaps++
@@ -193,7 +193,7 @@ t.test('policy reloads under load: every request is judged by one whole policy, 
     }
   }
   await Promise.all(Array.from({ length: 6 }, async (_, i) => { await worker(i) }))
-  running = false
+  stop.abort()
   await swapper
   t.equal(inconsistent.length, 0, `no request saw a mix of policies, a policy without bindings or a 5xx (${inconsistent.length}, e.g. ${JSON.stringify(inconsistent.slice(0, 3))})`)
   t.ok(swaps >= 10, `the policy file was replaced ${swaps} times during the load`)
@@ -249,10 +249,10 @@ t.test('a busy neighbour of the policy file (the audit database) does not hold a
   await pushImage(target, 'busy/a/app', ['t'], 'schema2')
   const gateway = await startGateway(t, { registries: { default: { url: registry.url } }, policy: A, config: NO_RATE_LIMIT })
   const key = { key: RELOAD_KEY }
-  let running = true
+  const stop = new AbortController()
   // Audited requests all the time: every one writes the audit database next to the policy file.
   const traffic = (async () => {
-    while (running) await gateway.rest('DELETE', '/images/busy/a/app/t?dryRun=true', key)
+    while (!stop.signal.aborted) await gateway.rest('DELETE', '/images/busy/a/app/t?dryRun=true', key)
   })()
   await sleep(300)
   replacePolicy(gateway, B)
@@ -262,7 +262,7 @@ t.test('a busy neighbour of the policy file (the audit database) does not hold a
     await sleep(50)
     roles = JSON.stringify((await gateway.rest('GET', '/me', key)).body.roles)
   }
-  running = false
+  stop.abort()
   await traffic
   t.equal(roles, '["role-b"]', `the new policy is in force within 3 s of the change, despite the traffic (${Date.now() - changed} ms)`)
 })

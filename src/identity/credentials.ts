@@ -1,7 +1,7 @@
 import { unauthenticated } from './unauthenticated.js'
 
 /** The raw header values, as a transport received them. */
-export interface Credentials {
+export interface CallerCredentials {
   /** The `Authorization` header. */
   authorization?: string
   /** The `X-API-Key` header. */
@@ -22,7 +22,7 @@ function present (value: string | undefined): string | undefined {
 }
 
 /** Which credential was presented, and how to check it. Throws UNAUTHENTICATED when none or an unusable one. */
-export function readCredentials (credentials: Credentials): Presented {
+export function readCredentials (credentials: CallerCredentials): Presented {
   const authorization = present(credentials.authorization)
   const apiKey = present(credentials.apiKey)
   if (authorization === undefined && apiKey === undefined) {
@@ -42,4 +42,3 @@ export function readCredentials (credentials: Credentials): Presented {
   // Three base64url parts is a JWT's shape; an API key never has dots.
   return JWT_SHAPE.test(secret) ? { kind: 'jwt', token: secret } : { kind: 'apikey', key: secret }
 }
-

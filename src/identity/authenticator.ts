@@ -1,6 +1,6 @@
 import type { Identity, PolicySource } from '../policy/types.js'
 import { findApiKey } from './api-key.js'
-import { readCredentials, type Credentials } from './credentials.js'
+import { readCredentials, type CallerCredentials } from './credentials.js'
 import { JwtVerifier, type JwksOptions, type KeySourceLogger } from './jwt.js'
 import { unauthenticated } from './unauthenticated.js'
 
@@ -11,7 +11,7 @@ export interface AuthenticatorOptions extends JwksOptions {
 
 export interface Authenticator {
   /** The caller's identity, or a GatewayError (UNAUTHENTICATED; IDENTITY_PROVIDER_UNAVAILABLE when tokens cannot be checked). */
-  authenticate (credentials: Credentials): Promise<Identity>
+  authenticate (credentials: CallerCredentials): Promise<Identity>
   close (): void
 }
 

@@ -2,9 +2,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
-import { findApiKey, generateApiKey, sha256Hex } from '../../src/auth/api-key.js'
-import { createAuthenticator } from '../../src/auth/authenticator.js'
-import type { Credentials } from '../../src/auth/credentials.js'
+import { findApiKey, generateApiKey, sha256Hex } from '../../src/identity/api-key.js'
+import { createAuthenticator } from '../../src/identity/authenticator.js'
+import type { CallerCredentials } from '../../src/identity/credentials.js'
 import { GatewayError } from '../../src/errors.js'
 import { loadPolicy } from '../../src/policy/load.js'
 import { PolicyStore } from '../../src/policy/store.js'
@@ -53,7 +53,7 @@ t.test('the right key, in either header', async t => {
 t.test('a wrong key is refused in both headers', async t => {
   const authenticator = createAuthenticator(fixed(policy))
   const wrong = `${CI_KEY.slice(0, -1)}x`
-  for (const credentials of [{ authorization: `Bearer ${wrong}` }, { apiKey: wrong }] satisfies Credentials[]) {
+  for (const credentials of [{ authorization: `Bearer ${wrong}` }, { apiKey: wrong }] satisfies CallerCredentials[]) {
     const error = await rejection(t, authenticator.authenticate(credentials), wrong)
     t.equal(error.detail, 'unknown API key (never issued, or revoked)')
     t.equal(error.headers['WWW-Authenticate'], 'Bearer realm="registry-delete-gateway", error="invalid_token"')
@@ -77,7 +77,7 @@ t.test('a key removed from the policy stops working at the reload', async t => {
 
 t.test('missing and unusable credentials', async t => {
   const authenticator = createAuthenticator(fixed(policy))
-  const cases: Array<[Credentials, string, string | undefined]> = [
+  const cases: Array<[CallerCredentials, string, string | undefined]> = [
     [{}, 'no credentials: send "Authorization: Bearer <API key or token>" or "X-API-Key: <API key>"', undefined],
     [{ authorization: ' ', apiKey: '' }, 'no credentials: send "Authorization: Bearer <API key or token>" or "X-API-Key: <API key>"', undefined],
     [{ authorization: `Bearer ${CI_KEY}`, apiKey: CI_KEY }, 'send one credential: either Authorization or X-API-Key, not both', 'invalid_request'],

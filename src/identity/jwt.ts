@@ -69,7 +69,10 @@ function acceptsType (header: JWTHeaderParameters): boolean {
 function checkLifetime (payload: JWTPayload, settings: JwtSettings): void {
   const lifetime = (payload.exp as number) - (payload.iat as number)
   if (lifetime > settings.maxLifetimeSeconds) {
-    throw unauthenticated(`the token is valid for ${lifetime} s (exp - iat); the gateway accepts at most ${settings.maxLifetimeSeconds} s (jwt.maxLifetimeSeconds)`, 'invalid_token')
+    throw unauthenticated(
+      `the token is valid for ${lifetime} s (exp - iat); the gateway accepts at most ${settings.maxLifetimeSeconds} s (jwt.maxLifetimeSeconds)`,
+      'invalid_token'
+    )
   }
 }
 
@@ -115,7 +118,9 @@ export class JwtVerifier {
       throw new GatewayError('IDENTITY_PROVIDER_UNAVAILABLE',
         "the gateway cannot fetch the identity provider's signing keys to check the token; try again later", { cause: error })
     }
-    if (!acceptsType(protectedHeader)) throw unauthenticated('the token type (typ header) is not accepted; only JWT or at+jwt access tokens are', 'invalid_token')
+    if (!acceptsType(protectedHeader)) {
+      throw unauthenticated('the token type (typ header) is not accepted; only JWT or at+jwt access tokens are', 'invalid_token')
+    }
     checkLifetime(payload, settings)
     return identityFrom(payload, settings)
   }

@@ -1,5 +1,0 @@
-export { API_KEY_PREFIX, findApiKey, generateApiKey, sha256Hex } from './api-key.js'
-export { createAuthenticator, type Authenticator, type AuthenticatorOptions } from './authenticator.js'
-export { readCredentials, type Credentials, type Presented } from './credentials.js'
-export { JwtVerifier, type JwksOptions, type KeySourceLogger } from './jwt.js'
-export { REALM, unauthenticated } from './unauthenticated.js'
