@@ -27,7 +27,15 @@ declare module 'mercurius' {
   }
 }
 
-interface DeleteImageArgs { name: string, tag: string, registry?: string | null, mode?: string | null, dryRun?: boolean | null, force?: boolean | null, planId?: string | null }
+interface DeleteImageArgs {
+  name: string
+  tag: string
+  registry?: string | null
+  mode?: string | null
+  dryRun?: boolean | null
+  force?: boolean | null
+  planId?: string | null
+}
 interface AuditEventsArgs { filter?: Record<string, string | null> | null, first?: number | null, after?: string | null }
 
 export interface GraphQLOptions {
@@ -52,7 +60,7 @@ function auditFilter (filter: AuditEventsArgs['filter']): AuditFilter {
 
 /** The same rule the REST query string enforces with its schema: a malformed id is bad input, never a lookup. */
 function checkedPlanId (planId: string): string {
-  if (!PLAN_ID.test(planId)) throw new GatewayError('INVALID_REQUEST', `planId must be a plan id as a dry-run answers it (${PLAN_ID.source}).`, { extras: { field: 'planId', rule: `matches ${PLAN_ID.source}` } })
+  if (!PLAN_ID.test(planId)) throw invalidField('planId', `matches ${PLAN_ID.source}`, `planId must be a plan id as a dry-run answers it (${PLAN_ID.source}).`)
   return planId
 }
 

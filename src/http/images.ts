@@ -8,9 +8,14 @@ import { DeleteImageResultSchema } from '../images/shapes.js'
 
 export const DeleteImageQuery = Type.Object({
   dryRun: Type.Boolean({ default: false, description: 'Run every check, delete nothing.' }),
-  mode: Type.Optional(Type.Enum(['auto', 'untag', 'digest'], { description: 'untag: remove only this tag; digest: delete the manifest with every tag on it; auto: delete the digest when nothing else needs it, else untag. The registry\'s defaultMode when absent.' })),
+  mode: Type.Optional(Type.Enum(['auto', 'untag', 'digest'], {
+    description: 'untag: remove only this tag; digest: delete the manifest with every tag on it; auto: delete the digest when nothing else needs it, else untag. The registry\'s defaultMode when absent.'
+  })),
   force: Type.Boolean({ default: false, description: 'mode=digest only: delete even when other tags share the digest (they are removed too).' }),
-  planId: Type.Optional(Type.String({ pattern: PLAN_ID.source, description: 'Execute only if the plan made now is this one (a dry-run\'s planId); else 409 PLAN_STALE.' })),
+  planId: Type.Optional(Type.String({
+    pattern: PLAN_ID.source,
+    description: 'Execute only if the plan made now is this one (a dry-run\'s planId); else 409 PLAN_STALE.'
+  })),
   registry: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'A configured registry name; the default registry when absent.' }))
 }, { additionalProperties: false })
 

@@ -42,7 +42,11 @@ export function denial (identity: Identity, action: Action, resource: Resource, 
 }
 
 /** The fields every audit record of one request starts with: who asked, through what, about which tag. */
-export function attemptFields (identity: Identity, context: RequestContext, action: AuditRecord['action'], image: { registry: string, name: string, tag: string }): Pick<AuditRecord, 'requestId' | 'clientRequestId' | 'transport' | 'subject' | 'groups' | 'action' | 'registry' | 'name' | 'tag'> {
+export type AttemptFields = Pick<AuditRecord, 'requestId' | 'clientRequestId' | 'transport' | 'subject' | 'groups' | 'action' | 'registry' | 'name' | 'tag'>
+
+export function attemptFields (
+  identity: Identity, context: RequestContext, action: AuditRecord['action'], image: Pick<AuditRecord, 'registry' | 'name' | 'tag'>
+): AttemptFields {
   return {
     requestId: context.requestId,
     ...(context.clientRequestId === undefined ? {} : { clientRequestId: context.clientRequestId }),
@@ -78,7 +82,12 @@ export async function manifestGone (client: RegistryClient, name: string, digest
   }
 }
 
-export async function settleQuietly (deps: { audit: AuditTrail, onAuditLost: (error: unknown, record: AuditRecord) => void }, record: AuditRecord, changes: Parameters<AuditTrail['settle']>[1]): Promise<void> {
+export interface SettleDeps {
+  audit: AuditTrail
+  onAuditLost: (error: unknown, record: AuditRecord) => void
+}
+
+export async function settleQuietly (deps: SettleDeps, record: AuditRecord, changes: Parameters<AuditTrail['settle']>[1]): Promise<void> {
   try {
     await deps.audit.settle(record.id, changes)
   } catch (error) {

@@ -23,7 +23,13 @@ export function toAuditEvent (record: AuditListItem): AuditEvent {
 }
 
 /** The trail, newest first, showing only records of repositories the caller may audit. */
-export async function listAuditEvents (deps: { audit: AuditTrail, authorizer: () => Authorize, mayAuditAnything: (identity: Identity) => boolean }, input: ListAuditInput): Promise<{ items: AuditEvent[], cursors: string[], nextCursor?: string }> {
+export interface ListAuditDeps {
+  audit: AuditTrail
+  authorizer: () => Authorize
+  mayAuditAnything: (identity: Identity) => boolean
+}
+
+export async function listAuditEvents (deps: ListAuditDeps, input: ListAuditInput): Promise<{ items: AuditEvent[], cursors: string[], nextCursor?: string }> {
   const limit = input.limit ?? DEFAULT_AUDIT_PAGE
   if (!Number.isInteger(limit) || limit < 1 || limit > MAX_AUDIT_PAGE) {
     throw new GatewayError('INVALID_REQUEST', `limit must be an integer from 1 to ${MAX_AUDIT_PAGE}.`, { extras: { field: 'limit', rule: `integer 1..${MAX_AUDIT_PAGE}` } })

@@ -99,7 +99,9 @@ function childDigests (bytes: Buffer, registry: string, what: string): unknown[]
 }
 
 /** The tagged indexes and lists that reference `digest`: deleting it would leave those multi-platform images broken. */
-async function referencingIndexes (client: RegistryClient, name: string, digest: string, indexes: Map<string, string[]>, scan: CoTagScan): Promise<DeletionPlan['referencedBy']> {
+async function referencingIndexes (
+  client: RegistryClient, name: string, digest: string, indexes: Map<string, string[]>, scan: CoTagScan
+): Promise<DeletionPlan['referencedBy']> {
   const referencing: DeletionPlan['referencedBy'] = []
   scan.budget.spend(indexes.size, `which multi-platform images of ${name} reference ${digest}`)
   for (const [indexDigest, tags] of indexes) {
@@ -114,7 +116,9 @@ async function referencingIndexes (client: RegistryClient, name: string, digest:
  * `digest` and `auto` list the co-tags and the indexes that reference the digest; `digest` refuses when deleting
  * would take them along (co-tags unless forced; index children always), `auto` untags instead.
  */
-async function planDeletion (run: Run, found: { name: string, tag: string, digest: string, mediaType: string }): Promise<{ content: PlanContent, scan?: PlanScan }> {
+type Resolved = Pick<PlanContent, 'tag' | 'digest' | 'mediaType'> & { name: string }
+
+async function planDeletion (run: Run, found: Resolved): Promise<{ content: PlanContent, scan?: PlanScan }> {
   const { deps, client, input } = run
   const mode = run.attempt.mode
   const strategy = deps.registrySettings(client.name).untagStrategy
@@ -131,7 +135,9 @@ async function planDeletion (run: Run, found: { name: string, tag: string, diges
   if (mode === 'digest' && first.coTags.length > 0 && !force) throw sharedDigest(base, first.coTags, [])
   if (mode === 'auto' && (first.coTags.length > 0 || referencedBy.length > 0)) return { content: untag(first.coTags, referencedBy), scan: { scan, first } }
   return {
-    content: { ...base, force, action: 'deleted-digest', strategy: 'digest', removedTags: [found.tag, ...first.coTags], sharedWith: first.coTags, referencedBy },
+    content: {
+      ...base, force, action: 'deleted-digest', strategy: 'digest', removedTags: [found.tag, ...first.coTags], sharedWith: first.coTags, referencedBy
+    },
     scan: { scan, first }
   }
 }
@@ -198,7 +204,15 @@ export async function deleteImage (deps: ImageServices, input: DeleteImageInput)
  * Executes a plan made earlier (chat confirmations, the web page's preview, bulk cleanups): the plan is made
  * again, authorized again, and executed only if it is still the same plan, else PLAN_STALE and nothing changes.
  */
-export async function executePlan (deps: ImageServices, input: { identity: Identity, context: RequestContext, plan: Pick<DeletionPlan, 'id' | 'registry' | 'repository' | 'tag' | 'mode' | 'force'>, signal?: AbortSignal }): Promise<DeleteImageResult> {
+export interface ExecutePlanInput {
+  identity: Identity
+  context: RequestContext
+  /** What names the plan; the rest is found again. */
+  plan: Pick<DeletionPlan, 'id' | 'registry' | 'repository' | 'tag' | 'mode' | 'force'>
+  signal?: AbortSignal
+}
+
+export async function executePlan (deps: ImageServices, input: ExecutePlanInput): Promise<DeleteImageResult> {
   const { plan } = input
   return await deleteImage(deps, {
     identity: input.identity,
@@ -260,7 +274,8 @@ async function attemptDeletion (deps: ImageServices, input: DeleteImageInput, sc
   } catch (error) {
     if (!isGatewayError(error) || error.code === 'AUDIT_UNAVAILABLE') throw error
     if (run.pending === undefined) {
-      await deps.audit.record({ ...run.attempt, ...found, removedTags: found?.removedTags ?? [], decision: run.decision, ...errorFields(error), durationMs: run.elapsed() })
+      const refused = { ...found, removedTags: found?.removedTags ?? [], decision: run.decision, ...errorFields(error), durationMs: run.elapsed() }
+      await deps.audit.record({ ...run.attempt, ...refused })
       throw error
     }
     return await settleFailure(run, run.pending, error)
@@ -277,7 +292,9 @@ async function untag (run: Run, plan: DeletionPlan, manifest: Manifest): Promise
     outcome: 'deleted',
     upstreamStatus: 202,
     durationMs: run.elapsed(),
-    ...(done.recheckedAfter === undefined ? {} : { errorCode: done.recheckedAfter, errorDetail: 'a request of the swap failed, but the registry, asked again, shows the tag gone' })
+    ...(done.recheckedAfter === undefined
+      ? {}
+      : { errorCode: done.recheckedAfter, errorDetail: 'a request of the swap failed, but the registry, asked again, shows the tag gone' })
   })
   return { auditId: pending.id, ...resultOf(plan, false) }
 }
@@ -297,7 +314,8 @@ async function deleteDigest (run: Run, plan: DeletionPlan, manifest: Manifest, p
     const late = await lateCoTags(client, repository, digest, tag, planScan.first, deps.literalProtectedTags(client.name, repository), planScan.scan)
     if (late.length > 0 && plan.mode === 'auto') {
       const { id: _id, decisions, ...content } = plan
-      const untagPlan = makePlan({ ...content, action: 'untagged', strategy: deps.registrySettings(client.name).untagStrategy, removedTags: [tag], sharedWith: [...plan.sharedWith, ...late].sort() }, decisions)
+      const strategy = deps.registrySettings(client.name).untagStrategy
+      const untagPlan = makePlan({ ...content, action: 'untagged', strategy, removedTags: [tag], sharedWith: [...plan.sharedWith, ...late].sort() }, decisions)
       if (run.input.planId !== undefined) throw planStale(untagPlan, run.input.planId)
       return untagPlan
     }
@@ -312,7 +330,8 @@ async function deleteDigest (run: Run, plan: DeletionPlan, manifest: Manifest, p
       }
       removedTags = [tag, ...coTags]
     }
-    run.pending = await deps.audit.record({ ...run.attempt, ...auditFields(plan), removedTags, decision: run.decision, outcome: 'pending', manifest: manifest.bytes })
+    const writeAhead = { ...auditFields(plan), removedTags, decision: run.decision, outcome: 'pending' as const, manifest: manifest.bytes }
+    run.pending = await deps.audit.record({ ...run.attempt, ...writeAhead })
     await client.deleteManifest(repository, digest)
     return undefined
   })
@@ -331,7 +350,8 @@ async function settleFailure (run: Run, pending: AuditRecord, error: GatewayErro
   const digest = pending.digest as string
   const gone = pending.deleteAction === 'deleted-digest' && AMBIGUOUS.has(error.code) ? await manifestGone(run.client, pending.name, digest) : false
   if (gone === true) {
-    await settleQuietly(run.deps, pending, { outcome: 'deleted', errorCode: error.code, errorDetail: `the registry's answer was lost (${error.detail}), but the manifest is gone`, durationMs: run.elapsed() })
+    const detail = `the registry's answer was lost (${error.detail}), but the manifest is gone`
+    await settleQuietly(run.deps, pending, { outcome: 'deleted', errorCode: error.code, errorDetail: detail, durationMs: run.elapsed() })
   } else if (gone === false) {
     await settleQuietly(run.deps, pending, { ...errorFields(error), durationMs: run.elapsed() })
   }

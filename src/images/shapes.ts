@@ -13,12 +13,17 @@ export const DeleteImageResultSchema = Type.Object({
   digest: Type.String({ description: 'The manifest digest the tag points at: deleted, or left untagged by an untag.' }),
   mediaType: Type.String(),
   mode: { ...DeleteModeSchema, description: 'The mode asked for (or the registry\'s defaultMode).' },
-  action: { ...DeleteActionSchema, description: 'What the deletion does (or, in a dry-run, would do): untag only this tag, or delete the digest with every tag on it.' },
+  action: {
+    ...DeleteActionSchema,
+    description: 'What the deletion does (or, in a dry-run, would do): untag only this tag, or delete the digest with every tag on it.'
+  },
   strategy: { ...DeleteStrategySchema, description: 'How: swap or native for an untag, digest for a digest deletion.' },
   planId: Type.String({ description: 'The id of the plan executed (or, in a dry-run, made): pass it as planId to execute exactly this plan later.' }),
   dryRun: Type.Boolean(),
   deleted: Type.Boolean({ description: 'True only when the registry accepted the deletion.' }),
-  removedTags: Type.Array(Type.String(), { description: 'Every tag that the deletion removes (or, in a dry-run, would remove): the tag asked for, and for a digest deletion its co-tags.' }),
+  removedTags: Type.Array(Type.String(), {
+    description: 'Every tag that the deletion removes (or, in a dry-run, would remove): the tag asked for, and for a digest deletion its co-tags.'
+  }),
   allowed: Type.Boolean({ description: 'Whether authorization lets the real call through; a dry-run needs only read, so it can be false there.' }),
   reason: Type.Optional(Type.String({ description: 'Dry-runs only: why the real call would be refused, error code first.' }))
 })

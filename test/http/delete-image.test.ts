@@ -34,9 +34,19 @@ for (const kind of kinds) {
     t.match(rest.body.auditId, /^[0-9A-Z]{26}$/, 'names its audit record')
     t.same(rest.body, {
       auditId: rest.body.auditId,
-      registry: 'default', name: `kinds/${kind}`, tag: 'rest', digest: restImage.digest, mediaType: restImage.mediaType,
-      mode: 'digest', action: 'deleted-digest', strategy: 'digest', planId: rest.body.planId,
-      dryRun: false, deleted: true, removedTags: ['rest'], allowed: true
+      registry: 'default',
+      name: `kinds/${kind}`,
+      tag: 'rest',
+      digest: restImage.digest,
+      mediaType: restImage.mediaType,
+      mode: 'digest',
+      action: 'deleted-digest',
+      strategy: 'digest',
+      planId: rest.body.planId,
+      dryRun: false,
+      deleted: true,
+      removedTags: ['rest'],
+      allowed: true
     })
     t.equal(await headStatus(`kinds/${kind}`, 'rest'), 404, 'the tag is gone')
     t.equal(await headStatus(`kinds/${kind}`, restImage.digest), 404, 'the manifest is gone')
