@@ -182,6 +182,8 @@ function resultOf (plan: DeletionPlan, dryRun: boolean, refusal?: GatewayError):
     dryRun,
     deleted: !dryRun,
     removedTags: plan.removedTags,
+    sharedWith: plan.sharedWith,
+    referencedBy: plan.referencedBy,
     allowed: refusal === undefined,
     ...(refusal === undefined ? {} : { reason: `${refusal.code}: ${refusal.detail}` })
   }
@@ -310,6 +312,7 @@ async function deleteDigest (run: Run, plan: DeletionPlan, manifest: Manifest, p
   const { deps, client } = run
   const { repository, tag, digest } = plan
   let removedTags = plan.removedTags
+  let sharedWith = plan.sharedWith
   const untagInstead = await deps.locks.run(repositoryLockKey(client.name, repository), async () => {
     const late = await lateCoTags(client, repository, digest, tag, planScan.first, deps.literalProtectedTags(client.name, repository), planScan.scan)
     if (late.length > 0 && plan.mode === 'auto') {
@@ -329,6 +332,7 @@ async function deleteDigest (run: Run, plan: DeletionPlan, manifest: Manifest, p
         throw lateRefusal
       }
       removedTags = [tag, ...coTags]
+      sharedWith = coTags
     }
     const writeAhead = { ...auditFields(plan), removedTags, decision: run.decision, outcome: 'pending' as const, manifest: manifest.bytes }
     run.pending = await deps.audit.record({ ...run.attempt, ...writeAhead })
@@ -337,7 +341,7 @@ async function deleteDigest (run: Run, plan: DeletionPlan, manifest: Manifest, p
   })
   if (untagInstead !== undefined) return await untag(run, untagInstead, manifest)
   await settleQuietly(deps, run.pending as AuditRecord, { outcome: 'deleted', upstreamStatus: 202, durationMs: run.elapsed() })
-  return { auditId: (run.pending as AuditRecord).id, ...resultOf(plan, false), removedTags }
+  return { auditId: (run.pending as AuditRecord).id, ...resultOf(plan, false), removedTags, sharedWith }
 }
 
 /**

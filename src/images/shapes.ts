@@ -5,6 +5,9 @@ import { DeleteActionSchema, DeleteModeSchema, DeleteStrategySchema } from '../a
  * The results of the image use cases, defined once: the TypeScript types derive from these, the REST routes
  * answer with them, and tests hold openapi.yaml and the GraphQL SDL to them.
  */
+/** A tagged multi-platform image that lists the digest: why `auto` untags rather than delete it. */
+export const IndexReferenceSchema = Type.Object({ digest: Type.String(), tags: Type.Array(Type.String()) })
+
 export const DeleteImageResultSchema = Type.Object({
   auditId: Type.String({ description: 'The audit record of this attempt; for a deletion, the id to restore it with.' }),
   registry: Type.String(),
@@ -23,6 +26,10 @@ export const DeleteImageResultSchema = Type.Object({
   deleted: Type.Boolean({ description: 'True only when the registry accepted the deletion.' }),
   removedTags: Type.Array(Type.String(), {
     description: 'Every tag that the deletion removes (or, in a dry-run, would remove): the tag asked for, and for a digest deletion its co-tags.'
+  }),
+  sharedWith: Type.Array(Type.String(), { description: 'Other tags on the digest, as the plan found them; empty for mode=untag, which does not look.' }),
+  referencedBy: Type.Array(IndexReferenceSchema, {
+    description: 'Tagged multi-platform images that list the digest; empty for mode=untag, which does not look.'
   }),
   allowed: Type.Boolean({ description: 'Whether authorization lets the real call through; a dry-run needs only read, so it can be false there.' }),
   reason: Type.Optional(Type.String({ description: 'Dry-runs only: why the real call would be refused, error code first.' }))

@@ -46,6 +46,8 @@ for (const kind of kinds) {
       dryRun: false,
       deleted: true,
       removedTags: ['rest'],
+      sharedWith: [],
+      referencedBy: [],
       allowed: true
     })
     t.equal(await headStatus(`kinds/${kind}`, 'rest'), 404, 'the tag is gone')
@@ -105,7 +107,7 @@ t.test('nested names, URL-encoded or as plain segments', async t => {
 t.test('a dry-run answers as the real call would and touches nothing', async t => {
   const image = await pushImage(target, 'dry/app', ['keep'], 'docker-list')
   const rest = await gateway.rest('DELETE', '/images/dry/app/keep?dryRun=true')
-  t.same(rest.body, { auditId: rest.body.auditId, registry: 'default', name: 'dry/app', tag: 'keep', digest: image.digest, mediaType: image.mediaType, mode: 'digest', action: 'deleted-digest', strategy: 'digest', planId: rest.body.planId, dryRun: true, deleted: false, removedTags: ['keep'], allowed: true })
+  t.same(rest.body, { auditId: rest.body.auditId, registry: 'default', name: 'dry/app', tag: 'keep', digest: image.digest, mediaType: image.mediaType, mode: 'digest', action: 'deleted-digest', strategy: 'digest', planId: rest.body.planId, dryRun: true, deleted: false, removedTags: ['keep'], sharedWith: [], referencedBy: [], allowed: true })
   const { data } = await viaGraphQL({ name: 'dry/app', tag: 'keep', dryRun: true })
   t.equal(data.deleted, false)
 

@@ -19,7 +19,7 @@ const gateway: Gateway = await startGateway(t, { registries: { default: { url: r
 
 const MUTATION = `mutation Delete($name: String!, $tag: String!, $registry: String, $mode: DeleteMode, $dryRun: Boolean, $force: Boolean, $planId: String) {
   deleteImage(name: $name, tag: $tag, registry: $registry, mode: $mode, dryRun: $dryRun, force: $force, planId: $planId) {
-    auditId registry name tag digest mediaType mode action strategy planId dryRun deleted removedTags allowed reason
+    auditId registry name tag digest mediaType mode action strategy planId dryRun deleted removedTags sharedWith referencedBy { digest tags } allowed reason
   }
 }`
 
@@ -55,7 +55,7 @@ t.test('untag of a shared tag removes that tag only; every co-tag keeps its dige
   t.same(await tagsOf('modes/shared'), ['a-rc', 'b', 'latest'])
 
   const { data } = await gql({ name: 'modes/shared', tag: 'b', mode: 'UNTAG' })
-  t.match(data, { mode: 'UNTAG', action: 'UNTAGGED', strategy: 'SWAP', digest: image.digest, removedTags: ['b'], deleted: true })
+  t.match(data, { mode: 'UNTAG', action: 'UNTAGGED', strategy: 'SWAP', digest: image.digest, removedTags: ['b'], sharedWith: [], referencedBy: [], deleted: true })
   t.same(await tagsOf('modes/shared'), ['a-rc', 'latest'])
   for (const tag of ['a-rc', 'latest']) t.equal(await digestOf('modes/shared', tag), image.digest, `${tag} keeps the digest`)
 })
@@ -131,6 +131,7 @@ t.test('auto deletes the digest when nothing else needs it, and untags otherwise
   for (const tag of ['sole', 'shared', 'multi-amd64']) dryRuns.push((await gateway.rest('DELETE', `/images/modes/auto/${tag}?dryRun=true`)).body)
   t.same(dryRuns.map(dry => [dry.mode, dry.action, dry.strategy]), [['auto', 'deleted-digest', 'digest'], ['auto', 'untagged', 'swap'], ['auto', 'untagged', 'swap']], 'a dry-run says what auto would do')
   t.equal(await digestOf('modes/auto', 'sole'), sole.digest, 'and does nothing')
+  t.same(dryRuns.map(dry => [dry.sharedWith, dry.referencedBy]), [[[], []], [['shared-rc'], []], [[], [{ digest: index.digest, tags: ['multi'] }]]], 'and why')
 
   t.match((await gateway.rest('DELETE', '/images/modes/auto/sole')).body, { mode: 'auto', action: 'deleted-digest', strategy: 'digest', removedTags: ['sole'] })
   t.equal(await digestOf('modes/auto', sole.digest), 404, 'the only tag: the digest is deleted')
