@@ -6,12 +6,13 @@ import { AuditTrail, openSqliteAuditStore, type AuditStore } from './audit/index
 import { createAuthenticator, type Authenticator } from './identity/index.js'
 import type { GatewayMetrics, RegistryObserver } from './metrics.js'
 import { ScansPerCaller } from './images/co-tags.js'
-import type { DeleteImageDeps } from './images/delete-image.js'
+import type { ImageServices } from './images/delete-image.js'
 import { startAuditHousekeeping, type AuditHousekeeping } from './images/housekeeping.js'
 import { whoAmI, type WhoAmI } from './identity/who-am-i.js'
 import { decide, grantsAnywhere, literalProtectedTags, rolesOf, PolicyStore } from './policy/index.js'
 import { RegistryClient } from './registry/client.js'
 import { RegistryDirectory } from './registry/directory.js'
+import { KeyedQueue, Untagger } from './registry/untag.js'
 
 /** Collaborators a caller of buildApp may supply instead of the ones the configuration names. */
 export interface ServiceOverrides {
@@ -29,7 +30,7 @@ export interface GatewayServices {
   authenticator: Authenticator
   auditStore: AuditStore
   /** What the image use cases (delete, restore, audit listing) need. */
-  images: DeleteImageDeps
+  images: ImageServices
   whoAmI: WhoAmI
   housekeeping: AuditHousekeeping
   /** Stops timers and closes what the services opened themselves (not what the caller supplied). */
@@ -69,9 +70,10 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
   const authenticator = createAuthenticator(policyStore, { logger: log })
   const auditStore = overrides.auditStore ?? openSqliteAuditStore(config.audit.path, { listScanLimit: config.audit.listScanLimit })
   const audit = new AuditTrail(auditStore, log, metrics.auditRecord)
-  const images: DeleteImageDeps = {
+  // One lock for every tag-changing request of a repository: digest deletions and untags queue behind each other.
+  const locks = new KeyedQueue()
+  const images: ImageServices = {
     registries,
-    authorize: (identity, action, resource) => decide(policyStore.current(), identity, action, resource),
     authorizer: () => {
       const policy = policyStore.current()
       return (identity, action, resource) => decide(policy, identity, action, resource)
@@ -82,6 +84,9 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
     coTagScanLimit: config.coTagScanLimit,
     coTagScans: new ScansPerCaller(config.limits.coTagScansPerCaller),
     literalProtectedTags: (registry, repository) => literalProtectedTags(policyStore.current(), registry, repository),
+    registrySettings: registry => config.registries[registry] as Config['registries'][string],
+    locks,
+    untagger: new Untagger({ lock: locks }),
     onAuditLost: (error, record) => {
       log.error({ err: error, auditId: record.id }, 'the registry acted but the audit trail could not record it; the record is reconciled at the next start')
     }
