@@ -41,7 +41,7 @@ export async function measureDeleteLatency (options: {
   const gatewayPool = new Pool(gateway.url, { connections: 1, pipelining: 1 })
   const deleteOne: Record<Method, (name: string, tag: string) => Promise<void>> = {
     async gateway (name, tag) {
-      const response = await gatewayPool.request({ method: 'DELETE', path: `/images/${name}/${tag}`, headers: { 'x-api-key': gateway.adminKey } })
+      const response = await gatewayPool.request({ method: 'DELETE', path: `/images/${name}/${tag}?mode=auto`, headers: { 'x-api-key': gateway.adminKey } })
       const body = await response.body.json() as { deleted?: boolean, removedTags?: string[] }
       if (response.statusCode !== 200 || body.deleted !== true || body.removedTags?.length !== 1) {
         throw new Error(`gateway DELETE ${name}:${tag} answered ${response.statusCode}: ${JSON.stringify(body)}`)

@@ -3,10 +3,13 @@
  * the swap: placeholder PUT + DELETE by digest) against the unsafe floor (a warm bare HEAD + DELETE by digest,
  * which would take every co-tag along) and against `skopeo delete` (also by digest, also unsafe), one tag at a
  * time, interleaved in one repository so the registry's per-DELETE cost (it reads every tag) is the same for all.
+ * With a gateway, also `DELETE /images/<name>/<tag>?mode=untag` through it: the whole use case (authorization,
+ * write-ahead audit record with the bytes, swap, settle) over HTTP.
  */
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
-import type { Pool } from 'undici'
+import { Pool } from 'undici'
+import type { BenchGateway } from './gateway.js'
 import { createMetrics } from '../src/metrics.js'
 import { RegistryClient } from '../src/registry/client.js'
 import { Untagger } from '../src/registry/untag.js'
@@ -17,13 +20,16 @@ import { round, roundSummary, summarize, type Summary } from './stats.js'
 
 const run = promisify(execFile)
 
-export type UntagMethod = 'untag' | 'floor' | 'skopeo'
+export type UntagMethod = 'untag' | 'gateway' | 'floor' | 'skopeo'
 
 export interface UntagResult {
   tags: number
   rounds: number
   untagMs: Summary
   floorMs: Summary
+  /** DELETE ?mode=untag through the gateway; undefined when the run had no gateway. */
+  gatewayMs?: Summary
+  gatewayRatioToFloor?: number
   /** Undefined when skopeo is not installed. */
   skopeoMs?: Summary
   /** Registry requests per untag in the steady state, as the registry metrics saw them (GET included). */
@@ -56,6 +62,7 @@ export async function measureUntag (options: {
   rounds: number
   warmupRounds: number
   progress: Progress
+  gateway?: BenchGateway
 }): Promise<UntagResult> {
   const { repository, pool, progress } = options
   const metrics = createMetrics()
@@ -76,7 +83,8 @@ export async function measureUntag (options: {
   const untagger = new Untagger()
   const withSkopeo = await skopeoAvailable()
   const host = options.registryUrl.replace(/^https?:\/\//, '')
-  const methods: UntagMethod[] = withSkopeo ? ['untag', 'floor', 'skopeo'] : ['untag', 'floor']
+  const methods: UntagMethod[] = ['untag', ...(options.gateway === undefined ? [] : ['gateway' as const]), 'floor', ...(withSkopeo ? ['skopeo' as const] : [])]
+  const gatewayPool = options.gateway === undefined ? undefined : new Pool(options.gateway.url, { connections: 1, pipelining: 1 })
   const queue = repository.tags.map(entry => entry.tag)
   const next = (): string => {
     const tag = queue.pop()
@@ -95,6 +103,16 @@ export async function measureUntag (options: {
       const ms = performance.now() - started
       requestCounts.push(registryRequests - before)
       reported.push(result.requests)
+      return ms
+    },
+    gateway: async () => {
+      const tag = next()
+      const gateway = options.gateway as BenchGateway
+      const started = performance.now()
+      const response = await (gatewayPool as Pool).request({ method: 'DELETE', path: `/images/${repository.name}/${tag}?mode=untag`, headers: { 'x-api-key': gateway.adminKey } })
+      const body = await response.body.json() as { action?: string, removedTags?: string[] }
+      const ms = performance.now() - started
+      if (response.statusCode !== 200 || body.action !== 'untagged' || body.removedTags?.length !== 1) throw new Error(`gateway untag of ${repository.name}:${tag} answered ${response.statusCode}: ${JSON.stringify(body)}`)
       return ms
     },
     floor: async () => {
@@ -116,7 +134,7 @@ export async function measureUntag (options: {
       return performance.now() - started
     }
   }
-  const samples: Record<UntagMethod, number[]> = { untag: [], floor: [], skopeo: [] }
+  const samples: Record<UntagMethod, number[]> = { untag: [], gateway: [], floor: [], skopeo: [] }
   try {
     for (let round = 0; round < options.warmupRounds + options.rounds; round++) {
       const warm = round < options.warmupRounds
@@ -137,10 +155,12 @@ export async function measureUntag (options: {
     if (left.length !== queue.length) throw new Error(`${repository.name} has ${left.length} tags after the run, expected ${queue.length}: something removed more than one tag`)
   } finally {
     await client.close()
+    await gatewayPool?.close()
   }
   const untagMs = summarize(samples.untag)
   const floorMs = summarize(samples.floor)
   const skopeoMs = withSkopeo ? summarize(samples.skopeo) : undefined
+  const gatewayMs = options.gateway === undefined ? undefined : summarize(samples.gateway)
   const medians = (prefix: string): Record<string, number> => Object.fromEntries(Object.entries(requestMs)
     .filter(([operation]) => operation.startsWith(prefix))
     .map(([operation, values]) => [operation.slice(prefix.length), round(summarize(values).median, 1)]))
@@ -149,6 +169,7 @@ export async function measureUntag (options: {
     rounds: options.rounds,
     untagMs: roundSummary(untagMs, 1),
     floorMs: roundSummary(floorMs, 1),
+    ...(gatewayMs === undefined ? {} : { gatewayMs: roundSummary(gatewayMs, 1), gatewayRatioToFloor: round(gatewayMs.median / floorMs.median) }),
     ...(skopeoMs === undefined ? {} : { skopeoMs: roundSummary(skopeoMs, 1), ratioToSkopeo: round(untagMs.median / skopeoMs.median) }),
     requestsPerUntag: Math.max(...requestCounts),
     reportedRequests: Math.max(...reported),
@@ -160,7 +181,7 @@ export async function measureUntag (options: {
 
 /** Tags a repository needs so that it still has `tags` of them after every method's rounds. */
 export function tagsNeeded (tags: number, rounds: number, warmupRounds: number): number {
-  return tags + 3 * (rounds + warmupRounds)
+  return tags + 4 * (rounds + warmupRounds)
 }
 
 export function untagRows (result: UntagResult): Array<{ scenario: string, value: string, target: string, ok: boolean | undefined }> {
@@ -172,6 +193,12 @@ export function untagRows (result: UntagResult): Array<{ scenario: string, value
     { scenario: '    floor requests, median each', value: Object.entries(result.floorRequestMs).map(([operation, ms]) => `${operation} ${ms}`).join(', '), target: '', ok: undefined },
     { scenario: '    skopeo delete (unsafe), median (p95)', value: result.skopeoMs === undefined ? 'skopeo not installed' : ms(result.skopeoMs), target: '', ok: undefined },
     { scenario: '    untag / floor (median)', value: result.ratioToFloor.toFixed(2), target: '<= 1.50', ok: result.ratioToFloor <= 1.5 },
+    ...(result.gatewayMs === undefined
+      ? []
+      : [
+          { scenario: '    gateway DELETE ?mode=untag (HTTP, audit, swap), median (p95)', value: ms(result.gatewayMs), target: '', ok: undefined },
+          { scenario: '    gateway mode=untag / floor (median)', value: (result.gatewayRatioToFloor as number).toFixed(2), target: '<= 1.50', ok: (result.gatewayRatioToFloor as number) <= 1.5 }
+        ]),
     { scenario: '    untag / skopeo delete (median)', value: result.ratioToSkopeo?.toFixed(2) ?? '-', target: '< 1.00', ok: result.ratioToSkopeo === undefined ? undefined : result.ratioToSkopeo < 1 },
     { scenario: '    registry requests per untag (GET + PUT + DELETE)', value: `${result.requestsPerUntag} (untag itself: ${result.reportedRequests})`, target: '<= 3', ok: result.requestsPerUntag <= 3 }
   ]

@@ -59,6 +59,6 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   if (config.metrics.enabled && config.metrics.port === undefined) await app.register(metricsRoutes(metrics, { public: config.metrics.public }))
   await app.register(healthRoutes(services.registries, services.auditStore))
   await app.register(restApi(services))
-  await app.register(graphqlApi({ deleteImage: services.images, whoAmI: services.whoAmI, limits: config.graphql, browse: services.browse }))
+  await app.register(graphqlApi({ images: services.images, whoAmI: services.whoAmI, limits: config.graphql, browse: services.browse }))
   return app
 }

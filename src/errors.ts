@@ -14,6 +14,7 @@ export const catalogue = {
   METHOD_NOT_ALLOWED: { status: 405, title: 'Method not allowed' },
   SHARED_DIGEST: { status: 409, title: 'Digest shared with other tags' },
   REFERENCED_BY_INDEX: { status: 409, title: 'Manifest is part of a multi-platform image' },
+  PLAN_STALE: { status: 409, title: 'Plan no longer holds' },
   NOT_RESTORABLE: { status: 409, title: 'Not a restorable deletion' },
   ALREADY_RESTORED: { status: 409, title: 'Already restored' },
   TAG_EXISTS: { status: 409, title: 'Tag points elsewhere now' },

@@ -8,12 +8,13 @@ import type { GatewayMetrics, RegistryObserver } from './metrics.js'
 import { ScansPerCaller } from './images/co-tags.js'
 import { PagesInFlight, type BrowseDeps } from './images/browse.js'
 import { BrowseCache } from './images/browse-cache.js'
-import type { DeleteImageDeps } from './images/delete-image.js'
+import type { ImageServices } from './images/delete-image.js'
 import { startAuditHousekeeping, type AuditHousekeeping } from './images/housekeeping.js'
 import { whoAmI, type WhoAmI } from './identity/who-am-i.js'
 import { decide, grantsAnywhere, literalProtectedTags, rolesOf, PolicyStore } from './policy/index.js'
 import { RegistryClient } from './registry/client.js'
 import { RegistryDirectory } from './registry/directory.js'
+import { KeyedQueue, Untagger } from './registry/untag.js'
 
 /** Collaborators a caller of buildApp may supply instead of the ones the configuration names. */
 export interface ServiceOverrides {
@@ -31,7 +32,7 @@ export interface GatewayServices {
   authenticator: Authenticator
   auditStore: AuditStore
   /** What the image use cases (delete, restore, audit listing) need. */
-  images: DeleteImageDeps
+  images: ImageServices
   whoAmI: WhoAmI
   housekeeping: AuditHousekeeping
   /** What the read API's use cases (catalog, tags, one tag) need. */
@@ -73,9 +74,10 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
   const authenticator = createAuthenticator(policyStore, { logger: log })
   const auditStore = overrides.auditStore ?? openSqliteAuditStore(config.audit.path, { listScanLimit: config.audit.listScanLimit })
   const audit = new AuditTrail(auditStore, log, metrics.auditRecord)
-  const images: DeleteImageDeps = {
+  // One lock for every tag-changing request of a repository: digest deletions and untags queue behind each other.
+  const locks = new KeyedQueue()
+  const images: ImageServices = {
     registries,
-    authorize: (identity, action, resource) => decide(policyStore.current(), identity, action, resource),
     authorizer: () => {
       const policy = policyStore.current()
       return (identity, action, resource) => decide(policy, identity, action, resource)
@@ -86,6 +88,9 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
     coTagScanLimit: config.coTagScanLimit,
     coTagScans: new ScansPerCaller(config.limits.coTagScansPerCaller),
     literalProtectedTags: (registry, repository) => literalProtectedTags(policyStore.current(), registry, repository),
+    registrySettings: registry => config.registries[registry] as Config['registries'][string],
+    locks,
+    untagger: new Untagger({ lock: locks }),
     onAuditLost: (error, record) => {
       log.error({ err: error, auditId: record.id }, 'the registry acted but the audit trail could not record it; the record is reconciled at the next start')
     }

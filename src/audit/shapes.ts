@@ -16,6 +16,16 @@ export type AuditAction = Static<typeof AuditActionSchema>
 export const AuditTransportSchema = Type.Union([Type.Literal('rest'), Type.Literal('graphql')])
 export type AuditTransport = Static<typeof AuditTransportSchema>
 
+/** How a deletion was asked to remove a tag (`mode`), what it did (`action`) and how (`strategy`). */
+export const DeleteModeSchema = Type.Union([Type.Literal('auto'), Type.Literal('untag'), Type.Literal('digest')])
+export type DeleteMode = Static<typeof DeleteModeSchema>
+
+export const DeleteActionSchema = Type.Union([Type.Literal('untagged'), Type.Literal('deleted-digest')])
+export type DeleteAction = Static<typeof DeleteActionSchema>
+
+export const DeleteStrategySchema = Type.Union([Type.Literal('swap'), Type.Literal('native'), Type.Literal('digest')])
+export type DeleteStrategy = Static<typeof DeleteStrategySchema>
+
 export const AuditDecisionSchema = Type.Object({ allow: Type.Boolean(), reason: Type.String() })
 
 /** An audit record as the API shows it: never the manifest bytes, and whether it can still be undone. */
@@ -36,6 +46,9 @@ export const AuditEventSchema = Type.Object({
   digest: Type.Optional(Type.String()),
   mediaType: Type.Optional(Type.String()),
   removedTags: Type.Array(Type.String()),
+  mode: Type.Optional(DeleteModeSchema),
+  deleteAction: Type.Optional(DeleteActionSchema),
+  strategy: Type.Optional(DeleteStrategySchema),
   decision: AuditDecisionSchema,
   outcome: AuditOutcomeSchema,
   upstreamStatus: Type.Optional(Type.Integer()),

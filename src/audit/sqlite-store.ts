@@ -47,19 +47,23 @@ const migrations: readonly string[] = [
     checked_at TEXT NOT NULL
   ) STRICT;`,
   // The caller's X-Request-Id, kept apart from request_id, which is always the gateway's own.
-  'ALTER TABLE audit_records ADD COLUMN client_request_id TEXT;'
+  'ALTER TABLE audit_records ADD COLUMN client_request_id TEXT;',
+  // Deletions say how the tag was removed: the mode asked, the action taken (untag or digest) and the strategy.
+  `ALTER TABLE audit_records ADD COLUMN mode TEXT;
+  ALTER TABLE audit_records ADD COLUMN delete_action TEXT;
+  ALTER TABLE audit_records ADD COLUMN strategy TEXT;`
 ]
 
 export const auditSchemaVersion = migrations.length
 
 const columns = `id, time, request_id, transport, subject, groups, action, registry, name, tag, digest, media_type,
   removed_tags, decision, outcome, upstream_status, error_code, error_detail, duration_ms, manifest, restored_by, restore_of,
-  client_request_id`
+  client_request_id, mode, delete_action, strategy`
 
 /** What a listing reads: everything but the saved manifest bytes, which only a restore needs. */
 const listColumns = `id, time, request_id, transport, subject, groups, action, registry, name, tag, digest, media_type,
   removed_tags, decision, outcome, upstream_status, error_code, error_detail, duration_ms, NULL AS manifest,
-  manifest IS NOT NULL AS manifest_saved, restored_by, restore_of, client_request_id`
+  manifest IS NOT NULL AS manifest_saved, restored_by, restore_of, client_request_id, mode, delete_action, strategy`
 
 /**
  * The filters whose index is ordered by id after them, best first: the scan window walks one of these (or the id
@@ -91,6 +95,9 @@ interface AuditRow {
   restored_by: string | null
   restore_of: string | null
   client_request_id: string | null
+  mode: AuditRecord['mode'] | null
+  delete_action: AuditRecord['deleteAction'] | null
+  strategy: AuditRecord['strategy'] | null
 }
 
 /** Rows of the list window read per turn of the event loop. */
@@ -124,7 +131,10 @@ function toParams (record: AuditRecord): RowParams {
     manifest: record.manifest,
     restored_by: record.restoredBy,
     restore_of: record.restoreOf,
-    client_request_id: record.clientRequestId
+    client_request_id: record.clientRequestId,
+    mode: record.mode,
+    delete_action: record.deleteAction,
+    strategy: record.strategy
   }
 }
 
@@ -154,6 +164,9 @@ function toRecord (row: AuditRow): AuditRecord {
   if (row.restored_by !== null) record.restoredBy = row.restored_by
   if (row.restore_of !== null) record.restoreOf = row.restore_of
   if (row.client_request_id !== null) record.clientRequestId = row.client_request_id
+  if (row.mode !== null) record.mode = row.mode
+  if (row.delete_action !== null) record.deleteAction = row.delete_action
+  if (row.strategy !== null) record.strategy = row.strategy
   return record
 }
 
@@ -432,11 +445,12 @@ function prepareStatements (db: Database.Database) {
   return {
     insertRow: db.prepare(`INSERT INTO audit_records (${columns}) VALUES (@id, @time, @request_id, @transport,
       @subject, @groups, @action, @registry, @name, @tag, @digest, @media_type, @removed_tags, @decision, @outcome,
-      @upstream_status, @error_code, @error_detail, @duration_ms, @manifest, @restored_by, @restore_of, @client_request_id)`),
+      @upstream_status, @error_code, @error_detail, @duration_ms, @manifest, @restored_by, @restore_of, @client_request_id,
+      @mode, @delete_action, @strategy)`),
     updateRow: db.prepare(`UPDATE audit_records SET outcome = @outcome, digest = @digest,
       media_type = @media_type, removed_tags = @removed_tags, upstream_status = @upstream_status,
       error_code = @error_code, error_detail = @error_detail, duration_ms = @duration_ms, manifest = @manifest,
-      restored_by = @restored_by WHERE id = @id`),
+      restored_by = @restored_by, delete_action = @delete_action, strategy = @strategy WHERE id = @id`),
     selectById: db.prepare(`SELECT ${columns} FROM audit_records WHERE id = ?`),
     selectPending: db.prepare(`SELECT ${columns} FROM audit_records WHERE outcome = 'pending' ORDER BY id`),
     // A page's rows, by the ids its window chose (a JSON array), without the manifest bytes.

@@ -1,5 +1,5 @@
-import type { AuditAction, AuditOutcome, AuditTransport } from './shapes.js'
-export type { AuditAction, AuditOutcome, AuditTransport }
+import type { AuditAction, AuditOutcome, AuditTransport, DeleteAction, DeleteMode, DeleteStrategy } from './shapes.js'
+export type { AuditAction, AuditOutcome, AuditTransport, DeleteAction, DeleteMode, DeleteStrategy }
 
 export interface AuditRecord {
   id: string; time: string /* ISO */; requestId: string
@@ -9,6 +9,8 @@ export interface AuditRecord {
   subject: string; groups: string[]; action: AuditAction
   registry: string; name: string; tag: string
   digest?: string; mediaType?: string; removedTags: string[]
+  /** Deletions and dry-runs: the mode asked, what the deletion does (untag or delete the digest) and how. */
+  mode?: DeleteMode; deleteAction?: DeleteAction; strategy?: DeleteStrategy
   decision: { allow: boolean, reason: string }
   outcome: AuditOutcome
   upstreamStatus?: number; errorCode?: string; errorDetail?: string; durationMs?: number
@@ -22,7 +24,8 @@ export type NewAuditRecord = Omit<AuditRecord, 'id' | 'time'> & { time?: string 
 
 /** A field given as `undefined` is left as it is, so a careless spread cannot wipe the saved manifest. */
 export type AuditRecordChanges = Partial<Pick<AuditRecord,
-  'outcome' | 'digest' | 'mediaType' | 'removedTags' | 'upstreamStatus' | 'errorCode' | 'errorDetail' | 'durationMs' | 'manifest' | 'restoredBy'
+  'outcome' | 'digest' | 'mediaType' | 'removedTags' | 'deleteAction' | 'strategy' | 'upstreamStatus' | 'errorCode' | 'errorDetail' | 'durationMs' |
+  'manifest' | 'restoredBy'
 >>
 
 /** Every field narrows the result. `since` is inclusive and `until` exclusive, so adjacent windows never overlap. */

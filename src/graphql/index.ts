@@ -5,7 +5,9 @@ import { getOperationAST, Location, parse } from 'graphql'
 import { GatewayError, invalidField } from '../errors.js'
 import type { AuditFilter } from '../audit/types.js'
 import { listAuditEvents } from '../images/audit-events.js'
-import { deleteImage, type DeleteImageDeps, type RequestContext } from '../images/delete-image.js'
+import { deleteImage, type ImageServices, type RequestContext } from '../images/delete-image.js'
+import type { DeleteImageResult } from '../images/shapes.js'
+import { PLAN_ID, type DeleteMode } from '../images/plan.js'
 import { restoreDeletion } from '../images/restore-deletion.js'
 import type { WhoAmI } from '../identity/who-am-i.js'
 import type { Identity } from '../policy/types.js'
@@ -27,11 +29,19 @@ declare module 'mercurius' {
   }
 }
 
-interface DeleteImageArgs { name: string, tag: string, registry?: string | null, dryRun?: boolean | null, force?: boolean | null }
+interface DeleteImageArgs {
+  name: string
+  tag: string
+  registry?: string | null
+  mode?: string | null
+  dryRun?: boolean | null
+  force?: boolean | null
+  planId?: string | null
+}
 interface AuditEventsArgs { filter?: Record<string, string | null> | null, first?: number | null, after?: string | null }
 
 export interface GraphQLOptions {
-  deleteImage: DeleteImageDeps
+  images: ImageServices
   whoAmI: WhoAmI
   limits: Config['graphql']
   /** The read API (repositories, image, tag). */
@@ -41,10 +51,21 @@ export interface GraphQLOptions {
 /** GraphQL enum values cannot contain '-', so `dry-run` travels as `dry_run`. */
 const fromEnum = (value: string): string => value.replaceAll('_', '-')
 const toEnum = (value: string): string => value.replaceAll('-', '_')
+/** The deletion enums (DeleteMode, DeleteAction, DeleteStrategy) are upper case in GraphQL, lower case in REST. */
+const toUpperEnum = (value: string): string => toEnum(value).toUpperCase()
+const upperEnums = <T extends object>(value: T, keys: ReadonlyArray<keyof T>): T =>
+  ({ ...value, ...Object.fromEntries(keys.filter(key => typeof value[key] === 'string').map(key => [key, toUpperEnum(value[key] as string)])) })
+const deleteResult = (result: DeleteImageResult): DeleteImageResult => upperEnums(result, ['mode', 'action', 'strategy'])
 
 function auditFilter (filter: AuditEventsArgs['filter']): AuditFilter {
   const entries = Object.entries(filter ?? {}).filter((entry): entry is [string, string] => entry[1] !== null)
   return Object.fromEntries(entries.map(([key, value]) => [key, key === 'outcome' || key === 'action' ? fromEnum(value) : value]))
+}
+
+/** The same rule the REST query string enforces with its schema: a malformed id is bad input, never a lookup. */
+function checkedPlanId (planId: string): string {
+  if (!PLAN_ID.test(planId)) throw invalidField('planId', `matches ${PLAN_ID.source}`, `planId must be a plan id as a dry-run answers it (${PLAN_ID.source}).`)
+  return planId
 }
 
 function context (context: MercuriusContext): RequestContext {
@@ -92,7 +113,7 @@ export const graphqlApi = (options: GraphQLOptions): FastifyPluginAsync => async
       ...browse.Query,
       me: (_root: unknown, _args: unknown, ctx: MercuriusContext) => options.whoAmI(ctx.identity),
       auditEvents: async (_root: unknown, args: AuditEventsArgs, ctx: MercuriusContext) => {
-        const page = await listAuditEvents(options.deleteImage, {
+        const page = await listAuditEvents(options.images, {
           identity: ctx.identity,
           filter: auditFilter(args.filter),
           limit: args.first ?? undefined,
@@ -101,7 +122,7 @@ export const graphqlApi = (options: GraphQLOptions): FastifyPluginAsync => async
         return {
           edges: page.items.map((item, index) => ({
             cursor: page.cursors[index],
-            node: { ...item, action: toEnum(item.action), outcome: toEnum(item.outcome) }
+            node: upperEnums({ ...item, action: toEnum(item.action), outcome: toEnum(item.outcome) }, ['mode', 'deleteAction', 'strategy'])
           })),
           // Relay's endCursor is the last edge's cursor, whether or not more pages follow; a page the scan limit cut
           // short continues from where the scan stopped, which can be past its last edge.
@@ -110,17 +131,20 @@ export const graphqlApi = (options: GraphQLOptions): FastifyPluginAsync => async
       }
     },
     Mutation: {
-      deleteImage: async (_root: unknown, args: DeleteImageArgs, ctx: MercuriusContext) => await deleteImage(options.deleteImage, {
+      deleteImage: async (_root: unknown, args: DeleteImageArgs, ctx: MercuriusContext) => deleteResult(await deleteImage(options.images, {
         identity: ctx.identity,
         context: context(ctx),
         name: args.name,
         tag: args.tag,
         registry: args.registry ?? undefined,
+        // null (an explicit null variable) means the default, as an absent argument does.
+        ...(args.mode === undefined || args.mode === null ? {} : { mode: args.mode.toLowerCase() as DeleteMode }),
         dryRun: args.dryRun ?? false,
         force: args.force ?? false,
+        ...(args.planId === undefined || args.planId === null ? {} : { planId: checkedPlanId(args.planId) }),
         signal: ctx.reply.request.signal
-      }),
-      restoreDeletion: async (_root: unknown, args: { id: string, force?: boolean | null }, ctx: MercuriusContext) => await restoreDeletion(options.deleteImage, {
+      })),
+      restoreDeletion: async (_root: unknown, args: { id: string, force?: boolean | null }, ctx: MercuriusContext) => await restoreDeletion(options.images, {
         identity: ctx.identity,
         context: context(ctx),
         deletionId: args.id,

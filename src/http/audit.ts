@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import { AuditActionSchema, AuditEventSchema, AuditOutcomeSchema } from '../audit/shapes.js'
 import { listAuditEvents, MAX_AUDIT_PAGE, DEFAULT_AUDIT_PAGE } from '../images/audit-events.js'
-import type { DeleteImageDeps } from '../images/delete-image.js'
+import type { ImageServices } from '../images/delete-image.js'
 import { restoreDeletion } from '../images/restore-deletion.js'
 import { clientRequestId } from './client-request-id.js'
 import { RestoreResultSchema } from '../images/shapes.js'
@@ -21,7 +21,7 @@ export const AuditQuery = Type.Object({
 }, { additionalProperties: false })
 
 /** The audit trail and undo: reading what happened, and putting a deletion back until garbage collection. */
-export const auditRoutes = (deps: DeleteImageDeps): FastifyPluginAsyncTypebox => async (app) => {
+export const auditRoutes = (deps: ImageServices): FastifyPluginAsyncTypebox => async (app) => {
   app.get('/audit', {
     schema: { querystring: AuditQuery, response: { 200: Type.Object({ items: Type.Array(AuditEventSchema), nextCursor: Type.Optional(Type.String()) }) } }
   }, async (request) => {

@@ -3,7 +3,7 @@ import type { AuditEvent } from '../audit/shapes.js'
 import type { AuditFilter, AuditImageRef, AuditListItem } from '../audit/types.js'
 import { GatewayError } from '../errors.js'
 import type { Identity } from '../policy/types.js'
-import type { Authorize } from './delete-image.js'
+import type { Authorize } from './attempt.js'
 
 export type { AuditEvent }
 
@@ -23,7 +23,13 @@ export function toAuditEvent (record: AuditListItem): AuditEvent {
 }
 
 /** The trail, newest first, showing only records of repositories the caller may audit. */
-export async function listAuditEvents (deps: { audit: AuditTrail, authorize: Authorize, mayAuditAnything: (identity: Identity) => boolean }, input: ListAuditInput): Promise<{ items: AuditEvent[], cursors: string[], nextCursor?: string }> {
+export interface ListAuditDeps {
+  audit: AuditTrail
+  authorizer: () => Authorize
+  mayAuditAnything: (identity: Identity) => boolean
+}
+
+export async function listAuditEvents (deps: ListAuditDeps, input: ListAuditInput): Promise<{ items: AuditEvent[], cursors: string[], nextCursor?: string }> {
   const limit = input.limit ?? DEFAULT_AUDIT_PAGE
   if (!Number.isInteger(limit) || limit < 1 || limit > MAX_AUDIT_PAGE) {
     throw new GatewayError('INVALID_REQUEST', `limit must be an integer from 1 to ${MAX_AUDIT_PAGE}.`, { extras: { field: 'limit', rule: `integer 1..${MAX_AUDIT_PAGE}` } })
@@ -34,8 +40,9 @@ export async function listAuditEvents (deps: { audit: AuditTrail, authorize: Aut
       extras: { subject: input.identity.subject, action: 'audit' }
     })
   }
+  const authorize = deps.authorizer()
   const visible = (record: AuditImageRef): boolean =>
-    deps.authorize(input.identity, 'audit', { registry: record.registry, repository: record.name, tag: record.tag }).allow
+    authorize(input.identity, 'audit', { registry: record.registry, repository: record.name, tag: record.tag }).allow
   const page = await deps.audit.list(input.filter, { limit, ...(input.cursor === undefined ? {} : { cursor: input.cursor }) }, visible)
   return { items: page.items.map(toAuditEvent), cursors: page.cursors, ...(page.nextCursor === undefined ? {} : { nextCursor: page.nextCursor }) }
 }

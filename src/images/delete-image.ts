@@ -1,28 +1,24 @@
-import type { AuditOutcome, AuditRecord } from '../audit/types.js'
+import type { AuditRecord } from '../audit/types.js'
 import type { AuditTrail } from '../audit/trail.js'
-import { GatewayError, isGatewayError, type ErrorCode } from '../errors.js'
-import type { Action, Decision, Identity, Resource } from '../policy/types.js'
-import type { RegistryClient } from '../registry/client.js'
+import { GatewayError, isGatewayError } from '../errors.js'
+import type { Action, Identity, Resource } from '../policy/types.js'
+import type { Manifest, RegistryClient } from '../registry/client.js'
 import type { RegistryDirectory } from '../registry/directory.js'
 import { parseImageRef } from '../registry/reference.js'
 import { isIndex } from '../registry/media-types.js'
+import { repositoryLockKey, type KeyedLock, type Untagger, type UntagStrategy } from '../registry/untag.js'
+import { AMBIGUOUS, attemptFields, denial, errorFields, manifestGone, settleQuietly, type Authorize, type RequestContext } from './attempt.js'
 import { findCoTags, lateCoTags, ManifestBudget, type CoTagScan, type ScansPerCaller } from './co-tags.js'
+import { makePlan, type DeleteMode, type DeletionPlan, type PlanContent, type PlanDecision } from './plan.js'
 import type { DeleteImageResult } from './shapes.js'
 
-export type Authorize = (identity: Identity, action: Action, resource: Resource) => Decision
+export type { Authorize, RequestContext }
 
-export interface RequestContext {
-  requestId: string
-  /** The caller's X-Request-Id, when it sent a well-formed one. */
-  clientRequestId?: string
-  transport: AuditRecord['transport']
-}
-
-export interface DeleteImageDeps {
+/** What the image use cases (delete, restore, audit listing) are given by the app, once. */
+export interface ImageServices {
   registries: RegistryDirectory
-  authorize: Authorize
-  /** An Authorize bound to the policy in force now, so one request is judged by one policy. */
-  authorizer?: () => Authorize
+  /** An Authorize bound to the policy in force now: called once per request, so one request is judged by one policy. */
+  authorizer: () => Authorize
   /** False when no rule of the caller's roles grants `audit` anywhere: the trail is refused without reading it. */
   mayAuditAnything: (identity: Identity) => boolean
   audit: AuditTrail
@@ -33,6 +29,11 @@ export interface DeleteImageDeps {
   coTagScans: ScansPerCaller
   /** Tags the policy in force protects by name in a repository: looked up again right before each DELETE. */
   literalProtectedTags: (registry: string, repository: string) => string[]
+  /** Per registry: how one tag is removed, and the mode of a request that names none. */
+  registrySettings: (registry: string) => { untagStrategy: UntagStrategy, defaultMode: DeleteMode }
+  /** Tag-changing work in one repository, one at a time (the untagger holds the same lock). */
+  locks: KeyedLock
+  untagger: Untagger
   /** Told when the registry acted but the audit trail could not record it (reconciled at the next start). */
   onAuditLost: (error: unknown, record: AuditRecord) => void
 }
@@ -43,175 +44,49 @@ export interface DeleteImageInput {
   name: string
   tag: string
   registry?: string
+  /** The registry's defaultMode when absent. */
+  mode?: DeleteMode
   dryRun?: boolean
   force?: boolean
+  /** A plan made earlier (a dry-run's planId): refused with PLAN_STALE unless the plan made now is that one. */
+  planId?: string
   /** The request's abort signal: a caller that goes away stops the co-tag scan. */
   signal?: AbortSignal
 }
 
-const OUTCOME_OF: Partial<Record<ErrorCode, AuditOutcome>> = {
-  FORBIDDEN: 'denied',
-  PROTECTED_TAG: 'denied',
-  SHARED_DIGEST: 'rejected',
-  REFERENCED_BY_INDEX: 'rejected',
-  TAG_EXISTS: 'rejected',
-  ALREADY_RESTORED: 'rejected',
-  NOT_RESTORABLE: 'rejected',
-  NOT_FOUND: 'not-found'
+/** The scan a plan was made from, kept for the late look right before a digest DELETE. */
+interface PlanScan { scan: CoTagScan, first: { coTags: string[], listed: ReadonlySet<string> } }
+
+/** One request's attempt, as its audit records see it; `pending` is set once the write-ahead record exists. */
+interface Run {
+  deps: ImageServices
+  client: RegistryClient
+  input: DeleteImageInput
+  authorize: Authorize
+  attempt: ReturnType<typeof attemptFields> & { mode: DeleteMode }
+  decision: { allow: boolean, reason: string }
+  elapsed: () => number
+  pending?: AuditRecord
 }
 
-/** Settles (never rejects) when the deletion of that registry, repository and digest is over. */
-const deletesInFlight = new Map<string, Promise<void>>()
-
-/** Failures after which the DELETE may or may not have reached the registry. */
-const AMBIGUOUS: ReadonlySet<ErrorCode> = new Set(['UPSTREAM_TIMEOUT', 'UPSTREAM_UNAVAILABLE', 'UPSTREAM_ERROR'])
-
-function denial (identity: Identity, action: Action, resource: Resource, decision: Decision): GatewayError | undefined {
-  if (decision.allow) return undefined
-  return new GatewayError(decision.code, decision.reason, {
-    extras: { subject: identity.subject, roles: decision.roles, action, image: `${resource.repository}:${resource.tag}`, registry: resource.registry }
-  })
+function sharedDigest (plan: Pick<DeletionPlan, 'repository' | 'tag' | 'digest'>, coTags: string[], late: string[]): GatewayError {
+  const meanwhile = late.length === 0 ? '' : ` (${late.join(', ')} since the check began)`
+  return new GatewayError('SHARED_DIGEST',
+    `${plan.repository}:${plan.tag} points at ${plan.digest}, which is also tagged ${coTags.join(', ')}${meanwhile}; deleting it removes all of them. Delete with mode=untag to remove only this tag, with force=true to remove every one of these tags, or re-tag first.`,
+    { extras: { digest: plan.digest, sharedWith: coTags } })
 }
 
-export function errorFields (error: GatewayError): Pick<AuditRecord, 'outcome' | 'errorCode' | 'errorDetail' | 'upstreamStatus'> {
-  const upstreamStatus = error.extras.upstreamStatus
-  return {
-    outcome: OUTCOME_OF[error.code] ?? 'failed',
-    errorCode: error.code,
-    errorDetail: error.detail,
-    ...(typeof upstreamStatus === 'number' ? { upstreamStatus } : {})
-  }
+function referencedByIndex (digest: string, referencing: DeletionPlan['referencedBy']): GatewayError {
+  const tags = referencing.flatMap(index => index.tags)
+  return new GatewayError('REFERENCED_BY_INDEX',
+    `${digest} is a platform image of the multi-platform image tagged ${tags.join(', ')}; deleting it would break ${tags.length === 1 ? 'that tag' : 'those tags'}. Delete the multi-platform tag instead, or remove only this tag with mode=untag.`,
+    { extras: { digest, referencedBy: referencing } })
 }
 
-/**
- * Whether a manifest is gone, asked after a DELETE whose answer never arrived. Undefined when the registry
- * cannot tell us now either; the record then stays pending for start-up reconciliation.
- */
-export async function manifestGone (client: RegistryClient, name: string, digest: string): Promise<boolean | undefined> {
-  try {
-    await client.resolve(name, digest)
-    return false
-  } catch (error) {
-    if (isGatewayError(error) && error.code === 'NOT_FOUND') return true
-    return undefined
-  }
-}
-
-/**
- * Deletes one tag's manifest the safe way: validate, authorize, resolve the digest DELETE accepts, refuse when
- * other tags share it (unless forced and allowed for each of them), write the exact manifest bytes ahead to the
- * audit trail, then delete exactly that digest and record the outcome. Every attempt that passes validation is
- * recorded, allowed or not. A dry-run needs only `read`; it takes every step but the DELETE and reports, in
- * `allowed` and `reason`, whether the caller's real call would pass authorization.
- */
-export async function deleteImage (deps: DeleteImageDeps, input: DeleteImageInput): Promise<DeleteImageResult> {
-  const scanSlot = { release: (): void => {} }
-  // The caller's co-tag scan slot is given back however the attempt ends.
-  return await attemptDeletion(deps, input, scanSlot).finally(() => { scanSlot.release() })
-}
-
-async function attemptDeletion (deps: DeleteImageDeps, input: DeleteImageInput, scanSlot: { release: () => void }): Promise<DeleteImageResult> {
-  const { name, tag } = parseImageRef(input.name, input.tag)
-  const client = deps.registries.get(input.registry)
-  const dryRun = input.dryRun === true
-  const started = performance.now()
-  const resource = { registry: client.name, repository: name, tag }
-  const elapsed = (): number => Math.round(performance.now() - started)
-  const authorize = deps.authorizer?.() ?? deps.authorize
-  const check = (action: Action, target: Resource): GatewayError | undefined =>
-    denial(input.identity, action, target, authorize(input.identity, action, target))
-  const attempt = {
-    requestId: input.context.requestId,
-    ...(input.context.clientRequestId === undefined ? {} : { clientRequestId: input.context.clientRequestId }),
-    transport: input.context.transport,
-    subject: input.identity.subject,
-    groups: input.identity.groups,
-    action: dryRun ? 'dry-run' as const : 'delete' as const,
-    registry: client.name,
-    name,
-    tag
-  }
-  let decision = { allow: false, reason: 'not yet authorized' }
-  let found: { digest: string, mediaType: string, removedTags: string[] } | undefined
-  let pending: AuditRecord | undefined
-  try {
-    const entryAction = dryRun ? 'read' : 'delete'
-    const entry = authorize(input.identity, entryAction, resource)
-    decision = { allow: entry.allow, reason: entry.reason }
-    const refusedEntry = denial(input.identity, entryAction, resource, entry)
-    if (refusedEntry !== undefined) throw refusedEntry
-    scanSlot.release = deps.coTagScans.acquire(input.identity.subject)
-
-    // A real deletion reads the manifest bytes now, in the same request that resolves the digest, to save them.
-    const manifest = dryRun ? undefined : await client.getManifest(name, tag)
-    const { digest, mediaType } = manifest ?? await client.resolve(name, tag)
-    found = { digest, mediaType, removedTags: [] }
-    // Listed as late as possible, right before the DELETE, so a tag added meanwhile is still seen.
-    const indexes = new Map<string, string[]>()
-    const scan: CoTagScan = { concurrency: deps.coTagConcurrency, budget: new ManifestBudget(deps.coTagScanLimit), signal: input.signal }
-    const first = await findCoTags(client, name, digest, tag, isIndex(mediaType) ? scan : { ...scan, indexes })
-    await refuseIfReferenced(client, name, digest, indexes, scan)
-    /** Throws SHARED_DIGEST without force; answers the first co-tag (or force) the caller may not delete. */
-    const judge = (coTags: string[], late: string[]): GatewayError | undefined => {
-      if (coTags.length > 0 && input.force !== true) {
-        const meanwhile = late.length === 0 ? '' : ` (${late.join(', ')} since the check began)`
-        throw new GatewayError('SHARED_DIGEST',
-          `${name}:${tag} points at ${digest}, which is also tagged ${coTags.join(', ')}${meanwhile}; deleting it removes all of them. Delete with force=true to remove every one of these tags, or re-tag first.`,
-          { extras: { digest, sharedWith: coTags } })
-      }
-      // Deleting pr-1 must never take latest with it: every tag that goes needs its own permission.
-      return (dryRun ? check('delete', resource) : undefined) ??
-        (coTags.length > 0 ? check('force', resource) : undefined) ??
-        coTags.map(coTag => check('delete', { ...resource, tag: coTag })).find(found => found !== undefined)
-    }
-    const refusal = judge(first.coTags, [])
-    found.removedTags = [tag, ...first.coTags]
-    if (refusal !== undefined) decision = { allow: false, reason: refusal.detail }
-    if (refusal !== undefined && !dryRun) throw refusal
-    const result = {
-      registry: client.name, name, tag, digest, mediaType, dryRun, deleted: !dryRun, removedTags: found.removedTags,
-      allowed: refusal === undefined,
-      ...(refusal === undefined ? {} : { reason: `${refusal.code}: ${refusal.detail}` })
-    }
-    if (manifest === undefined) {
-      const record = await deps.audit.record({ ...attempt, ...found, decision, outcome: 'dry-run', durationMs: elapsed() })
-      return { auditId: record.id, ...result }
-    }
-    // One DELETE of a digest at a time: the registry may accept two concurrent ones (both 202).
-    const key = `${client.name}\u0000${name}\u0000${digest}`
-    while (deletesInFlight.has(key)) await deletesInFlight.get(key)
-    let finished!: () => void
-    deletesInFlight.set(key, new Promise<void>(resolve => { finished = resolve }))
-    try {
-      // Looked at again as late as possible: a tag pushed onto this digest during the scan would go with it,
-      // unseen and out of the audit record, so undo could not bring it back. (The registry has no conditional
-      // DELETE: a tag pushed between this look and the DELETE is still lost; the README says so.)
-      const late = await lateCoTags(client, name, digest, tag, first, deps.literalProtectedTags(client.name, name), scan)
-      if (late.length > 0) {
-        const coTags = [...first.coTags, ...late].sort()
-        const lateRefusal = judge(coTags, late)
-        if (lateRefusal !== undefined) {
-          decision = { allow: false, reason: lateRefusal.detail }
-          throw lateRefusal
-        }
-        found.removedTags = [tag, ...coTags]
-      }
-      pending = await deps.audit.record({ ...attempt, ...found, decision, outcome: 'pending', manifest: manifest.bytes })
-      await client.deleteManifest(name, digest)
-    } finally {
-      deletesInFlight.delete(key)
-      finished()
-    }
-    await settleQuietly(deps, pending, { outcome: 'deleted', upstreamStatus: 202, durationMs: elapsed() })
-    return { auditId: pending.id, ...result, removedTags: found.removedTags }
-  } catch (error) {
-    if (!isGatewayError(error) || error.code === 'AUDIT_UNAVAILABLE') throw error
-    if (pending === undefined) {
-      await deps.audit.record({ ...attempt, ...found, removedTags: found?.removedTags ?? [], decision, ...errorFields(error), durationMs: elapsed() })
-      throw error
-    }
-    return await settleFailedDelete(deps, client, pending, error, elapsed)
-  }
+function planStale (plan: DeletionPlan, expected: string): GatewayError {
+  return new GatewayError('PLAN_STALE',
+    `plan ${expected} no longer holds: ${plan.repository}:${plan.tag} now points at ${plan.digest} and removing it would ${plan.action === 'untagged' ? 'untag only it' : `delete that digest with ${plan.removedTags.join(', ')}`}, which is plan ${plan.id}. Nothing was changed; make a new dry-run and confirm that plan.`,
+    { extras: { planId: expected, currentPlanId: plan.id, digest: plan.digest, action: plan.action, removedTags: plan.removedTags } })
 }
 
 function childDigests (bytes: Buffer, registry: string, what: string): unknown[] {
@@ -223,44 +98,266 @@ function childDigests (bytes: Buffer, registry: string, what: string): unknown[]
   }
 }
 
-/**
- * A platform manifest that a tagged index or list still references must stay: deleting it would leave that
- * multi-platform image broken (distribution does not check). Not even force overrides this.
- */
-async function refuseIfReferenced (client: RegistryClient, name: string, digest: string, indexes: Map<string, string[]>, scan: CoTagScan): Promise<void> {
-  const referencing: Array<{ digest: string, tags: string[] }> = []
+/** The tagged indexes and lists that reference `digest`: deleting it would leave those multi-platform images broken. */
+async function referencingIndexes (
+  client: RegistryClient, name: string, digest: string, indexes: Map<string, string[]>, scan: CoTagScan
+): Promise<DeletionPlan['referencedBy']> {
+  const referencing: DeletionPlan['referencedBy'] = []
   scan.budget.spend(indexes.size, `which multi-platform images of ${name} reference ${digest}`)
   for (const [indexDigest, tags] of indexes) {
     const children = childDigests((await client.getManifest(name, indexDigest, 'pull,delete', scan.signal)).bytes, client.name, `${name}@${indexDigest}`)
     if (children.includes(digest)) referencing.push({ digest: indexDigest, tags: [...tags].sort() })
   }
-  if (referencing.length === 0) return
-  const tags = referencing.flatMap(index => index.tags)
-  throw new GatewayError('REFERENCED_BY_INDEX',
-    `${digest} is a platform image of the multi-platform image tagged ${tags.join(', ')}; deleting it would break ${tags.length === 1 ? 'that tag' : 'those tags'}. Delete the multi-platform tag instead.`,
-    { extras: { digest, referencedBy: referencing } })
+  return referencing
 }
 
-export async function settleQuietly (deps: Pick<DeleteImageDeps, 'audit' | 'onAuditLost'>, record: AuditRecord, changes: Parameters<AuditTrail['settle']>[1]): Promise<void> {
-  try {
-    await deps.audit.settle(record.id, changes)
-  } catch (error) {
-    // The registry already acted: answering with an error would make the caller retry a deletion that happened.
-    deps.onAuditLost(error, record)
+/**
+ * What removing the tag does, found without changing anything. `untag` needs no scan: it touches no other tag.
+ * `digest` and `auto` list the co-tags and the indexes that reference the digest; `digest` refuses when deleting
+ * would take them along (co-tags unless forced; index children always), `auto` untags instead.
+ */
+type Resolved = Pick<PlanContent, 'tag' | 'digest' | 'mediaType'> & { name: string }
+
+async function planDeletion (run: Run, found: Resolved): Promise<{ content: PlanContent, scan?: PlanScan }> {
+  const { deps, client, input } = run
+  const mode = run.attempt.mode
+  const strategy = deps.registrySettings(client.name).untagStrategy
+  const base = { registry: client.name, repository: found.name, tag: found.tag, digest: found.digest, mediaType: found.mediaType, mode }
+  const untag = (sharedWith: string[], referencedBy: DeletionPlan['referencedBy']): PlanContent =>
+    ({ ...base, force: false, action: 'untagged', strategy, removedTags: [found.tag], sharedWith, referencedBy })
+  if (mode === 'untag') return { content: untag([], []) }
+  const indexes = new Map<string, string[]>()
+  const scan: CoTagScan = { concurrency: deps.coTagConcurrency, budget: new ManifestBudget(deps.coTagScanLimit), signal: input.signal }
+  const first = await findCoTags(client, found.name, found.digest, found.tag, isIndex(found.mediaType) ? scan : { ...scan, indexes })
+  const referencedBy = await referencingIndexes(client, found.name, found.digest, indexes, scan)
+  const force = mode === 'digest' && input.force === true
+  if (mode === 'digest' && referencedBy.length > 0) throw referencedByIndex(found.digest, referencedBy)
+  if (mode === 'digest' && first.coTags.length > 0 && !force) throw sharedDigest(base, first.coTags, [])
+  if (mode === 'auto' && (first.coTags.length > 0 || referencedBy.length > 0)) return { content: untag(first.coTags, referencedBy), scan: { scan, first } }
+  return {
+    content: {
+      ...base, force, action: 'deleted-digest', strategy: 'digest', removedTags: [found.tag, ...first.coTags], sharedWith: first.coTags, referencedBy
+    },
+    scan: { scan, first }
   }
 }
 
 /**
- * The DELETE failed after the write-ahead record. When its answer was lost (timeout, reset, 5xx) the registry
- * is asked whether the manifest is gone, so the record says what really happened.
+ * The policy questions a plan raises: a dry-run (entered with `read`) asks whether the real call may `delete`;
+ * deleting a digest other tags share needs `force` and `delete` on every one of them, so deleting pr-1 never takes
+ * latest along unless the caller may delete latest too. An untag removes one tag and needs nothing more.
  */
-async function settleFailedDelete (deps: DeleteImageDeps, client: RegistryClient, pending: AuditRecord, error: GatewayError, elapsed: () => number): Promise<never> {
+function authorizePlan (run: Run, plan: PlanContent, dryRun: boolean): { decisions: PlanDecision[], refusal?: GatewayError } {
+  const resource: Resource = { registry: plan.registry, repository: plan.repository, tag: plan.tag }
+  const questions: Array<[Action, Resource]> = [
+    ...(dryRun ? [['delete', resource] as [Action, Resource]] : []),
+    ...(plan.action === 'deleted-digest' && plan.sharedWith.length > 0
+      ? [['force', resource] as [Action, Resource], ...plan.sharedWith.map(coTag => ['delete', { ...resource, tag: coTag }] as [Action, Resource])]
+      : [])
+  ]
+  let refusal: GatewayError | undefined
+  const decisions = questions.map(([action, target]) => {
+    const decision = run.authorize(run.input.identity, action, target)
+    refusal ??= denial(run.input.identity, action, target, decision)
+    return { action, tag: target.tag, allow: decision.allow, reason: decision.reason }
+  })
+  return { decisions, ...(refusal === undefined ? {} : { refusal }) }
+}
+
+function auditFields (plan: DeletionPlan): Pick<AuditRecord, 'digest' | 'mediaType' | 'removedTags' | 'deleteAction' | 'strategy'> {
+  return { digest: plan.digest, mediaType: plan.mediaType, removedTags: plan.removedTags, deleteAction: plan.action, strategy: plan.strategy }
+}
+
+function resultOf (plan: DeletionPlan, dryRun: boolean, refusal?: GatewayError): Omit<DeleteImageResult, 'auditId'> {
+  return {
+    registry: plan.registry,
+    name: plan.repository,
+    tag: plan.tag,
+    digest: plan.digest,
+    mediaType: plan.mediaType,
+    mode: plan.mode,
+    action: plan.action,
+    strategy: plan.strategy,
+    planId: plan.id,
+    dryRun,
+    deleted: !dryRun,
+    removedTags: plan.removedTags,
+    sharedWith: plan.sharedWith,
+    referencedBy: plan.referencedBy,
+    allowed: refusal === undefined,
+    ...(refusal === undefined ? {} : { reason: `${refusal.code}: ${refusal.detail}` })
+  }
+}
+
+/**
+ * Removes one tag the safe way, as a pipeline whose middle is a value: resolve the tag, plan what removing it
+ * does (`mode`: untag only it, delete its digest, or `auto`: delete the digest when nothing else needs it, else
+ * untag), authorize the plan, write the exact manifest bytes ahead to the audit trail, execute, settle the record.
+ * Every attempt that passes validation is recorded, allowed or not. A dry-run needs only `read`; it stops after
+ * the plan and reports, in `allowed` and `reason`, whether the caller's real call would pass authorization.
+ */
+export async function deleteImage (deps: ImageServices, input: DeleteImageInput): Promise<DeleteImageResult> {
+  const scanSlot = { release: (): void => {} }
+  // The caller's co-tag scan slot is given back however the attempt ends.
+  return await attemptDeletion(deps, input, scanSlot).finally(() => { scanSlot.release() })
+}
+
+/**
+ * Executes a plan made earlier (chat confirmations, the web page's preview, bulk cleanups): the plan is made
+ * again, authorized again, and executed only if it is still the same plan, else PLAN_STALE and nothing changes.
+ */
+export interface ExecutePlanInput {
+  identity: Identity
+  context: RequestContext
+  /** What names the plan; the rest is found again. */
+  plan: Pick<DeletionPlan, 'id' | 'registry' | 'repository' | 'tag' | 'mode' | 'force'>
+  signal?: AbortSignal
+}
+
+export async function executePlan (deps: ImageServices, input: ExecutePlanInput): Promise<DeleteImageResult> {
+  const { plan } = input
+  return await deleteImage(deps, {
+    identity: input.identity,
+    context: input.context,
+    registry: plan.registry,
+    name: plan.repository,
+    tag: plan.tag,
+    mode: plan.mode,
+    force: plan.force,
+    planId: plan.id,
+    ...(input.signal === undefined ? {} : { signal: input.signal })
+  })
+}
+
+async function attemptDeletion (deps: ImageServices, input: DeleteImageInput, scanSlot: { release: () => void }): Promise<DeleteImageResult> {
+  const { name, tag } = parseImageRef(input.name, input.tag)
+  const client = deps.registries.get(input.registry)
+  const dryRun = input.dryRun === true
+  const started = performance.now()
+  const resource = { registry: client.name, repository: name, tag }
+  const mode = input.mode ?? deps.registrySettings(client.name).defaultMode
+  const run: Run = {
+    deps,
+    client,
+    input,
+    authorize: deps.authorizer(),
+    attempt: { ...attemptFields(input.identity, input.context, dryRun ? 'dry-run' : 'delete', { registry: client.name, name, tag }), mode },
+    decision: { allow: false, reason: 'not yet authorized' },
+    elapsed: () => Math.round(performance.now() - started)
+  }
+  let found: Pick<AuditRecord, 'digest' | 'mediaType' | 'removedTags' | 'deleteAction' | 'strategy'> | undefined
+  try {
+    const entryAction = dryRun ? 'read' : 'delete'
+    const entry = run.authorize(input.identity, entryAction, resource)
+    run.decision = { allow: entry.allow, reason: entry.reason }
+    const refusedEntry = denial(input.identity, entryAction, resource, entry)
+    if (refusedEntry !== undefined) throw refusedEntry
+    // An untag checks no co-tags, so it takes no scan slot: many untags of one caller may run at once.
+    if (mode !== 'untag') scanSlot.release = deps.coTagScans.acquire(input.identity.subject)
+
+    // A real deletion reads the manifest bytes now, in the same request that resolves the digest, to save them.
+    const manifest = dryRun ? undefined : await client.getManifest(name, tag)
+    const { digest, mediaType } = manifest ?? await client.resolve(name, tag)
+    found = { digest, mediaType, removedTags: [] }
+    const planned = await planDeletion(run, { name, tag, digest, mediaType })
+    const { decisions, refusal } = authorizePlan(run, planned.content, dryRun)
+    const plan = makePlan(planned.content, decisions)
+    found = auditFields(plan)
+    if (refusal !== undefined) run.decision = { allow: false, reason: refusal.detail }
+    if (refusal !== undefined && !dryRun) throw refusal
+    if (input.planId !== undefined && input.planId !== plan.id) throw planStale(plan, input.planId)
+    if (manifest === undefined) {
+      const record = await deps.audit.record({ ...run.attempt, ...found, decision: run.decision, outcome: 'dry-run', durationMs: run.elapsed() })
+      return { auditId: record.id, ...resultOf(plan, true, refusal) }
+    }
+    return plan.action === 'untagged'
+      ? await untag(run, plan, manifest)
+      : await deleteDigest(run, plan, manifest, planned.scan as PlanScan)
+  } catch (error) {
+    if (!isGatewayError(error) || error.code === 'AUDIT_UNAVAILABLE') throw error
+    if (run.pending === undefined) {
+      const refused = { ...found, removedTags: found?.removedTags ?? [], decision: run.decision, ...errorFields(error), durationMs: run.elapsed() }
+      await deps.audit.record({ ...run.attempt, ...refused })
+      throw error
+    }
+    return await settleFailure(run, run.pending, error)
+  }
+}
+
+/** Removes only the plan's tag, with the registry's strategy; the saved bytes let undo put it back. */
+async function untag (run: Run, plan: DeletionPlan, manifest: Manifest): Promise<DeleteImageResult> {
+  const { deps, client } = run
+  const pending = await deps.audit.record({ ...run.attempt, ...auditFields(plan), decision: run.decision, outcome: 'pending', manifest: manifest.bytes })
+  run.pending = pending
+  const done = await deps.untagger.untag(client, plan.strategy as UntagStrategy, { repository: plan.repository, tag: plan.tag, original: manifest })
+  await settleQuietly(deps, pending, {
+    outcome: 'deleted',
+    upstreamStatus: 202,
+    durationMs: run.elapsed(),
+    ...(done.recheckedAfter === undefined
+      ? {}
+      : { errorCode: done.recheckedAfter, errorDetail: 'a request of the swap failed, but the registry, asked again, shows the tag gone' })
+  })
+  return { auditId: pending.id, ...resultOf(plan, false) }
+}
+
+/**
+ * Deletes the plan's digest. Co-tags are looked at again right before the DELETE, under the repository's lock: a
+ * tag pushed onto this digest during the scan would go with it, unseen and out of the audit record, so undo could
+ * not bring it back. `digest` refuses then as it would have at first; `auto` untags instead, unless the caller
+ * confirmed this very plan (planId), which then no longer holds. (The registry has no conditional DELETE: a tag
+ * pushed between this look and the DELETE is still lost; the README says so.)
+ */
+async function deleteDigest (run: Run, plan: DeletionPlan, manifest: Manifest, planScan: PlanScan): Promise<DeleteImageResult> {
+  const { deps, client } = run
+  const { repository, tag, digest } = plan
+  let removedTags = plan.removedTags
+  let sharedWith = plan.sharedWith
+  const untagInstead = await deps.locks.run(repositoryLockKey(client.name, repository), async () => {
+    const late = await lateCoTags(client, repository, digest, tag, planScan.first, deps.literalProtectedTags(client.name, repository), planScan.scan)
+    if (late.length > 0 && plan.mode === 'auto') {
+      const { id: _id, decisions, ...content } = plan
+      const strategy = deps.registrySettings(client.name).untagStrategy
+      const untagPlan = makePlan({ ...content, action: 'untagged', strategy, removedTags: [tag], sharedWith: [...plan.sharedWith, ...late].sort() }, decisions)
+      if (run.input.planId !== undefined) throw planStale(untagPlan, run.input.planId)
+      return untagPlan
+    }
+    if (late.length > 0) {
+      const coTags = [...plan.sharedWith, ...late].sort()
+      const lateRefusal = plan.force
+        ? authorizePlan(run, { ...plan, sharedWith: coTags }, false).refusal
+        : sharedDigest(plan, coTags, late)
+      if (lateRefusal !== undefined) {
+        run.decision = { allow: false, reason: lateRefusal.detail }
+        throw lateRefusal
+      }
+      removedTags = [tag, ...coTags]
+      sharedWith = coTags
+    }
+    const writeAhead = { ...auditFields(plan), removedTags, decision: run.decision, outcome: 'pending' as const, manifest: manifest.bytes }
+    run.pending = await deps.audit.record({ ...run.attempt, ...writeAhead })
+    await client.deleteManifest(repository, digest)
+    return undefined
+  })
+  if (untagInstead !== undefined) return await untag(run, untagInstead, manifest)
+  await settleQuietly(deps, run.pending as AuditRecord, { outcome: 'deleted', upstreamStatus: 202, durationMs: run.elapsed() })
+  return { auditId: (run.pending as AuditRecord).id, ...resultOf(plan, false), removedTags, sharedWith }
+}
+
+/**
+ * The registry request failed after the write-ahead record. An untag's failure already says what the registry
+ * holds now (the untagger asked it and put the original back when it could). When a digest DELETE's answer was
+ * lost (timeout, reset, 5xx), the registry is asked whether the manifest is gone, so the record says what really
+ * happened.
+ */
+async function settleFailure (run: Run, pending: AuditRecord, error: GatewayError): Promise<never> {
   const digest = pending.digest as string
-  const gone = AMBIGUOUS.has(error.code) ? await manifestGone(client, pending.name, digest) : false
+  const gone = pending.deleteAction === 'deleted-digest' && AMBIGUOUS.has(error.code) ? await manifestGone(run.client, pending.name, digest) : false
   if (gone === true) {
-    await settleQuietly(deps, pending, { outcome: 'deleted', errorCode: error.code, errorDetail: `the registry's answer was lost (${error.detail}), but the manifest is gone`, durationMs: elapsed() })
+    const detail = `the registry's answer was lost (${error.detail}), but the manifest is gone`
+    await settleQuietly(run.deps, pending, { outcome: 'deleted', errorCode: error.code, errorDetail: detail, durationMs: run.elapsed() })
   } else if (gone === false) {
-    await settleQuietly(deps, pending, { ...errorFields(error), durationMs: elapsed() })
+    await settleQuietly(run.deps, pending, { ...errorFields(error), durationMs: run.elapsed() })
   }
   throw error
 }

@@ -3,7 +3,7 @@ import type { AuditRecord } from '../audit/types.js'
 import { isGatewayError } from '../errors.js'
 import type { RegistryClient } from '../registry/client.js'
 import type { RegistryDirectory } from '../registry/directory.js'
-import { manifestGone } from './delete-image.js'
+import { manifestGone } from './attempt.js'
 
 export interface ReconcileSummary { settled: number, left: number }
 
@@ -24,19 +24,35 @@ async function tagsAllPointAt (client: RegistryClient, record: AuditRecord): Pro
 }
 
 /**
+ * Whether an untag happened: its tag no longer resolves. A tag on the digest it had means it did not; a tag on
+ * another manifest (someone pushed, or a swap stopped on its placeholder) is settled as failed with what it
+ * points at, since the gateway did not do what the record says.
+ */
+async function untagOutcome (client: RegistryClient, record: AuditRecord): Promise<{ happened: boolean, detail?: string } | undefined> {
+  try {
+    const now = (await client.resolve(record.name, record.tag)).digest
+    return now === record.digest ? { happened: false } : { happened: false, detail: `; ${record.name}:${record.tag} points at ${now} now` }
+  } catch (error) {
+    if (isGatewayError(error) && error.code === 'NOT_FOUND') return { happened: true }
+    return undefined
+  }
+}
+
+/**
  * Settles records a stopped gateway left `pending` by asking the registry what really happened: a deletion whose
  * digest is gone happened, one whose digest is still there did not; a restore whose tags all point at the digest
- * happened. Records whose registry cannot answer now stay pending for the next start.
+ * happened; an untag whose tag no longer resolves happened. Records whose registry cannot answer now stay pending for the next start.
  */
 export async function reconcilePending (deps: { registries: RegistryDirectory, audit: AuditTrail }, logger: ReconcileLogger): Promise<ReconcileSummary> {
   const summary = { settled: 0, left: 0 }
   for (const record of await deps.audit.pending()) {
     const client = deps.registries.names.includes(record.registry) ? deps.registries.get(record.registry) : undefined
+    const untag = client !== undefined && record.deleteAction === 'untagged' ? await untagOutcome(client, record) : undefined
     const happened = client === undefined
       ? undefined
       : record.action === 'restore'
         ? await tagsAllPointAt(client, record)
-        : await manifestGone(client, record.name, record.digest as string)
+        : record.deleteAction === 'untagged' ? untag?.happened : await manifestGone(client, record.name, record.digest as string)
     if (happened === undefined) {
       summary.left++
       logger.warn({ auditId: record.id, registry: record.registry }, 'pending audit record left for the next start: its registry cannot tell what happened now')
@@ -46,7 +62,7 @@ export async function reconcilePending (deps: { registries: RegistryDirectory, a
       if (!happened) await deps.audit.releaseRestore(record.restoreOf as string, record.id)
       await deps.audit.settle(record.id, { outcome: happened ? 'restored' : 'failed', errorDetail: NOTE })
     } else {
-      await deps.audit.settle(record.id, { outcome: happened ? 'deleted' : 'failed', errorDetail: NOTE })
+      await deps.audit.settle(record.id, { outcome: happened ? 'deleted' : 'failed', errorDetail: `${NOTE}${untag?.detail ?? ''}` })
     }
     summary.settled++
   }

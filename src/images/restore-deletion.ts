@@ -3,10 +3,11 @@ import type { AuditRecord } from '../audit/types.js'
 import { GatewayError, isGatewayError } from '../errors.js'
 import type { Identity } from '../policy/types.js'
 import { sha256Digest, type RegistryClient } from '../registry/client.js'
-import { errorFields, settleQuietly, type DeleteImageDeps, type RequestContext } from './delete-image.js'
+import { errorFields, settleQuietly, type RequestContext } from './attempt.js'
+import type { ImageServices } from './delete-image.js'
 import type { RestoreDeletionResult } from './shapes.js'
 
-export type RestoreDeletionDeps = Pick<DeleteImageDeps, 'registries' | 'authorize' | 'authorizer' | 'audit' | 'onAuditLost'>
+export type RestoreDeletionDeps = Pick<ImageServices, 'registries' | 'authorizer' | 'audit' | 'onAuditLost'>
 
 export interface RestoreDeletionInput {
   identity: Identity
@@ -52,7 +53,7 @@ export async function restoreDeletion (deps: RestoreDeletionDeps, input: Restore
   if (!AUDIT_ID.test(input.deletionId)) throw unknownDeletion(input.deletionId)
   const deletion = await deps.audit.get(input.deletionId)
   if (deletion === undefined) throw unknownDeletion(input.deletionId)
-  const authorize = deps.authorizer?.() ?? deps.authorize
+  const authorize = deps.authorizer()
   const tags = [...new Set([deletion.tag, ...deletion.removedTags])]
   // A caller who may neither read the trail nor restore here learns nothing from the id, not even that it exists:
   // a 403 naming the image would tell what any deletion id was.

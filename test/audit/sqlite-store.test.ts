@@ -447,12 +447,36 @@ t.test('finding 9: a database made by the first schema gains clientRequestId and
   t.match(await store.get(fresh.id), { requestId: 'req-1', clientRequestId: 'their-id' })
 })
 
+t.test('issue 11: an older database gains mode, deleteAction and strategy; a settle can change the action', async t => {
+  const path = join(t.testdir(), 'v1-modes.db')
+  const raw = new Database(path)
+  raw.exec(`CREATE TABLE audit_records (id TEXT PRIMARY KEY, time TEXT NOT NULL, request_id TEXT NOT NULL, transport TEXT NOT NULL,
+    subject TEXT NOT NULL, groups TEXT NOT NULL, action TEXT NOT NULL, registry TEXT NOT NULL, name TEXT NOT NULL, tag TEXT NOT NULL,
+    digest TEXT, media_type TEXT, removed_tags TEXT NOT NULL, decision TEXT NOT NULL, outcome TEXT NOT NULL, upstream_status INTEGER,
+    error_code TEXT, error_detail TEXT, duration_ms REAL, manifest BLOB, restored_by TEXT, restore_of TEXT) STRICT;
+    CREATE TABLE audit_store_check (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at TEXT NOT NULL) STRICT;
+    INSERT INTO audit_records (id, time, request_id, transport, subject, groups, action, registry, name, tag, removed_tags, decision, outcome)
+      VALUES ('01HXXXXXXXXXXXXXXXXXXXXXXX', '2024-05-01T00:00:00.000Z', 'old', 'rest', 'alice', '[]', 'delete', 'main', 'a', 'v1', '[]', '{"allow":true,"reason":"r"}', 'deleted');`)
+  raw.pragma('user_version = 1')
+  raw.close()
+  const store = openSqliteAuditStore(path)
+  t.teardown(async () => { await store.close() })
+  const old = await store.get('01HXXXXXXXXXXXXXXXXXXXXXXX')
+  t.same([old?.mode, old?.deleteAction, old?.strategy], [undefined, undefined, undefined], 'records from before modes say nothing of them')
+  const fresh = await store.append(attempt({ mode: 'auto', deleteAction: 'deleted-digest', strategy: 'digest' }))
+  t.match(await store.get(fresh.id), { mode: 'auto', deleteAction: 'deleted-digest', strategy: 'digest' })
+  await store.update(fresh.id, { deleteAction: 'untagged', strategy: 'swap' })
+  t.match(await store.get(fresh.id), { mode: 'auto', deleteAction: 'untagged', strategy: 'swap' }, 'auto that untags after all says so')
+  const [listed] = (await store.list({}, { limit: 1 })).items
+  t.match(listed, { mode: 'auto', deleteAction: 'untagged', strategy: 'swap' }, 'and listings show them')
+})
+
 t.test('a database from a newer gateway is refused', async t => {
   const path = join(t.testdir(), 'newer.db')
   const raw = new Database(path)
   raw.pragma(`user_version = ${auditSchemaVersion + 1}`)
   raw.close()
-  t.throws(() => openSqliteAuditStore(path), /schema version 3 is newer than this gateway knows \(2\)/)
+  t.throws(() => openSqliteAuditStore(path), new RegExp(`schema version ${auditSchemaVersion + 1} is newer than this gateway knows \\(${auditSchemaVersion}\\)`))
 })
 
 t.test('check() commits a write', async t => {

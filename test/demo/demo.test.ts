@@ -21,8 +21,13 @@ t.test('the demo starts a seeded registry, a policy with its keys, and the gatew
   t.match(dry.body.reason, /^FORBIDDEN: /)
   t.equal((await call('DELETE', '/images/team-a/app/pr-1', reader)).body.code, 'FORBIDDEN', 'but not delete')
   t.equal((await call('DELETE', '/images/team-a/app/pr-1', ci)).body.deleted, true, 'the CI key deletes previews')
-  t.same((await call('DELETE', '/images/team-a/app/pr-3', ci)).body.sharedWith, ['pr-3-rc'])
-  t.equal((await call('DELETE', '/images/team-a/app/pr-4?force=true', admin)).body.code, 'PROTECTED_TAG', 'forcing pr-4 would take latest')
+  t.same((await call('DELETE', '/images/team-a/app/pr-3?mode=digest', ci)).body.sharedWith, ['pr-3-rc'], 'deleting the digest would take pr-3-rc')
+  const untagged = await call('DELETE', '/images/team-a/app/pr-3', ci)
+  t.match(untagged.body, { mode: 'auto', action: 'untagged', strategy: 'swap', removedTags: ['pr-3'] }, 'auto untags pr-3 alone')
+  const kept = await request(`${demo.registryUrl}/v2/team-a/app/manifests/pr-3-rc`, { method: 'HEAD', headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } })
+  await kept.body.dump()
+  t.equal(kept.headers['docker-content-digest'], untagged.body.digest, 'pr-3-rc stays on the digest')
+  t.equal((await call('DELETE', '/images/team-a/app/pr-4?mode=digest&force=true', admin)).body.code, 'PROTECTED_TAG', 'forcing pr-4 would take latest')
 
   await demo.stop()
   stopped = true

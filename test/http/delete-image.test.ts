@@ -34,8 +34,21 @@ for (const kind of kinds) {
     t.match(rest.body.auditId, /^[0-9A-Z]{26}$/, 'names its audit record')
     t.same(rest.body, {
       auditId: rest.body.auditId,
-      registry: 'default', name: `kinds/${kind}`, tag: 'rest', digest: restImage.digest, mediaType: restImage.mediaType,
-      dryRun: false, deleted: true, removedTags: ['rest'], allowed: true
+      registry: 'default',
+      name: `kinds/${kind}`,
+      tag: 'rest',
+      digest: restImage.digest,
+      mediaType: restImage.mediaType,
+      mode: 'digest',
+      action: 'deleted-digest',
+      strategy: 'digest',
+      planId: rest.body.planId,
+      dryRun: false,
+      deleted: true,
+      removedTags: ['rest'],
+      sharedWith: [],
+      referencedBy: [],
+      allowed: true
     })
     t.equal(await headStatus(`kinds/${kind}`, 'rest'), 404, 'the tag is gone')
     t.equal(await headStatus(`kinds/${kind}`, restImage.digest), 404, 'the manifest is gone')
@@ -94,7 +107,7 @@ t.test('nested names, URL-encoded or as plain segments', async t => {
 t.test('a dry-run answers as the real call would and touches nothing', async t => {
   const image = await pushImage(target, 'dry/app', ['keep'], 'docker-list')
   const rest = await gateway.rest('DELETE', '/images/dry/app/keep?dryRun=true')
-  t.same(rest.body, { auditId: rest.body.auditId, registry: 'default', name: 'dry/app', tag: 'keep', digest: image.digest, mediaType: image.mediaType, dryRun: true, deleted: false, removedTags: ['keep'], allowed: true })
+  t.same(rest.body, { auditId: rest.body.auditId, registry: 'default', name: 'dry/app', tag: 'keep', digest: image.digest, mediaType: image.mediaType, mode: 'digest', action: 'deleted-digest', strategy: 'digest', planId: rest.body.planId, dryRun: true, deleted: false, removedTags: ['keep'], sharedWith: [], referencedBy: [], allowed: true })
   const { data } = await viaGraphQL({ name: 'dry/app', tag: 'keep', dryRun: true })
   t.equal(data.deleted, false)
 

@@ -71,6 +71,7 @@ t.test('a signal already aborted starts nothing; one aborted later stops the res
 
 t.test('indexes are collected by digest; an index that is not JSON refuses the deletion', async t => {
   const { deleteImage } = await import('../../src/images/delete-image.js')
+  const { KeyedQueue, Untagger } = await import('../../src/registry/untag.js')
   const { RegistryDirectory } = await import('../../src/registry/directory.js')
   const { AuditTrail } = await import('../../src/audit/trail.js')
   const { openSqliteAuditStore } = await import('../../src/audit/sqlite-store.js')
@@ -87,8 +88,12 @@ t.test('indexes are collected by digest; an index that is not JSON refuses the d
   t.teardown(async () => { await store.close() })
   const deps = {
     registries: new RegistryDirectory([registry], 'mocked'),
-    authorize: () => ({ allow: true as const, reason: 'test', roles: [] }),
+    authorizer: () => () => ({ allow: true as const, reason: 'test', roles: [] }),
     audit: new AuditTrail(store, { info () {} }),
+    registrySettings: () => ({ untagStrategy: 'swap' as const, defaultMode: 'digest' as const }),
+    locks: new KeyedQueue(),
+    untagger: new Untagger(),
+    mayAuditAnything: () => true,
     coTagConcurrency: 2,
     coTagScanLimit: 100,
     coTagScans: new ScansPerCaller(2),

@@ -121,7 +121,7 @@ t.test('a pending restore whose tags do not all point at the digest: failed, and
   t.same(await headManifest(registry.url, name, 'm1'), { status: 200, digest: replacement.digest }, 'the replacement is left as it is')
 
   // The released deletions can be restored again through the use case.
-  const deps = { registries, audit, authorize: () => ({ allow: true as const, reason: 'test', roles: [] }), onAuditLost: () => {} }
+  const deps = { registries, audit, authorizer: () => () => ({ allow: true as const, reason: 'test', roles: [] }), onAuditLost: () => {} }
   const input = { identity: { subject: 'apikey:admin', groups: [], kind: 'apikey' as const }, context: { requestId: 'again', transport: 'rest' as const } }
   const partialAgain = await restoreDeletion(deps, { ...input, deletionId: partialDeletion.id })
   t.same(partialAgain.restoredTags, ['p1', 'p2'])
@@ -143,4 +143,37 @@ t.test('a failed restore releases only its own claim', async t => {
   t.same(await reconcilePending({ registries: directory(t, { default: registry.url }), audit }, logger), { settled: 1, left: 0 })
   t.match(await store.get(stale.id), { outcome: 'failed' })
   t.equal((await store.get(deletion.id))?.restoredBy, '01ARZ3NDEKTSV4RRFFQ69G5FAV')
+})
+
+t.test('pending untags: settled by whether the tag still resolves, not by the digest, which an untag keeps', async t => {
+  const { store, audit, logger } = memoryTrail(t)
+  const image = await pushImage(target, 'reconcile/untag', ['done', 'not-done', 'moved', 'keep'], 'schema2')
+  const other = await pushImage(target, 'reconcile/untag', ['moved'], 'oci')
+  const untag = (tag: string, strategy: 'swap' | 'native' = 'swap'): ReturnType<typeof deletionRecord> =>
+    ({ ...deletionRecord('default', image, [tag], 'pending'), mode: 'untag', deleteAction: 'untagged', strategy })
+  // `done` is removed the way the swap does it, by hand.
+  const { placeholderManifest, EMPTY_BLOB } = await import('../../src/registry/untag.js')
+  const { pushBlob } = await import('../../testing/seed.js')
+  await pushBlob(target, 'reconcile/untag', EMPTY_BLOB)
+  const placeholder = placeholderManifest()
+  const placeholderDigest = await tagManifest(target, 'reconcile/untag', 'done', placeholder, 'application/vnd.oci.image.manifest.v1+json')
+  t.equal(await deleteInRegistry(registry.url, 'reconcile/untag', placeholderDigest), 202)
+  const done = await store.append(untag('done'))
+  const notDone = await store.append(untag('not-done', 'native'))
+  const moved = await store.append(untag('moved'))
+
+  const summary = await reconcilePending({ registries: directory(t, { default: registry.url }), audit }, logger)
+  t.same(summary, { settled: 3, left: 0 })
+  t.match(await store.get(done.id), { outcome: 'deleted', errorDetail: NOTE, deleteAction: 'untagged' })
+  t.match(await store.get(notDone.id), { outcome: 'failed', errorDetail: NOTE })
+  t.match(await store.get(moved.id), { outcome: 'failed', errorDetail: new RegExp(`moved points at ${other.digest} now`) })
+  t.equal((await headManifest(registry.url, image.name, image.digest)).status, 200, 'the untagged manifest is still there, and did not count')
+})
+
+t.test('a pending untag on a registry that cannot answer now stays pending', async t => {
+  const { store, audit, logger } = memoryTrail(t)
+  const image = await pushImage(target, 'reconcile/untag-down', ['v1'], 'schema2')
+  const record = await store.append({ ...deletionRecord('flaky', image, ['v1'], 'pending'), mode: 'auto', deleteAction: 'untagged', strategy: 'swap' })
+  t.same(await reconcilePending({ registries: directory(t, { default: registry.url, flaky: nowhere }), audit }, logger), { settled: 0, left: 1 })
+  t.equal((await store.get(record.id))?.outcome, 'pending')
 })

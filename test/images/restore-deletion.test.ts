@@ -22,7 +22,7 @@ const allowAll = (): Decision => ({ allow: true, reason: 'test allows everything
 function setup (t: Test, registries: RegistryDirectory): { deps: RestoreDeletionDeps, store: ReturnType<typeof memoryTrail>['store'], lost: unknown[] } {
   const { store, audit } = memoryTrail(t)
   const lost: unknown[] = []
-  return { deps: { registries, authorize: allowAll, audit, onAuditLost: error => { lost.push(error) } }, store, lost }
+  return { deps: { registries, authorizer: () => allowAll, audit, onAuditLost: error => { lost.push(error) } }, store, lost }
 }
 
 const context = { requestId: 'req-1', transport: 'rest' as const }
@@ -123,7 +123,7 @@ t.test('a PROTECTED_TAG decision is recorded as denied with its code', async t =
   const authorize = (_identity: unknown, _action: unknown, resource: { tag: string }): Decision => resource.tag === 'latest'
     ? { allow: false, code: 'PROTECTED_TAG', reason: 'latest is protected', roles: ['admin'] }
     : allowAll()
-  const error = await rejection(restoreDeletion({ ...deps, authorize }, { identity, context, deletionId: deletion.id }))
+  const error = await rejection(restoreDeletion({ ...deps, authorizer: () => authorize }, { identity, context, deletionId: deletion.id }))
   t.equal(error.code, 'PROTECTED_TAG')
   t.match(error.extras, { image: `${image.name}:latest`, action: 'restore' })
   const [denied] = (await store.list({ action: 'restore' }, { limit: 10 })).items
@@ -140,7 +140,7 @@ t.test('force moves a re-pushed tag back only for a caller who holds force on it
   const noForce = (_identity: unknown, action: string): Decision => action === 'force'
     ? { allow: false, code: 'FORBIDDEN', reason: 'no rule allows force', roles: ['restorer'] }
     : allowAll()
-  const error = await rejection(restoreDeletion({ ...deps, authorize: noForce }, { identity, context, deletionId: deletion.id, force: true }))
+  const error = await rejection(restoreDeletion({ ...deps, authorizer: () => noForce }, { identity, context, deletionId: deletion.id, force: true }))
   t.match(error, { code: 'FORBIDDEN', extras: { action: 'force', image: `${image.name}:v1`, roles: ['restorer'] } })
   t.same(await headManifest(registry.url, image.name, 'v1'), { status: 200, digest: replacement.digest }, 'the new image keeps its tag')
   t.equal((await store.get(deletion.id))?.restoredBy, undefined, 'the claim is released')

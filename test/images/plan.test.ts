@@ -1,0 +1,53 @@
+import t from 'tap'
+import { startRegistry } from '../../testing/registry-process.js'
+import { pushImage, tagManifest } from '../../testing/seed.js'
+import { deleteImage, executePlan } from '../../src/images/delete-image.js'
+import { makePlan, PLAN_ID, type PlanContent } from '../../src/images/plan.js'
+import { rejection } from '../fixtures/rejection.js'
+import { directory, imageServices, memoryTrail } from '../fixtures/use-case.js'
+
+const registry = await startRegistry()
+t.teardown(async () => { await registry.stop() })
+const target = { url: registry.url }
+const identity = { subject: 'apikey:admin', groups: [], kind: 'apikey' as const }
+const context = { requestId: 'req-plan', transport: 'rest' as const }
+
+const CONTENT: PlanContent = {
+  registry: 'default',
+  repository: 'team/app',
+  tag: 'pr-1',
+  digest: `sha256:${'a'.repeat(64)}`,
+  mediaType: 'application/vnd.oci.image.manifest.v1+json',
+  mode: 'auto',
+  force: false,
+  action: 'untagged',
+  strategy: 'swap',
+  removedTags: ['pr-1'],
+  sharedWith: ['pr-1-rc'],
+  referencedBy: [{ digest: `sha256:${'b'.repeat(64)}`, tags: ['release', 'latest'] }]
+}
+
+t.test('a plan is a plain value whose id says what it does, not who was allowed', async t => {
+  const plan = makePlan(CONTENT, [{ action: 'delete', tag: 'pr-1', allow: true, reason: 'r' }])
+  t.match(plan.id, PLAN_ID)
+  t.same(JSON.parse(JSON.stringify(plan)), plan, 'serializable as it is')
+  t.equal(makePlan({ ...CONTENT, sharedWith: ['pr-1-rc'], referencedBy: [{ ...CONTENT.referencedBy[0] as PlanContent['referencedBy'][number], tags: ['latest', 'release'] }] }).id, plan.id, 'order of tags does not matter')
+  const changed: Array<Partial<PlanContent>> = [{ digest: `sha256:${'c'.repeat(64)}` }, { action: 'deleted-digest' }, { strategy: 'native' }, { mode: 'untag' }, { force: true }, { removedTags: ['pr-1', 'pr-1-rc'] }, { sharedWith: [] }, { referencedBy: [] }, { tag: 'pr-2' }]
+  for (const change of changed) t.not(makePlan({ ...CONTENT, ...change }).id, plan.id, `a different ${Object.keys(change)[0] as string} is a different plan`)
+})
+
+t.test('executePlan runs a plan made earlier only while it holds', async t => {
+  const { store, audit } = memoryTrail(t)
+  const deps = imageServices(directory(t, { default: registry.url }), audit)
+  const image = await pushImage(target, 'plan/app', ['v1'], 'schema2')
+  const dry = await deleteImage(deps, { identity, context, name: 'plan/app', tag: 'v1', dryRun: true })
+  const plan = { id: dry.planId, registry: dry.registry, repository: dry.name, tag: dry.tag, mode: dry.mode, force: false }
+  await tagManifest(target, 'plan/app', 'v1-rc', image.manifest, image.mediaType)
+  const stale = await rejection(executePlan(deps, { identity, context, plan }))
+  t.match(stale, { code: 'PLAN_STALE', status: 409, extras: { planId: dry.planId, action: 'untagged' } })
+  t.match((await store.list({ outcome: 'rejected' }, { limit: 1 })).items[0], { errorCode: 'PLAN_STALE', mode: 'auto', deleteAction: 'untagged' })
+
+  const fresh = await deleteImage(deps, { identity, context, name: 'plan/app', tag: 'v1', dryRun: true })
+  const done = await executePlan(deps, { identity, context, plan: { ...plan, id: fresh.planId }, signal: new AbortController().signal })
+  t.match(done, { planId: fresh.planId, action: 'untagged', deleted: true, removedTags: ['v1'] })
+})
