@@ -8,6 +8,7 @@ import type { GatewayMetrics, RegistryObserver } from './metrics.js'
 import { ScansPerCaller } from './images/co-tags.js'
 import { PagesInFlight, type BrowseDeps } from './images/browse.js'
 import { BrowseCache } from './images/browse-cache.js'
+import { CursorCodec } from './images/browse-cursor.js'
 import type { ImageServices } from './images/delete-image.js'
 import { startAuditHousekeeping, type AuditHousekeeping } from './images/housekeeping.js'
 import { whoAmI, type WhoAmI } from './identity/who-am-i.js'
@@ -112,7 +113,8 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
       concurrency: config.coTagConcurrency,
       catalogPageSize: config.browse.catalogPageSize,
       catalogPagesPerRequest: config.browse.catalogPagesPerRequest,
-      pagesInFlight: new PagesInFlight(config.browse.pagesPerCaller)
+      pagesInFlight: new PagesInFlight(config.browse.pagesPerCaller),
+      cursors: new CursorCodec()
     },
     close: async () => {
       housekeeping.stop()

@@ -11,6 +11,7 @@ import type { RegistryDirectory } from '../registry/directory.js'
 import { malformedAnswer } from '../registry/errors.js'
 import { validateName, validateTag } from '../registry/reference.js'
 import type { BrowseCache } from './browse-cache.js'
+import type { Cursor, CursorCodec } from './browse-cursor.js'
 import type { ImageTag, ImageTagPage, RepositoryPage, TagActions, TagDetail } from './browse-shapes.js'
 import { forEachLimited } from './co-tags.js'
 import type { RequestContext } from './delete-image.js'
@@ -30,6 +31,7 @@ export interface BrowseDeps {
   catalogPagesPerRequest: number
   /** Pages (of repositories or tags) one caller may have in flight; each can read the registry up to 100 times. */
   pagesInFlight: PagesInFlight
+  cursors: CursorCodec
 }
 
 /**
@@ -78,31 +80,6 @@ function checkedLimit (limit: number | undefined): number {
     throw invalidField('limit', `integer 1..${MAX_BROWSE_PAGE}`, `limit must be an integer from 1 to ${MAX_BROWSE_PAGE}.`)
   }
   return value
-}
-
-interface Cursor { kind: 'catalog' | 'tags', registry: string, scope: string, after: string }
-
-/**
- * Cursors are positions, not permissions: every page is filtered by the policy again. They are bound to the
- * listing they came from (registry, repository or prefix), so one handed out for another listing is refused.
- */
-export function encodeCursor (cursor: Cursor): string {
-  return Buffer.from(JSON.stringify([cursor.kind, cursor.registry, cursor.scope, cursor.after])).toString('base64url')
-}
-
-function decodeCursor (value: string | undefined, expected: Omit<Cursor, 'after'>, valid: (after: string) => boolean): string | undefined {
-  if (value === undefined) return undefined
-  let parsed: unknown
-  try {
-    parsed = JSON.parse(Buffer.from(value, 'base64url').toString('utf8'))
-  } catch {
-    parsed = undefined
-  }
-  const [kind, registry, scope, after] = Array.isArray(parsed) && parsed.length === 4 ? parsed as unknown[] : []
-  if (kind !== expected.kind || registry !== expected.registry || scope !== expected.scope || typeof after !== 'string' || !valid(after)) {
-    throw invalidField('cursor', 'a nextCursor this gateway handed out for the same listing', 'cursor is not one this gateway handed out for this listing: start again without it.')
-  }
-  return after
 }
 
 const isRepositoryName = (name: string): boolean => {
@@ -173,9 +150,9 @@ export async function listRepositories (deps: BrowseDeps, input: ListRepositorie
   }
   const prefix = input.prefix ?? ''
   const expected = { kind: 'catalog' as const, registry: client.name, scope: prefix }
-  const after = decodeCursor(input.cursor, expected, isRepositoryName)
+  const after = deps.cursors.decode(input.cursor, expected, isRepositoryName)
   const policy = await authorizeRepository(deps, input, client, '')
-  const cursorAfter = (name: string): string => encodeCursor({ ...expected, after: name })
+  const cursorAfter = (name: string): string => deps.cursors.encode({ ...expected, after: name })
   const page = (names: string[], next?: string): RepositoryPage & { cursors: string[] } => ({
     registry: client.name,
     items: names.map(name => ({ name })),
@@ -269,7 +246,7 @@ export async function listImageTags (deps: BrowseDeps, input: ListTagsInput): Pr
   const client = deps.registries.get(input.registry)
   const limit = checkedLimit(input.limit)
   const expected = { kind: 'tags' as const, registry: client.name, scope: name }
-  const after = decodeCursor(input.cursor, expected, isTag)
+  const after = deps.cursors.decode(input.cursor, expected, isTag)
   const policy = await authorizeRepository(deps, input, client, name)
   return await deps.pagesInFlight.run(input.identity.subject, async () => await tagPage(deps, input, client, policy, { expected, limit, after }))
 }
@@ -302,7 +279,7 @@ async function tagPage (
     const coTags = shown.filter(other => other !== tag && found.get(other)?.digest === summary.digest)
     return { tag, digest: summary.digest, mediaType: summary.mediaType, ...platformsOf(summary), protected: isProtected, coTags, actions }
   })
-  const cursorAfter = (tag: string): string => encodeCursor({ ...expected, after: tag })
+  const cursorAfter = (tag: string): string => deps.cursors.encode({ ...expected, after: tag })
   return {
     registry: client.name,
     name,

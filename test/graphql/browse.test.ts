@@ -23,8 +23,9 @@ t.test('repositories: a connection filtered by read, followed through endCursor'
     t.equal(reply.status, 200)
     const connection = reply.body.data.repositories
     names.push(...connection.edges.map((edge: { node: { name: string } }) => edge.node.name))
-    if (connection.edges.length > 0) t.equal(connection.pageInfo.endCursor, connection.edges.at(-1).cursor, 'endCursor is the last edge\'s')
+    // Catalog cursors are sealed with a fresh IV each, so the same position reads differently every time.
     if (connection.pageInfo.hasNextPage !== true) break
+    t.type(connection.pageInfo.endCursor, 'string', 'a page with more to come says where to go on')
     after = connection.pageInfo.endCursor
   }
   t.same(names, ['browse/app', 'browse/labelled'])

@@ -60,6 +60,12 @@ t.test('the catalog, several upstream pages per request, at most catalogPagesPer
 t.test('the catalog shows only repositories the caller may read, and a prefix narrows it', async t => {
   t.same((await allRepositories(t, 'limit=100', KEYS.reader)).names, ALL.filter(name => name.startsWith('browse/')))
   t.same((await allRepositories(t, 'limit=100', KEYS.stable)).names, ['browse/app'])
+  const cut = await get('/repositories?limit=100', KEYS.reader)
+  t.type(cut.body.nextCursor, 'string', 'the catalog requests ran out after zzz/last, which the reader may not see')
+  const opened = Buffer.from(cut.body.nextCursor as string, 'base64url').toString('latin1')
+  t.notMatch(opened, /zzz|secret/, 'the cursor does not show where it stopped')
+  const tampered = `${(cut.body.nextCursor as string).slice(0, -2)}${(cut.body.nextCursor as string).endsWith('AA') ? 'BB' : 'AA'}`
+  t.equal((await get(`/repositories?limit=100&cursor=${tampered}`, KEYS.reader)).body.field, 'cursor', 'a sealed cursor changed in any byte is refused')
   t.same((await allRepositories(t, 'limit=100&prefix=browse/', KEYS.admin)).names, ALL.filter(name => name.startsWith('browse/')))
   const before = upstream(/^\/v2\/_catalog/)
   t.same((await allRepositories(t, 'limit=100&prefix=secret', KEYS.admin)).names, ['secret/app'])
