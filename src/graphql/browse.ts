@@ -1,8 +1,7 @@
 import type { MercuriusContext } from 'mercurius'
 import { clientRequestId } from '../http/client-request-id.js'
-import { authorizeRepository, getImageTag, listImageTags, listRepositories, type BrowseDeps } from '../images/browse.js'
+import { getImageTag, listImageTags, listRepositories, openRepository, type BrowseDeps } from '../images/browse.js'
 import type { RequestContext } from '../images/delete-image.js'
-import { validateName } from '../registry/reference.js'
 
 type Optional<T> = T | null | undefined
 interface Page { first?: Optional<number>, after?: Optional<string> }
@@ -33,12 +32,8 @@ export function browseResolvers (deps: BrowseDeps): { Query: Record<string, unkn
           ...read(ctx), registry: given(args.registry), prefix: given(args.prefix), limit: given(args.first), cursor: given(args.after)
         })),
       // Authorized here, so a caller who may not read the repository is refused (and audited) even without `tags`.
-      image: async (_root: unknown, args: ImageArgs, ctx: MercuriusContext) => {
-        const name = validateName(args.name)
-        const client = deps.registries.get(given(args.registry))
-        await authorizeRepository(deps, read(ctx), client, name)
-        return { registry: client.name, name }
-      },
+      image: async (_root: unknown, args: ImageArgs, ctx: MercuriusContext) =>
+        await openRepository(deps, { ...read(ctx), name: args.name, registry: given(args.registry) }),
       tag: async (_root: unknown, args: ImageArgs & { tag: string }, ctx: MercuriusContext) =>
         await getImageTag(deps, { ...read(ctx), name: args.name, tag: args.tag, registry: given(args.registry) })
     },

@@ -124,11 +124,19 @@ async function refuse (deps: BrowseDeps, input: ReadInput, registry: string, nam
 }
 
 /** Refuses (and records) a caller that may read no tag of the repository; answers the policy to decide the rest on. */
-export async function authorizeRepository (deps: BrowseDeps, input: ReadInput, client: RegistryClient, name: string): Promise<Policy | undefined> {
+async function authorizeRepository (deps: BrowseDeps, input: ReadInput, client: RegistryClient, name: string): Promise<Policy | undefined> {
   const policy = deps.policy()
   const decision = decideRepositoryRead(policy, input.identity, client.name, name)
   if (!decision.allow) await refuse(deps, input, client.name, name, '', decision)
   return policy
+}
+
+/** A repository the caller may read (refused and recorded otherwise), without reading the registry: GraphQL's `image`. */
+export async function openRepository (deps: BrowseDeps, input: ReadInput & { name: string }): Promise<{ registry: string, name: string }> {
+  const name = validateName(input.name)
+  const client = deps.registries.get(input.registry)
+  await authorizeRepository(deps, input, client, name)
+  return { registry: client.name, name }
 }
 
 export interface ListRepositoriesInput extends ReadInput {
