@@ -82,16 +82,17 @@ function checkedLimit (limit: number | undefined): number {
   return value
 }
 
-const isRepositoryName = (name: string): boolean => {
+/** Whether a validator of the reference grammar accepts a value (cursor and catalog contents are checked with it). */
+const accepts = (validate: (value: string) => string) => (value: string): boolean => {
   try {
-    validateName(name)
+    validate(value)
     return true
   } catch {
     return false
   }
 }
-
-const isTag = (tag: string): boolean => /^[\w][\w.-]{0,127}$/.test(tag)
+const isRepositoryName = accepts(validateName)
+const isTag = accepts(validateTag)
 
 /** A refused read: recorded in the audit trail like a refused deletion, then thrown. */
 async function refuse (deps: BrowseDeps, input: ReadInput, registry: string, name: string, tag: string, decision: Decision & { allow: false }): Promise<never> {
