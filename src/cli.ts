@@ -144,7 +144,7 @@ function explainCommand (args: string[], io: CliIo): number {
   const key = kind === 'apikey' ? policy.apiKeys.find(candidate => `apikey:${candidate.name}` === subject) : undefined
   if (kind === 'apikey' && key === undefined) throw new UsageError(`${subject} is not an API key of this policy`)
   const identity: Identity = { subject, groups: [...new Set([...(key?.groups ?? []), ...values.group])], kind }
-  const decision = decide(policy, identity, action as Action, { registry: values.registry, repository: reference.name, tag: reference.tag })
+  const decision = decide(policy, identity, action as Action, { registry: values.registry, repository: reference.repository, tag: reference.tag })
   io.out(decision.allow ? `ALLOW: ${decision.reason}` : `DENY (${decision.code as string}): ${decision.reason}`)
   io.out(`roles: ${decision.roles.length === 0 ? '(none)' : decision.roles.join(', ')}`)
   return decision.allow ? EXIT.ok : EXIT.failed

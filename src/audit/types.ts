@@ -2,22 +2,37 @@ import type { AuditAction, AuditOutcome, AuditTransport, DeleteAction, DeleteMod
 export type { AuditAction, AuditOutcome, AuditTransport, DeleteAction, DeleteMode, DeleteStrategy }
 
 export interface AuditRecord {
-  id: string; time: string /* ISO */; requestId: string
+  id: string
+  /** ISO 8601, UTC. */
+  time: string
+  requestId: string
   /** The caller's own X-Request-Id (length- and charset-checked); requestId is always the gateway's. */
   clientRequestId?: string
   transport: AuditTransport
-  subject: string; groups: string[]; action: AuditAction
-  registry: string; name: string; tag: string
-  digest?: string; mediaType?: string; removedTags: string[]
+  subject: string
+  groups: string[]
+  action: AuditAction
+  registry: string
+  name: string
+  tag: string
+  digest?: string
+  mediaType?: string
+  removedTags: string[]
   /** Deletions and dry-runs: the mode asked, what the deletion does (untag or delete the digest) and how. */
-  mode?: DeleteMode; deleteAction?: DeleteAction; strategy?: DeleteStrategy
+  mode?: DeleteMode
+  deleteAction?: DeleteAction
+  strategy?: DeleteStrategy
   decision: { allow: boolean, reason: string }
   outcome: AuditOutcome
-  upstreamStatus?: number; errorCode?: string; errorDetail?: string; durationMs?: number
+  upstreamStatus?: number
+  errorCode?: string
+  errorDetail?: string
+  durationMs?: number
   /** Exact manifest bytes saved before a DELETE, for undo. */
   manifest?: Buffer
   /** On a deletion: the id of the restore that undid it. On a restore: the id of the deletion it undoes. */
-  restoredBy?: string; restoreOf?: string
+  restoredBy?: string
+  restoreOf?: string
 }
 
 export type NewAuditRecord = Omit<AuditRecord, 'id' | 'time'> & { time?: string }

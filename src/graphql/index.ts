@@ -134,7 +134,7 @@ export const graphqlApi = (options: GraphQLOptions): FastifyPluginAsync => async
       deleteImage: async (_root: unknown, args: DeleteImageArgs, ctx: MercuriusContext) => deleteResult(await deleteImage(options.images, {
         identity: ctx.identity,
         context: context(ctx),
-        name: args.name,
+        repository: args.name,
         tag: args.tag,
         registry: args.registry ?? undefined,
         // null (an explicit null variable) means the default, as an absent argument does.

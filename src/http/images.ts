@@ -23,14 +23,14 @@ export const DeleteImageQuery = Type.Object({
  * `DELETE /images/<name>/<tag>`: the repository name may arrive URL-encoded (`team%2Fapp`) or as plain path
  * segments (`team/app`); either way the last segment is the tag.
  */
-export function splitImagePath (path: string): { name: string, tag: string } {
+export function splitImagePath (path: string): { repository: string, tag: string } {
   const slash = path.lastIndexOf('/')
   if (slash === -1) {
     throw new GatewayError('INVALID_REFERENCE', 'the path must be /images/<name>/<tag>, e.g. /images/team/app/v1.', {
       extras: { field: 'tag', rule: 'must be given as the last path segment' }
     })
   }
-  return { name: path.slice(0, slash), tag: path.slice(slash + 1) }
+  return { repository: path.slice(0, slash), tag: path.slice(slash + 1) }
 }
 
 export const imageRoutes = (deps: ImageServices): FastifyPluginAsyncTypebox => async (app) => {
@@ -41,11 +41,11 @@ export const imageRoutes = (deps: ImageServices): FastifyPluginAsyncTypebox => a
       response: { 200: DeleteImageResultSchema }
     }
   }, async (request) => {
-    const { name, tag } = splitImagePath(request.params['*'])
+    const { repository, tag } = splitImagePath(request.params['*'])
     return await deleteImage(deps, {
       identity: request.identity,
       context: { requestId: request.id, ...clientRequestId(request), transport: 'rest' },
-      name,
+      repository,
       tag,
       registry: request.query.registry,
       dryRun: request.query.dryRun,

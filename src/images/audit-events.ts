@@ -1,7 +1,7 @@
 import type { AuditTrail } from '../audit/trail.js'
 import type { AuditEvent } from '../audit/shapes.js'
 import type { AuditFilter, AuditImageRef, AuditListItem } from '../audit/types.js'
-import { GatewayError } from '../errors.js'
+import { GatewayError, invalidField } from '../errors.js'
 import type { Identity } from '../policy/types.js'
 import type { Authorize } from './attempt.js'
 
@@ -32,13 +32,13 @@ export interface ListAuditDeps {
 export async function listAuditEvents (deps: ListAuditDeps, input: ListAuditInput): Promise<{ items: AuditEvent[], cursors: string[], nextCursor?: string }> {
   const limit = input.limit ?? DEFAULT_AUDIT_PAGE
   if (!Number.isInteger(limit) || limit < 1 || limit > MAX_AUDIT_PAGE) {
-    throw new GatewayError('INVALID_REQUEST', `limit must be an integer from 1 to ${MAX_AUDIT_PAGE}.`, { extras: { field: 'limit', rule: `integer 1..${MAX_AUDIT_PAGE}` } })
+    throw invalidField('limit', `integer 1..${MAX_AUDIT_PAGE}`, `limit must be an integer from 1 to ${MAX_AUDIT_PAGE}.`)
   }
   // Refused before reading anything: a caller no rule lets audit would otherwise make every page scan for nothing.
   if (!deps.mayAuditAnything(input.identity)) {
-    throw new GatewayError('FORBIDDEN', `${input.identity.subject} may not audit anything: no rule of its roles grants the audit action, so the audit trail has nothing to show it.`, {
-      extras: { subject: input.identity.subject, action: 'audit' }
-    })
+    throw new GatewayError('FORBIDDEN',
+      `${input.identity.subject} may not audit anything: no rule of its roles grants the audit action, so the audit trail has nothing to show it.`,
+      { extras: { subject: input.identity.subject, action: 'audit' } })
   }
   const authorize = deps.authorizer()
   const visible = (record: AuditImageRef): boolean =>

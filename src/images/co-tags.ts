@@ -1,3 +1,8 @@
+/**
+ * The co-tag guard: which other tags point at the digest a deletion would remove (every tag listed, each resolved,
+ * bounded per request and per caller, stopped by the first failure or the caller leaving), which tagged indexes
+ * reference it, and the late look right before the DELETE for tags pushed meanwhile.
+ */
 import { setMaxListeners } from 'node:events'
 import { GatewayError, isGatewayError } from '../errors.js'
 import type { RegistryClient } from '../registry/client.js'
@@ -9,7 +14,9 @@ import { isIndex } from '../registry/media-types.js'
  * a scan never outlives its request nor keeps the registry busy for nothing. Settles only when every started item
  * has, then throws the first failure.
  */
-export async function forEachLimited<T> (items: readonly T[], limit: number, work: (item: T, signal: AbortSignal) => Promise<void>, signal?: AbortSignal): Promise<void> {
+export async function forEachLimited<T> (
+  items: readonly T[], limit: number, work: (item: T, signal: AbortSignal) => Promise<void>, signal?: AbortSignal
+): Promise<void> {
   const stop = new AbortController()
   // Every item in flight listens on it (undici does, per request): that is `limit` listeners, not a leak.
   setMaxListeners(limit + 1, stop.signal)
@@ -90,6 +97,9 @@ export interface CoTagScan {
   indexes?: Map<string, string[]>
 }
 
+/** What the first scan found: the co-tags, and every tag it listed (so the last look checks only new ones). */
+export interface CoTagFindings { coTags: string[], listed: ReadonlySet<string> }
+
 export function requestAborted (repository: string, tag: string): GatewayError {
   return new GatewayError('REQUEST_ABORTED', `the caller went away while the co-tags of ${repository}:${tag} were checked; the check stopped and nothing was deleted.`)
 }
@@ -98,7 +108,9 @@ export function requestAborted (repository: string, tag: string): GatewayError {
  * Which of `candidates` point at `digest` now (and, with `scan.indexes`, which point at indexes). A tag removed
  * meanwhile points at nothing, so it cannot be lost with this digest.
  */
-export async function tagsOnDigest (client: RegistryClient, repository: string, digest: string, candidates: readonly string[], scan: CoTagScan): Promise<string[]> {
+export async function tagsOnDigest (
+  client: RegistryClient, repository: string, digest: string, candidates: readonly string[], scan: CoTagScan
+): Promise<string[]> {
   const sharing: string[] = []
   await forEachLimited(candidates, scan.concurrency, async (candidate, signal) => {
     try {
@@ -130,7 +142,9 @@ async function scanning<T> (scan: CoTagScan, repository: string, tag: string, st
  * registry's most surprising behaviour and the reason this check exists. Also answers every tag the listing
  * had, so a later look can tell which tags are new.
  */
-export async function findCoTags (client: RegistryClient, repository: string, digest: string, tag: string, scan: CoTagScan): Promise<{ coTags: string[], listed: ReadonlySet<string> }> {
+export async function findCoTags (
+  client: RegistryClient, repository: string, digest: string, tag: string, scan: CoTagScan
+): Promise<CoTagFindings> {
   return await scanning(scan, repository, tag, async () => {
     const listed = await client.listTags(repository, scan.signal)
     const others = listed.filter(candidate => candidate !== tag)
@@ -144,11 +158,15 @@ export async function findCoTags (client: RegistryClient, repository: string, di
  * that the first did not, and every tag the policy protects by name (listed or not, since a tag can be moved
  * onto the digest after it was checked). Tags already known to share the digest are not asked again.
  */
-export async function lateCoTags (client: RegistryClient, repository: string, digest: string, tag: string, first: { coTags: readonly string[], listed: ReadonlySet<string> }, protectedTags: readonly string[], scan: CoTagScan): Promise<string[]> {
+export async function lateCoTags (
+  client: RegistryClient, repository: string, digest: string, tag: string,
+  first: Readonly<CoTagFindings>, protectedTags: readonly string[], scan: CoTagScan
+): Promise<string[]> {
   return await scanning(scan, repository, tag, async () => {
     const listedNow = await client.listTags(repository, scan.signal)
     const known = new Set([tag, ...first.coTags])
-    const candidates = [...new Set([...listedNow.filter(candidate => !first.listed.has(candidate)), ...protectedTags])].filter(candidate => !known.has(candidate))
+    const unseen = listedNow.filter(candidate => !first.listed.has(candidate))
+    const candidates = [...new Set([...unseen, ...protectedTags])].filter(candidate => !known.has(candidate))
     scan.budget.spend(candidates.length, `the tags of ${repository} added while ${repository}:${tag} was checked (${candidates.length})`)
     return await tagsOnDigest(client, repository, digest, candidates, scan)
   })

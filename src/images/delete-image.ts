@@ -1,3 +1,8 @@
+/**
+ * Deleting one tag: resolve (the digest the tag points at) → plan (what goes: untag or the digest, with the co-tag
+ * guard for digest and auto) → authorize the plan (RBAC on every tag it removes) → write ahead (the audit record and
+ * the manifest bytes, before the registry is touched) → execute (after re-checking the plan still holds) → settle.
+ */
 import type { AuditRecord } from '../audit/types.js'
 import type { AuditTrail } from '../audit/trail.js'
 import { GatewayError, isGatewayError } from '../errors.js'
@@ -8,7 +13,7 @@ import { parseImageRef } from '../registry/reference.js'
 import { isIndex } from '../registry/media-types.js'
 import { repositoryLockKey, type KeyedLock, type Untagger, type UntagStrategy } from '../registry/untag.js'
 import { AMBIGUOUS, attemptFields, denial, errorFields, manifestGone, settleQuietly, type Authorize, type RequestContext } from './attempt.js'
-import { findCoTags, lateCoTags, ManifestBudget, type CoTagScan, type ScansPerCaller } from './co-tags.js'
+import { findCoTags, lateCoTags, ManifestBudget, type CoTagFindings, type CoTagScan, type ScansPerCaller } from './co-tags.js'
 import { makePlan, type DeleteMode, type DeletionPlan, type PlanContent, type PlanDecision } from './plan.js'
 import type { DeleteImageResult } from './shapes.js'
 
@@ -41,7 +46,8 @@ export interface ImageServices {
 export interface DeleteImageInput {
   identity: Identity
   context: RequestContext
-  name: string
+  /** The repository (the distribution spec's `<name>`), as the caller wrote it: validated here. */
+  repository: string
   tag: string
   registry?: string
   /** The registry's defaultMode when absent. */
@@ -55,7 +61,7 @@ export interface DeleteImageInput {
 }
 
 /** The scan a plan was made from, kept for the late look right before a digest DELETE. */
-interface PlanScan { scan: CoTagScan, first: { coTags: string[], listed: ReadonlySet<string> } }
+interface PlanScan { scan: CoTagScan, first: CoTagFindings }
 
 /** One request's attempt, as its audit records see it; `pending` is set once the write-ahead record exists. */
 interface Run {
@@ -100,12 +106,13 @@ function childDigests (bytes: Buffer, registry: string, what: string): unknown[]
 
 /** The tagged indexes and lists that reference `digest`: deleting it would leave those multi-platform images broken. */
 async function referencingIndexes (
-  client: RegistryClient, name: string, digest: string, indexes: Map<string, string[]>, scan: CoTagScan
+  client: RegistryClient, repository: string, digest: string, indexes: Map<string, string[]>, scan: CoTagScan
 ): Promise<DeletionPlan['referencedBy']> {
   const referencing: DeletionPlan['referencedBy'] = []
-  scan.budget.spend(indexes.size, `which multi-platform images of ${name} reference ${digest}`)
+  scan.budget.spend(indexes.size, `which multi-platform images of ${repository} reference ${digest}`)
   for (const [indexDigest, tags] of indexes) {
-    const children = childDigests((await client.getManifest(name, indexDigest, 'pull,delete', scan.signal)).bytes, client.name, `${name}@${indexDigest}`)
+    const index = await client.getManifest(repository, indexDigest, 'pull,delete', scan.signal)
+    const children = childDigests(index.bytes, client.name, `${repository}@${indexDigest}`)
     if (children.includes(digest)) referencing.push({ digest: indexDigest, tags: [...tags].sort() })
   }
   return referencing
@@ -116,20 +123,20 @@ async function referencingIndexes (
  * `digest` and `auto` list the co-tags and the indexes that reference the digest; `digest` refuses when deleting
  * would take them along (co-tags unless forced; index children always), `auto` untags instead.
  */
-type Resolved = Pick<PlanContent, 'tag' | 'digest' | 'mediaType'> & { name: string }
+type Resolved = Pick<PlanContent, 'repository' | 'tag' | 'digest' | 'mediaType'>
 
 async function planDeletion (run: Run, found: Resolved): Promise<{ content: PlanContent, scan?: PlanScan }> {
   const { deps, client, input } = run
   const mode = run.attempt.mode
   const strategy = deps.registrySettings(client.name).untagStrategy
-  const base = { registry: client.name, repository: found.name, tag: found.tag, digest: found.digest, mediaType: found.mediaType, mode }
+  const base = { registry: client.name, repository: found.repository, tag: found.tag, digest: found.digest, mediaType: found.mediaType, mode }
   const untag = (sharedWith: string[], referencedBy: DeletionPlan['referencedBy']): PlanContent =>
     ({ ...base, force: false, action: 'untagged', strategy, removedTags: [found.tag], sharedWith, referencedBy })
   if (mode === 'untag') return { content: untag([], []) }
   const indexes = new Map<string, string[]>()
   const scan: CoTagScan = { concurrency: deps.coTagConcurrency, budget: new ManifestBudget(deps.coTagScanLimit), signal: input.signal }
-  const first = await findCoTags(client, found.name, found.digest, found.tag, isIndex(found.mediaType) ? scan : { ...scan, indexes })
-  const referencedBy = await referencingIndexes(client, found.name, found.digest, indexes, scan)
+  const first = await findCoTags(client, found.repository, found.digest, found.tag, isIndex(found.mediaType) ? scan : { ...scan, indexes })
+  const referencedBy = await referencingIndexes(client, found.repository, found.digest, indexes, scan)
   const force = mode === 'digest' && input.force === true
   if (mode === 'digest' && referencedBy.length > 0) throw referencedByIndex(found.digest, referencedBy)
   if (mode === 'digest' && first.coTags.length > 0 && !force) throw sharedDigest(base, first.coTags, [])
@@ -220,7 +227,7 @@ export async function executePlan (deps: ImageServices, input: ExecutePlanInput)
     identity: input.identity,
     context: input.context,
     registry: plan.registry,
-    name: plan.repository,
+    repository: plan.repository,
     tag: plan.tag,
     mode: plan.mode,
     force: plan.force,
@@ -230,18 +237,18 @@ export async function executePlan (deps: ImageServices, input: ExecutePlanInput)
 }
 
 async function attemptDeletion (deps: ImageServices, input: DeleteImageInput, scanSlot: { release: () => void }): Promise<DeleteImageResult> {
-  const { name, tag } = parseImageRef(input.name, input.tag)
+  const { repository, tag } = parseImageRef(input.repository, input.tag)
   const client = deps.registries.get(input.registry)
   const dryRun = input.dryRun === true
   const started = performance.now()
-  const resource = { registry: client.name, repository: name, tag }
+  const resource = { registry: client.name, repository, tag }
   const mode = input.mode ?? deps.registrySettings(client.name).defaultMode
   const run: Run = {
     deps,
     client,
     input,
     authorize: deps.authorizer(),
-    attempt: { ...attemptFields(input.identity, input.context, dryRun ? 'dry-run' : 'delete', { registry: client.name, name, tag }), mode },
+    attempt: { ...attemptFields(input.identity, input.context, dryRun ? 'dry-run' : 'delete', { registry: client.name, name: repository, tag }), mode },
     decision: { allow: false, reason: 'not yet authorized' },
     elapsed: () => Math.round(performance.now() - started)
   }
@@ -256,10 +263,10 @@ async function attemptDeletion (deps: ImageServices, input: DeleteImageInput, sc
     if (mode !== 'untag') scanSlot.release = deps.coTagScans.acquire(input.identity.subject)
 
     // A real deletion reads the manifest bytes now, in the same request that resolves the digest, to save them.
-    const manifest = dryRun ? undefined : await client.getManifest(name, tag)
-    const { digest, mediaType } = manifest ?? await client.resolve(name, tag)
+    const manifest = dryRun ? undefined : await client.getManifest(repository, tag)
+    const { digest, mediaType } = manifest ?? await client.resolve(repository, tag)
     found = { digest, mediaType, removedTags: [] }
-    const planned = await planDeletion(run, { name, tag, digest, mediaType })
+    const planned = await planDeletion(run, { repository, tag, digest, mediaType })
     const { decisions, refusal } = authorizePlan(run, planned.content, dryRun)
     const plan = makePlan(planned.content, decisions)
     found = auditFields(plan)

@@ -20,7 +20,14 @@ const PRUNE_INTERVAL_MS = 6 * 60 * 60 * 1000
  * Prunes records past retention and settles records a stopped gateway left pending, at start and then every few
  * hours. It runs beside serving: a slow registry must not keep the gateway from starting.
  */
-export function startAuditHousekeeping (deps: { audit: AuditTrail, registries: RegistryDirectory, retentionDays: number, logger: HousekeepingLogger }): AuditHousekeeping {
+export interface HousekeepingDeps {
+  audit: AuditTrail
+  registries: RegistryDirectory
+  retentionDays: number
+  logger: HousekeepingLogger
+}
+
+export function startAuditHousekeeping (deps: HousekeepingDeps): AuditHousekeeping {
   const { audit, logger, retentionDays } = deps
   const prune = async (): Promise<void> => {
     const removed = await audit.store.prune(new Date(Date.now() - retentionDays * 24 * 60 * 60 * 1000))

@@ -94,8 +94,12 @@ export async function restoreDeletion (deps: RestoreDeletionDeps, input: Restore
   const claim = await deps.audit.claimRestore(deletion.id, { ...attempt, decision, outcome: 'pending' })
   if (!claim.ok) {
     const refusal = claim.reason === 'already-restored'
-      ? new GatewayError('ALREADY_RESTORED', `deletion ${deletion.id} was already restored, by restore ${claim.deletion?.restoredBy as string}.`, { extras: { restoredBy: claim.deletion?.restoredBy } })
-      : new GatewayError('NOT_RESTORABLE', `record ${deletion.id} is a ${deletion.action} with outcome ${deletion.outcome}, not a completed deletion; only deletions the registry accepted can be restored.`, { extras: { action: deletion.action, outcome: deletion.outcome } })
+      ? new GatewayError('ALREADY_RESTORED', `deletion ${deletion.id} was already restored, by restore ${claim.deletion?.restoredBy as string}.`, {
+        extras: { restoredBy: claim.deletion?.restoredBy }
+      })
+      : new GatewayError('NOT_RESTORABLE',
+        `record ${deletion.id} is a ${deletion.action} with outcome ${deletion.outcome}, not a completed deletion; only deletions the registry accepted can be restored.`,
+        { extras: { action: deletion.action, outcome: deletion.outcome } })
     await deps.audit.record({ ...attempt, decision, ...errorFields(refusal), durationMs: elapsed() })
     throw refusal
   }
@@ -115,7 +119,8 @@ export async function restoreDeletion (deps: RestoreDeletionDeps, input: Restore
     if (forceRefused !== undefined) throw forceRefused
     // The bytes hash to the deleted digest (checked above), so the registry stores them under that same digest.
     for (const tag of deletion.removedTags) {
-      await client.putManifest(deletion.name, tag, deletion.manifest as Buffer, deletion.mediaType as string).catch((error: GatewayError) => { throw restoreFailure(error) })
+      await client.putManifest(deletion.name, tag, deletion.manifest as Buffer, deletion.mediaType as string)
+        .catch((error: GatewayError) => { throw restoreFailure(error) })
     }
   } catch (error) {
     await deps.audit.releaseRestore(deletion.id, restore.id)

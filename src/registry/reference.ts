@@ -12,7 +12,7 @@ const SHA256_HEX = /^[a-f0-9]{64}$/
 export const MAX_NAME_LENGTH = 255
 
 export interface ImageRef {
-  name: string
+  repository: string
   tag: string
 }
 
@@ -50,8 +50,8 @@ export function validateDigest (digest: string): string {
   return digest
 }
 
-export function parseImageRef (name: string, tag: string): ImageRef {
-  return { name: validateName(name), tag: validateTag(tag) }
+export function parseImageRef (repository: string, tag: string): ImageRef {
+  return { repository: validateName(repository), tag: validateTag(tag) }
 }
 
 /** `name:tag` as people write it; the last colon after the last slash separates the tag. */

@@ -233,7 +233,7 @@ export class Untagger {
       await ask(async () => await client.putManifest(repository, tag, original.bytes, original.mediaType, SWAP_SCOPE))
     } catch (error) {
       throw withNote(failure,
-        `${failure.detail} Untag of ${image} did not finish, and putting ${original.digest} back under the tag failed too (${asGatewayError(error).detail}); the tag may point at the placeholder ${placeholderDigest}. Put the original back (undo) once the registry answers.`,
+        `${failure.detail} Untag of ${image} did not finish, and putting ${original.digest} back under the tag failed too (${asGatewayError(error).detail}); the tag may point at the placeholder ${placeholderDigest}. ${original.digest} is still in the registry, untagged: tag it again (e.g. skopeo copy of ${repository}@${original.digest} to ${image}) once the registry answers.`,
         { ...extras, restored: false })
     }
     throw withNote(failure, `${failure.detail} Untag of ${image} did not finish; the tag was put back on ${original.digest}.`, { ...extras, restored: true })

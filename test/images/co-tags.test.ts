@@ -100,7 +100,7 @@ t.test('indexes are collected by digest; an index that is not JSON refuses the d
     literalProtectedTags: () => [],
     onAuditLost: () => {}
   }
-  await t.rejects(deleteImage(deps, { identity: { subject: 'apikey:t', groups: [], kind: 'apikey' }, context: { requestId: 'r', transport: 'rest' }, name: 'app', tag: 'child' }),
+  await t.rejects(deleteImage(deps, { identity: { subject: 'apikey:t', groups: [], kind: 'apikey' }, context: { requestId: 'r', transport: 'rest' }, repository: 'app', tag: 'child' }),
     { code: 'UPSTREAM_ERROR', message: /not a valid image index/ })
   const [record] = (await store.list({}, { limit: 1 })).items
   t.match(record, { outcome: 'failed', errorCode: 'UPSTREAM_ERROR' }, 'and the attempt is in the trail')

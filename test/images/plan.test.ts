@@ -40,14 +40,14 @@ t.test('executePlan runs a plan made earlier only while it holds', async t => {
   const { store, audit } = memoryTrail(t)
   const deps = imageServices(directory(t, { default: registry.url }), audit)
   const image = await pushImage(target, 'plan/app', ['v1'], 'schema2')
-  const dry = await deleteImage(deps, { identity, context, name: 'plan/app', tag: 'v1', dryRun: true })
+  const dry = await deleteImage(deps, { identity, context, repository: 'plan/app', tag: 'v1', dryRun: true })
   const plan = { id: dry.planId, registry: dry.registry, repository: dry.name, tag: dry.tag, mode: dry.mode, force: false }
   await tagManifest(target, 'plan/app', 'v1-rc', image.manifest, image.mediaType)
   const stale = await rejection(executePlan(deps, { identity, context, plan }))
   t.match(stale, { code: 'PLAN_STALE', status: 409, extras: { planId: dry.planId, action: 'untagged' } })
   t.match((await store.list({ outcome: 'rejected' }, { limit: 1 })).items[0], { errorCode: 'PLAN_STALE', mode: 'auto', deleteAction: 'untagged' })
 
-  const fresh = await deleteImage(deps, { identity, context, name: 'plan/app', tag: 'v1', dryRun: true })
+  const fresh = await deleteImage(deps, { identity, context, repository: 'plan/app', tag: 'v1', dryRun: true })
   const done = await executePlan(deps, { identity, context, plan: { ...plan, id: fresh.planId }, signal: new AbortController().signal })
   t.match(done, { planId: fresh.planId, action: 'untagged', deleted: true, removedTags: ['v1'] })
 })
