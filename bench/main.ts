@@ -2,7 +2,7 @@
  * `npm run bench`: starts its own registry (docker-registry on a free loopback port), seeds it, runs the
  * scenarios of the performance issues against the gateway as a separate process over real HTTP, prints a table
  * and writes bench-results/latest.json. `--quick` runs smaller repositories and fewer rounds (a smoke test).
- * `--only=untag` (or a comma-separated list of latency, guard, rejections, rss, untag) runs only those scenarios
+ * `--only=untag` (or a comma-separated list of latency, guard, rejections, rss, untag, audit-list, browse) runs only those scenarios
  * and writes bench-results/only-<names>.json.
  */
 import { execFileSync } from 'node:child_process'
@@ -12,6 +12,7 @@ import { join } from 'node:path'
 import { Pool } from 'undici'
 import { startRegistry, type RegistryProcess } from '../testing/registry-process.js'
 import { measureAuditList, seedAuditTrail, type AuditListResult } from './audit-list.js'
+import { browseRows, measureBrowse, type BrowseResult } from './browse.js'
 import { startGateway, type BenchGateway } from './gateway.js'
 import { measureGuard, type GuardResult } from './guard.js'
 import { measureDeleteLatency } from './latency.js'
@@ -23,7 +24,7 @@ import { round } from './stats.js'
 import { measureUntag, tagsNeeded, untagRows, type UntagResult } from './untag.js'
 
 const quick = process.argv.includes('--quick')
-const SCENARIOS = ['latency', 'guard', 'rejections', 'rss', 'untag', 'audit-list'] as const
+const SCENARIOS = ['latency', 'guard', 'rejections', 'rss', 'untag', 'audit-list', 'browse'] as const
 type Scenario = typeof SCENARIOS[number]
 const only = process.argv.find(arg => arg.startsWith('--only='))?.slice('--only='.length).split(',')
 const unknownScenario = only?.find(name => !(SCENARIOS as readonly string[]).includes(name))
@@ -36,7 +37,8 @@ const settings = {
   rejections: { concurrency: 50, sliceMs: quick ? 1000 : 2000, rounds: 3, warmupMs: 1000 },
   rss: { clients: 100, maxRequests: quick ? 600 : 2000, maxDurationMs: 120_000 },
   untag: { sizes: quick ? [300, 1000] : [300, 10_000], rounds: quick ? 10 : 30, warmupRounds: 3 },
-  auditList: { records: quick ? 50_000 : 500_000, rounds: 30, concurrency: 10, durationMs: 3000 }
+  auditList: { records: quick ? 50_000 : 500_000, rounds: 30, concurrency: 10, durationMs: 3000 },
+  browse: { tags: 100, coldRounds: quick ? 5 : 30, warmRounds: quick ? 10 : 30 }
 }
 
 interface Row { scenario: string, value: string, target: string, ok: boolean | undefined }
@@ -83,6 +85,18 @@ async function runAuditList (registryUrl: string): Promise<AuditListResult> {
   cleanups.push(async () => { await gateway.close() })
   progress.begin('(6) audit list, narrow caller')
   const result = await measureAuditList({ gateway, ...settings.auditList, progress })
+  await gateway.close()
+  return result
+}
+
+async function runBrowse (registryUrl: string, seed: (name: string, count: number, shared: boolean) => Promise<SeededRepository>): Promise<BrowseResult> {
+  const repositories: SeededRepository[] = []
+  for (let index = 0; index <= settings.browse.coldRounds; index++) repositories.push(await seed(`bench/browse-${index}`, settings.browse.tags, false))
+  progress.begin('(7) browse: starting a gateway')
+  const gateway = await startGateway(registryUrl)
+  cleanups.push(async () => { await gateway.close() })
+  progress.begin(`(7) browse, pages of ${settings.browse.tags} tags`)
+  const result = await measureBrowse({ registryUrl, gateway, repositories, warmRounds: settings.browse.warmRounds, progress })
   await gateway.close()
   return result
 }
@@ -180,6 +194,7 @@ async function main (): Promise<void> {
     }
   }
   const auditList = runs('audit-list') ? await runAuditList(registry.url) : undefined
+  const browse = runs('browse') ? await runBrowse(registry.url, seed) : undefined
   progress.end()
 
   const rows: Row[] = [
@@ -209,7 +224,8 @@ async function main (): Promise<void> {
       ? []
       : [{ scenario: `(4) peak RSS, ${rss.clients} clients, ${rss.requests} requests`, value: `${rss.peakRssMb.toFixed(1)} MB (idle ${rss.idleRssMb.toFixed(1)})`, target: '<= 120 MB', ok: rss.peakRssMb <= 120 && rss.unexpected === 0 && rss.errors === 0 }]),
     ...untag.flatMap(untagRows),
-    ...(auditList === undefined ? [] : auditListRows(auditList))
+    ...(auditList === undefined ? [] : auditListRows(auditList)),
+    ...(browse === undefined ? [] : browseRows(browse))
   ]
   const width = Math.max(...rows.map(row => row.scenario.length))
   const valueWidth = Math.max(...rows.map(row => row.value.length))
@@ -239,6 +255,7 @@ async function main (): Promise<void> {
     rss,
     untag,
     auditList,
+    browse,
     targets: rows.filter(row => row.ok !== undefined).map(row => ({ scenario: row.scenario.trim(), value: row.value, target: row.target, ok: row.ok }))
   }
   mkdirSync('bench-results', { recursive: true })

@@ -6,6 +6,9 @@ import { AuditTrail, openSqliteAuditStore, type AuditStore } from './audit/index
 import { createAuthenticator, type Authenticator } from './identity/index.js'
 import type { GatewayMetrics, RegistryObserver } from './metrics.js'
 import { ScansPerCaller } from './images/co-tags.js'
+import { PagesInFlight, type BrowseDeps } from './images/browse.js'
+import { BrowseCache } from './images/browse-cache.js'
+import { CursorCodec } from './images/browse-cursor.js'
 import type { ImageServices } from './images/delete-image.js'
 import { startAuditHousekeeping, type AuditHousekeeping } from './images/housekeeping.js'
 import { whoAmI, type WhoAmI } from './identity/who-am-i.js'
@@ -33,6 +36,8 @@ export interface GatewayServices {
   images: ImageServices
   whoAmI: WhoAmI
   housekeeping: AuditHousekeeping
+  /** What the read API's use cases (catalog, tags, one tag) need. */
+  browse: BrowseDeps
   /** Stops timers and closes what the services opened themselves (not what the caller supplied). */
   close: () => Promise<void>
 }
@@ -100,6 +105,17 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
     images,
     whoAmI: whoAmI(identity => rolesOf(policyStore.current(), identity)),
     housekeeping,
+    browse: {
+      registries,
+      policy: () => policyStore.current(),
+      audit,
+      cache: new BrowseCache({ entries: config.browse.cacheEntries, tagTtlMs: config.browse.tagTtlMs }),
+      concurrency: config.coTagConcurrency,
+      catalogPageSize: config.browse.catalogPageSize,
+      catalogPagesPerRequest: config.browse.catalogPagesPerRequest,
+      pagesInFlight: new PagesInFlight(config.browse.pagesPerCaller),
+      cursors: new CursorCodec()
+    },
     close: async () => {
       housekeeping.stop()
       await housekeeping.startup

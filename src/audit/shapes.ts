@@ -10,7 +10,7 @@ export const AuditOutcomeSchema = Type.Union([
 ])
 export type AuditOutcome = Static<typeof AuditOutcomeSchema>
 
-export const AuditActionSchema = Type.Union([Type.Literal('delete'), Type.Literal('dry-run'), Type.Literal('restore')])
+export const AuditActionSchema = Type.Union([Type.Literal('delete'), Type.Literal('dry-run'), Type.Literal('restore'), Type.Literal('read')])
 export type AuditAction = Static<typeof AuditActionSchema>
 
 export const AuditTransportSchema = Type.Union([Type.Literal('rest'), Type.Literal('graphql')])

@@ -41,7 +41,9 @@ export const ConfigSchema = Type.Object({
     /** Mutation fields (aliases included) one document may run: each is a deletion or a restore. */
     maxMutationsPerDocument: Type.Integer({ minimum: 1, maximum: 100, default: 1 }),
     /** `auditEvents` fields (aliases included) one document may ask for: each reads up to audit.listScanLimit rows. */
-    maxAuditEventsPerDocument: Type.Integer({ minimum: 1, maximum: 100, default: 1 })
+    maxAuditEventsPerDocument: Type.Integer({ minimum: 1, maximum: 100, default: 1 }),
+    /** `repositories`, `tag` and `image { tags }` fields (aliases included) one document may ask for: each reads the registry. */
+    maxRegistryReadsPerDocument: Type.Integer({ minimum: 1, maximum: 100, default: 1 })
   }, { additionalProperties: false, default: {} }),
   limits: Type.Object({
     bodyBytes: Type.Integer({ minimum: 1024, maximum: 10 * 1024 * 1024, default: 64 * 1024 }),
@@ -75,6 +77,19 @@ export const ConfigSchema = Type.Object({
     retentionDays: Type.Integer({ minimum: 1, maximum: 36_500, default: 90 }),
     /** Rows one audit page may read at most, so no caller can make a page scan the whole trail. */
     listScanLimit: Type.Integer({ minimum: 201, maximum: 100_000, default: 1000 })
+  }, { additionalProperties: false, default: {} }),
+  /** The read API (catalog, tags, one tag). */
+  browse: Type.Object({
+    /** Manifests, configs and tag resolutions kept each; manifests and configs are immutable per digest. */
+    cacheEntries: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 10_000 }),
+    /** How long a page of tags reuses a tag's digest before asking the registry again (0: always ask). */
+    tagTtlMs: Type.Integer({ minimum: 0, maximum: 3_600_000, default: 5000 }),
+    /** Names per catalog request (distribution refuses more than 1,000). */
+    catalogPageSize: Type.Integer({ minimum: 1, maximum: 1000, default: 1000 }),
+    /** Catalog requests one page of repositories may make; past it the page ends early with a cursor. */
+    catalogPagesPerRequest: Type.Integer({ minimum: 1, maximum: 1000, default: 10 }),
+    /** Pages of repositories or tags one caller identity may have in flight; more get 429 at once. */
+    pagesPerCaller: Type.Integer({ minimum: 1, maximum: 10_000, default: 4 })
   }, { additionalProperties: false, default: {} })
 }, { additionalProperties: false })
 

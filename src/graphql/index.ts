@@ -16,6 +16,8 @@ import { asGatewayError } from '../http/problem.js'
 import { clientRequestId } from '../http/client-request-id.js'
 import { graphqlErrorFormatter, isGraphQLDocumentError, sendGraphQLDocumentError, sendGraphQLError } from './errors.js'
 import { validationRules } from './limits.js'
+import { browseResolvers } from './browse.js'
+import type { BrowseDeps } from '../images/browse.js'
 
 /** A bound on parsing work per document: a token is cheap, unbounded documents are not. */
 const MAX_TOKENS = 4000
@@ -42,6 +44,8 @@ export interface GraphQLOptions {
   images: ImageServices
   whoAmI: WhoAmI
   limits: Config['graphql']
+  /** The read API (repositories, image, tag). */
+  browse: BrowseDeps
 }
 
 /** GraphQL enum values cannot contain '-', so `dry-run` travels as `dry_run`. */
@@ -102,8 +106,11 @@ function checkQueryString ({ query, variables, operationName }: Record<string, u
  * GraphQL's alone — errors in GraphQL's shape, the method rules, the document limits.
  */
 export const graphqlApi = (options: GraphQLOptions): FastifyPluginAsync => async (app) => {
+  const browse = browseResolvers(options.browse)
   const resolvers: IResolvers = {
+    Image: browse.Image,
     Query: {
+      ...browse.Query,
       me: (_root: unknown, _args: unknown, ctx: MercuriusContext) => options.whoAmI(ctx.identity),
       auditEvents: async (_root: unknown, args: AuditEventsArgs, ctx: MercuriusContext) => {
         const page = await listAuditEvents(options.images, {

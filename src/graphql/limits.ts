@@ -97,10 +97,41 @@ export function maxMutationsRule (maxMutations: number): ValidationRule {
   })
 }
 
+/** Whether a field reads the registry: `repositories` and `tag` at the root, `tags` of an `image`. */
+const READS_AT_ROOT = new Set(['repositories', 'tag'])
+
+/**
+ * Each registry read fetches up to a page of manifests (or several catalog pages): aliases would multiply that
+ * within one request, past the caller's rate limit. `image` alone reads nothing; each of its `tags` does.
+ */
+export function maxRegistryReadsRule (maxReads: number): ValidationRule {
+  return (context: ValidationContext): ASTVisitor => ({
+    OperationDefinition (node) {
+      if (node.operation !== 'query') return
+      const reads: FieldNode[] = []
+      for (const field of rootFields(context, node)) {
+        if (READS_AT_ROOT.has(field.name.value)) reads.push(field)
+        if (field.name.value !== 'image' || field.selectionSet === undefined) continue
+        // Lazy: fragments spread inside `image` stop being expanded once the document is over the limit.
+        for (const inner of expandedFields(context, field.selectionSet)) {
+          if (inner.name.value === 'tags') reads.push(inner)
+          if (reads.length > maxReads) break
+        }
+      }
+      if (reads.length > maxReads) {
+        context.reportError(new GraphQLError(
+          `the document reads the registry at least ${reads.length} times (repositories, tag, image { tags }); at most ${maxReads} per request (graphql.maxRegistryReadsPerDocument): send one request each.`,
+          { nodes: reads.slice(maxReads) }))
+      }
+    }
+  })
+}
+
 export interface DocumentLimits {
   maxFields: number
   maxMutationsPerDocument: number
   maxAuditEventsPerDocument: number
+  maxRegistryReadsPerDocument: number
   introspection: boolean
 }
 
@@ -109,6 +140,7 @@ export function validationRules (options: DocumentLimits): ValidationRule[] {
     maxFieldsRule(options.maxFields),
     maxMutationsRule(options.maxMutationsPerDocument),
     maxAuditEventsRule(options.maxAuditEventsPerDocument),
+    maxRegistryReadsRule(options.maxRegistryReadsPerDocument),
     ...(options.introspection ? [] : [NoSchemaIntrospectionCustomRule])
   ]
 }

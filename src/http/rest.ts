@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { GatewayServices } from '../services.js'
 import { auditRoutes } from './audit.js'
+import { browseRoutes } from './browse.js'
 import { imageRoutes } from './images.js'
 import { meRoutes } from './me.js'
 
@@ -9,4 +10,5 @@ export const restApi = (services: GatewayServices): FastifyPluginAsyncTypebox =>
   await app.register(imageRoutes(services.images))
   await app.register(meRoutes(services.whoAmI))
   await app.register(auditRoutes(services.images))
+  await app.register(browseRoutes(services.browse))
 }

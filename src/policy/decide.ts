@@ -29,7 +29,7 @@ export function rolesOf (policy: Policy | undefined, identity: Identity): string
 }
 
 /** A dry-run needs `read`, which anyone allowed to delete also has. */
-function grants (actions: readonly RuleAction[], action: Action): boolean {
+export function grants (actions: readonly RuleAction[], action: Action): boolean {
   return actions.includes('*') || actions.includes(action) || (action === 'read' && actions.includes('delete'))
 }
 

@@ -7,3 +7,4 @@ export {
   PolicyStore, type DirectoryWatcher, type PolicyLogger, type PolicyReload, type PolicyStoreEvents, type PolicyStoreOptions, type ReloadTrigger
 } from './store.js'
 export * from './types.js'
+export { decideRepositoryRead } from './repository.js'

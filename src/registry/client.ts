@@ -62,6 +62,8 @@ interface SendOptions {
   body?: Buffer
   /** Aborts the request when the work it serves is over (its caller went away, or a sibling request failed). */
   signal?: AbortSignal
+  /** The token scope when it is not the repository's (the catalog's is `registry:catalog:*`). */
+  tokenScope?: string
 }
 
 export function sha256Digest (bytes: Buffer): string {
@@ -123,14 +125,18 @@ export class RegistryClient {
     return `${this.basePath}/v2/${repository}/${rest}`
   }
 
-  private async authorization (repository: string, scope: Scope, challenge: Challenge | undefined): Promise<string | undefined> {
+  private tokenScopes (options: SendOptions): string[] {
+    return [options.tokenScope ?? `repository:${options.repository}:${options.scope}`]
+  }
+
+  private async authorization (options: SendOptions, challenge: Challenge | undefined): Promise<string | undefined> {
     if (challenge === undefined) return undefined
     if (challenge.scheme === 'basic') {
       // A Basic challenge is only remembered when there are credentials to answer it with.
       return basicAuthorization(this.options.credentials as RegistryCredentials)
     }
     // supportedChallenge only keeps Bearer challenges that name a realm.
-    return `Bearer ${await this.tokens.token(challenge.params.realm as string, challenge.params.service, [`repository:${repository}:${scope}`])}`
+    return `Bearer ${await this.tokens.token(challenge.params.realm as string, challenge.params.service, this.tokenScopes(options))}`
   }
 
   private async dispatch (options: SendOptions, authorization: string | undefined): Promise<Dispatcher.ResponseData> {
@@ -163,7 +169,7 @@ export class RegistryClient {
    */
   private async send (options: SendOptions): Promise<Dispatcher.ResponseData> {
     const known = this.challenge
-    const response = await this.dispatch(options, await this.authorization(options.repository, options.scope, known))
+    const response = await this.dispatch(options, await this.authorization(options, known))
     if (response.statusCode !== 401) return response
     const challenge = this.supportedChallenge(response.headers['www-authenticate'])
     await response.body.dump()
@@ -175,15 +181,15 @@ export class RegistryClient {
     if (known !== undefined && known.scheme === challenge.scheme) {
       if (challenge.scheme === 'basic') throw this.authFailure(options, 'it rejected the configured username and password')
       // A refused token may be stale (registry restarted with a new key); one fresh token settles it.
-      this.tokens.invalidate(challenge.params.realm as string, challenge.params.service, [`repository:${options.repository}:${options.scope}`])
+      this.tokens.invalidate(challenge.params.realm as string, challenge.params.service, this.tokenScopes(options))
     }
     this.challenge = challenge
-    const retried = await this.dispatch(options, await this.authorization(options.repository, options.scope, challenge))
+    const retried = await this.dispatch(options, await this.authorization(options, challenge))
     if (retried.statusCode === 401) {
       const error = parseChallenges(header(retried.headers, 'www-authenticate') ?? '')[0]?.params.error
       await retried.body.dump()
       throw this.authFailure(options, error === 'insufficient_scope'
-        ? `the gateway's account lacks ${options.scope} on ${options.repository}`
+        ? `the gateway's account lacks ${options.tokenScope ?? `${options.scope} on ${options.repository}`}`
         : 'it rejected the gateway\'s credentials')
     }
     return retried
@@ -412,4 +418,69 @@ export class RegistryClient {
     if (!this.ownsDispatchers) return
     await Promise.all([this.pool.close(), this.tokenDispatcher.close()])
   }
+
+  /**
+   * One page of the registry's catalog (`/v2/_catalog?n=&last=`, token scope `registry:catalog:*`): the names
+   * after `last`, in the registry's order, and whether its Link header announces more. A page that is not a
+   * list of repository names, or a next link that is not this registry's catalog, is refused whole.
+   */
+  async catalogPage (last: string | undefined, size: number, signal?: AbortSignal): Promise<CatalogPage> {
+    const context = { registry: this.name, operation: 'list catalog' }
+    const query = new URLSearchParams({ n: String(size), ...(last === undefined ? {} : { last }) })
+    const catalogPath = `${this.basePath}/v2/_catalog`
+    const response = await this.send({
+      method: 'GET', path: `${catalogPath}?${query.toString()}`, repository: 'the catalog', scope: 'pull', tokenScope: 'registry:catalog:*', context, signal
+    })
+    if (response.statusCode === 404) {
+      await response.body.dump()
+      // Hosted registries (Docker Hub, GHCR, …) do not serve the catalog; it is not a repository that is missing.
+      throw malformedAnswer(404, `registry "${this.name}" does not serve a catalog (/v2/_catalog answered 404); list its repositories with the registry's own tools.`)
+    }
+    if (response.statusCode !== 200) throw await this.failure(response, context)
+    const body = await readLimited(response.body, MAX_CATALOG_PAGE_BYTES)
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(body.toString('utf8'))
+    } catch {
+      throw malformedAnswer(200, `registry "${this.name}" answered a catalog page with something that is not JSON; refusing to list from it.`)
+    }
+    const names = typeof parsed === 'object' && parsed !== null ? (parsed as { repositories?: unknown }).repositories : undefined
+    if (!Array.isArray(names) || !names.every(name => typeof name === 'string')) {
+      throw malformedAnswer(200, `registry "${this.name}" answered a catalog page with JSON that is not a list of repository names; refusing to list from it.`)
+    }
+    const link = header(response.headers, 'link')
+    const target = nextLink(link)
+    if (target === undefined) {
+      if (link !== undefined && /rel="?next\b/i.test(link)) {
+        throw malformedAnswer(200, `registry "${this.name}" announced a next catalog page the gateway cannot read (${JSON.stringify(link.slice(0, 200))}).`)
+      }
+      return { repositories: names, more: false }
+    }
+    const url = URL.canParse(target, this.origin + catalogPath) ? new URL(target, this.origin + catalogPath) : undefined
+    if (url?.origin !== this.origin || url.pathname !== catalogPath) {
+      throw malformedAnswer(200, `registry "${this.name}" announced a next catalog page ${JSON.stringify(target.slice(0, 200))} that is not its catalog.`)
+    }
+    return { repositories: names, more: true }
+  }
+
+  /** A blob's bytes (an image config), at most `maxBytes`, verified against its digest. */
+  async getBlob (repository: string, digest: string, maxBytes: number, signal?: AbortSignal): Promise<Buffer> {
+    const context = { registry: this.name, operation: 'get blob', repository, reference: digest }
+    const response = await this.send({ method: 'GET', path: this.repositoryPath(repository, `blobs/${digest}`), repository, scope: 'pull', context, signal })
+    if (response.statusCode !== 200) throw await this.failure(response, context)
+    const bytes = await readLimited(response.body, maxBytes)
+    if (sha256Digest(bytes) !== digest) {
+      throw malformedAnswer(200, `registry "${this.name}" sent bytes for blob ${digest} of ${repository} that do not hash to that digest; refusing to read them.`)
+    }
+    return bytes
+  }
 }
+
+export interface CatalogPage {
+  repositories: string[]
+  /** The registry's Link header announced a next page. */
+  more: boolean
+}
+
+/** 1,000 names (distribution's largest page) of at most 255 characters, quoted, with room to spare. */
+const MAX_CATALOG_PAGE_BYTES = 1024 * 1024

@@ -5,6 +5,7 @@ import type { GraphQLObjectType } from 'graphql'
 import { AuditActionSchema, AuditEventSchema, AuditOutcomeSchema } from '../../src/audit/shapes.js'
 import { MeSchema } from '../../src/identity/who-am-i.js'
 import { DeleteImageResultSchema, RestoreResultSchema } from '../../src/images/shapes.js'
+import { ActionPermissionSchema, ImageTagSchema, LabelSchema, PlatformSchema, RepositorySchema, TagActionsSchema, TagDetailSchema } from '../../src/images/browse-shapes.js'
 import { canonicalGraphQL, canonicalSchema, loadSdl, withoutFormats } from '../fixtures/shapes.js'
 
 const components = parse(readFileSync(new URL('../../openapi.yaml', import.meta.url), 'utf8')).components.schemas as Record<string, Record<string, unknown>>
@@ -17,7 +18,14 @@ const SHAPES = [
   { name: 'Me', schema: MeSchema },
   { name: 'AuditEvent', schema: AuditEventSchema },
   { name: 'AuditOutcome', schema: AuditOutcomeSchema },
-  { name: 'AuditAction', schema: AuditActionSchema }
+  { name: 'AuditAction', schema: AuditActionSchema },
+  { name: 'Repository', schema: RepositorySchema },
+  { name: 'ImageTag', schema: ImageTagSchema },
+  { name: 'TagDetail', schema: TagDetailSchema },
+  { name: 'TagActions', schema: TagActionsSchema },
+  { name: 'ActionPermission', schema: ActionPermissionSchema },
+  { name: 'Platform', schema: PlatformSchema },
+  { name: 'Label', schema: LabelSchema }
 ]
 
 for (const { name, schema } of SHAPES) {

@@ -108,7 +108,7 @@ t.test('a token signed by another issuer is invalid', async t => {
 
 t.test('claims are the shape 2.8 requires', async t => {
   const before = Math.floor(Date.now() / 1000)
-  const { status, body } = await fetchToken(issuer, ['repository:tok/app:pull', 'repository:tok/other:push registry:catalog:* repository:no-actions'], basic('alice', 'alice-pw'))
+  const { status, body } = await fetchToken(issuer, ['repository:tok/app:pull', 'repository:tok/other:push registry:catalog:* repository:no-actions blob:x:pull'], basic('alice', 'alice-pw'))
   t.equal(status, 200)
   t.equal(body.token, body.access_token)
   t.equal(body.expires_in, 300)
@@ -124,8 +124,9 @@ t.test('claims are the shape 2.8 requires', async t => {
   t.type(claims.jti, 'string')
   t.same(claims.access, [
     { type: 'repository', name: 'tok/app', actions: ['pull'] },
-    { type: 'repository', name: 'tok/other', actions: ['push'] }
-  ], 'space-separated scopes are split; non-repository scopes are dropped')
+    { type: 'repository', name: 'tok/other', actions: ['push'] },
+    { type: 'registry', name: 'catalog', actions: ['*'] }
+  ], 'space-separated scopes are split; scopes of types other than repository and registry are dropped')
 })
 
 t.test('expiresIn null omits expires_in; the token then lives the 60 s clients assume', async t => {

@@ -1,0 +1,113 @@
+/**
+ * Scenario 7: a page of 100 tags through the read API (GET /images/<name>?limit=100) against what a client
+ * talking to the registry directly pays for the same information: GETting those 100 manifests, 16 in flight.
+ * Cold: the gateway has never seen the repository (each round has its own repository, so nothing is cached by
+ * digest). Warm: the same page again, manifests cached by digest and tag digests within browse.tagTtlMs.
+ * Every manifest is read once directly before timing, so the registry's own caches are warm for both, and one
+ * untimed page of an extra repository warms the gateway's connections to the registry and its JIT.
+ */
+import { Pool } from 'undici'
+import { MANIFEST_ACCEPT } from '../src/registry/media-types.js'
+import { forEachLimited } from '../src/images/co-tags.js'
+import type { BenchGateway } from './gateway.js'
+import type { Progress } from './progress.js'
+import type { SeededRepository } from './seed-tags.js'
+import { round, roundSummary, summarize, type Summary } from './stats.js'
+
+const CONCURRENCY = 16
+
+export interface BrowseResult {
+  tags: number
+  coldRounds: number
+  warmRounds: number
+  gatewayColdMs: Summary
+  directMs: Summary
+  gatewayWarmMs: Summary
+  /** Medians, gateway / direct. */
+  ratioCold: number
+  ratioWarm: number
+}
+
+async function fetchDirectly (pool: Pool, repository: SeededRepository): Promise<void> {
+  await forEachLimited(repository.tags, CONCURRENCY, async (entry) => {
+    const response = await pool.request({ method: 'GET', path: `/v2/${repository.name}/manifests/${entry.tag}`, headers: { accept: MANIFEST_ACCEPT } })
+    const bytes = await response.body.arrayBuffer()
+    if (response.statusCode !== 200 || bytes.byteLength !== entry.bytes.length) throw new Error(`GET ${repository.name}:${entry.tag} answered ${response.statusCode}`)
+  })
+}
+
+async function fetchPage (pool: Pool, gateway: BenchGateway, repository: SeededRepository): Promise<void> {
+  const response = await pool.request({
+    method: 'GET', path: `/images/${encodeURIComponent(repository.name)}?limit=${repository.tags.length}`, headers: { 'x-api-key': gateway.adminKey }
+  })
+  const body = await response.body.json() as { items?: unknown[] }
+  if (response.statusCode !== 200 || body.items?.length !== repository.tags.length) {
+    throw new Error(`GET /images/${repository.name} answered ${response.statusCode}: ${JSON.stringify(body).slice(0, 300)}`)
+  }
+}
+
+export async function measureBrowse (options: {
+  registryUrl: string
+  gateway: BenchGateway
+  /** One per cold round, each with its own manifests, plus one (the first) for the untimed warm-up. */
+  repositories: SeededRepository[]
+  warmRounds: number
+  progress: Progress
+}): Promise<BrowseResult> {
+  const { gateway, progress } = options
+  const [warmUp, ...repositories] = options.repositories as [SeededRepository, ...SeededRepository[]]
+  const registry = new Pool(options.registryUrl, { connections: CONCURRENCY, pipelining: 1 })
+  const gatewayPool = new Pool(gateway.url, { connections: 1, pipelining: 1 })
+  const samples = { cold: [] as number[], direct: [] as number[], warm: [] as number[] }
+  const time = async (work: () => Promise<void>): Promise<number> => {
+    const started = performance.now()
+    await work()
+    return performance.now() - started
+  }
+  try {
+    for (const repository of options.repositories) await fetchDirectly(registry, repository)
+    await fetchPage(gatewayPool, gateway, warmUp)
+    for (const [index, repository] of repositories.entries()) {
+      progress.update(`cold round ${index + 1}/${repositories.length}`, true)
+      // Alternated, so that neither always runs right after the other.
+      if (index % 2 === 0) {
+        samples.direct.push(await time(async () => { await fetchDirectly(registry, repository) }))
+        samples.cold.push(await time(async () => { await fetchPage(gatewayPool, gateway, repository) }))
+      } else {
+        samples.cold.push(await time(async () => { await fetchPage(gatewayPool, gateway, repository) }))
+        samples.direct.push(await time(async () => { await fetchDirectly(registry, repository) }))
+      }
+    }
+    const warm = repositories.at(-1) as SeededRepository
+    for (let index = 0; index < options.warmRounds; index++) {
+      progress.update(`warm round ${index + 1}/${options.warmRounds}`)
+      samples.warm.push(await time(async () => { await fetchPage(gatewayPool, gateway, warm) }))
+    }
+  } finally {
+    await Promise.all([registry.close(), gatewayPool.close()])
+  }
+  const gatewayColdMs = summarize(samples.cold)
+  const directMs = summarize(samples.direct)
+  const gatewayWarmMs = summarize(samples.warm)
+  return {
+    tags: repositories[0]?.tags.length ?? 0,
+    coldRounds: repositories.length,
+    warmRounds: options.warmRounds,
+    gatewayColdMs: roundSummary(gatewayColdMs, 2),
+    directMs: roundSummary(directMs, 2),
+    gatewayWarmMs: roundSummary(gatewayWarmMs, 2),
+    ratioCold: round(gatewayColdMs.median / directMs.median),
+    ratioWarm: round(gatewayWarmMs.median / directMs.median)
+  }
+}
+
+export function browseRows (result: BrowseResult): Array<{ scenario: string, value: string, target: string, ok: boolean | undefined }> {
+  const ms = (summary: Summary): string => `${summary.median.toFixed(1)} ms (${summary.p95.toFixed(1)})`
+  return [
+    { scenario: `(7) GET /images/<name>?limit=${result.tags}, cold, median (p95)`, value: ms(result.gatewayColdMs), target: '', ok: undefined },
+    { scenario: `    ${result.tags} manifests fetched directly, 16 in flight`, value: ms(result.directMs), target: '', ok: undefined },
+    { scenario: '    cold page / direct (median)', value: result.ratioCold.toFixed(2), target: '<= 1.20', ok: result.ratioCold <= 1.2 },
+    { scenario: '    warm page, median (p95)', value: ms(result.gatewayWarmMs), target: '', ok: undefined },
+    { scenario: '    warm page / direct (median)', value: result.ratioWarm.toFixed(2), target: '<= 0.10', ok: result.ratioWarm <= 0.1 }
+  ]
+}
