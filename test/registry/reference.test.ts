@@ -46,7 +46,7 @@ t.test('digests: algorithm and hex, sha256 exactly 64 lowercase hex', async t =>
 })
 
 t.test('name:tag strings split at the last colon after the last slash', async t => {
-  t.same(parseImageString('team/app:v1'), { name: 'team/app', tag: 'v1' })
+  t.same(parseImageString('team/app:v1'), { repository: 'team/app', tag: 'v1' })
   t.same(parseImageRef('team/app', 'v1'), { repository: 'team/app', tag: 'v1' })
   t.equal(fieldOf(() => parseImageString('team/app')), 'image')
   t.equal(fieldOf(() => parseImageString('host:5000/app')), 'image')
