@@ -7,10 +7,10 @@ export type Action = typeof ACTIONS[number]
 export type RuleAction = Action | '*'
 
 export interface Identity {
-  /** `apikey:<name>` or `user:<claim value>`. */
+  /** `apikey:<name>`, `user:<claim value>` or `slack:<team id>/<user id>`. */
   subject: string
   groups: string[]
-  kind: 'apikey' | 'jwt'
+  kind: 'apikey' | 'jwt' | 'slack'
 }
 
 export interface Resource {

@@ -1,0 +1,96 @@
+/** The Block Kit messages the Slack transport posts: plain values, built from use-case results only. */
+import type { DeleteImageResult, RestoreDeletionResult } from '../../images/shapes.js'
+
+/** Slack's mrkdwn treats &, < and > as markup: a reason or detail must not become a link or a mention. */
+export function escapeText (text: string): string {
+  return text.replaceAll('&', '&amp;').replaceAll('<', '&lt;').replaceAll('>', '&gt;')
+}
+
+const section = (text: string): object => ({ type: 'section', text: { type: 'mrkdwn', text } })
+
+export const HELP = [
+  '*/image-delete* removes one tag after you confirm the plan it shows.',
+  '• `/image-delete <repository>:<tag> [mode=auto|untag|digest]` plans the deletion; *Delete* runs it, *Cancel* drops it.',
+  '• `/image-delete status <repository>:<tag>` shows what deleting it would do, without buttons.',
+  '• `/image-delete help` shows this.',
+  'Plans live 10 minutes and run only if the tag has not moved; *Undo* puts a deleted tag back.'
+].join('\n')
+
+export function ephemeral (text: string): object {
+  return { response_type: 'ephemeral', replace_original: false, text }
+}
+
+export function replacement (text: string, extra: object[] = []): object {
+  return { replace_original: true, text, blocks: [section(text), ...extra] }
+}
+
+function describePlan (plan: DeleteImageResult): string {
+  const image = `\`${plan.name}:${plan.tag}\``
+  const lines = [
+    plan.action === 'untagged'
+      ? `*Plan:* untag ${image} only (registry ${plan.registry}); the image \`${plan.digest}\` stays.`
+      : `*Plan:* delete the image \`${plan.digest}\` of ${image} (registry ${plan.registry}), removing ${plan.removedTags.map(tag => `\`${tag}\``).join(', ')}.`
+  ]
+  const quoted = (tags: string[]): string => tags.map(tag => `\`${tag}\``).join(', ')
+  const fate = plan.action === 'untagged' ? 'those tags keep it.' : 'those tags go too.'
+  if (plan.sharedWith.length > 0) lines.push(`Also tagged ${quoted(plan.sharedWith)}: ${fate}`)
+  if (plan.referencedBy.length > 0) lines.push(`Part of the multi-platform image tagged ${quoted(plan.referencedBy.flatMap(index => index.tags))}.`)
+  return lines.join('\n')
+}
+
+/** A plan the caller may run: Delete (danger, with a confirm dialog) and Cancel, both carrying only `id`. */
+export function planMessage (plan: DeleteImageResult, id: string): object {
+  const text = describePlan(plan)
+  return {
+    response_type: 'ephemeral',
+    replace_original: false,
+    text,
+    blocks: [section(text), {
+      type: 'actions',
+      elements: [
+        {
+          type: 'button',
+          action_id: 'delete',
+          style: 'danger',
+          text: { type: 'plain_text', text: 'Delete' },
+          value: id,
+          confirm: {
+            title: { type: 'plain_text', text: 'Delete this tag?' },
+            text: { type: 'mrkdwn', text },
+            confirm: { type: 'plain_text', text: 'Delete' },
+            deny: { type: 'plain_text', text: 'Keep it' },
+            style: 'danger'
+          }
+        },
+        { type: 'button', action_id: 'cancel', text: { type: 'plain_text', text: 'Cancel' }, value: id }
+      ]
+    }]
+  }
+}
+
+/** A plan the policy refuses: its reason, and no button. */
+export function deniedMessage (plan: DeleteImageResult): object {
+  return ephemeral(`${describePlan(plan)}\n*Not allowed:* ${escapeText(plan.reason ?? 'the policy refuses it')}`)
+}
+
+export function statusMessage (plan: DeleteImageResult): object {
+  return ephemeral(`${describePlan(plan)}\n${plan.allowed ? 'You may delete it.' : `You may not delete it: ${escapeText(plan.reason ?? '')}`}`)
+}
+
+export function deletedMessage (result: DeleteImageResult, undoId: string): object {
+  const what = result.action === 'untagged'
+    ? `Untagged \`${result.name}:${result.tag}\``
+    : `Deleted \`${result.name}@${result.digest}\` (${result.removedTags.map(tag => `\`${tag}\``).join(', ')}; space is freed at the registry's next garbage collection)`
+  return replacement(`${what}. Audit id \`${result.auditId}\`.`, [{
+    type: 'actions',
+    elements: [{ type: 'button', action_id: 'undo', text: { type: 'plain_text', text: 'Undo' }, value: undoId }]
+  }])
+}
+
+export function restoredMessage (result: RestoreDeletionResult, image: string): object {
+  return replacement(`Restored \`${image}\`: ${result.restoredTags.map(tag => `\`${tag}\``).join(', ')} point at \`${result.digest}\` again.`)
+}
+
+export function announcement (subject: string, what: string): object {
+  return { response_type: 'in_channel', replace_original: false, text: `${escapeText(subject)} ${what}` }
+}
