@@ -70,6 +70,7 @@ t.test('a signature that does not match, an old timestamp and a replay are refus
 
 t.test('help, bad input and a response_url on another origin are answered at once, with no plan', async t => {
   t.match(await slack.command('UALICE', ''), { status: 200, body: { text: /status <repository>:<tag>/ } })
+  t.match(await slack.send('/chat/slack/commands', { team_id: 'T1', user_id: 'UALICE', response_url: hooks.url }), { status: 200, body: { text: /image-delete help/ } }, 'no text at all')
   t.match(await slack.command('UALICE', 'chat/app:v1 mode=nuke'), { status: 200, body: { text: /did not understand/ } })
   t.match(await slack.command('UALICE', 'status chat/app:v1 mode=untag'), { status: 200, body: { text: /did not understand/ } })
   t.match(await slack.command('UALICE', 'Chat/App:v1'), { status: 200, body: { text: /^INVALID_REFERENCE: / } })
@@ -182,4 +183,40 @@ t.test('malformed interactions are refused with the field at fault', async t => 
   t.match(await send(JSON.stringify({ type: 'block_actions', user: { id: 'UALICE', team_id: 'T1' }, actions: [{ action_id: 'undo' }] })), { field: 'response_url' },
     'the team may come from the user (as in Enterprise Grid payloads)')
   t.equal(hooks.unread(), 0)
+})
+
+t.test('an undo that cannot run says why; a response_url that fails is given up on quietly', async t => {
+  await pushImage(target, 'chat/undo', ['u'], 'schema2')
+  await slack.command('UALICE', 'chat/undo:u mode=untag')
+  await slack.click('UALICE', 'delete', buttons(await hooks.next()).delete as string)
+  const deleted = await hooks.next()
+  t.match(deleted.text, /^Untagged `chat\/undo:u`/)
+  t.match(await hooks.next(), { response_type: 'in_channel' })
+  await pushImage(target, 'chat/undo', ['u'], 'schema2')
+  await slack.click('UALICE', 'undo', buttons(deleted).undo as string)
+  t.match(await hooks.next(), { replace_original: true, text: /^Not restored: TAG_EXISTS: / })
+
+  const image = await pushImage(target, 'chat/digest', ['d'], 'schema2')
+  await slack.command('UALICE', 'chat/digest:d mode=digest')
+  await slack.click('UALICE', 'delete', buttons(await hooks.next()).delete as string)
+  t.match(await hooks.next(), { text: `Deleted \`chat/digest@${image.digest}\` (\`d\`; space is freed at the registry's next garbage collection). Audit id \`` })
+  t.match(await hooks.next(), { response_type: 'in_channel', text: 'slack:T1/UALICE deleted `chat/digest:d`.' })
+
+  await slack.command('UALICE', 'chat/undo:u', { response_url: `${hooks.origin}/fail` })
+  for (let waited = 0; hooks.refused() === 0 && waited < 100; waited++) await new Promise(resolve => setTimeout(resolve, 50))
+  t.equal(hooks.refused(), 1, 'the plan was posted once, refused, and not retried')
+  t.equal(hooks.unread(), 0)
+})
+
+t.test('chat users are rate-limited one by one, like any caller', async t => {
+  const limited = await startGateway(t, {
+    registries: { default: { url: registry.url } },
+    policy: POLICY,
+    config: { limits: { requestsPerWindow: 2 }, chat: { slack: { signingSecret: SIGNING_SECRET, responseOrigins: [hooks.origin] } } }
+  })
+  const client = slackClient(limited.app, hooks.url)
+  t.equal((await client.command('UALICE', 'help')).status, 200)
+  t.equal((await client.command('UALICE', 'help')).status, 200)
+  t.match(await client.command('UALICE', 'help'), { status: 429, body: { code: 'RATE_LIMITED' } })
+  t.equal((await client.command('UBOB', 'help')).status, 200, 'another user has a budget of their own')
 })

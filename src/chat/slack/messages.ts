@@ -1,9 +1,15 @@
 /** The Block Kit messages the Slack transport posts: plain values, built from use-case results only. */
+import { isGatewayError } from '../../errors.js'
 import type { DeleteImageResult, RestoreDeletionResult } from '../../images/shapes.js'
 
 /** Slack's mrkdwn treats &, < and > as markup: a reason or detail must not become a link or a mention. */
 export function escapeText (text: string): string {
   return text.replaceAll('&', '&amp;').replaceAll('<', '&lt;').replaceAll('>', '&gt;')
+}
+
+/** A failure as the user sees it: the catalogue code and detail, or nothing internal at all. */
+export function failureText (error: unknown): string {
+  return isGatewayError(error) ? `${error.code}: ${escapeText(error.detail)}` : 'INTERNAL_ERROR: the gateway failed; the operators can find this request in the logs.'
 }
 
 const section = (text: string): object => ({ type: 'section', text: { type: 'mrkdwn', text } })
