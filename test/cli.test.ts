@@ -74,7 +74,7 @@ t.test('policy check', async t => {
   t.same(await run('policy', 'check', bad), {
     code: 1,
     out: '',
-    err: `invalid policy ${bad}:\n  roles.admin[0].actions[0]: unknown action "nuke"; actions are read, delete, force, restore, audit, *\n  roles.admin[0].repositories[0]: "Team/**": "T" is not allowed; a repository pattern may use a-z, 0-9, ".", "_", "-", "/" and the wildcards * ** ?`
+    err: `invalid policy ${bad}:\n  roles.admin[0].actions[0]: unknown action "nuke"; actions are read, delete, force, restore, audit, approve, *\n  roles.admin[0].repositories[0]: "Team/**": "T" is not allowed; a repository pattern may use a-z, 0-9, ".", "_", "-", "/" and the wildcards * ** ?`
   })
   const mixed = file('mixed.yaml', `apiKeys: [{ name: a, sha256: ${'a'.repeat(64)}, groups: [ci] }]\nroles:\n  r: [{ actions: [read], repositories: ["**"] }]\nbindings: [{ role: r, subjects: ["group:ci", "group:dev", "keygroup:ci"] }]\n`)
   t.same(await run('policy', 'check', mixed), {
@@ -120,7 +120,7 @@ t.test('policy explain', async t => {
     [['--subject', 'user:a', '--image', 'a:b'], /^policy explain needs/],
     [['--subject', 'user:a', '--action', 'read'], /^policy explain needs/],
     [['--subject', 'group:ci', '--action', 'read', '--image', 'a:b'], /^--subject must be apikey:<name>, user:<subject claim> or slack:<team id>\/<user id>; give groups with --group/],
-    [['--subject', 'user:a', '--action', 'nuke', '--image', 'a:b'], /^--action must be one of read, delete, force, restore, audit/],
+    [['--subject', 'user:a', '--action', 'nuke', '--image', 'a:b'], /^--action must be one of read, delete, force, restore, audit, approve/],
     [['--subject', 'user:a', '--action', 'read', '--image', 'app'], /^--image: image "app" is invalid: must be name:tag/],
     [['--subject', 'user:a', '--action', 'read', '--image', 'App:v1'], /^--image: name "App" is invalid/]
   ]

@@ -18,6 +18,15 @@ export interface PendingPlan {
   digest: string
   /** Who asked; only they may press the button. */
   requester: string
+  /** The policy lets the requester delete only with someone else's approval: the button asks for it instead. */
+  approval: boolean
+}
+
+/** A plan waiting for a second person: anyone may press Approve; the use case decides whether they may approve. */
+export interface PendingApproval extends Omit<PendingPlan, 'kind'> {
+  kind: 'approval'
+  /** The requester's identity, as established when they asked: the deletion runs as theirs. */
+  groups: string[]
 }
 
 export interface PendingUndo {
@@ -30,9 +39,9 @@ export interface PendingUndo {
   requester: string
 }
 
-export type Pending = PendingPlan | PendingUndo
+export type Pending = PendingPlan | PendingApproval | PendingUndo
 
-export type TakeResult<T> = { found: T } | { refused: 'unknown' | 'not-yours' }
+export type TakeResult<T> = { found: T, expires: number } | { refused: 'unknown' | 'not-yours' }
 
 const ID = /^cp_[A-Za-z0-9_-]{32}$/
 
@@ -70,10 +79,19 @@ export class ChatPlans {
   take<K extends Pending['kind']> (id: unknown, kind: K, subject: string, nowMs: number): TakeResult<Extract<Pending, { kind: K }>> {
     this.#sweep(nowMs)
     const entry = typeof id === 'string' && ID.test(id) ? this.#entries.get(id) : undefined
-    if (entry === undefined || entry.pending.kind !== kind) return { refused: 'unknown' }
-    if (entry.pending.requester !== subject) return { refused: 'not-yours' }
+    if (entry === undefined || entry.pending.kind !== kind || entry.expires <= nowMs) return { refused: 'unknown' }
+    if (kind !== 'approval' && entry.pending.requester !== subject) return { refused: 'not-yours' }
     this.#entries.delete(id as string)
-    return { found: entry.pending as Extract<Pending, { kind: K }> }
+    return { found: entry.pending as Extract<Pending, { kind: K }>, expires: entry.expires }
+  }
+
+  /**
+   * Puts back what `take` removed, under the same id and expiry: for a click refused for who clicked (an approver
+   * without `approve`), which must not use up the button for everyone else. Out of expiry order then, which only
+   * delays its sweep; `take` checks the expiry itself.
+   */
+  putBack (id: string, pending: Pending, expires: number): void {
+    this.#entries.set(id, { pending, expires })
   }
 
   #sweep (nowMs: number): void {

@@ -6,7 +6,7 @@
 import type { AuditRecord } from '../audit/types.js'
 import type { AuditTrail } from '../audit/trail.js'
 import { GatewayError, isGatewayError } from '../errors.js'
-import type { Action, Identity, Resource } from '../policy/types.js'
+import type { Action, Decision, Identity, Resource } from '../policy/types.js'
 import type { Manifest, RegistryClient } from '../registry/client.js'
 import type { RegistryDirectory } from '../registry/directory.js'
 import { parseImageRef } from '../registry/reference.js'
@@ -56,6 +56,8 @@ export interface DeleteImageInput {
   force?: boolean
   /** A plan made earlier (a dry-run's planId): refused with PLAN_STALE unless the plan made now is that one. */
   planId?: string
+  /** Who approved this deletion, when a rule the caller relies on requires approval: checked here, not by the edge. */
+  approvedBy?: Identity
   /** The request's abort signal: a caller that goes away stops the co-tag scan. */
   signal?: AbortSignal
 }
@@ -165,7 +167,8 @@ function authorizePlan (run: Run, plan: PlanContent, dryRun: boolean): { decisio
   let refusal: GatewayError | undefined
   const decisions = questions.map(([action, target]) => {
     const decision = run.authorize(run.input.identity, action, target)
-    refusal ??= denial(run.input.identity, action, target, decision)
+    refusal ??= denial(run.input.identity, action, target, decision) ??
+      (dryRun && action === 'delete' && decision.approval === 'required' ? approvalNeeded(run.input.identity, target) : undefined)
     return { action, tag: target.tag, allow: decision.allow, reason: decision.reason }
   })
   return { decisions, ...(refusal === undefined ? {} : { refusal }) }
@@ -219,6 +222,7 @@ export interface ExecutePlanInput {
   /** What names the plan; the rest is found again. */
   plan: Pick<DeletionPlan, 'id' | 'registry' | 'repository' | 'tag' | 'mode' | 'force'>
   signal?: AbortSignal
+  approvedBy?: Identity
 }
 
 export async function executePlan (deps: ImageServices, input: ExecutePlanInput): Promise<DeleteImageResult> {
@@ -232,8 +236,36 @@ export async function executePlan (deps: ImageServices, input: ExecutePlanInput)
     mode: plan.mode,
     force: plan.force,
     planId: plan.id,
-    ...(input.signal === undefined ? {} : { signal: input.signal })
+    ...(input.signal === undefined ? {} : { signal: input.signal }),
+    ...(input.approvedBy === undefined ? {} : { approvedBy: input.approvedBy })
   })
+}
+
+function approvalNeeded (identity: Identity, resource: Resource): GatewayError {
+  const image = `${resource.repository}:${resource.tag}`
+  return new GatewayError('APPROVAL_REQUIRED',
+    `${identity.subject} may delete ${image} in registry ${resource.registry} only once someone else holding approve on it approves; ask for approval (in chat: Request approval).`,
+    { extras: { subject: identity.subject, image, registry: resource.registry } })
+}
+
+/**
+ * A deletion allowed only by rules that require approval runs only with an approver who is someone else and holds
+ * `approve` on the image; the decision's reason (audited) names the approver. Undefined when it may run.
+ */
+function approvalRefusal (run: Run, entry: Decision, resource: Resource): GatewayError | undefined {
+  if (entry.approval !== 'required') return undefined
+  const { identity, approvedBy } = run.input
+  const image = `${resource.repository}:${resource.tag}`
+  if (approvedBy === undefined) return approvalNeeded(identity, resource)
+  if (approvedBy.subject === identity.subject) {
+    return new GatewayError('FORBIDDEN', `${identity.subject} may not approve a deletion of their own: another person must approve ${image}.`,
+      { extras: { subject: identity.subject, action: 'approve', image, registry: resource.registry } })
+  }
+  const approval = run.authorize(approvedBy, 'approve', resource)
+  const refused = denial(approvedBy, 'approve', resource, approval)
+  if (refused !== undefined) return refused
+  run.decision = { allow: true, reason: `${run.decision.reason}; approved by ${approvedBy.subject}: ${approval.reason}` }
+  return undefined
 }
 
 async function attemptDeletion (deps: ImageServices, input: DeleteImageInput, scanSlot: { release: () => void }): Promise<DeleteImageResult> {
@@ -257,7 +289,7 @@ async function attemptDeletion (deps: ImageServices, input: DeleteImageInput, sc
     const entryAction = dryRun ? 'read' : 'delete'
     const entry = run.authorize(input.identity, entryAction, resource)
     run.decision = { allow: entry.allow, reason: entry.reason }
-    const refusedEntry = denial(input.identity, entryAction, resource, entry)
+    const refusedEntry = denial(input.identity, entryAction, resource, entry) ?? (dryRun ? undefined : approvalRefusal(run, entry, resource))
     if (refusedEntry !== undefined) throw refusedEntry
     // An untag checks no co-tags, so it takes no scan slot: many untags of one caller may run at once.
     if (mode !== 'untag') scanSlot.release = deps.coTagScans.acquire(input.identity.subject)

@@ -30,7 +30,7 @@ const shapes = {
   policy: { name: 'the policy', keys: ['apiKeys', 'jwt', 'roles', 'bindings', 'protectedTags'] },
   apiKey: { name: 'an API key', keys: ['name', 'sha256', 'groups'] },
   jwt: { name: 'the jwt section', keys: ['issuer', 'audience', 'jwksUri', 'subjectClaim', 'groupsClaim', 'leewaySeconds', 'algorithms', 'maxLifetimeSeconds'] },
-  rule: { name: 'a rule', keys: ['actions', 'repositories', 'tags', 'registries'] },
+  rule: { name: 'a rule', keys: ['actions', 'repositories', 'tags', 'registries', 'approval'] },
   binding: { name: 'a binding', keys: ['role', 'subjects'] },
   protectedTags: { name: 'a protected tags entry', keys: ['repositories', 'tags', 'registries'] }
 } as const
@@ -181,12 +181,20 @@ function readRoles (checker: Checker, value: unknown): Map<string, readonly Rule
         actions: readActions(checker, rule.actions, keyPath(path, 'actions')) as RuleAction[],
         repositories: readGlobs(checker, rule.repositories, keyPath(path, 'repositories'), 'repository') as Glob[],
         tags: readOptionalGlobs(checker, rule.tags, keyPath(path, 'tags'), 'tag'),
-        registries: readOptionalGlobs(checker, rule.registries, keyPath(path, 'registries'), 'registry')
+        registries: readOptionalGlobs(checker, rule.registries, keyPath(path, 'registries'), 'registry'),
+        ...readApproval(checker, rule.approval, keyPath(path, 'approval'))
       }))
     })
     roles.set(role, Object.freeze(rules))
   }
   return roles
+}
+
+function readApproval (checker: Checker, value: unknown, path: string): Pick<Rule, 'approval'> {
+  if (value === undefined || value === 'none') return {}
+  if (value === 'required') return { approval: 'required' }
+  checker.fail(path, 'must be required or none')
+  return {}
 }
 
 function readSubject (checker: Checker, value: string, path: string): string | undefined {

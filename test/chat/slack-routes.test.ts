@@ -25,11 +25,22 @@ roles:
   cleaner:
     - actions: [delete, restore]
       repositories: ["chat/**"]
+  gated:
+    - actions: [delete, restore]
+      repositories: ["gated/**"]
+      approval: required
+  approver:
+    - actions: [approve]
+      repositories: ["gated/**"]
 bindings:
   - role: admin
     subjects: ["apikey:admin"]
   - role: cleaner
     subjects: ["slack:T1/UALICE", "slack:T1/UBOB"]
+  - role: gated
+    subjects: ["slack:T1/UALICE"]
+  - role: approver
+    subjects: ["slack:T1/UCAROL", "slack:T1/UALICE"]
 protectedTags:
   - tags: [latest]
 `
@@ -219,4 +230,54 @@ t.test('chat users are rate-limited one by one, like any caller', async t => {
   t.equal((await client.command('UALICE', 'help')).status, 200)
   t.match(await client.command('UALICE', 'help'), { status: 429, body: { code: 'RATE_LIMITED' } })
   t.equal((await client.command('UBOB', 'help')).status, 200, 'another user has a budget of their own')
+})
+
+t.test('approval: the requester asks, cannot approve their own plan, someone without approve cannot, a second person can', async t => {
+  const image = await pushImage(target, 'gated/app', ['g'], 'schema2')
+  await slack.command('UALICE', 'gated/app:g')
+  const plan = await hooks.next()
+  t.match(plan.text, /\*Approval required:\* someone else who may approve it must confirm\.$/)
+  const { request_approval: requestId, delete: deleteId } = buttons(plan)
+  t.equal(deleteId, undefined, 'no Delete button')
+  t.match(requestId, /^cp_/)
+
+  await slack.click('UALICE', 'delete', requestId as string)
+  t.match(await hooks.next(), { text: /^Not deleted: APPROVAL_REQUIRED: slack:T1\/UALICE may delete gated\/app:g in registry default only once someone else/ },
+    'a Delete click made up for the plan is refused by the use case')
+  await slack.command('UALICE', 'gated/app:g')
+  await slack.click('UALICE', 'request_approval', buttons(await hooks.next()).request_approval as string)
+  t.match(await hooks.next(), { replace_original: true, text: /^Approval requested for `gated\/app:g`/ })
+  const request = await hooks.next()
+  t.match(request, { response_type: 'in_channel', text: `slack:T1/UALICE asks to delete \`gated/app:g\` (\`${image.digest}\`). Someone else who may approve it can run it.` })
+  const approveId = buttons(request).approve as string
+
+  await slack.click('UALICE', 'approve', approveId)
+  t.match(await hooks.next(), { response_type: 'ephemeral', text: /^You cannot approve this: FORBIDDEN: slack:T1\/UALICE may not approve a deletion of their own/ })
+  await slack.click('UBOB', 'approve', approveId)
+  t.match(await hooks.next(), { text: /^You cannot approve this: FORBIDDEN: slack:T1\/UBOB may not approve gated\/app:g/ })
+  t.same(await tagsOf('gated/app'), ['g'], 'nothing ran yet')
+
+  await slack.click('UCAROL', 'approve', approveId)
+  const deleted = await hooks.next()
+  t.match(deleted, { replace_original: true, text: new RegExp(`^Deleted \`gated/app@${image.digest}\``) })
+  t.match(await hooks.next(), { response_type: 'in_channel', text: 'slack:T1/UCAROL approved deleting `gated/app:g` for slack:T1/UALICE.' })
+  t.same(await tagsOf('gated/app'), [])
+  await slack.click('UCAROL', 'approve', approveId)
+  t.match(await hooks.next(), { text: /no longer works/ }, 'approved once')
+
+  await pushImage(target, 'gated/app', ['h'], 'schema2')
+  await slack.command('UALICE', 'gated/app:h')
+  await slack.click('UALICE', 'request_approval', buttons(await hooks.next()).request_approval as string)
+  await hooks.next()
+  const stale = buttons(await hooks.next()).approve as string
+  await pushImage(target, 'gated/app', ['h'], 'schema2')
+  await slack.click('UCAROL', 'approve', stale)
+  t.match(await hooks.next(), { replace_original: true, text: /^Not deleted: PLAN_STALE: / }, 'an approved plan is still re-checked')
+
+  const records = await slackAudit('gated/app')
+  t.match(records.find(record => record.outcome === 'deleted'), {
+    subject: 'slack:T1/UALICE', transport: 'slack', decision: { allow: true, reason: /; approved by slack:T1\/UCAROL: slack:T1\/UCAROL may approve gated\/app:g/ }
+  }, 'the record names both people')
+  t.equal(records.filter(record => record.outcome === 'denied' && record.action === 'delete').length, 3, 'the made-up Delete and both refused approvals are audited')
+  t.match(records.find(record => record.errorCode === 'APPROVAL_REQUIRED'), { outcome: 'denied' })
 })

@@ -44,32 +44,37 @@ function describePlan (plan: DeleteImageResult): string {
   return lines.join('\n')
 }
 
-/** A plan the caller may run: Delete (danger, with a confirm dialog) and Cancel, both carrying only `id`. */
-export function planMessage (plan: DeleteImageResult, id: string): object {
-  const text = describePlan(plan)
+const dangerButton = (actionId: string, label: string, id: string, text: string): object => ({
+  type: 'button',
+  action_id: actionId,
+  style: 'danger',
+  text: { type: 'plain_text', text: label },
+  value: id,
+  confirm: {
+    title: { type: 'plain_text', text: 'Delete this tag?' },
+    text: { type: 'mrkdwn', text },
+    confirm: { type: 'plain_text', text: label },
+    deny: { type: 'plain_text', text: 'Keep it' },
+    style: 'danger'
+  }
+})
+
+/**
+ * A plan the caller may run: Delete (danger, with a confirm dialog) and Cancel, both carrying only `id`. When the
+ * policy wants a second person, Request approval takes Delete's place.
+ */
+export function planMessage (plan: DeleteImageResult, id: string, approval = false): object {
+  const text = approval ? `${describePlan(plan)}\n*Approval required:* someone else who may approve it must confirm.` : describePlan(plan)
+  const first = approval
+    ? { type: 'button', action_id: 'request_approval', text: { type: 'plain_text', text: 'Request approval' }, value: id }
+    : dangerButton('delete', 'Delete', id, text)
   return {
     response_type: 'ephemeral',
     replace_original: false,
     text,
     blocks: [section(text), {
       type: 'actions',
-      elements: [
-        {
-          type: 'button',
-          action_id: 'delete',
-          style: 'danger',
-          text: { type: 'plain_text', text: 'Delete' },
-          value: id,
-          confirm: {
-            title: { type: 'plain_text', text: 'Delete this tag?' },
-            text: { type: 'mrkdwn', text },
-            confirm: { type: 'plain_text', text: 'Delete' },
-            deny: { type: 'plain_text', text: 'Keep it' },
-            style: 'danger'
-          }
-        },
-        { type: 'button', action_id: 'cancel', text: { type: 'plain_text', text: 'Cancel' }, value: id }
-      ]
+      elements: [first, { type: 'button', action_id: 'cancel', text: { type: 'plain_text', text: 'Cancel' }, value: id }]
     }]
   }
 }
@@ -95,6 +100,17 @@ export function deletedMessage (result: DeleteImageResult, undoId: string): obje
 
 export function restoredMessage (result: RestoreDeletionResult, image: string): object {
   return replacement(`Restored \`${image}\`: ${result.restoredTags.map(tag => `\`${tag}\``).join(', ')} point at \`${result.digest}\` again.`)
+}
+
+/** In the channel, so an approver can see it: Approve runs the plan as the requester's, naming the approver. */
+export function approvalRequest (requester: string, image: string, digest: string, id: string): object {
+  const text = `${escapeText(requester)} asks to delete \`${image}\` (\`${digest}\`). Someone else who may approve it can run it.`
+  return {
+    response_type: 'in_channel',
+    replace_original: false,
+    text,
+    blocks: [section(text), { type: 'actions', elements: [dangerButton('approve', 'Approve', id, text)] }]
+  }
 }
 
 export function announcement (subject: string, what: string): object {

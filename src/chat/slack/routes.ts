@@ -7,7 +7,7 @@
  */
 import type { FastifyBaseLogger, FastifyPluginAsync, FastifyRequest } from 'fastify'
 import type { Config } from '../../config/schema.js'
-import { invalidField } from '../../errors.js'
+import { invalidField, isGatewayError } from '../../errors.js'
 import { deleteImage, executePlan, type ImageServices } from '../../images/delete-image.js'
 import type { DeleteMode } from '../../images/plan.js'
 import { restoreDeletion } from '../../images/restore-deletion.js'
@@ -15,7 +15,7 @@ import type { Identity } from '../../policy/types.js'
 import { parseImageString } from '../../registry/reference.js'
 import { ChatPlans, type TakeResult } from '../plans.js'
 import {
-  announcement, deletedMessage, deniedMessage, ephemeral, failureText, HELP, planMessage, replacement, restoredMessage, statusMessage
+  announcement, approvalRequest, deletedMessage, deniedMessage, ephemeral, failureText, HELP, planMessage, replacement, restoredMessage, statusMessage
 } from './messages.js'
 import { allowedResponseUrl, responseUrlPoster, type Poster } from './response-url.js'
 import { ReplayGuard, verifySlackSignature } from './signature.js'
@@ -32,6 +32,7 @@ export interface SlackDeps {
 
 const SLACK_ID = /^[A-Z0-9]{1,32}$/
 const MODES: readonly string[] = ['auto', 'untag', 'digest']
+const ACTIONS: readonly string[] = ['delete', 'cancel', 'undo', 'request_approval', 'approve']
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -71,8 +72,8 @@ function readInteraction (form: URLSearchParams): Interaction {
     throw invalidField('payload', 'block-actions', 'only block_actions with one action are handled.')
   }
   const action = payload.actions[0] as { action_id?: unknown, value?: unknown }
-  if (action.action_id !== 'delete' && action.action_id !== 'cancel' && action.action_id !== 'undo') {
-    throw invalidField('payload.actions[0].action_id', 'known-action', 'the action must be delete, cancel or undo.')
+  if (typeof action.action_id !== 'string' || !ACTIONS.includes(action.action_id)) {
+    throw invalidField('payload.actions[0].action_id', 'known-action', `the action must be one of ${ACTIONS.join(', ')}.`)
   }
   return {
     identity: slackIdentity(payload.team?.id ?? payload.user?.team_id, payload.user?.id),
@@ -158,16 +159,47 @@ export const slackRoutes = (deps: SlackDeps): FastifyPluginAsync => async (app) 
         const asked = { identity, context, repository: ref.repository, tag: ref.tag, dryRun: true }
         const plan = await deleteImage(images, mode === undefined ? asked : { ...asked, mode })
         if (status) return await post(responseUrl, statusMessage(plan))
-        if (!plan.allowed) return await post(responseUrl, deniedMessage(plan))
+        // A plan refused only for want of approval gets a Request approval button; the use case re-checks on run.
+        const approval = !plan.allowed && (plan.reason as string).startsWith('APPROVAL_REQUIRED:')
+        if (!plan.allowed && !approval) return await post(responseUrl, deniedMessage(plan))
         const { planId, registry, name: repository, tag, mode: planned, digest } = plan
-        const id = plans.put({ kind: 'delete', planId, registry, repository, tag, mode: planned, digest, requester: identity.subject }, now())
-        await post(responseUrl, planMessage(plan, id))
+        const pending = { kind: 'delete' as const, planId, registry, repository, tag, mode: planned, digest, approval }
+        const id = plans.put({ ...pending, requester: identity.subject }, now())
+        await post(responseUrl, planMessage(plan, id, approval))
       } catch (error) {
         await post(responseUrl, ephemeral(`Cannot plan that: ${failureText(error)}`))
       }
     })
     return ephemeral(status ? 'checking…' : 'planning…')
   })
+
+  /** Runs an approved plan as the requester's, with the clicker as approver; the use case judges the approver. */
+  const approve = async (interaction: Interaction, responseUrl: string, context: { requestId: string, transport: 'slack' }): Promise<void> => {
+    const approver = interaction.identity
+    const taken = plans.take(interaction.value, 'approval', approver.subject, now())
+    if (!('found' in taken)) return await post(responseUrl, ephemeral(REFUSED[taken.refused]))
+    const plan = taken.found
+    const requester: Identity = { subject: plan.requester, groups: plan.groups, kind: 'slack' }
+    try {
+      const result = await executePlan(images, {
+        identity: requester,
+        context,
+        approvedBy: approver,
+        plan: { id: plan.planId, registry: plan.registry, repository: plan.repository, tag: plan.tag, mode: plan.mode, force: false }
+      })
+      const undo = { kind: 'undo' as const, deletionId: result.auditId, registry: result.registry, repository: result.name, tag: result.tag }
+      await post(responseUrl, deletedMessage(result, plans.put({ ...undo, requester: plan.requester }, now())))
+      const note = `approved deleting \`${result.name}:${result.tag}\` for ${plan.requester}.`
+      if (settings.announce) await post(responseUrl, announcement(approver.subject, note))
+    } catch (error) {
+      // Refused for who clicked (not allowed to approve, or the requester themselves): the request stays for others.
+      if (isGatewayError(error) && error.extras.action === 'approve') {
+        plans.putBack(interaction.value as string, plan, taken.expires)
+        return await post(responseUrl, ephemeral(`You cannot approve this: ${failureText(error)}`))
+      }
+      await post(responseUrl, replacement(`Not deleted: ${failureText(error)}`))
+    }
+  }
 
   app.post('/chat/slack/interactions', { config: { signed: true } }, async (request, reply) => {
     const interaction = readInteraction(request.slackForm)
@@ -194,9 +226,15 @@ export const slackRoutes = (deps: SlackDeps): FastifyPluginAsync => async (app) 
         }
         return
       }
+      if (interaction.action === 'approve') return await approve(interaction, responseUrl, context)
       const taken = plans.take(interaction.value, 'delete', identity.subject, now())
       if (await refused(taken) || !('found' in taken)) return
       const plan = taken.found
+      if (interaction.action === 'request_approval') {
+        const id = plans.put({ ...plan, kind: 'approval', groups: identity.groups }, now())
+        await post(responseUrl, replacement(`Approval requested for \`${plan.repository}:${plan.tag}\`: the request is in the channel.`))
+        return await post(responseUrl, approvalRequest(identity.subject, `${plan.repository}:${plan.tag}`, plan.digest, id))
+      }
       if (interaction.action === 'cancel') return await post(responseUrl, replacement(`Cancelled: \`${plan.repository}:${plan.tag}\` was not deleted.`))
       try {
         const result = await executePlan(images, {
