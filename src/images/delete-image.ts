@@ -75,6 +75,8 @@ interface Run {
   decision: { allow: boolean, reason: string }
   elapsed: () => number
   pending?: AuditRecord
+  /** The approver and the policy's reason, once an approval was needed and given. */
+  approval?: string
 }
 
 function sharedDigest (plan: Pick<DeletionPlan, 'repository' | 'tag' | 'digest'>, coTags: string[], late: string[]): GatewayError {
@@ -167,8 +169,7 @@ function authorizePlan (run: Run, plan: PlanContent, dryRun: boolean): { decisio
   let refusal: GatewayError | undefined
   const decisions = questions.map(([action, target]) => {
     const decision = run.authorize(run.input.identity, action, target)
-    refusal ??= denial(run.input.identity, action, target, decision) ??
-      (dryRun && action === 'delete' && decision.approval === 'required' ? approvalNeeded(run.input.identity, target) : undefined)
+    refusal ??= denial(run.input.identity, action, target, decision) ?? approvalRefusal(run, decision, target, dryRun)
     return { action, tag: target.tag, allow: decision.allow, reason: decision.reason }
   })
   return { decisions, ...(refusal === undefined ? {} : { refusal }) }
@@ -249,23 +250,23 @@ function approvalNeeded (identity: Identity, resource: Resource): GatewayError {
 }
 
 /**
- * A deletion allowed only by rules that require approval runs only with an approver who is someone else and holds
- * `approve` on the image; the decision's reason (audited) names the approver. Undefined when it may run.
+ * What rules requiring approval allow (the tag, or a co-tag a forced deletion removes) runs only with an approver
+ * who is someone else and holds `approve` on that tag; a dry-run reports that approval is needed. The approver is
+ * kept on the run, so the audited decision names them. Undefined when it may run.
  */
-function approvalRefusal (run: Run, entry: Decision, resource: Resource): GatewayError | undefined {
-  if (entry.approval !== 'required') return undefined
+function approvalRefusal (run: Run, decision: Decision, resource: Resource, dryRun: boolean): GatewayError | undefined {
+  if (decision.approval !== 'required') return undefined
   const { identity, approvedBy } = run.input
   const image = `${resource.repository}:${resource.tag}`
-  if (approvedBy === undefined) return approvalNeeded(identity, resource)
+  if (dryRun || approvedBy === undefined) return approvalNeeded(identity, resource)
   if (approvedBy.subject === identity.subject) {
     return new GatewayError('FORBIDDEN', `${identity.subject} may not approve a deletion of their own: another person must approve ${image}.`,
       { extras: { subject: identity.subject, action: 'approve', image, registry: resource.registry } })
   }
   const approval = run.authorize(approvedBy, 'approve', resource)
   const refused = denial(approvedBy, 'approve', resource, approval)
-  if (refused !== undefined) return refused
-  run.decision = { allow: true, reason: `${run.decision.reason}; approved by ${approvedBy.subject}: ${approval.reason}` }
-  return undefined
+  run.approval ??= refused === undefined ? `${approvedBy.subject}: ${approval.reason}` : undefined
+  return refused
 }
 
 async function attemptDeletion (deps: ImageServices, input: DeleteImageInput, scanSlot: { release: () => void }): Promise<DeleteImageResult> {
@@ -289,7 +290,7 @@ async function attemptDeletion (deps: ImageServices, input: DeleteImageInput, sc
     const entryAction = dryRun ? 'read' : 'delete'
     const entry = run.authorize(input.identity, entryAction, resource)
     run.decision = { allow: entry.allow, reason: entry.reason }
-    const refusedEntry = denial(input.identity, entryAction, resource, entry) ?? (dryRun ? undefined : approvalRefusal(run, entry, resource))
+    const refusedEntry = denial(input.identity, entryAction, resource, entry) ?? (dryRun ? undefined : approvalRefusal(run, entry, resource, false))
     if (refusedEntry !== undefined) throw refusedEntry
     // An untag checks no co-tags, so it takes no scan slot: many untags of one caller may run at once.
     if (mode !== 'untag') scanSlot.release = deps.coTagScans.acquire(input.identity.subject)
@@ -303,6 +304,7 @@ async function attemptDeletion (deps: ImageServices, input: DeleteImageInput, sc
     const plan = makePlan(planned.content, decisions)
     found = auditFields(plan)
     if (refusal !== undefined) run.decision = { allow: false, reason: refusal.detail }
+    else if (run.approval !== undefined) run.decision = { allow: true, reason: `${run.decision.reason}; approved by ${run.approval}` }
     if (refusal !== undefined && !dryRun) throw refusal
     if (input.planId !== undefined && input.planId !== plan.id) throw planStale(plan, input.planId)
     if (manifest === undefined) {

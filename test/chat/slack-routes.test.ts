@@ -14,10 +14,13 @@ t.teardown(async () => { await registry.stop() })
 const target = { url: registry.url }
 const hooks = await responseUrlServer(t)
 
+const FORCER_KEY = 'rdg_test-forcer-key-that-is-long-enough-0002'
 const POLICY = `
 apiKeys:
   - name: admin
     sha256: ${sha256Hex(ADMIN_KEY)}
+  - name: forcer
+    sha256: ${sha256Hex(FORCER_KEY)}
 roles:
   admin:
     - actions: ["*"]
@@ -32,13 +35,19 @@ roles:
   approver:
     - actions: [approve]
       repositories: ["gated/**"]
+  trusted-forcer:
+    - actions: [delete, force]
+      repositories: ["gated/**"]
+      tags: ["pr-*"]
 bindings:
+  - role: trusted-forcer
+    subjects: ["apikey:forcer"]
   - role: admin
     subjects: ["apikey:admin"]
   - role: cleaner
     subjects: ["slack:T1/UALICE", "slack:T1/UBOB"]
   - role: gated
-    subjects: ["slack:T1/UALICE"]
+    subjects: ["slack:T1/UALICE", "apikey:forcer"]
   - role: approver
     subjects: ["slack:T1/UCAROL", "slack:T1/UALICE"]
 protectedTags:
@@ -280,4 +289,15 @@ t.test('approval: the requester asks, cannot approve their own plan, someone wit
   }, 'the record names both people')
   t.equal(records.filter(record => record.outcome === 'denied' && record.action === 'delete').length, 3, 'the made-up Delete and both refused approvals are audited')
   t.match(records.find(record => record.errorCode === 'APPROVAL_REQUIRED'), { outcome: 'denied' })
+})
+
+t.test('a forced deletion that would take a co-tag needing approval along is refused without it, over REST too', async t => {
+  await pushImage(target, 'gated/forced', ['pr-1', 'v1'], 'schema2')
+  const dry = await gateway.rest('DELETE', '/images/gated/forced/pr-1?mode=digest&force=true&dryRun=true', { key: FORCER_KEY })
+  t.match(dry, { status: 200, body: { allowed: false, removedTags: ['pr-1', 'v1'], reason: /^APPROVAL_REQUIRED: apikey:forcer may delete gated\/forced:v1 / } })
+  const real = await gateway.rest('DELETE', '/images/gated/forced/pr-1?mode=digest&force=true', { key: FORCER_KEY })
+  t.match(real, { status: 403, body: { code: 'APPROVAL_REQUIRED', detail: /gated\/forced:v1/ } })
+  t.same(await tagsOf('gated/forced'), ['pr-1', 'v1'])
+  const untag = await gateway.rest('DELETE', '/images/gated/forced/pr-1?mode=untag', { key: FORCER_KEY })
+  t.match(untag, { status: 200, body: { deleted: true, removedTags: ['pr-1'] } }, 'pr-1 alone needs no approval: a rule without it wins')
 })
