@@ -15,6 +15,7 @@ import { repositoryLockKey, type KeyedLock, type Untagger, type UntagStrategy } 
 import { AMBIGUOUS, attemptFields, denial, errorFields, manifestGone, settleQuietly, type Authorize, type RequestContext } from './attempt.js'
 import { findCoTags, lateCoTags, ManifestBudget, type CoTagFindings, type CoTagScan, type ScansPerCaller } from './co-tags.js'
 import { makePlan, type DeleteMode, type DeletionPlan, type PlanContent, type PlanDecision } from './plan.js'
+import type { PlanBook } from './approvals.js'
 import type { DeleteImageResult } from './shapes.js'
 
 export type { Authorize, RequestContext }
@@ -41,6 +42,8 @@ export interface ImageServices {
   untagger: Untagger
   /** Told when the registry acted but the audit trail could not record it (reconciled at the next start). */
   onAuditLost: (error: unknown, record: AuditRecord) => void
+  /** Dry-runs' plans and their approvals, for executing a plan by its id later (POST /plans/<id>/…). */
+  plans: PlanBook
 }
 
 export interface DeleteImageInput {
@@ -308,6 +311,7 @@ async function attemptDeletion (deps: ImageServices, input: DeleteImageInput, sc
     if (refusal !== undefined && !dryRun) throw refusal
     if (input.planId !== undefined && input.planId !== plan.id) throw planStale(plan, input.planId)
     if (manifest === undefined) {
+      deps.plans.remember(plan, Date.now())
       const record = await deps.audit.record({ ...run.attempt, ...found, decision: run.decision, outcome: 'dry-run', durationMs: run.elapsed() })
       return { auditId: record.id, ...resultOf(plan, true, refusal) }
     }
