@@ -311,7 +311,7 @@ async function attemptDeletion (deps: ImageServices, input: DeleteImageInput, sc
     if (refusal !== undefined && !dryRun) throw refusal
     if (input.planId !== undefined && input.planId !== plan.id) throw planStale(plan, input.planId)
     if (manifest === undefined) {
-      deps.plans.remember(plan, Date.now())
+      deps.plans.remember(plan, input.identity.subject, Date.now())
       const record = await deps.audit.record({ ...run.attempt, ...found, decision: run.decision, outcome: 'dry-run', durationMs: run.elapsed() })
       return { auditId: record.id, ...resultOf(plan, true, refusal) }
     }

@@ -12,7 +12,7 @@ import { ADMIN_KEY, sha256Hex, startGateway } from '../fixtures/gateway.js'
 const registry = await startRegistry()
 t.teardown(async () => { await registry.stop() })
 const target = { url: registry.url }
-const KEYS = { requester: 'rdg_test-requester-key-long-enough-0001', approver: 'rdg_test-approver-key-long-enough-0002', other: 'rdg_test-other-key-long-enough-00003' }
+const KEYS = { second: 'rdg_test-second-requester-long-enough-04', requester: 'rdg_test-requester-key-long-enough-0001', approver: 'rdg_test-approver-key-long-enough-0002', other: 'rdg_test-other-key-long-enough-00003' }
 
 const gateway = await startGateway(t, {
   registries: { default: { url: registry.url, defaultMode: 'auto' } },
@@ -22,6 +22,7 @@ apiKeys:
   - { name: requester, sha256: ${sha256Hex(KEYS.requester)} }
   - { name: approver, sha256: ${sha256Hex(KEYS.approver)} }
   - { name: other, sha256: ${sha256Hex(KEYS.other)} }
+  - { name: second, sha256: ${sha256Hex(KEYS.second)} }
 roles:
   admin:
     - { actions: ["*"], repositories: ["**"] }
@@ -33,7 +34,7 @@ roles:
     - { actions: [read], repositories: ["plans/**"] }
 bindings:
   - { role: admin, subjects: ["apikey:admin"] }
-  - { role: gated, subjects: ["apikey:requester"] }
+  - { role: gated, subjects: ["apikey:requester", "apikey:second"] }
   - { role: approver, subjects: ["apikey:approver"] }
   - { role: other, subjects: ["apikey:other"] }
 `
@@ -58,7 +59,9 @@ t.test('REST: dry-run, refused without approval, self-approval refused, a second
   t.same(await tagsOf('plans/app'), ['a'], 'nothing ran yet')
 
   const approved = await gateway.rest('POST', `/plans/${planId}/approve`, { key: KEYS.approver })
-  t.match(approved, { status: 200, body: { planId, approvedBy: 'apikey:approver', expiresAt: /^\d{4}-\d\d-\d\dT/ } })
+  t.match(approved, { status: 200, body: { planId, requester: 'apikey:requester', approvedBy: 'apikey:approver', expiresAt: /^\d{4}-\d\d-\d\dT/ } })
+  t.match(await gateway.rest('POST', `/plans/${planId}/execute`, { key: KEYS.second }), { status: 403, body: { code: 'APPROVAL_REQUIRED' } },
+    'someone else who may delete with approval cannot use the requester\'s')
   const run = await gateway.rest('POST', `/plans/${planId}/execute`, { key: KEYS.requester })
   t.match(run, { status: 200, body: { planId, deleted: true, digest: image.digest, removedTags: ['a'] } })
   t.same(await tagsOf('plans/app'), [])
@@ -78,8 +81,8 @@ t.test('GraphQL: approvePlan and executePlan; an approved plan whose tag moved i
   await pushImage(target, 'plans/gql', ['b'], 'schema2')
   const dry = await gateway.rest('DELETE', '/images/plans/gql/b?dryRun=true', { key: KEYS.requester })
   const planId = dry.body.planId as string
-  const approve = await gateway.gql('mutation($id: String!) { approvePlan(id: $id) { planId approvedBy expiresAt } }', { id: planId }, { key: KEYS.approver })
-  t.match(approve.body.data.approvePlan, { planId, approvedBy: 'apikey:approver' })
+  const approve = await gateway.gql('mutation($id: String!) { approvePlan(id: $id) { planId requester approvedBy expiresAt } }', { id: planId }, { key: KEYS.approver })
+  t.match(approve.body.data.approvePlan, { planId, requester: 'apikey:requester', approvedBy: 'apikey:approver' })
   await pushImage(target, 'plans/gql', ['b'], 'schema2')
   const stale = await gateway.gql('mutation($id: String!) { executePlan(id: $id) { deleted } }', { id: planId }, { key: KEYS.requester })
   t.match(stale.body.errors[0].extensions, { code: 'PLAN_STALE' })
@@ -92,12 +95,13 @@ t.test('GraphQL: approvePlan and executePlan; an approved plan whose tag moved i
 t.test('the plan book forgets plans and approvals after their TTL and keeps a bounded number', async t => {
   const book = new PlanBook({ ttlMs: 1000, capacity: 1 })
   const plan = { id: 'plan_a', registry: 'default', repository: 'x', tag: 'y', mode: 'auto' as const, force: false }
-  book.remember(plan, 0)
-  t.same(book.find('plan_a', 999), plan)
+  book.remember(plan, 'apikey:a', 0)
+  t.same(book.find('plan_a', 999), { target: plan, requester: 'apikey:a', expires: 1000 })
   t.equal(book.find('plan_a', 1000), undefined)
-  t.equal(book.approve('plan_a', { subject: 'apikey:b', groups: [], kind: 'apikey' }, 0), 1000)
-  t.match(book.approver('plan_a', 999), { subject: 'apikey:b' })
-  t.equal(book.approver('plan_a', 1000), undefined)
-  book.remember({ ...plan, id: 'plan_b' }, 0)
+  t.equal(book.approve('plan_a', 'apikey:a', { subject: 'apikey:b', groups: [], kind: 'apikey' }, 0), 1000)
+  t.match(book.approver('plan_a', 'apikey:a', 999), { subject: 'apikey:b' })
+  t.equal(book.approver('plan_a', 'apikey:c', 999), undefined, 'only for the requester')
+  t.equal(book.approver('plan_a', 'apikey:a', 1000), undefined)
+  book.remember({ ...plan, id: 'plan_b' }, 'apikey:a', 0)
   t.equal(book.find('plan_a', 1), undefined, 'bounded: the older plan went')
 })
