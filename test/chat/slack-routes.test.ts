@@ -196,6 +196,9 @@ t.test('cancel drops the plan; status plans without buttons; unknown ids and a r
 t.test('malformed interactions are refused with the field at fault', async t => {
   const send = async (payload: string): Promise<any> => (await slack.send('/chat/slack/interactions', { payload })).body
   t.match(await send('{'), { code: 'INVALID_REQUEST', field: 'payload', rule: 'json' })
+  t.match((await slack.send('/chat/slack/interactions', { team_id: 'T1', user_id: 'UALICE' })).body, { field: 'payload', rule: 'json' }, 'no payload: not read as a command')
+  const command = await slack.command('UALICE', 'help', { payload: JSON.stringify({ type: 'block_actions', user: { id: 'UMALLORY', team_id: 'T1' }, actions: [{ action_id: 'undo' }] }) })
+  t.match(command, { status: 200, body: { text: /image-delete/ } }, 'a payload field in a command is just ignored')
   t.match(await send('null'), { field: 'payload', rule: 'block-actions' })
   t.match(await send(JSON.stringify({ type: 'view_submission' })), { field: 'payload', rule: 'block-actions' })
   t.match(await send(JSON.stringify({ type: 'block_actions', actions: [] })), { rule: 'block-actions' })

@@ -31,6 +31,7 @@ export interface SlackDeps {
 }
 
 const SLACK_ID = /^[A-Z0-9]{1,32}$/
+const INTERACTIONS = '/chat/slack/interactions'
 const MODES: readonly string[] = ['auto', 'untag', 'digest']
 const ACTIONS: readonly string[] = ['delete', 'cancel', 'undo', 'request_approval', 'approve']
 
@@ -63,8 +64,7 @@ function readInteraction (form: URLSearchParams): Interaction {
     response_url?: unknown
   }
   try {
-    // Called only for forms that have a payload.
-    payload = JSON.parse(form.get('payload') as string) as typeof payload
+    payload = JSON.parse(form.get('payload') ?? '') as typeof payload
   } catch {
     throw invalidField('payload', 'json', 'payload must be the JSON Slack sends with an interaction.')
   }
@@ -124,7 +124,8 @@ export const slackRoutes = (deps: SlackDeps): FastifyPluginAsync => async (app) 
     replays.remember(request.headers['x-slack-signature'] as string, now())
     request.slackForm = new URLSearchParams(rawBody.toString('utf8'))
     const form = request.slackForm
-    request.identity = form.has('payload') ? readInteraction(form).identity : slackIdentity(form.get('team_id'), form.get('user_id'))
+    // Which fields name the user depends on the route, never on what the body happens to contain.
+    request.identity = request.routeOptions.url === INTERACTIONS ? readInteraction(form).identity : slackIdentity(form.get('team_id'), form.get('user_id'))
   })
 
   const contextOf = (request: FastifyRequest): { requestId: string, transport: 'slack' } => ({ requestId: request.id, transport: 'slack' })
@@ -201,7 +202,7 @@ export const slackRoutes = (deps: SlackDeps): FastifyPluginAsync => async (app) 
     }
   }
 
-  app.post('/chat/slack/interactions', { config: { signed: true } }, async (request, reply) => {
+  app.post(INTERACTIONS, { config: { signed: true } }, async (request, reply) => {
     const interaction = readInteraction(request.slackForm)
     const responseUrl = responseUrlOf(interaction.responseUrl)
     const { identity } = interaction
