@@ -56,6 +56,7 @@ export const AuditEventSchema = Type.Object({
   errorDetail: Type.Optional(Type.String()),
   durationMs: Type.Optional(Type.Integer()),
   restoredBy: Type.Optional(Type.String()),
+  approvedBy: Type.Optional(Type.String({ description: 'A deletion that needed approval: who approved it (subject is who asked).' })),
   restoreOf: Type.Optional(Type.String()),
   restorable: Type.Boolean()
 })

@@ -74,7 +74,7 @@ interface Run {
   client: RegistryClient
   input: DeleteImageInput
   authorize: Authorize
-  attempt: ReturnType<typeof attemptFields> & { mode: DeleteMode }
+  attempt: ReturnType<typeof attemptFields> & { mode: DeleteMode, approvedBy?: string }
   decision: { allow: boolean, reason: string }
   elapsed: () => number
   pending?: AuditRecord
@@ -268,7 +268,10 @@ function approvalRefusal (run: Run, decision: Decision, resource: Resource, dryR
   }
   const approval = run.authorize(approvedBy, 'approve', resource)
   const refused = denial(approvedBy, 'approve', resource, approval)
-  run.approval ??= refused === undefined ? `${approvedBy.subject}: ${approval.reason}` : undefined
+  if (refused === undefined && run.approval === undefined) {
+    run.approval = `${approvedBy.subject}: ${approval.reason}`
+    run.attempt.approvedBy = approvedBy.subject
+  }
   return refused
 }
 

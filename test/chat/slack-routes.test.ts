@@ -288,7 +288,7 @@ t.test('approval: the requester asks, cannot approve their own plan, someone wit
 
   const records = await slackAudit('gated/app')
   t.match(records.find(record => record.outcome === 'deleted'), {
-    subject: 'slack:T1/UALICE', transport: 'slack', decision: { allow: true, reason: /; approved by slack:T1\/UCAROL: slack:T1\/UCAROL may approve gated\/app:g/ }
+    subject: 'slack:T1/UALICE', approvedBy: 'slack:T1/UCAROL', transport: 'slack', decision: { allow: true, reason: /; approved by slack:T1\/UCAROL: slack:T1\/UCAROL may approve gated\/app:g/ }
   }, 'the record names both people')
   t.equal(records.filter(record => record.outcome === 'denied' && record.action === 'delete').length, 3, 'the made-up Delete and both refused approvals are audited')
   t.match(records.find(record => record.errorCode === 'APPROVAL_REQUIRED'), { outcome: 'denied' })

@@ -68,7 +68,7 @@ t.test('REST: dry-run, refused without approval, self-approval refused, a second
   t.match(await gateway.rest('POST', `/plans/${planId}/execute`, { key: KEYS.requester }), { status: 403, body: { code: 'APPROVAL_REQUIRED' } }, 'the approval was used: it ran once')
 
   const audit = await gateway.rest('GET', '/audit?name=plans%2Fapp&outcome=deleted')
-  t.match(audit.body.items, [{ subject: 'apikey:requester', decision: { reason: /; approved by apikey:approver: apikey:approver may approve plans\/app:a/ } }], 'the record names both')
+  t.match(audit.body.items, [{ subject: 'apikey:requester', approvedBy: 'apikey:approver', decision: { reason: /; approved by apikey:approver: apikey:approver may approve plans\/app:a/ } }], 'the record names both')
 })
 
 t.test('REST: unknown and malformed plan ids', async t => {
