@@ -41,12 +41,17 @@ export interface UiOptions {
  * credentials (they hold none), while every API call the page makes does.
  */
 export const uiRoutes = (options: UiOptions): FastifyPluginAsync => async (app) => {
-  const issuer = (): string | undefined => options.ui.oidc === undefined ? undefined : options.policy.current()?.jwt?.issuer
+  // Read per request: a policy reload may bring another issuer.
+  const signIn = (): UiConfig['oidc'] => {
+    const oidc = options.ui.oidc
+    const issuer = options.policy.current()?.jwt?.issuer
+    return oidc === undefined || issuer === undefined ? undefined : { issuer, clientId: oidc.clientId, scopes: oidc.scopes }
+  }
   app.addHook('onRoute', route => {
     route.config = { ...route.config, public: true }
   })
   app.addHook('onSend', async (_request, reply) => {
-    void reply.header('content-security-policy', contentSecurityPolicy(issuer()))
+    void reply.header('content-security-policy', contentSecurityPolicy(signIn()?.issuer))
     void reply.header('referrer-policy', 'no-referrer')
     void reply.header('x-content-type-options', 'nosniff')
     void reply.header('x-frame-options', 'DENY')
@@ -54,9 +59,8 @@ export const uiRoutes = (options: UiOptions): FastifyPluginAsync => async (app) 
   })
   app.get('/ui/config.json', { schema: { response: { 200: UiConfigSchema } } }, async (_request, reply): Promise<UiConfig> => {
     void reply.header('cache-control', 'no-store')
-    const oidc = options.ui.oidc
-    const from = issuer()
-    return oidc === undefined || from === undefined ? {} : { oidc: { issuer: from, clientId: oidc.clientId, scopes: oidc.scopes } }
+    const oidc = signIn()
+    return oidc === undefined ? {} : { oidc }
   })
   app.get('/ui', async (_request, reply) => await reply.redirect('/ui/', 301))
   await app.register(fastifyStatic, {

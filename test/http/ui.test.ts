@@ -102,4 +102,6 @@ t.test('without ui.oidc, or without a jwt section, the page offers API keys only
   t.equal((await off.app.inject({ method: 'GET', url: '/ui/config.json' })).statusCode, 401, 'not a route: the API\'s 401 for anything unknown without credentials')
   const unbuilt = await startGateway(t, { registries, uiRoot: '/nonexistent-ui-build' })
   t.equal((await unbuilt.app.inject({ method: 'GET', url: '/ui/' })).statusCode, 404, 'a gateway built without its page answers 404 there')
+  const packaged = await startGateway(t, { registries })
+  t.equal((await packaged.app.inject({ method: 'GET', url: '/ui/config.json' })).statusCode, 200, 'by default the page is the package\'s dist/ui')
 })
