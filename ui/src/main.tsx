@@ -14,6 +14,8 @@ async function boot (): Promise<void> {
       await auth.end(`Sign-in failed: ${error.message}`)
       return undefined
     })
+    // Preact renders beside what is there: the placeholder goes first.
+    root.replaceChildren()
     render(<App config={config} auth={auth} initial={session} />, root)
   } catch (error) {
     root.textContent = `The page could not start: ${(error as Error).message}`
