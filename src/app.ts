@@ -42,6 +42,9 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     genReqId: () => randomUUID(),
     bodyLimit: config.limits.bodyBytes,
     frameworkErrors: badUrl,
+    // GET /images/:name takes a repository name as one URL-encoded segment: up to 255 characters, more with %2F.
+    // Past this length a segment would fall through to the /images/* route and be read as name/tag.
+    routerOptions: { maxParamLength: 1024 },
     // Unknown query parameters are refused, not dropped: a mistyped `dryrun=true` must not become a real delete.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } }
   }).withTypeProvider<TypeBoxTypeProvider>()

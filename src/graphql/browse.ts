@@ -33,13 +33,15 @@ export function browseResolvers (deps: BrowseDeps): { Query: Record<string, unkn
         })),
       // Authorized here, so a caller who may not read the repository is refused (and audited) even without `tags`.
       image: async (_root: unknown, args: ImageArgs, ctx: MercuriusContext) =>
-        await openRepository(deps, { ...read(ctx), name: args.name, registry: given(args.registry) }),
+        await openRepository(deps, { ...read(ctx), repository: args.name, registry: given(args.registry) }),
       tag: async (_root: unknown, args: ImageArgs & { tag: string }, ctx: MercuriusContext) =>
-        await getImageTag(deps, { ...read(ctx), name: args.name, tag: args.tag, registry: given(args.registry) })
+        await getImageTag(deps, { ...read(ctx), repository: args.name, tag: args.tag, registry: given(args.registry) })
     },
     Image: {
       tags: async (image: { registry: string, name: string }, args: Page, ctx: MercuriusContext) =>
-        connection(await listImageTags(deps, { ...read(ctx), name: image.name, registry: image.registry, limit: given(args.first), cursor: given(args.after) }))
+        connection(await listImageTags(deps, {
+          ...read(ctx), repository: image.name, registry: image.registry, limit: given(args.first), cursor: given(args.after)
+        }))
     }
   }
 }

@@ -38,7 +38,7 @@ export const browseRoutes = (deps: BrowseDeps): FastifyPluginAsyncTypebox => asy
       querystring: Type.Object({ registry, limit, cursor }, { additionalProperties: false }),
       response: { 200: ImageTagPageSchema }
     }
-  }, async (request) => await listImageTags(deps, { ...read(request), ...request.query, name: request.params.name }))
+  }, async (request) => await listImageTags(deps, { ...read(request), ...request.query, repository: request.params.name }))
 
   app.get('/images/*', {
     schema: {

@@ -1,6 +1,10 @@
 import { Lru } from '../lru.js'
 import type { ConfigSummary, ManifestSummary } from './manifest-summary.js'
 
+/** Far above real images (a handful of platforms, a few KB of labels), low enough that cacheEntries bounds memory. */
+const MAX_CACHED_PLATFORMS = 256
+const MAX_CACHED_LABEL_CHARS = 64 * 1024
+
 export interface BrowseCacheOptions {
   /** Entries kept per kind (manifests, configs, tag resolutions); the least recently used go first. */
   entries: number
@@ -32,6 +36,8 @@ export class BrowseCache {
   }
 
   setManifest (registry: string, summary: ManifestSummary): void {
+    // Entries are counted, not weighed: an index listing thousands of platforms is answered but not kept.
+    if ((summary.platforms?.length ?? 0) > MAX_CACHED_PLATFORMS) return
     this.manifests.set(`${registry}\u0000${summary.digest}`, summary)
   }
 
@@ -40,6 +46,7 @@ export class BrowseCache {
   }
 
   setConfig (registry: string, digest: string, summary: ConfigSummary): void {
+    if (Object.entries(summary.labels).reduce((size, [name, value]) => size + name.length + value.length, 0) > MAX_CACHED_LABEL_CHARS) return
     this.configs.set(`${registry}\u0000${digest}`, summary)
   }
 

@@ -133,8 +133,8 @@ async function authorizeRepository (deps: BrowseDeps, input: ReadInput, client: 
 }
 
 /** A repository the caller may read (refused and recorded otherwise), without reading the registry: GraphQL's `image`. */
-export async function openRepository (deps: BrowseDeps, input: ReadInput & { name: string }): Promise<{ registry: string, name: string }> {
-  const name = validateName(input.name)
+export async function openRepository (deps: BrowseDeps, input: ReadInput & { repository: string }): Promise<{ registry: string, name: string }> {
+  const name = validateName(input.repository)
   const client = deps.registries.get(input.registry)
   await authorizeRepository(deps, input, client, name)
   return { registry: client.name, name }
@@ -211,7 +211,8 @@ async function catalogNames (
 }
 
 export interface ListTagsInput extends ReadInput {
-  name: string
+  /** The repository (the distribution spec's `<name>`), as the caller wrote it: validated here. */
+  repository: string
   limit?: number
   cursor?: string
 }
@@ -251,7 +252,7 @@ async function tagManifest (deps: BrowseDeps, client: RegistryClient, name: stri
  * other tags of the page on the same digest, and what the policy lets the caller do with it.
  */
 export async function listImageTags (deps: BrowseDeps, input: ListTagsInput): Promise<ImageTagPage & { cursors: string[] }> {
-  const name = validateName(input.name)
+  const name = validateName(input.repository)
   const client = deps.registries.get(input.registry)
   const limit = checkedLimit(input.limit)
   const expected = { kind: 'tags' as const, registry: client.name, scope: name }
@@ -299,13 +300,14 @@ async function tagPage (
 }
 
 export interface GetTagInput extends ReadInput {
-  name: string
+  /** The repository (the distribution spec's `<name>`), as the caller wrote it: validated here. */
+  repository: string
   tag: string
 }
 
 /** One tag in detail: its manifest, and for a single-platform image the size of its layers and its config's `created` and labels. */
 export async function getImageTag (deps: BrowseDeps, input: GetTagInput): Promise<TagDetail> {
-  const name = validateName(input.name)
+  const name = validateName(input.repository)
   const tag = validateTag(input.tag)
   const client = deps.registries.get(input.registry)
   const policy = deps.policy()

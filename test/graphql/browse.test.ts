@@ -109,6 +109,13 @@ t.test('aliases and fragments cannot multiply registry reads past graphql.maxReg
     t.equal(reply.status, 400, query)
     t.match(reply.body.errors[0], { message: /reads the registry at least \d+ times.*maxRegistryReadsPerDocument/, extensions: { code: 'INVALID_REQUEST' } }, query)
   }
+  const batch = await gateway.app.inject({
+    method: 'POST',
+    url: '/graphql',
+    headers: { 'x-api-key': KEYS.admin },
+    payload: [{ query: '{ repositories { edges { cursor } } }' }, { query: '{ tag(name: "browse/app", tag: "v1") { digest } }' }]
+  })
+  t.equal(batch.statusCode, 400, 'a batch of reads is refused whole (batched operations are off)')
   const noSelection = await gateway.gql('{ image(name: "browse/app") }', {}, { key: KEYS.admin })
   t.match(noSelection.body.errors[0].message, /must have a selection of subfields/, 'graphql\'s own rule answers')
   const mutation = await gateway.gql('mutation { restoreDeletion(id: "01ARZ3NDEKTSV4RRFFQ69G5FAV") { auditId } }', {}, { key: KEYS.admin })

@@ -229,6 +229,9 @@ t.test('tag refusals: read denied (audited), bad input before any upstream call,
   const audit = await get('/audit?action=read&name=secret/app')
   t.same(audit.body.items.map((item: { tag: string }) => item.tag).sort(), ['', 'v1'])
   t.equal((await get('/images/browse%2Fmissing')).body.code, 'NOT_FOUND')
+  const longest = `${'a'.repeat(127)}/${'b'.repeat(127)}`
+  t.equal((await get(`/images/${encodeURIComponent(longest)}`)).body.code, 'NOT_FOUND', 'a 255-character name, %2F and all, is one segment')
+  t.match((await get(`/images/${'a'.repeat(256)}`)).body, { status: 400, field: 'name' })
   t.equal((await get('/images/browse/app/missing')).status, 404)
 })
 

@@ -32,3 +32,17 @@ t.test('tagTtlMs 0 never reuses a tag\'s digest', async t => {
   t.equal(cache.tag('r', 'app', 'v1'), undefined)
   t.same(cache.manifest('r', 'd1'), summary('d1'))
 })
+
+t.test('summaries too big to count as one entry are answered but not kept', async t => {
+  const cache = new BrowseCache({ entries: 10, tagTtlMs: 1000 })
+  const platforms = (count: number): Array<{ os: string, architecture: string, digest: string }> =>
+    Array.from({ length: count }, (_, index) => ({ os: 'linux', architecture: `a${index}`, digest: `sha256:${index}` }))
+  cache.setManifest('r', { ...summary('wide'), platforms: platforms(257) })
+  t.equal(cache.manifest('r', 'wide'), undefined)
+  cache.setManifest('r', { ...summary('usual'), platforms: platforms(256) })
+  t.equal(cache.manifest('r', 'usual')?.platforms?.length, 256)
+  cache.setConfig('r', 'big', { labels: { big: 'x'.repeat(64 * 1024) } })
+  t.equal(cache.config('r', 'big'), undefined)
+  cache.setConfig('r', 'small', { created: 'then', labels: { a: 'b' } })
+  t.same(cache.config('r', 'small'), { created: 'then', labels: { a: 'b' } })
+})

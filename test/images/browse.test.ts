@@ -59,10 +59,10 @@ t.test('catalog pagination over one-name upstream pages, filtered by read, conti
 
 t.test('tags are filtered by read per tag; a caller with no role is refused and recorded', async t => {
   const browse = deps(t, 1000, 1)
-  const page = await listImageTags(browse, { identity: dev, context, name: 'apps/a' })
+  const page = await listImageTags(browse, { identity: dev, context, repository: 'apps/a' })
   t.same(page.items.map(item => item.tag), ['v1'])
   t.same(page.items[0]?.coTags, [], 'v2 shares the digest but is not the caller\'s to see')
-  const refused = await rejection(listImageTags(browse, { identity: stranger, context, name: 'apps/a' }))
+  const refused = await rejection(listImageTags(browse, { identity: stranger, context, repository: 'apps/a' }))
   t.match(refused, { code: 'FORBIDDEN', detail: 'user:stranger may not read apps/a in registry default: subject user:stranger and its groups visitors have no role' })
   const records = await browse.store.list({ action: 'read' }, { limit: 10 })
   t.match(records.items, [{ subject: 'user:stranger', groups: ['visitors'], action: 'read', outcome: 'denied', name: 'apps/a', tag: '', transport: 'rest', requestId: 'browse-test' }])
