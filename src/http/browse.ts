@@ -46,8 +46,5 @@ export const browseRoutes = (deps: BrowseDeps): FastifyPluginAsyncTypebox => asy
       querystring: Type.Object({ registry }, { additionalProperties: false }),
       response: { 200: TagDetailSchema }
     }
-  }, async (request) => {
-    const { repository, tag } = splitImagePath(request.params['*'])
-    return await getImageTag(deps, { ...read(request), ...request.query, name: repository, tag })
-  })
+  }, async (request) => await getImageTag(deps, { ...read(request), ...request.query, ...splitImagePath(request.params['*']) }))
 }
