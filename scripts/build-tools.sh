@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 rm -rf build/tools
 node_modules/.bin/tsc -p tsconfig.tools.json
 cp -r schema openapi.yaml build/tools/
-node_modules/.bin/vite build --config ui/vite.config.ts --outDir build/tools/dist/ui --emptyOutDir --logLevel warn
+node_modules/.bin/vite build --config ui/vite.config.ts --outDir "$PWD/build/tools/dist/ui" --emptyOutDir --logLevel warn
