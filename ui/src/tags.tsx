@@ -37,11 +37,20 @@ export function Tags ({ api, repository, onBack }: { api: Api, repository: strin
     setLoading(true)
     setError(undefined)
     const loaded: ImageTag[] = []
+    // The first page shows at once; later ones are shown together every so often (and at the end), since each
+    // render diffs every row already there.
+    let shownAt = 0
+    const show = (): void => {
+      if (gone) return
+      shownAt = performance.now()
+      setTags([...loaded])
+    }
     allPages(cursor => api.tags(repository, cursor), items => {
       loaded.push(...items)
-      if (!gone) setTags(all => [...all, ...items])
+      if (shownAt === 0 || performance.now() - shownAt > 400) show()
     })
       .then(async () => {
+        show()
         // Ages come from each image's config: a request per tag, so only for the first rows, two at a time.
         const queue = loaded.slice(0, AGE_LOOKUPS).map(item => item.tag)
         const worker = async (): Promise<void> => {
