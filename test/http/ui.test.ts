@@ -1,6 +1,7 @@
 import t from 'tap'
 import { GATEWAY_RESOURCE, signInWithoutBrowser, startOidcProvider } from '../../testing/oidc-provider.js'
 import { buildUi } from '../../testing/ui-build.js'
+import { contractProblems } from '../fixtures/contract.js'
 import { startGateway } from '../fixtures/gateway.js'
 
 // The /ui plugin: the page and its config are open and carry strict headers; the API the page calls is not open,
@@ -64,6 +65,8 @@ t.test('config.json names the policy\'s issuer and the configured client, and ne
   const response = await get('/ui/config.json')
   t.equal(response.statusCode, 200)
   t.same(response.json(), { oidc: { issuer: idp.issuer, clientId: CLIENT, scopes: 'openid profile' } })
+  t.same(contractProblems('GET', '/ui/config.json', 200, response.headers['content-type'] as string, response.json()), [], 'as openapi.yaml says')
+  t.not(contractProblems('GET', '/ui/config.json', 200, 'application/json', { oidc: { issuer: 1 } }).length, 0, 'which the checker does read')
   t.equal(response.headers['cache-control'], 'no-store')
   t.match(response.headers['content-security-policy'], /frame-ancestors 'none'/)
 })
