@@ -9,6 +9,7 @@ import { startRegistry } from '../../testing/registry-process.js'
 import { pushImage } from '../../testing/seed.js'
 import { buildUi } from '../../testing/ui-build.js'
 import { headStatus } from '../fixtures/access.js'
+import { pushLabelledImage } from '../fixtures/browse.js'
 import { sha256Hex, startGateway } from '../fixtures/gateway.js'
 
 // The whole page against real components: the registry, oidc-provider (its own login form), the gateway over
@@ -26,6 +27,7 @@ await pushImage(target, NAME, ['latest'], 'oci-index')
 await pushImage(target, NAME, ['pr-1'], 'schema2')
 await pushImage(target, NAME, ['pr-2'], 'oci')
 await pushImage(target, 'team-b/tool', ['v1'], 'oci')
+const old = await pushLabelledImage(target, NAME, 'old', { team: 'a' })
 
 const port = await freePort()
 const base = `http://${HOST}:${port}`
@@ -121,15 +123,22 @@ t.test('sign in through the provider\'s login page, browse, filter', async t => 
   await tab.getByLabel('Filter repositories').fill('app')
   await tab.getByRole('button', { name: NAME }).click()
   await tab.getByRole('heading', { name: NAME }).waitFor()
-  await tab.getByText('5 of 5 tags').waitFor()
+  await tab.getByText('6 of 6 tags').waitFor()
   const row = (tag: string) => tab.getByRole('row').filter({ has: tab.getByRole('rowheader', { name: tag, exact: true }) })
   t.match(await row('v1').innerText(), /v1-alias/, 'co-tags shown')
   t.match(await row('latest').innerText(), /protected/, 'protected badge')
   t.match(await row('latest').innerText(), /linux\/amd64/, 'platforms of an index')
   t.match(await row('pr-1').innerText(), /sha256:[0-9a-f]{12}\b/, 'short digest')
+  const days = Math.floor((Date.now() - Date.parse(old.created)) / 86_400_000)
+  await row('old').getByText(`${days} d`).waitFor()
+  t.match(await row('old').innerText(), new RegExp(`${days} d\\s+${(old.layersSize / 1000).toFixed(1)} KB`), 'age from the image config, and size')
+  await tab.getByRole('button', { name: 'Age' }).click()
+  t.equal(await tab.getByRole('rowheader').first().innerText(), 'old', 'sorted by age, the only dated image first')
   await tab.getByLabel('Filter tags').fill('pr-')
-  await tab.getByText('2 of 5 tags').waitFor()
+  await tab.getByText('2 of 6 tags').waitFor()
   await tab.getByLabel('Filter tags').fill('')
+  await tab.getByRole('button', { name: 'Tag' }).click()
+  t.equal(await tab.getByRole('rowheader').first().innerText(), 'latest', 'sorted by tag')
   await tab.getByRole('button', { name: 'Tag' }).click()
   t.equal(await tab.getByRole('rowheader').first().innerText(), 'v1-alias', 'sorted by tag, descending')
   await tab.getByRole('button', { name: 'Tag' }).click()
@@ -182,7 +191,7 @@ t.test('delete two tags after a confirmation naming them, undo one; the registry
   t.equal(await headStatus(registry.url, NAME, 'v1'), 200, 'untouched tags stay')
   t.equal(await headStatus(registry.url, NAME, 'latest'), 200)
   await tab.getByRole('button', { name: 'Back to tags' }).click()
-  await tab.getByText('4 of 4 tags').waitFor()
+  await tab.getByText('5 of 5 tags').waitFor()
 })
 
 t.test('my activity lists the caller\'s records, with Undo on what is still restorable', async t => {
@@ -204,7 +213,7 @@ t.test('my activity lists the caller\'s records, with Undo on what is still rest
 t.test('usable at 390 px and in dark mode; keyboard reaches the controls with a visible focus', async t => {
   await tab.getByRole('button', { name: 'Repositories' }).click()
   await tab.getByRole('button', { name: NAME }).click()
-  await tab.getByText('5 of 5 tags').waitFor()
+  await tab.getByText('6 of 6 tags').waitFor()
   await tab.setViewportSize({ width: 390, height: 844 })
   t.ok(await tab.evaluate(() => document.documentElement.scrollWidth <= 390), 'no page-wide horizontal scrolling at 390 px (the table scrolls in its box)')
   await shot(tab, '8-tags-390px')
@@ -224,7 +233,7 @@ t.test('usable at 390 px and in dark mode; keyboard reaches the controls with a 
   await tab.keyboard.press('Space')
   await tab.keyboard.press('Tab')
   await tab.keyboard.press('Space')
-  t.match(await tab.getByRole('status').innerText(), /5 selected/, 'select every tag from the keyboard')
+  t.match(await tab.getByRole('status').innerText(), /6 selected/, 'select every tag from the keyboard')
   t.same(accessibility, [], 'no serious or critical axe violation on any screen')
   t.same(cspViolations, [], 'the page breaks none of its own CSP')
 })
@@ -259,7 +268,7 @@ t.test('an API key works the same way, and a wrong one sends back to sign in', a
   await keyed.getByRole('button', { name: 'Use this key' }).click()
   await keyed.getByText('apikey:ops').waitFor()
   await keyed.getByRole('button', { name: NAME }).click()
-  await keyed.getByText('5 of 5 tags').waitFor()
+  await keyed.getByText('6 of 6 tags').waitFor()
   t.equal(await keyed.evaluate(() => document.querySelector('.boot')), null, 'the loading placeholder is gone')
   await keyed.getByRole('button', { name: 'Sign out' }).click()
   await keyed.getByRole('heading', { name: 'Sign in' }).waitFor()
