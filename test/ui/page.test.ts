@@ -201,6 +201,7 @@ t.test('my activity lists the caller\'s records, with Undo on what is still rest
   const text = await tab.getByRole('table').innerText()
   t.match(text, /team-a\/app:pr-2/)
   t.match(text, /restored/)
+  t.match(await tab.getByRole('row').filter({ hasText: 'deleted, undone' }).innerText(), /team-a\/app:pr-1/, 'the deletion undone from the results says so')
   t.equal(await tab.getByRole('button', { name: 'Undo team-a/app:pr-2' }).count(), 1, 'pr-2 can still be undone')
   t.equal(await tab.getByRole('button', { name: 'Undo team-a/app:pr-1' }).count(), 0, 'pr-1 was restored already')
   accessibility.push(...await axe(tab, 'activity'))

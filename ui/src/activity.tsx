@@ -35,7 +35,7 @@ export function Activity ({ api, me }: { api: Api, me: Me | undefined }) {
                   <td><time dateTime={event.time}>{new Date(event.time).toLocaleString()}</time></td>
                   <td>{event.action}{event.deleteAction === undefined ? '' : ` (${event.deleteAction})`}</td>
                   <th scope='row'>{event.name}:{event.tag}{event.removedTags.length > 1 ? ` (+ ${event.removedTags.filter(tag => tag !== event.tag).join(', ')})` : ''}</th>
-                  <td>{event.outcome}{event.outcome === 'denied' ? `: ${event.decision.reason}` : ''}</td>
+                  <td>{event.outcome}{event.outcome === 'denied' ? `: ${event.decision.reason}` : ''}{event.restoredBy === undefined ? '' : ', undone'}</td>
                   <td>{event.restorable ? <UndoButton api={api} deletionId={event.id} label={`Undo ${event.name}:${event.tag}`} /> : ''}</td>
                 </tr>
               ))}

@@ -44,6 +44,8 @@ export interface AuditEvent {
   errorDetail?: string
   decision: { allow: boolean, reason: string }
   restorable: boolean
+  /** On a deletion: the restore that undid it. */
+  restoredBy?: string
 }
 export interface Me { subject: string, groups: string[], roles: string[] }
 export interface UiConfig { oidc?: { issuer: string, clientId: string, scopes: string } }
