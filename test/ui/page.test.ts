@@ -240,14 +240,20 @@ t.test('usable at 390 px and in dark mode; keyboard reaches the controls with a 
 })
 
 t.test('an expired session sends the user back to sign in', async t => {
-  idp.setAccessTokenTtl(3)
+  idp.setAccessTokenTtl(5)
   const fresh = await browser.context.newPage()
   await fresh.goto(`${base}/ui/`)
   await fresh.getByRole('button', { name: /^Sign in with/ }).click()
   // The provider remembers dana's session: no login form this time.
   await fresh.waitForURL(`${base}/ui/`)
   await fresh.getByRole('button', { name: NAME }).waitFor()
-  await new Promise(resolve => setTimeout(resolve, 3500))
+  // Until the token's own expiry (the policy allows no leeway), read from what the page keeps.
+  const expiresAt = await fresh.evaluate(() => {
+    const key = Object.keys(sessionStorage).find(name => name.startsWith('oidc.user')) as string
+    return (JSON.parse(sessionStorage.getItem(key) as string) as { expires_at: number }).expires_at
+  })
+  t.ok(expiresAt * 1000 - Date.now() <= 5000, 'a short-lived token')
+  await new Promise(resolve => setTimeout(resolve, Math.max(0, expiresAt * 1000 - Date.now()) + 1100))
   await fresh.getByRole('button', { name: 'My activity' }).click()
   await fresh.getByRole('heading', { name: 'Sign in' }).waitFor()
   t.match(await fresh.getByRole('alert').innerText(), /Signed out: the token has expired/)
