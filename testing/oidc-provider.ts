@@ -74,7 +74,16 @@ export async function startOidcProvider (options: OidcProviderOptions): Promise<
     clientBasedCORS: (_ctx, origin, client) => client.redirectUris?.some(uri => new URL(uri).origin === origin) ?? false,
     features: {
       devInteractions: { enabled: false },
-      rpInitiatedLogout: { enabled: true },
+      // The provider's own page would fetch a web font; this one is self-contained, like the login page.
+      rpInitiatedLogout: {
+        enabled: true,
+        logoutSource: async (ctx, form) => {
+          ctx.body = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sign out — test identity provider</title></head>
+<body><main><h1>Sign out of the test identity provider?</h1>${form}
+<button type="submit" form="op.logoutForm" value="yes" name="logout">Yes, sign me out</button>
+<button type="submit" form="op.logoutForm">No, stay signed in</button></main></body></html>`
+        }
+      },
       resourceIndicators: {
         enabled: true,
         defaultResource: async () => GATEWAY_RESOURCE,

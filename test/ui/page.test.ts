@@ -264,6 +264,18 @@ t.test('an expired session sends the user back to sign in', async t => {
   idp.setAccessTokenTtl(300)
 })
 
+t.test('signing out ends the session at the identity provider too', async t => {
+  await tab.getByRole('button', { name: 'Sign out' }).click()
+  await tab.waitForURL(`${idp.issuer}/session/end**`)
+  await tab.getByRole('button', { name: 'Yes, sign me out' }).click()
+  await tab.waitForURL(`${base}/ui/`)
+  await tab.getByRole('heading', { name: 'Sign in' }).waitFor()
+  t.equal(await tab.evaluate(() => Object.keys(sessionStorage).some(key => key.startsWith('oidc.user'))), false, 'no token left in the tab')
+  await tab.getByRole('button', { name: /^Sign in with/ }).click()
+  await tab.waitForURL(`${idp.issuer}/interaction/**`)
+  t.ok(await tab.getByLabel('Password').isVisible(), 'signing in again asks for the password')
+})
+
 t.test('an API key works the same way, and a wrong one sends back to sign in', async t => {
   const keyed = await browser.context.newPage()
   await keyed.goto(`${base}/ui/`)

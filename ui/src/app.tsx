@@ -23,7 +23,7 @@ export function App ({ config, auth, initial }: { config: UiConfig, auth: Auth, 
   if (session === undefined) {
     return <SignIn config={config} auth={auth} notice={notice} onSession={setSession} />
   }
-  return <SignedIn api={api} session={session} onSignOut={async () => { await auth.end(); setNotice(undefined); setSession(undefined) }} />
+  return <SignedIn api={api} session={session} onSignOut={async () => { await auth.signOut(session); setNotice(undefined); setSession(undefined) }} />
 }
 
 function SignIn ({ config, auth, notice, onSession }: { config: UiConfig, auth: Auth, notice: string | undefined, onSession: (session: Session) => void }) {

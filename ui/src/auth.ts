@@ -63,6 +63,18 @@ export class Auth {
     return { kind: 'apikey', key }
   }
 
+  /**
+   * Signing out of an OIDC session also ends it at the identity provider (which asks, then sends the browser
+   * back here), so that the next person at this browser is not signed in as the last one.
+   */
+  async signOut (session: Session): Promise<void> {
+    if (session.kind === 'oidc' && this.manager !== undefined) {
+      await this.manager.signoutRedirect({ id_token_hint: session.user.id_token })
+      return
+    }
+    await this.end()
+  }
+
   /** Forgets the credential in this tab; `reason` is shown on the sign-in screen. */
   async end (reason?: string): Promise<void> {
     sessionStorage.removeItem(API_KEY)
