@@ -41,11 +41,13 @@ export interface UiOptions {
  * credentials (they hold none), while every API call the page makes does.
  */
 export const uiRoutes = (options: UiOptions): FastifyPluginAsync => async (app) => {
-  // Read per request: a policy reload may bring another issuer.
+  // Read per request: a policy reload may bring another issuer. An issuer that is not a URL (the policy allows any
+  // string) cannot be an OpenID provider the browser talks to: the page then offers API keys only.
   const signIn = (): UiConfig['oidc'] => {
     const oidc = options.ui.oidc
     const issuer = options.policy.current()?.jwt?.issuer
-    return oidc === undefined || issuer === undefined ? undefined : { issuer, clientId: oidc.clientId, scopes: oidc.scopes }
+    if (oidc === undefined || issuer === undefined || !URL.canParse(issuer)) return undefined
+    return { issuer, clientId: oidc.clientId, scopes: oidc.scopes }
   }
   app.addHook('onRoute', route => {
     route.config = { ...route.config, public: true }
