@@ -6,7 +6,7 @@ import { launchBrowser } from '../../testing/browser.js'
 import { startOidcProvider } from '../../testing/oidc-provider.js'
 import { freePort, HOST } from '../../testing/ports.js'
 import { startRegistry } from '../../testing/registry-process.js'
-import { pushImage } from '../../testing/seed.js'
+import { pushImage, tagManifest } from '../../testing/seed.js'
 import { buildUi } from '../../testing/ui-build.js'
 import { headStatus } from '../fixtures/access.js'
 import { pushLabelledImage } from '../fixtures/browse.js'
@@ -22,7 +22,7 @@ const registry = await startRegistry()
 t.teardown(registry.stop)
 const target = { url: registry.url }
 const NAME = 'team-a/app'
-await pushImage(target, NAME, ['v1', 'v1-alias'], 'oci')
+const v1 = await pushImage(target, NAME, ['v1', 'v1-alias'], 'oci')
 await pushImage(target, NAME, ['latest'], 'oci-index')
 await pushImage(target, NAME, ['pr-1'], 'schema2')
 await pushImage(target, NAME, ['pr-2'], 'oci')
@@ -292,5 +292,24 @@ t.test('an API key works the same way, and a wrong one sends back to sign in', a
   await keyed.getByRole('button', { name: 'Sign out' }).click()
   await keyed.getByRole('heading', { name: 'Sign in' }).waitFor()
   t.same(await keyed.evaluate(() => Object.keys(sessionStorage)), [], 'signing out leaves nothing in the tab')
+  await keyed.close()
+})
+
+t.test('a plan that went stale between preview and delete is not executed, and the page says so', async t => {
+  const keyed = await browser.context.newPage()
+  await keyed.goto(`${base}/ui/`)
+  await keyed.getByLabel('API key', { exact: true }).fill(OPS_KEY)
+  await keyed.getByRole('button', { name: 'Use this key' }).click()
+  await keyed.getByRole('button', { name: NAME }).click()
+  await keyed.getByLabel('Select v1', { exact: true }).check()
+  await keyed.getByRole('button', { name: 'Preview deletion (1)' }).click()
+  await keyed.getByText(/v1 untag: only this tag goes; co-tags kept: v1-alias$/).waitFor()
+  // Someone tags the same image meanwhile: the plan previewed no longer describes what the deletion would do.
+  await tagManifest(target, NAME, 'v1-extra', v1.manifest, v1.mediaType)
+  await keyed.getByRole('button', { name: 'Delete 1 tag…' }).click()
+  await keyed.getByRole('button', { name: 'Yes, delete 1 tag' }).click()
+  await keyed.getByText('0 of 1 deleted').waitFor()
+  t.match(await keyed.locator('.results').innerText(), /v1 PLAN_STALE: /)
+  t.equal(await headStatus(registry.url, NAME, 'v1'), 200, 'v1 is still there')
   await keyed.close()
 })
