@@ -9,6 +9,10 @@ const lines = [
   `registry-delete-gateway demo is running at ${demo.gatewayUrl} (registry ${demo.registryUrl})`,
   `policy: ${demo.policyFile}`,
   '',
+  `Web page: ${demo.uiUrl}  (sign in through the demo identity provider ${demo.issuer}, or paste an API key)`,
+  'Demo users (shown once):',
+  ...demo.users.map(user => `  ${user.username.padEnd(12)} password ${user.password}   ${user.what}`),
+  '',
   'Demo API keys (shown once):',
   ...demo.keys.map(key => `  ${key.name.padEnd(12)} ${key.key}   ${key.what}`),
   '',
@@ -26,7 +30,7 @@ const lines = [
   '      -d \'{"query":"mutation { deleteImage(name: \\"team-a/app\\", tag: \\"pr-2\\", dryRun: true) { digest action removedTags planId } }"}\'',
   `  GraphiQL: ${demo.gatewayUrl}/graphiql`,
   '',
-  'Ctrl-C stops the gateway and the registry.'
+  'Ctrl-C stops the gateway, the identity provider and the registry.'
 ]
 process.stdout.write(`${lines.join('\n')}\n`)
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {

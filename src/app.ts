@@ -11,6 +11,7 @@ import { metricsRoutes } from './http/metrics.js'
 import { badUrl, problemErrorHandler, routeNotFound } from './http/problem.js'
 import rateLimitPlugin from './http/rate-limit.js'
 import { restApi } from './http/rest.js'
+import { uiRoutes } from './http/ui.js'
 import { createLogger } from './logging.js'
 import { createMetrics, type GatewayMetrics } from './metrics.js'
 import { createServices, type ServiceOverrides } from './services.js'
@@ -20,6 +21,8 @@ export interface AppDeps extends ServiceOverrides {
   metrics?: GatewayMetrics
   /** A pino logger to share (the server's), or false for none; by default one at the configured level. */
   logger?: FastifyBaseLogger | false
+  /** Where the built web page is; dist/ui by default (tests build the page of their own sources elsewhere). */
+  uiRoot?: string
 }
 
 declare module 'fastify' {
@@ -62,6 +65,7 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   if (config.metrics.enabled && config.metrics.port === undefined) await app.register(metricsRoutes(metrics, { public: config.metrics.public }))
   await app.register(healthRoutes(services.registries, services.auditStore))
   await app.register(restApi(services))
+  if (config.ui.enabled) await app.register(uiRoutes({ ui: config.ui, policy: services.policyStore, root: deps.uiRoot }))
   await app.register(graphqlApi({ images: services.images, whoAmI: services.whoAmI, limits: config.graphql, browse: services.browse }))
   return app
 }
