@@ -42,7 +42,7 @@ export const ConfigSchema = Type.Object({
     maxMutationsPerDocument: Type.Integer({ minimum: 1, maximum: 100, default: 1 }),
     /** `auditEvents` fields (aliases included) one document may ask for: each reads up to audit.listScanLimit rows. */
     maxAuditEventsPerDocument: Type.Integer({ minimum: 1, maximum: 100, default: 1 }),
-    /** `repositories`, `tag` and `image { tags }` fields (aliases included) one document may ask for: each reads the registry. */
+    /** `repositories`, `tag` and `image` fields (aliases included, and every `tags` of an image after its first) one document may ask for. */
     maxRegistryReadsPerDocument: Type.Integer({ minimum: 1, maximum: 100, default: 1 })
   }, { additionalProperties: false, default: {} }),
   limits: Type.Object({
