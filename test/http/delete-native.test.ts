@@ -10,8 +10,11 @@ import { startGateway } from '../fixtures/gateway.js'
 
 const MANIFEST = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: `sha256:${'0'.repeat(64)}`, size: 2 }, layers: [] }))
 const DIGEST = `sha256:${createHash('sha256').update(MANIFEST).digest('hex')}`
-const tags = new Set(['rest', 'graphql', 'refused', 'kept'])
+const tags = new Set(['rest', 'graphql', 'refused', 'kept', 'moving'])
 const seen: string[] = []
+/** What `moving` points at once the gateway has read it: someone pushed another image under it meanwhile. */
+const PUSHED_MEANWHILE = `sha256:${'9'.repeat(64)}`
+let movingRead = false
 
 const fake = createServer((request, response) => {
   const path = (request.url ?? '').split('?')[0] as string
@@ -29,7 +32,9 @@ const fake = createServer((request, response) => {
     return response.writeHead(202).end()
   }
   if (!known) return json(404, { errors: [{ code: 'MANIFEST_UNKNOWN', message: 'unknown' }] })
-  response.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json', 'docker-content-digest': DIGEST, 'content-length': String(MANIFEST.length) })
+  const digest = reference === 'moving' && movingRead ? PUSHED_MEANWHILE : DIGEST
+  if (reference === 'moving' && request.method === 'GET') movingRead = true
+  response.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json', 'docker-content-digest': digest, 'content-length': String(MANIFEST.length) })
   response.end(request.method === 'HEAD' ? undefined : MANIFEST)
 })
 await new Promise<void>(resolve => fake.listen(0, '127.0.0.1', resolve))
@@ -42,11 +47,11 @@ t.test('native untag: one DELETE by tag after reading the manifest to save it; o
   const rest = await gateway.rest('DELETE', '/images/app/rest')
   t.equal(rest.status, 200)
   t.match(rest.body, { mode: 'untag', action: 'untagged', strategy: 'native', digest: DIGEST, removedTags: ['rest'], deleted: true })
-  t.same(seen.slice(before), ['GET /v2/app/manifests/rest', 'DELETE /v2/app/manifests/rest'], 'two registry requests: save, untag')
+  t.same(seen.slice(before), ['GET /v2/app/manifests/rest', 'HEAD /v2/app/manifests/rest', 'DELETE /v2/app/manifests/rest'], 'three registry requests: save, look again under the lock, untag')
 
   const graphql = await gateway.gql('mutation { deleteImage(name: "app", tag: "graphql") { mode action strategy removedTags } }')
   t.same(graphql.body.data.deleteImage, { mode: 'UNTAG', action: 'UNTAGGED', strategy: 'NATIVE', removedTags: ['graphql'] })
-  t.same([...tags].sort(), ['kept', 'refused'])
+  t.same([...tags].sort(), ['kept', 'moving', 'refused'])
   const [record] = (await gateway.rest('GET', '/audit?tag=graphql')).body.items
   t.match(record, { outcome: 'deleted', mode: 'untag', deleteAction: 'untagged', strategy: 'native', restorable: true })
 })
@@ -61,4 +66,16 @@ t.test('native untag on a registry that does not delete by tag: the failure says
   const records = (await gateway.rest('GET', '/audit?tag=refused')).body.items
   t.equal(records.length, 2)
   for (const record of records) t.match(record, { outcome: 'failed', strategy: 'native', upstreamStatus: 400 })
+})
+
+t.test('native untag of a tag pushed over since it was read: 409 PLAN_STALE, no DELETE, the record is rejected', async t => {
+  const before = seen.length
+  const rest = await gateway.rest('DELETE', '/images/app/moving')
+  t.equal(rest.status, 409)
+  t.match(rest.body, { code: 'PLAN_STALE', digest: PUSHED_MEANWHILE, plannedDigest: DIGEST })
+  t.match(rest.body.detail, new RegExp(`app:moving moved to ${PUSHED_MEANWHILE}.*nothing was changed`))
+  t.same(seen.slice(before), ['GET /v2/app/manifests/moving', 'HEAD /v2/app/manifests/moving'], 'never deleted')
+  t.ok(tags.has('moving'))
+  const [record] = (await gateway.rest('GET', '/audit?tag=moving')).body.items
+  t.match(record, { outcome: 'rejected', errorCode: 'PLAN_STALE', strategy: 'native', digest: DIGEST })
 })
