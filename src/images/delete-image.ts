@@ -12,7 +12,7 @@ import type { RegistryDirectory } from '../registry/directory.js'
 import { parseImageRef } from '../registry/reference.js'
 import { isIndex } from '../registry/media-types.js'
 import { repositoryLockKey, type KeyedLock, type Untagger, type UntagStrategy } from '../registry/untag.js'
-import { AMBIGUOUS, attemptFields, denial, errorFields, manifestGone, settleQuietly, type Authorize, type RequestContext } from './attempt.js'
+import { AMBIGUOUS, attemptFields, denial, errorFields, manifestGone, settleQuietly, untagOutcome, type Authorize, type RequestContext } from './attempt.js'
 import { findCoTags, lateCoTags, ManifestBudget, type CoTagFindings, type CoTagScan, type ScansPerCaller } from './co-tags.js'
 import { makePlan, type DeleteMode, type DeletionPlan, type PlanContent, type PlanDecision } from './plan.js'
 import type { DeleteImageResult } from './shapes.js'
@@ -352,19 +352,26 @@ async function deleteDigest (run: Run, plan: DeletionPlan, manifest: Manifest, p
 }
 
 /**
- * The registry request failed after the write-ahead record. An untag's failure already says what the registry
- * holds now (the untagger asked it and put the original back when it could). When a digest DELETE's answer was
- * lost (timeout, reset, 5xx), the registry is asked whether the manifest is gone, so the record says what really
- * happened.
+ * The registry request failed after the write-ahead record. When its answer was lost (timeout, reset, 5xx), the
+ * registry is asked what happened, so the record says what really did: for a digest deletion whether the manifest
+ * is gone, for an untag whether the tag is (a native DELETE by tag may have acted; a swap already asked, and put
+ * the original back when it could). When the registry cannot tell now either, the record stays pending for
+ * start-up reconciliation.
  */
 async function settleFailure (run: Run, pending: AuditRecord, error: GatewayError): Promise<never> {
-  const digest = pending.digest as string
-  const gone = pending.deleteAction === 'deleted-digest' && AMBIGUOUS.has(error.code) ? await manifestGone(run.client, pending.name, digest) : false
-  if (gone === true) {
-    const detail = `the registry's answer was lost (${error.detail}), but the manifest is gone`
+  const outcome = AMBIGUOUS.has(error.code) ? await lostAnswerOutcome(run.client, pending) : { happened: false }
+  if (outcome?.happened === true) {
+    const detail = `the registry's answer was lost (${error.detail}), but the ${pending.deleteAction === 'untagged' ? 'tag' : 'manifest'} is gone`
     await settleQuietly(run.deps, pending, { outcome: 'deleted', errorCode: error.code, errorDetail: detail, durationMs: run.elapsed() })
-  } else if (gone === false) {
-    await settleQuietly(run.deps, pending, { ...errorFields(error), durationMs: run.elapsed() })
+  } else if (outcome !== undefined) {
+    const failure = errorFields(error)
+    await settleQuietly(run.deps, pending, { ...failure, errorDetail: `${failure.errorDetail as string}${outcome.detail ?? ''}`, durationMs: run.elapsed() })
   }
   throw error
+}
+
+async function lostAnswerOutcome (client: RegistryClient, pending: AuditRecord): Promise<{ happened: boolean, detail?: string } | undefined> {
+  if (pending.deleteAction === 'untagged') return await untagOutcome(client, pending)
+  const gone = await manifestGone(client, pending.name, pending.digest as string)
+  return gone === undefined ? undefined : { happened: gone }
 }
