@@ -2,7 +2,7 @@
  * `npm run bench`: starts its own registry (docker-registry on a free loopback port), seeds it, runs the
  * scenarios of the performance issues against the gateway as a separate process over real HTTP, prints a table
  * and writes bench-results/latest.json. `--quick` runs smaller repositories and fewer rounds (a smoke test).
- * `--only=untag` (or a comma-separated list of latency, guard, rejections, rss, untag, audit-list, browse) runs only those scenarios
+ * `--only=untag` (or a comma-separated list of latency, guard, rejections, rss, untag, audit-list, browse, ui) runs only those scenarios
  * and writes bench-results/only-<names>.json.
  */
 import { execFileSync } from 'node:child_process'
@@ -21,10 +21,11 @@ import { measureRejections } from './rejections.js'
 import { measurePeakRss } from './rss.js'
 import { seedRepository, type SeededRepository } from './seed-tags.js'
 import { round } from './stats.js'
+import { measureUi, uiRows, type UiResult } from './ui.js'
 import { measureUntag, tagsNeeded, untagRows, type UntagResult } from './untag.js'
 
 const quick = process.argv.includes('--quick')
-const SCENARIOS = ['latency', 'guard', 'rejections', 'rss', 'untag', 'audit-list', 'browse'] as const
+const SCENARIOS = ['latency', 'guard', 'rejections', 'rss', 'untag', 'audit-list', 'browse', 'ui'] as const
 type Scenario = typeof SCENARIOS[number]
 const only = process.argv.find(arg => arg.startsWith('--only='))?.slice('--only='.length).split(',')
 const unknownScenario = only?.find(name => !(SCENARIOS as readonly string[]).includes(name))
@@ -38,7 +39,8 @@ const settings = {
   rss: { clients: 100, maxRequests: quick ? 600 : 2000, maxDurationMs: 120_000 },
   untag: { sizes: quick ? [300, 1000] : [300, 10_000], rounds: quick ? 10 : 30, warmupRounds: 3 },
   auditList: { records: quick ? 50_000 : 500_000, rounds: 30, concurrency: 10, durationMs: 3000 },
-  browse: { tags: 100, coldRounds: quick ? 5 : 30, warmRounds: quick ? 10 : 30 }
+  browse: { tags: 100, coldRounds: quick ? 5 : 30, warmRounds: quick ? 10 : 30 },
+  ui: { tags: 1000, warmRounds: quick ? 3 : 10 }
 }
 
 interface Row { scenario: string, value: string, target: string, ok: boolean | undefined }
@@ -97,6 +99,17 @@ async function runBrowse (registryUrl: string, seed: (name: string, count: numbe
   cleanups.push(async () => { await gateway.close() })
   progress.begin(`(7) browse, pages of ${settings.browse.tags} tags`)
   const result = await measureBrowse({ registryUrl, gateway, repositories, warmRounds: settings.browse.warmRounds, progress })
+  await gateway.close()
+  return result
+}
+
+async function runUi (registryUrl: string, seed: (name: string, count: number, shared: boolean) => Promise<SeededRepository>): Promise<UiResult> {
+  const repository = await seed('bench/ui', settings.ui.tags, false)
+  progress.begin('(8) web page: starting a gateway')
+  const gateway = await startGateway(registryUrl)
+  cleanups.push(async () => { await gateway.close() })
+  progress.begin(`(8) web page, ${settings.ui.tags} tags in chromium`)
+  const result = await measureUi({ gateway, repository, warmRounds: settings.ui.warmRounds, progress })
   await gateway.close()
   return result
 }
@@ -195,6 +208,7 @@ async function main (): Promise<void> {
   }
   const auditList = runs('audit-list') ? await runAuditList(registry.url) : undefined
   const browse = runs('browse') ? await runBrowse(registry.url, seed) : undefined
+  const ui = runs('ui') ? await runUi(registry.url, seed) : undefined
   progress.end()
 
   const rows: Row[] = [
@@ -225,7 +239,8 @@ async function main (): Promise<void> {
       : [{ scenario: `(4) peak RSS, ${rss.clients} clients, ${rss.requests} requests`, value: `${rss.peakRssMb.toFixed(1)} MB (idle ${rss.idleRssMb.toFixed(1)})`, target: '<= 120 MB', ok: rss.peakRssMb <= 120 && rss.unexpected === 0 && rss.errors === 0 }]),
     ...untag.flatMap(untagRows),
     ...(auditList === undefined ? [] : auditListRows(auditList)),
-    ...(browse === undefined ? [] : browseRows(browse))
+    ...(browse === undefined ? [] : browseRows(browse)),
+    ...(ui === undefined ? [] : uiRows(ui))
   ]
   const width = Math.max(...rows.map(row => row.scenario.length))
   const valueWidth = Math.max(...rows.map(row => row.value.length))
@@ -256,6 +271,7 @@ async function main (): Promise<void> {
     untag,
     auditList,
     browse,
+    ui,
     targets: rows.filter(row => row.ok !== undefined).map(row => ({ scenario: row.scenario.trim(), value: row.value, target: row.target, ok: row.ok }))
   }
   mkdirSync('bench-results', { recursive: true })

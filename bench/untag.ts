@@ -1,6 +1,6 @@
 /**
  * Scenario 5: removing one tag. The gateway's untag as the use case will run it (GET the bytes to restore, then
- * the swap: placeholder PUT + DELETE by digest) against the unsafe floor (a warm bare HEAD + DELETE by digest,
+ * the swap: a HEAD of the tag under the lock, placeholder PUT + DELETE by digest) against the unsafe floor (a warm bare HEAD + DELETE by digest,
  * which would take every co-tag along) and against `skopeo delete` (also by digest, also unsafe), one tag at a
  * time, interleaved in one repository so the registry's per-DELETE cost (it reads every tag) is the same for all.
  * With a gateway, also `DELETE /images/<name>/<tag>?mode=untag` through it: the whole use case (authorization,
@@ -200,6 +200,6 @@ export function untagRows (result: UntagResult): Array<{ scenario: string, value
           { scenario: '    gateway mode=untag / floor (median)', value: (result.gatewayRatioToFloor as number).toFixed(2), target: '<= 1.50', ok: (result.gatewayRatioToFloor as number) <= 1.5 }
         ]),
     { scenario: '    untag / skopeo delete (median)', value: result.ratioToSkopeo?.toFixed(2) ?? '-', target: '< 1.00', ok: result.ratioToSkopeo === undefined ? undefined : result.ratioToSkopeo < 1 },
-    { scenario: '    registry requests per untag (GET + PUT + DELETE)', value: `${result.requestsPerUntag} (untag itself: ${result.reportedRequests})`, target: '<= 3', ok: result.requestsPerUntag <= 3 }
+    { scenario: '    registry requests per untag (GET + HEAD + PUT + DELETE)', value: `${result.requestsPerUntag} (untag itself: ${result.reportedRequests})`, target: '<= 4', ok: result.requestsPerUntag <= 4 }
   ]
 }

@@ -7,6 +7,8 @@ import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../src/app.js'
 import { validateConfig } from '../src/config/load.js'
+import { startOidcProvider, type OidcProviderProcess } from '../testing/oidc-provider.js'
+import { freePort } from '../testing/ports.js'
 import { startRegistry, type RegistryProcess } from '../testing/registry-process.js'
 import { pushImage, tagManifest } from '../testing/seed.js'
 
@@ -14,9 +16,16 @@ export interface DemoKey { name: string, key: string, what: string }
 
 /** A slash command as Slack would send it: signed now, so good for 5 minutes and once. */
 export interface SlackCommand { url: string, headers: Record<string, string>, body: string, curl: string }
+/** A person who signs in to the web page through the demo's identity provider. */
+export interface DemoUser { username: string, password: string, what: string }
 
 export interface Demo {
   gatewayUrl: string
+  /** The web page. */
+  uiUrl: string
+  /** The demo's OpenID provider (oidc-provider), whose tokens the policy's jwt section trusts. */
+  issuer: string
+  users: DemoUser[]
   registryUrl: string
   policyFile: string
   keys: DemoKey[]
@@ -64,11 +73,22 @@ const DEMO_ACCOUNTS = [
   { name: 'demo-reader', groups: [], what: 'reader: may only dry-run' }
 ] as const
 
-function demoPolicy (keys: DemoKey[]): string {
+const DEMO_PEOPLE = [
+  { username: 'alice', groups: ['admins'], what: 'admin: may delete and force anything except protected tags' },
+  { username: 'bob', groups: ['developers'], what: 'developer: may delete (and undo) pr-* and preview-* tags of team-a/**, sees his activity' }
+] as const
+export const DEMO_CLIENT_ID = 'registry-gateway-ui'
+const DEMO_AUDIENCE = 'registry-gateway'
+
+function demoPolicy (keys: DemoKey[], idp: OidcProviderProcess): string {
   const hash = (key: string): string => createHash('sha256').update(key).digest('hex')
   const apiKeys = DEMO_ACCOUNTS.map((account, index) =>
     `  - name: ${account.name}\n    sha256: ${hash((keys[index] as DemoKey).key)}\n    groups: [${account.groups.join(', ')}]`).join('\n')
-  return `# Demo policy written by \`npm run demo\`; the keys were printed when it started.
+  return `# Demo policy written by \`npm run demo\`; the keys and the people's passwords were printed when it started.
+jwt:
+  issuer: ${idp.issuer}
+  audience: ${DEMO_AUDIENCE}
+  jwksUri: ${idp.jwksUri}
 apiKeys:
 ${apiKeys}
 roles:
@@ -82,6 +102,12 @@ roles:
   reader:
     - actions: [read]
       repositories: ["**"]
+  developer:
+    - actions: [delete, restore]
+      repositories: ["team-a/**"]
+      tags: ["pr-*", "preview-*"]
+    - actions: [read, audit]
+      repositories: ["team-a/**"]
 bindings:
   - role: admin
     subjects: ["apikey:demo-admin"]
@@ -89,6 +115,10 @@ bindings:
     subjects: ["keygroup:ci", "slack:T0DEMO/U0DEMO"]
   - role: reader
     subjects: ["apikey:demo-reader"]
+  - role: admin
+    subjects: ["group:admins"]
+  - role: developer
+    subjects: ["group:developers"]
 protectedTags:
   - repositories: ["**"]
     tags: ["latest", "v*.*.*"]
@@ -113,8 +143,10 @@ export async function startDemo (options: DemoOptions): Promise<Demo> {
   let registry: RegistryProcess | undefined
   let app: FastifyInstance | undefined
   let sink: Server | undefined
+  let idp: OidcProviderProcess | undefined
   const stop = async (): Promise<void> => {
     await app?.close()
+    await idp?.close()
     await new Promise(resolve => sink === undefined ? resolve(undefined) : sink.close(resolve))
     await registry?.stop()
     await rm(dir, { recursive: true, force: true })
@@ -123,14 +155,25 @@ export async function startDemo (options: DemoOptions): Promise<Demo> {
     registry = await startRegistry()
     await seed(registry.url)
     const keys = DEMO_ACCOUNTS.map(account => ({ name: account.name, key: `rdg_${randomBytes(24).toString('base64url')}`, what: account.what }))
+    // The identity provider must know where the page sends people back to, so the gateway's port is fixed first.
+    const port = options.port === 0 ? await freePort() : options.port
+    const users = DEMO_PEOPLE.map(person => ({ username: person.username, password: randomBytes(9).toString('base64url'), what: person.what }))
+    const uiUrl = `http://${options.host}:${port}/ui/`
+    idp = await startOidcProvider({
+      users: DEMO_PEOPLE.map((person, index) => ({ username: person.username, password: (users[index] as DemoUser).password, groups: [...person.groups] })),
+      clientId: DEMO_CLIENT_ID,
+      redirectUris: [uiUrl],
+      audience: DEMO_AUDIENCE
+    })
     const policyFile = join(dir, 'policy.yaml')
-    await writeFile(policyFile, demoPolicy(keys))
+    await writeFile(policyFile, demoPolicy(keys, idp))
     sink = await responseUrlSink(options.onSlackPost ?? (() => {}))
     const sinkOrigin = `http://127.0.0.1:${(sink.address() as AddressInfo).port}`
     const signingSecret = randomBytes(24).toString('hex')
     const config = validateConfig({
       host: options.host,
-      port: options.port,
+      port,
+      ui: { oidc: { clientId: DEMO_CLIENT_ID } },
       logLevel: options.logLevel,
       graphql: { graphiql: true },
       registries: { default: { url: registry.url } },
@@ -141,7 +184,7 @@ export async function startDemo (options: DemoOptions): Promise<Demo> {
     app = await buildApp(config)
     const address = await app.listen({ host: config.host, port: config.port })
     const slackCommand = (text: string): SlackCommand => signedCommand(address, signingSecret, `${sinkOrigin}/commands/demo`, text)
-    return { gatewayUrl: address, registryUrl: registry.url, policyFile, keys, slackCommand, stop }
+    return { gatewayUrl: address, uiUrl, issuer: idp.issuer, users, registryUrl: registry.url, policyFile, keys, slackCommand, stop }
   } catch (error) {
     await stop()
     throw error

@@ -14,6 +14,10 @@ const lines = [
   `registry-delete-gateway demo is running at ${demo.gatewayUrl} (registry ${demo.registryUrl})`,
   `policy: ${demo.policyFile}`,
   '',
+  `Web page: ${demo.uiUrl}  (sign in through the demo identity provider ${demo.issuer}, or paste an API key)`,
+  'Demo users (shown once):',
+  ...demo.users.map(user => `  ${user.username.padEnd(12)} password ${user.password}   ${user.what}`),
+  '',
   'Demo API keys (shown once):',
   ...demo.keys.map(key => `  ${key.name.padEnd(12)} ${key.key}   ${key.what}`),
   '',
@@ -34,7 +38,7 @@ const lines = [
   'Slack (signed as Slack signs, by user slack:T0DEMO/U0DEMO; good for 5 minutes and once; the plan is printed here):',
   `  ${demo.slackCommand('team-a/app:pr-2').curl}`,
   '',
-  'Ctrl-C stops the gateway and the registry.'
+  'Ctrl-C stops the gateway, the identity provider and the registry.'
 ]
 process.stdout.write(`${lines.join('\n')}\n`)
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {

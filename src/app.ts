@@ -12,6 +12,7 @@ import { metricsRoutes } from './http/metrics.js'
 import { badUrl, problemErrorHandler, routeNotFound } from './http/problem.js'
 import rateLimitPlugin from './http/rate-limit.js'
 import { restApi } from './http/rest.js'
+import { uiRoutes } from './http/ui.js'
 import { createLogger } from './logging.js'
 import { createMetrics, type GatewayMetrics } from './metrics.js'
 import { createServices, type ServiceOverrides } from './services.js'
@@ -23,6 +24,8 @@ export interface AppDeps extends ServiceOverrides {
   logger?: FastifyBaseLogger | false
   /** Replaces the Slack transport's clock or response_url poster. */
   slack?: Pick<SlackDeps, 'now' | 'post'>
+  /** Where the built web page is; dist/ui by default (tests build the page of their own sources elsewhere). */
+  uiRoot?: string
 }
 
 declare module 'fastify' {
@@ -66,6 +69,7 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   await app.register(healthRoutes(services.registries, services.auditStore))
   await app.register(restApi(services))
   if (config.chat.slack !== undefined) await app.register(slackRoutes({ images: services.images, settings: config.chat.slack, ...deps.slack }))
+  if (config.ui.enabled) await app.register(uiRoutes({ ui: config.ui, policy: services.policyStore, root: deps.uiRoot }))
   await app.register(graphqlApi({ images: services.images, whoAmI: services.whoAmI, limits: config.graphql, browse: services.browse }))
   return app
 }

@@ -42,7 +42,7 @@ export const ConfigSchema = Type.Object({
     maxMutationsPerDocument: Type.Integer({ minimum: 1, maximum: 100, default: 1 }),
     /** `auditEvents` fields (aliases included) one document may ask for: each reads up to audit.listScanLimit rows. */
     maxAuditEventsPerDocument: Type.Integer({ minimum: 1, maximum: 100, default: 1 }),
-    /** `repositories`, `tag` and `image { tags }` fields (aliases included) one document may ask for: each reads the registry. */
+    /** `repositories`, `tag` and `image` fields (aliases included, and every `tags` of an image after its first) one document may ask for. */
     maxRegistryReadsPerDocument: Type.Integer({ minimum: 1, maximum: 100, default: 1 })
   }, { additionalProperties: false, default: {} }),
   limits: Type.Object({
@@ -110,6 +110,15 @@ export const ConfigSchema = Type.Object({
     catalogPagesPerRequest: Type.Integer({ minimum: 1, maximum: 1000, default: 10 }),
     /** Pages of repositories or tags one caller identity may have in flight; more get 429 at once. */
     pagesPerCaller: Type.Integer({ minimum: 1, maximum: 10_000, default: 4 })
+  }, { additionalProperties: false, default: {} }),
+  /** The web page at /ui/. */
+  ui: Type.Object({
+    enabled: Type.Boolean({ default: true }),
+    /** Sign-in through the identity provider the policy's jwt section trusts; without it the page offers API keys only. */
+    oidc: Type.Optional(Type.Object({
+      clientId: Type.String({ minLength: 1, maxLength: 256, description: 'The public client (no secret) registered for the page at the identity provider' }),
+      scopes: Type.String({ minLength: 1, maxLength: 1024, default: 'openid profile', description: 'Space-separated scopes the page asks for' })
+    }, { additionalProperties: false }))
   }, { additionalProperties: false, default: {} })
 }, { additionalProperties: false })
 

@@ -83,6 +83,22 @@ export async function manifestGone (client: RegistryClient, name: string, digest
   }
 }
 
+/**
+ * Whether an untag happened: its tag no longer resolves. A tag on the digest it had means it did not; a tag on
+ * another manifest (someone pushed, or a swap stopped on its placeholder) did not happen either, and `detail`
+ * says what the tag points at, since the gateway did not do what the record says. Undefined when the registry
+ * cannot tell now.
+ */
+export async function untagOutcome (client: RegistryClient, record: AuditRecord): Promise<{ happened: boolean, detail?: string } | undefined> {
+  try {
+    const now = (await client.resolve(record.name, record.tag)).digest
+    return now === record.digest ? { happened: false } : { happened: false, detail: `; ${record.name}:${record.tag} points at ${now} now` }
+  } catch (error) {
+    if (isGatewayError(error) && error.code === 'NOT_FOUND') return { happened: true }
+    return undefined
+  }
+}
+
 export interface SettleDeps {
   audit: AuditTrail
   onAuditLost: (error: unknown, record: AuditRecord) => void

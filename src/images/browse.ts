@@ -183,21 +183,24 @@ async function catalogNames (
   // Every name starting with the prefix sorts after the prefix less its last character.
   let last = after ?? (prefix.length > 1 ? prefix.slice(0, -1) : undefined)
   const names: string[] = []
-  let matched = false
+  // The catalog is in lexical order: names with the prefix are together, so a name past them ends the listing.
+  const pastPrefix = (name: string): boolean => !name.startsWith(prefix) && name > prefix
   for (let request = 0; request < deps.catalogPagesPerRequest; request++) {
     const answer = await client.catalogPage(last, deps.catalogPageSize, input.signal)
     for (const [index, name] of answer.repositories.entries()) {
       if (name === last || !isRepositoryName(name)) {
-        throw malformedAnswer(200, `registry "${client.name}" listed ${JSON.stringify(name.slice(0, 128))} in its catalog after ${JSON.stringify(last)}, which is not a repository name that can follow it; refusing to list from it.`)
+        // The names stay out of the answer: `last` may be where a sealed cursor stopped, a repository the caller may not see.
+        throw malformedAnswer(200,
+          `registry "${client.name}" listed a name in its catalog that is not a repository name, or repeats the one before it; refusing to list from it.`)
       }
-      if (!name.startsWith(prefix)) {
-        // The catalog is in lexical order: names with the prefix are together, so once past them the listing is over.
-        if (matched) return { names }
-        continue
-      }
-      matched = true
+      if (pastPrefix(name)) return { names }
+      if (!name.startsWith(prefix)) continue
       if (decideRepositoryRead(policy, input.identity, client.name, name).allow) names.push(name)
-      if (names.length === limit) return index < answer.repositories.length - 1 || answer.more ? { names, next: name } : { names }
+      if (names.length === limit) {
+        const following = answer.repositories[index + 1]
+        const more = following === undefined ? answer.more : !pastPrefix(following)
+        return more ? { names, next: name } : { names }
+      }
     }
     if (!answer.more) return { names }
     const previous = last

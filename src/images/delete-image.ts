@@ -5,16 +5,16 @@
  */
 import type { AuditRecord } from '../audit/types.js'
 import type { AuditTrail } from '../audit/trail.js'
-import { GatewayError, isGatewayError } from '../errors.js'
+import { GatewayError, invalidField, isGatewayError } from '../errors.js'
 import type { Action, Decision, Identity, Resource } from '../policy/types.js'
 import type { Manifest, RegistryClient } from '../registry/client.js'
 import type { RegistryDirectory } from '../registry/directory.js'
 import { parseImageRef } from '../registry/reference.js'
 import { isIndex } from '../registry/media-types.js'
 import { repositoryLockKey, type KeyedLock, type Untagger, type UntagStrategy } from '../registry/untag.js'
-import { AMBIGUOUS, attemptFields, denial, errorFields, manifestGone, settleQuietly, type Authorize, type RequestContext } from './attempt.js'
+import { AMBIGUOUS, attemptFields, denial, errorFields, manifestGone, settleQuietly, untagOutcome, type Authorize, type RequestContext } from './attempt.js'
 import { findCoTags, lateCoTags, ManifestBudget, type CoTagFindings, type CoTagScan, type ScansPerCaller } from './co-tags.js'
-import { makePlan, type DeleteMode, type DeletionPlan, type PlanContent, type PlanDecision } from './plan.js'
+import { makePlan, PLAN_ID, type DeleteMode, type DeletionPlan, type PlanContent, type PlanDecision } from './plan.js'
 import type { PlanBook } from './approvals.js'
 import type { DeleteImageResult } from './shapes.js'
 
@@ -131,28 +131,60 @@ async function referencingIndexes (
  * would take them along (co-tags unless forced; index children always), `auto` untags instead.
  */
 type Resolved = Pick<PlanContent, 'repository' | 'tag' | 'digest' | 'mediaType'>
+type Planned = { content: PlanContent, scan?: PlanScan }
+type PlanBase = Pick<PlanContent, 'registry' | 'repository' | 'tag' | 'digest' | 'mediaType' | 'mode'>
 
-async function planDeletion (run: Run, found: Resolved): Promise<{ content: PlanContent, scan?: PlanScan }> {
+function untagContent (run: Run, base: PlanBase, sharedWith: string[], referencedBy: DeletionPlan['referencedBy']): PlanContent {
+  const strategy = run.deps.registrySettings(run.client.name).untagStrategy
+  return { ...base, force: false, action: 'untagged', strategy, removedTags: [base.tag], sharedWith, referencedBy }
+}
+
+async function planAfterScan (run: Run, base: PlanBase): Promise<Planned> {
   const { deps, client, input } = run
-  const mode = run.attempt.mode
-  const strategy = deps.registrySettings(client.name).untagStrategy
-  const base = { registry: client.name, repository: found.repository, tag: found.tag, digest: found.digest, mediaType: found.mediaType, mode }
-  const untag = (sharedWith: string[], referencedBy: DeletionPlan['referencedBy']): PlanContent =>
-    ({ ...base, force: false, action: 'untagged', strategy, removedTags: [found.tag], sharedWith, referencedBy })
-  if (mode === 'untag') return { content: untag([], []) }
+  const { mode } = base
   const indexes = new Map<string, string[]>()
   const scan: CoTagScan = { concurrency: deps.coTagConcurrency, budget: new ManifestBudget(deps.coTagScanLimit), signal: input.signal }
-  const first = await findCoTags(client, found.repository, found.digest, found.tag, isIndex(found.mediaType) ? scan : { ...scan, indexes })
-  const referencedBy = await referencingIndexes(client, found.repository, found.digest, indexes, scan)
+  const first = await findCoTags(client, base.repository, base.digest, base.tag, isIndex(base.mediaType) ? scan : { ...scan, indexes })
+  const referencedBy = await referencingIndexes(client, base.repository, base.digest, indexes, scan)
   const force = mode === 'digest' && input.force === true
-  if (mode === 'digest' && referencedBy.length > 0) throw referencedByIndex(found.digest, referencedBy)
+  if (mode === 'digest' && referencedBy.length > 0) throw referencedByIndex(base.digest, referencedBy)
   if (mode === 'digest' && first.coTags.length > 0 && !force) throw sharedDigest(base, first.coTags, [])
-  if (mode === 'auto' && (first.coTags.length > 0 || referencedBy.length > 0)) return { content: untag(first.coTags, referencedBy), scan: { scan, first } }
+  if (mode === 'auto' && (first.coTags.length > 0 || referencedBy.length > 0)) {
+    return { content: untagContent(run, base, first.coTags, referencedBy), scan: { scan, first } }
+  }
   return {
     content: {
-      ...base, force, action: 'deleted-digest', strategy: 'digest', removedTags: [found.tag, ...first.coTags], sharedWith: first.coTags, referencedBy
+      ...base, force, action: 'deleted-digest', strategy: 'digest', removedTags: [base.tag, ...first.coTags], sharedWith: first.coTags, referencedBy
     },
     scan: { scan, first }
+  }
+}
+
+/** One planner per mode: a mode added to DeleteMode does not compile until it says how it plans. */
+const PLANNERS: Record<DeleteMode, (run: Run, base: PlanBase) => Promise<Planned>> = {
+  auto: planAfterScan,
+  untag: async (run, base) => ({ content: untagContent(run, base, [], []) }),
+  digest: planAfterScan
+}
+
+async function planDeletion (run: Run, found: Resolved): Promise<Planned> {
+  const { mode } = run.attempt
+  return await PLANNERS[mode](run, { ...found, registry: run.client.name, mode })
+}
+
+/**
+ * The core's own check of the options the edges validate too: the use case is called by more than the REST and
+ * GraphQL edges (executePlan, tests, future adapters), and a bad mode or plan id must never reach the registry.
+ */
+function checkOptions (input: DeleteImageInput): void {
+  const mode: unknown = input.mode
+  if (mode !== undefined && (typeof mode !== 'string' || !Object.hasOwn(PLANNERS, mode))) {
+    const modes = Object.keys(PLANNERS)
+    throw invalidField('mode', modes.join('|'), `mode must be one of ${modes.join(', ')} (got ${JSON.stringify(String(mode).slice(0, 40))}).`)
+  }
+  const planId: unknown = input.planId
+  if (planId !== undefined && (typeof planId !== 'string' || !PLAN_ID.test(planId))) {
+    throw invalidField('planId', `matches ${PLAN_ID.source}`, `planId must be a plan id as a dry-run answers it (${PLAN_ID.source}).`)
   }
 }
 
@@ -276,6 +308,7 @@ function approvalRefusal (run: Run, decision: Decision, resource: Resource, dryR
 }
 
 async function attemptDeletion (deps: ImageServices, input: DeleteImageInput, scanSlot: { release: () => void }): Promise<DeleteImageResult> {
+  checkOptions(input)
   const { repository, tag } = parseImageRef(input.repository, input.tag)
   const client = deps.registries.get(input.registry)
   const dryRun = input.dryRun === true
@@ -393,19 +426,26 @@ async function deleteDigest (run: Run, plan: DeletionPlan, manifest: Manifest, p
 }
 
 /**
- * The registry request failed after the write-ahead record. An untag's failure already says what the registry
- * holds now (the untagger asked it and put the original back when it could). When a digest DELETE's answer was
- * lost (timeout, reset, 5xx), the registry is asked whether the manifest is gone, so the record says what really
- * happened.
+ * The registry request failed after the write-ahead record. When its answer was lost (timeout, reset, 5xx), the
+ * registry is asked what happened, so the record says what really did: for a digest deletion whether the manifest
+ * is gone, for an untag whether the tag is (a native DELETE by tag may have acted; a swap already asked, and put
+ * the original back when it could). When the registry cannot tell now either, the record stays pending for
+ * start-up reconciliation.
  */
 async function settleFailure (run: Run, pending: AuditRecord, error: GatewayError): Promise<never> {
-  const digest = pending.digest as string
-  const gone = pending.deleteAction === 'deleted-digest' && AMBIGUOUS.has(error.code) ? await manifestGone(run.client, pending.name, digest) : false
-  if (gone === true) {
-    const detail = `the registry's answer was lost (${error.detail}), but the manifest is gone`
+  const outcome = AMBIGUOUS.has(error.code) ? await lostAnswerOutcome(run.client, pending) : { happened: false }
+  if (outcome?.happened === true) {
+    const detail = `the registry's answer was lost (${error.detail}), but the ${pending.deleteAction === 'untagged' ? 'tag' : 'manifest'} is gone`
     await settleQuietly(run.deps, pending, { outcome: 'deleted', errorCode: error.code, errorDetail: detail, durationMs: run.elapsed() })
-  } else if (gone === false) {
-    await settleQuietly(run.deps, pending, { ...errorFields(error), durationMs: run.elapsed() })
+  } else if (outcome !== undefined) {
+    const failure = errorFields(error)
+    await settleQuietly(run.deps, pending, { ...failure, errorDetail: `${failure.errorDetail as string}${outcome.detail ?? ''}`, durationMs: run.elapsed() })
   }
   throw error
+}
+
+async function lostAnswerOutcome (client: RegistryClient, pending: AuditRecord): Promise<{ happened: boolean, detail?: string } | undefined> {
+  if (pending.deleteAction === 'untagged') return await untagOutcome(client, pending)
+  const gone = await manifestGone(client, pending.name, pending.digest as string)
+  return gone === undefined ? undefined : { happened: gone }
 }

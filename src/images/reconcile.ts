@@ -3,7 +3,7 @@ import type { AuditRecord } from '../audit/types.js'
 import { isGatewayError } from '../errors.js'
 import type { RegistryClient } from '../registry/client.js'
 import type { RegistryDirectory } from '../registry/directory.js'
-import { manifestGone } from './attempt.js'
+import { manifestGone, untagOutcome } from './attempt.js'
 
 export interface ReconcileSummary { settled: number, left: number }
 
@@ -19,21 +19,6 @@ async function tagsAllPointAt (client: RegistryClient, record: AuditRecord): Pro
     return true
   } catch (error) {
     if (isGatewayError(error) && error.code === 'NOT_FOUND') return false
-    return undefined
-  }
-}
-
-/**
- * Whether an untag happened: its tag no longer resolves. A tag on the digest it had means it did not; a tag on
- * another manifest (someone pushed, or a swap stopped on its placeholder) is settled as failed with what it
- * points at, since the gateway did not do what the record says.
- */
-async function untagOutcome (client: RegistryClient, record: AuditRecord): Promise<{ happened: boolean, detail?: string } | undefined> {
-  try {
-    const now = (await client.resolve(record.name, record.tag)).digest
-    return now === record.digest ? { happened: false } : { happened: false, detail: `; ${record.name}:${record.tag} points at ${now} now` }
-  } catch (error) {
-    if (isGatewayError(error) && error.code === 'NOT_FOUND') return { happened: true }
     return undefined
   }
 }

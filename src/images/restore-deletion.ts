@@ -3,11 +3,13 @@ import type { AuditRecord } from '../audit/types.js'
 import { GatewayError, isGatewayError } from '../errors.js'
 import type { Identity } from '../policy/types.js'
 import { sha256Digest, type RegistryClient } from '../registry/client.js'
+import { repositoryLockKey } from '../registry/untag.js'
 import { errorFields, settleQuietly, type RequestContext } from './attempt.js'
 import type { ImageServices } from './delete-image.js'
 import type { RestoreDeletionResult } from './shapes.js'
 
-export type RestoreDeletionDeps = Pick<ImageServices, 'registries' | 'authorizer' | 'audit' | 'onAuditLost'>
+/** `locks`: the repository lock deletions and untags hold, so a restore's PUTs never interleave with their DELETEs. */
+export type RestoreDeletionDeps = Pick<ImageServices, 'registries' | 'authorizer' | 'audit' | 'onAuditLost' | 'locks'>
 
 export interface RestoreDeletionInput {
   identity: Identity
@@ -108,20 +110,24 @@ export async function restoreDeletion (deps: RestoreDeletionDeps, input: Restore
     if (sha256Digest(deletion.manifest as Buffer) !== deletion.digest) {
       throw new GatewayError('NOT_RESTORABLE', `the manifest saved with deletion ${deletion.id} does not hash to ${deletion.digest as string}; the record is damaged, so nothing was put back.`)
     }
-    const moved = await tagsMovedElsewhere(client, deletion)
-    if (moved.length > 0 && input.force !== true) {
-      throw new GatewayError('TAG_EXISTS',
-        `${moved.map(tag => `${deletion.name}:${tag}`).join(', ')} now point${moved.length === 1 ? 's' : ''} at another manifest; restoring would move ${moved.length === 1 ? 'it' : 'them'} back. Restore with force=true to do that.`,
-        { extras: { tags: moved } })
-    }
-    // Moving a tag someone re-pushed takes its new image away, as a forced delete does: it needs `force` too.
-    const forceRefused = moved.map(tag => denial('force', tag)).find(error => error !== undefined)
-    if (forceRefused !== undefined) throw forceRefused
-    // The bytes hash to the deleted digest (checked above), so the registry stores them under that same digest.
-    for (const tag of deletion.removedTags) {
-      await client.putManifest(deletion.name, tag, deletion.manifest as Buffer, deletion.mediaType as string)
-        .catch((error: GatewayError) => { throw restoreFailure(error) })
-    }
+    // Under the repository's lock: what the check sees is what the PUTs act on, as far as the gateway's own
+    // deletions and untags go, and 2.8.2 answers a DELETE 500 when a tag changes beside it.
+    await deps.locks.run(repositoryLockKey(client.name, deletion.name), async () => {
+      const moved = await tagsMovedElsewhere(client, deletion)
+      if (moved.length > 0 && input.force !== true) {
+        throw new GatewayError('TAG_EXISTS',
+          `${moved.map(tag => `${deletion.name}:${tag}`).join(', ')} now point${moved.length === 1 ? 's' : ''} at another manifest; restoring would move ${moved.length === 1 ? 'it' : 'them'} back. Restore with force=true to do that.`,
+          { extras: { tags: moved } })
+      }
+      // Moving a tag someone re-pushed takes its new image away, as a forced delete does: it needs `force` too.
+      const forceRefused = moved.map(tag => denial('force', tag)).find(error => error !== undefined)
+      if (forceRefused !== undefined) throw forceRefused
+      // The bytes hash to the deleted digest (checked above), so the registry stores them under that same digest.
+      for (const tag of deletion.removedTags) {
+        await client.putManifest(deletion.name, tag, deletion.manifest as Buffer, deletion.mediaType as string)
+          .catch((error: GatewayError) => { throw restoreFailure(error) })
+      }
+    })
   } catch (error) {
     await deps.audit.releaseRestore(deletion.id, restore.id)
     await deps.audit.settle(restore.id, { ...errorFields(error as GatewayError), durationMs: elapsed() })

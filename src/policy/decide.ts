@@ -34,11 +34,12 @@ export function grants (actions: readonly RuleAction[], action: Action): boolean
 }
 
 /** An absent list means "all". */
-function covers (globs: readonly Glob[] | undefined, value: string): boolean {
+export function covers (globs: readonly Glob[] | undefined, value: string): boolean {
   return globs === undefined || globs.some(glob => glob.matches(value))
 }
 
-function describeGroups (identity: Identity): string {
+/** Why an identity has no role, in the words a denial uses. */
+export function describeGroups (identity: Identity): string {
   return identity.groups.length === 0 ? 'has no role' : `and its groups ${identity.groups.join(', ')} have no role`
 }
 

@@ -1,4 +1,4 @@
-import { grants, rolesOf } from './decide.js'
+import { covers, describeGroups, grants, rolesOf } from './decide.js'
 import type { Decision, Identity, Policy, Rule } from './types.js'
 
 /**
@@ -12,18 +12,15 @@ export function decideRepositoryRead (policy: Policy | undefined, identity: Iden
     ({ allow: false, code: 'FORBIDDEN', reason: `${identity.subject} may not read ${what}: ${why}`, roles })
   if (policy === undefined) return deny('no policy is loaded, so every request is denied', [])
   const roles = rolesOf(policy, identity)
-  if (roles.length === 0) {
-    const groups = identity.groups.length === 0 ? 'has no role' : `and its groups ${identity.groups.join(', ')} have no role`
-    return deny(`subject ${identity.subject} ${groups}`, roles)
-  }
+  if (roles.length === 0) return deny(`subject ${identity.subject} ${describeGroups(identity)}`, roles)
   // Bindings can only name roles the policy defines (checked at load).
   const rules = roles.flatMap(role => policy.roles.get(role) as readonly Rule[]).filter(rule => grants(rule.actions, 'read'))
   const noRule = `no rule of roles [${roles.join(', ')}] allows read`
   if (rules.length === 0) return deny(noRule, roles)
-  const forRegistry = rules.filter(rule => rule.registries === undefined || rule.registries.some(glob => glob.matches(registry)))
+  const forRegistry = rules.filter(rule => covers(rule.registries, registry))
   if (forRegistry.length === 0) return deny(`${noRule} on registry ${registry}`, roles)
   // The catalog itself is readable by anyone who may read some repository of the registry.
-  const granting = repository === '' ? forRegistry[0] : forRegistry.find(rule => rule.repositories.some(glob => glob.matches(repository)))
+  const granting = repository === '' ? forRegistry[0] : forRegistry.find(rule => covers(rule.repositories, repository))
   if (granting === undefined) return deny(`${noRule} on repository ${repository}`, roles)
   return { allow: true, reason: `${identity.subject} may read ${what}: role ${granting.role} allows it (${granting.path})`, roles }
 }

@@ -331,7 +331,7 @@ export class RegistryClient {
         seen.add(tag)
         tags.push(tag)
       }
-      path = this.nextPage(header(response.headers, 'link'), path, listPath, incomplete)
+      path = this.nextPage(header(response.headers, 'link'), path, listPath, 'this repository\'s tag list', incomplete)
     }
     return tags
   }
@@ -397,11 +397,15 @@ export class RegistryClient {
     return tags
   }
 
-  /** The next page's path, only ever the same repository's tag list on the same registry. */
-  private nextPage (link: string | undefined, current: string, listPath: string, incomplete: (why: string) => GatewayError): string | undefined {
+  /**
+   * The next page a Link header names, only ever `listPath` (`what`, in words) on this registry. A next page the
+   * gateway cannot read, or one elsewhere, is refused: a listing that goes on is not one that ended.
+   */
+  private nextPage (
+    link: string | undefined, current: string, listPath: string, what: string, incomplete: (why: string) => GatewayError
+  ): string | undefined {
     const target = nextLink(link)
     if (target === undefined) {
-      // A Link that announces a next page we cannot read is a list that goes on, not one that ended.
       if (link !== undefined && /rel="?next\b/i.test(link)) {
         throw incomplete(`its Link header announces a next page the gateway cannot read (${JSON.stringify(link.slice(0, 200))})`)
       }
@@ -409,7 +413,7 @@ export class RegistryClient {
     }
     const url = URL.canParse(target, this.origin + current) ? new URL(target, this.origin + current) : undefined
     if (url?.origin !== this.origin || url.pathname !== listPath) {
-      throw incomplete(`its next page ${JSON.stringify(target.slice(0, 200))} is not this repository's tag list on this registry`)
+      throw incomplete(`its next page ${JSON.stringify(target.slice(0, 200))} is not ${what} on this registry`)
     }
     return url.pathname + url.search
   }
@@ -448,19 +452,9 @@ export class RegistryClient {
     if (!Array.isArray(names) || !names.every(name => typeof name === 'string')) {
       throw malformedAnswer(200, `registry "${this.name}" answered a catalog page with JSON that is not a list of repository names; refusing to list from it.`)
     }
-    const link = header(response.headers, 'link')
-    const target = nextLink(link)
-    if (target === undefined) {
-      if (link !== undefined && /rel="?next\b/i.test(link)) {
-        throw malformedAnswer(200, `registry "${this.name}" announced a next catalog page the gateway cannot read (${JSON.stringify(link.slice(0, 200))}).`)
-      }
-      return { repositories: names, more: false }
-    }
-    const url = URL.canParse(target, this.origin + catalogPath) ? new URL(target, this.origin + catalogPath) : undefined
-    if (url?.origin !== this.origin || url.pathname !== catalogPath) {
-      throw malformedAnswer(200, `registry "${this.name}" announced a next catalog page ${JSON.stringify(target.slice(0, 200))} that is not its catalog.`)
-    }
-    return { repositories: names, more: true }
+    const next = this.nextPage(header(response.headers, 'link'), catalogPath, catalogPath, 'its catalog',
+      why => malformedAnswer(200, `registry "${this.name}" did not give a catalog page the gateway can follow: ${why}; refusing to list from it.`))
+    return { repositories: names, more: next !== undefined }
   }
 
   /** A blob's bytes (an image config), at most `maxBytes`, verified against its digest. */

@@ -114,6 +114,18 @@ function withNote (error: GatewayError, detail: string, extras: Record<string, u
   })
 }
 
+/**
+ * Refuses, before anything changes, when the tag no longer points at the manifest the untag was planned for: the
+ * original was read outside the repository's lock, and untagging now would remove whatever was pushed since.
+ */
+async function ensureUnmoved (client: RegistryClient, { repository, tag, original }: UntagRequest, scope: Scope): Promise<void> {
+  const now = (await client.resolve(repository, tag, scope)).digest
+  if (now === original.digest) return
+  throw new GatewayError('PLAN_STALE',
+    `${repository}:${tag} moved to ${now} after the untag was planned for ${original.digest}; nothing was changed. Make a new dry-run and untag again if ${now} should go too.`,
+    { extras: { digest: now, plannedDigest: original.digest } })
+}
+
 export class Untagger {
   private readonly lock: KeyedLock
   private readonly blobCacheSize: number
@@ -127,11 +139,14 @@ export class Untagger {
 
   /** Removes `request.tag` and nothing else, the way `strategy` says; throws a catalogue error otherwise. */
   async untag (client: RegistryClient, strategy: UntagStrategy, request: UntagRequest): Promise<UntagResult> {
-    if (strategy === 'native') return await this.native(client, request)
-    return await this.lock.run(repositoryLockKey(client.name, request.repository), async () => await this.swap(client, request))
+    return await this.lock.run(repositoryLockKey(client.name, request.repository), async () =>
+      strategy === 'native' ? await this.native(client, request) : await this.swap(client, request))
   }
 
-  private async native (client: RegistryClient, { repository, tag }: UntagRequest): Promise<UntagResult> {
+  private async native (client: RegistryClient, request: UntagRequest): Promise<UntagResult> {
+    const { repository, tag } = request
+    // The registry has no conditional DELETE by tag: a push between this look and the DELETE is still untagged.
+    await ensureUnmoved(client, request, 'pull,delete')
     try {
       await client.deleteTag(repository, tag)
     } catch (error) {
@@ -143,7 +158,7 @@ export class Untagger {
       }
       throw error
     }
-    return { strategy: 'native', requests: 1 }
+    return { strategy: 'native', requests: 2 }
   }
 
   private async swap (client: RegistryClient, request: UntagRequest): Promise<UntagResult> {
@@ -172,6 +187,7 @@ export class Untagger {
   ): Promise<ErrorCode | undefined> {
     const { repository, tag } = request
     if (!this.blobPresent.has(repositoryLockKey(client.name, repository))) await this.ensureEmptyBlob(client, repository, ask)
+    await ask(async () => { await ensureUnmoved(client, request, SWAP_SCOPE) })
     try {
       await this.putPlaceholder(client, repository, tag, placeholder, ask)
       await ask(async () => { await client.deleteManifest(repository, placeholderDigest, SWAP_SCOPE) })

@@ -1,6 +1,7 @@
 import t from 'tap'
 import { request } from 'undici'
-import { startDemo } from '../../demo/demo.js'
+import { DEMO_CLIENT_ID, startDemo } from '../../demo/demo.js'
+import { signInWithoutBrowser } from '../../testing/oidc-provider.js'
 
 t.test('the demo starts a seeded registry, a policy with its keys, and the gateway; stop ends them all', async t => {
   const slackPosts: any[] = []
@@ -36,11 +37,19 @@ t.test('the demo starts a seeded registry, a policy with its keys, and the gatew
   t.match(await slack.body.json(), { text: 'planning…' }, 'the signed sample command is accepted')
   for (let waited = 0; slackPosts.length === 0 && waited < 200; waited++) await new Promise(resolve => setTimeout(resolve, 50))
   t.match(slackPosts[0], { text: /untag|delete the image/, blocks: [{}, { type: 'actions' }] }, 'and its plan reaches the stand-in response_url')
+  const ui = await request(`${demo.gatewayUrl}/ui/config.json`)
+  t.same(await ui.body.json(), { oidc: { issuer: demo.issuer, clientId: DEMO_CLIENT_ID, scopes: 'openid profile' } }, 'the page signs in with the demo provider')
+  t.same(demo.users.map(user => user.username), ['alice', 'bob'])
+  const bob = demo.users[1] as { username: string, password: string }
+  const token = await signInWithoutBrowser({ issuer: demo.issuer }, { clientId: DEMO_CLIENT_ID, redirectUri: demo.uiUrl }, bob.username, bob.password)
+  const me = await request(`${demo.gatewayUrl}/me`, { headers: { authorization: `Bearer ${token}` } })
+  t.match(await me.body.json(), { subject: 'user:bob', groups: ['developers'], roles: ['developer'] }, 'a printed user signs in and holds the printed role')
 
   await demo.stop()
   stopped = true
   await t.rejects(request(`${demo.registryUrl}/v2/`), 'the registry is stopped')
   await t.rejects(request(`${demo.gatewayUrl}/healthz`), 'the gateway is stopped')
+  await t.rejects(request(`${demo.issuer}/jwks`), 'the identity provider is stopped')
 })
 
 t.test('a demo that cannot start cleans up after itself', async t => {

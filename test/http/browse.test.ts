@@ -75,6 +75,13 @@ t.test('the catalog shows only repositories the caller may read, and a prefix na
   t.same((await allRepositories(t, 'limit=100&prefix=nothing', KEYS.admin)).names, [])
   const exact = await get('/repositories?prefix=zzz&limit=2')
   t.same(exact.body, { registry: 'default', items: [{ name: 'zzz/last' }, { name: 'zzz/more' }] }, 'a page that ends with the catalog has no cursor')
+  const secret = await get('/repositories?prefix=secret&limit=1')
+  t.same(secret.body, { registry: 'default', items: [{ name: 'secret/app' }] }, 'a full page whose next name is past the prefix has no cursor')
+  const beforeBrowse = upstream(/^\/v2\/_catalog/)
+  const browse = await allRepositories(t, 'limit=4&prefix=browse/', KEYS.admin)
+  t.same(browse.names, ALL.filter(name => name.startsWith('browse/')))
+  t.equal(browse.pages, 2)
+  t.equal(upstream(/^\/v2\/_catalog/) - beforeBrowse, 3, 'a page continued past the prefix stops at the first name beyond it, not at the request bound')
 })
 
 t.test('refusals: no identity, no read anywhere, bad input, forged cursors; none reaches the registry', async t => {

@@ -2,9 +2,9 @@ import t from 'tap'
 import { startRegistry } from '../../testing/registry-process.js'
 import { pushImage, tagManifest } from '../../testing/seed.js'
 import { deleteImage, executePlan } from '../../src/images/delete-image.js'
-import { makePlan, PLAN_ID, type PlanContent } from '../../src/images/plan.js'
+import { makePlan, PLAN_ID, type DeleteMode, type PlanContent } from '../../src/images/plan.js'
 import { rejection } from '../fixtures/rejection.js'
-import { directory, imageServices, memoryTrail } from '../fixtures/use-case.js'
+import { closedPort, directory, imageServices, memoryTrail } from '../fixtures/use-case.js'
 
 const registry = await startRegistry()
 t.teardown(async () => { await registry.stop() })
@@ -50,4 +50,25 @@ t.test('executePlan runs a plan made earlier only while it holds', async t => {
   const fresh = await deleteImage(deps, { identity, context, repository: 'plan/app', tag: 'v1', dryRun: true })
   const done = await executePlan(deps, { identity, context, plan: { ...plan, id: fresh.planId }, signal: new AbortController().signal })
   t.match(done, { planId: fresh.planId, action: 'untagged', deleted: true, removedTags: ['v1'] })
+})
+
+t.test('the use case itself refuses an unknown mode or a malformed plan id, before any registry request or record', async t => {
+  const { store, audit } = memoryTrail(t)
+  // Nothing listens there: a registry request would fail UPSTREAM_UNAVAILABLE, not INVALID_REQUEST.
+  const deps = imageServices(directory(t, { default: `http://127.0.0.1:${await closedPort()}` }), audit)
+  const base = { identity, context, repository: 'plan/app', tag: 'v1' }
+  for (const mode of ['everything', 'UNTAG', 7, null] as unknown as DeleteMode[]) {
+    const error = await rejection(deleteImage(deps, { ...base, mode }))
+    t.match(error, { code: 'INVALID_REQUEST', status: 400, extras: { field: 'mode', rule: 'auto|untag|digest' } }, `mode ${String(mode)}`)
+    t.match(error.detail, /^mode must be one of auto, untag, digest \(got "/)
+  }
+  for (const planId of ['nope', `plan_${'A'.repeat(40)}`, 42] as unknown as string[]) {
+    const error = await rejection(deleteImage(deps, { ...base, mode: 'untag', planId }))
+    t.match(error, { code: 'INVALID_REQUEST', status: 400, extras: { field: 'planId', rule: `matches ${PLAN_ID.source}` } }, `planId ${String(planId)}`)
+  }
+  const plan = { id: 'nope', registry: 'default', repository: 'plan/app', tag: 'v1', mode: 'untag' as const, force: false }
+  t.match(await rejection(executePlan(deps, { identity, context, plan })), { code: 'INVALID_REQUEST', extras: { field: 'planId' } }, 'executePlan too')
+  t.match(await rejection(executePlan(deps, { identity, context, plan: { ...plan, id: `plan_${'0'.repeat(40)}`, mode: 'all' as DeleteMode } })), { extras: { field: 'mode' } })
+  t.same((await store.list({}, { limit: 10 })).items, [], 'a bad input is not an attempt: nothing recorded')
+  t.match(await rejection(deleteImage(deps, { ...base, mode: 'untag', planId: `plan_${'0'.repeat(40)}` })), { code: 'UPSTREAM_UNAVAILABLE' }, 'valid options do reach the registry')
 })

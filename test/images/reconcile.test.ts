@@ -3,6 +3,7 @@ import { startRegistry } from '../../testing/registry-process.js'
 import { pushImage, tagManifest } from '../../testing/seed.js'
 import { reconcilePending } from '../../src/images/reconcile.js'
 import { restoreDeletion } from '../../src/images/restore-deletion.js'
+import { KeyedQueue } from '../../src/registry/untag.js'
 import { deleteInRegistry, headManifest } from '../fixtures/audit.js'
 import { claimRestore, closedPort, deletionRecord, directory, memoryTrail, restoreRequest } from '../fixtures/use-case.js'
 
@@ -121,7 +122,7 @@ t.test('a pending restore whose tags do not all point at the digest: failed, and
   t.same(await headManifest(registry.url, name, 'm1'), { status: 200, digest: replacement.digest }, 'the replacement is left as it is')
 
   // The released deletions can be restored again through the use case.
-  const deps = { registries, audit, authorizer: () => () => ({ allow: true as const, reason: 'test', roles: [] }), onAuditLost: () => {} }
+  const deps = { registries, audit, authorizer: () => () => ({ allow: true as const, reason: 'test', roles: [] }), onAuditLost: () => {}, locks: new KeyedQueue() }
   const input = { identity: { subject: 'apikey:admin', groups: [], kind: 'apikey' as const }, context: { requestId: 'again', transport: 'rest' as const } }
   const partialAgain = await restoreDeletion(deps, { ...input, deletionId: partialDeletion.id })
   t.same(partialAgain.restoredTags, ['p1', 'p2'])

@@ -6,8 +6,10 @@ import { pushImage } from '../../testing/seed.js'
 import { restoreDeletion, type RestoreDeletionDeps } from '../../src/images/restore-deletion.js'
 import type { Decision } from '../../src/policy/types.js'
 import type { RegistryDirectory } from '../../src/registry/directory.js'
+import { deleteImage } from '../../src/images/delete-image.js'
+import { KeyedQueue, repositoryLockKey } from '../../src/registry/untag.js'
 import { deleteInRegistry, headManifest } from '../fixtures/audit.js'
-import { closedPort, deletionRecord, directory, memoryTrail } from '../fixtures/use-case.js'
+import { closedPort, deletionRecord, directory, imageServices, memoryTrail } from '../fixtures/use-case.js'
 import { rejection } from '../fixtures/rejection.js'
 
 // Failures the end-to-end tests cannot easily provoke: records whose bytes do not match their digest, bytes the
@@ -22,7 +24,7 @@ const allowAll = (): Decision => ({ allow: true, reason: 'test allows everything
 function setup (t: Test, registries: RegistryDirectory): { deps: RestoreDeletionDeps, store: ReturnType<typeof memoryTrail>['store'], lost: unknown[] } {
   const { store, audit } = memoryTrail(t)
   const lost: unknown[] = []
-  return { deps: { registries, authorizer: () => allowAll, audit, onAuditLost: error => { lost.push(error) } }, store, lost }
+  return { deps: { registries, authorizer: () => allowAll, audit, onAuditLost: error => { lost.push(error) }, locks: new KeyedQueue() }, store, lost }
 }
 
 const context = { requestId: 'req-1', transport: 'rest' as const }
@@ -148,4 +150,42 @@ t.test('force moves a re-pushed tag back only for a caller who holds force on it
   const restored = await restoreDeletion(deps, { identity, context, deletionId: deletion.id, force: true })
   t.same(restored.restoredTags, ['v1'])
   t.same(await headManifest(registry.url, image.name, 'v1'), { status: 200, digest: image.digest })
+})
+
+t.test('a restore takes the repository lock deletions and untags hold: a held lock delays its check and PUTs', async t => {
+  const { deps, store } = setup(t, directory(t, { default: registry.url }))
+  const image = await pushImage(target, 'restore-unit/locked', ['v1'], 'schema2')
+  t.equal(await deleteInRegistry(registry.url, image.name, image.digest), 202)
+  const deletion = await store.append(deletionRecord('default', image, ['v1']))
+  let release = (): void => {}
+  const held = deps.locks.run(repositoryLockKey('default', image.name), async () => { await new Promise<void>(resolve => { release = resolve }) })
+  let settled = false
+  const restoring = restoreDeletion(deps, { identity, context, deletionId: deletion.id }).finally(() => { settled = true })
+  while ((await store.pending()).length === 0) await new Promise(resolve => setTimeout(resolve, 10))
+  await new Promise(resolve => setTimeout(resolve, 200))
+  t.notOk(settled, 'the restore waits for the lock')
+  t.same(await headManifest(registry.url, image.name, 'v1'), { status: 404 }, 'nothing was put back while the lock was held')
+  release()
+  await held
+  t.same((await restoring).restoredTags, ['v1'])
+  t.same(await headManifest(registry.url, image.name, 'v1'), { status: 200, digest: image.digest })
+  t.equal((deps.locks as KeyedQueue).size, 0, 'the lock is given back')
+})
+
+t.test('restores and untags of one repository run at once through the shared lock: every one succeeds, no 500', async t => {
+  const { store, audit } = memoryTrail(t)
+  const deps = imageServices(directory(t, { default: registry.url }), audit, { untagStrategy: 'swap', defaultMode: 'untag' })
+  const name = 'restore-unit/busy'
+  const gone = await pushImage(target, name, ['r0', 'r1', 'r2', 'r3', 'r4', 'r5'], 'schema2')
+  const kept = await pushImage(target, name, ['u0', 'u1', 'u2', 'u3', 'u4', 'u5', 'stays'], 'oci')
+  t.equal(await deleteInRegistry(registry.url, name, gone.digest), 202)
+  const deletions = await Promise.all(['r0', 'r1', 'r2', 'r3', 'r4', 'r5'].map(async tag => await store.append(deletionRecord('default', gone, [tag]))))
+  const results = await Promise.allSettled([
+    ...deletions.map(async deletion => await restoreDeletion(deps, { identity, context, deletionId: deletion.id })),
+    ...['u0', 'u1', 'u2', 'u3', 'u4', 'u5'].map(async tag => await deleteImage(deps, { identity, context, repository: name, tag }))
+  ])
+  t.same(results.filter(result => result.status === 'rejected'), [], 'no failure')
+  for (const tag of ['r0', 'r1', 'r2', 'r3', 'r4', 'r5']) t.same(await headManifest(registry.url, name, tag), { status: 200, digest: gone.digest }, `${tag} restored`)
+  for (const tag of ['u0', 'u1', 'u2', 'u3', 'u4', 'u5']) t.same(await headManifest(registry.url, name, tag), { status: 404 }, `${tag} untagged`)
+  t.same(await headManifest(registry.url, name, 'stays'), { status: 200, digest: kept.digest })
 })

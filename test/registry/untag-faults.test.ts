@@ -30,6 +30,8 @@ function setup (t: Tap.Test, client?: (mock: MockAgent) => RegistryClient): Setu
   const puts: Setup['puts'] = []
   let placeholder = ''
   pool.intercept({ path: BLOB, method: 'HEAD' }).reply(200, '')
+  // The look under the lock right before the placeholder PUT: the tag is still on the original.
+  pool.intercept({ path: '/v2/app/manifests/v1', method: 'HEAD' }).reply(200, '', { headers: { 'docker-content-digest': original.digest } })
   pool.intercept({ path: '/v2/app/manifests/v1', method: 'PUT' }).reply(options => {
     placeholder = sha256(String(options.body))
     puts.push({ body: String(options.body), type: (options.headers as Record<string, string>)['content-type'] })
@@ -45,7 +47,7 @@ t.test('a DELETE that answers 500 but unlinked the placeholder: asked again, the
   pool.intercept({ path: isDigestPath, method: 'DELETE' }).reply(500, { errors: [{ code: 'UNKNOWN', message: 'invalid checksum digest format' }] })
   pool.intercept({ path: '/v2/app/manifests/v1', method: 'HEAD' }).reply(404, '')
   const result = await new Untagger().untag(client, 'swap', request)
-  t.match(result, { strategy: 'swap', requests: 4, recheckedAfter: 'UPSTREAM_ERROR' })
+  t.match(result, { strategy: 'swap', requests: 5, recheckedAfter: 'UPSTREAM_ERROR' })
 })
 
 t.test('a DELETE that answers 500 and did nothing: the original goes back under the tag, with its own media type', async t => {

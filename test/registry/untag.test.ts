@@ -57,7 +57,7 @@ t.test('swap: untag of a shared tag keeps every co-tag on its digest, in 2 reque
   const original = await client.getManifest('app', 'pr-3')
   const before = requests()
   const first = await untagger.untag(client, 'swap', { repository: 'app', tag: 'pr-3', original })
-  t.match(first, { strategy: 'swap', requests: 5 }, 'blob HEAD (404), upload POST + PUT, placeholder PUT, DELETE')
+  t.match(first, { strategy: 'swap', requests: 6 }, 'blob HEAD (404), upload POST + PUT, tag HEAD, placeholder PUT, DELETE')
   t.equal(requests() - before, first.requests, 'the count is what the registry saw')
   t.equal(await digestOf(registry, 'app', 'pr-3'), undefined)
   t.same(await tagsOf(registry, 'app'), ['latest', 'pr-3-rc', 'pr-4'])
@@ -67,8 +67,8 @@ t.test('swap: untag of a shared tag keeps every co-tag on its digest, in 2 reque
 
   const steady = requests()
   const second = await untagger.untag(client, 'swap', { repository: 'app', tag: 'pr-4', original: await client.getManifest('app', 'pr-4') })
-  t.match(second, { strategy: 'swap', requests: 2 }, 'steady state: placeholder PUT and DELETE')
-  t.equal(requests() - steady, 3, 'with the GET of the bytes to restore: 3 requests')
+  t.match(second, { strategy: 'swap', requests: 3 }, 'steady state: tag HEAD, placeholder PUT and DELETE')
+  t.equal(requests() - steady, 4, 'with the GET of the bytes to restore: 4 requests')
   t.not(second.placeholderDigest, first.placeholderDigest, 'every placeholder is unique')
   t.same(await tagsOf(registry, 'app'), ['latest', 'pr-3-rc'])
 })
@@ -137,14 +137,14 @@ t.test('the remembered blob: forgotten when the registry lost it, and only so ma
   const untag = async (repository: string, tag: string): Promise<number> =>
     (await untagger.untag(client, 'swap', { repository, tag, original: await client.getManifest(repository, tag) })).requests
 
-  t.equal(await untag('a', 'x'), 5, 'a: the blob is uploaded')
+  t.equal(await untag('a', 'x'), 6, 'a: the blob is uploaded')
   // What garbage collection does once no placeholder references the blob.
   const unlinked = await request(`${registry.url}/v2/a/blobs/${EMPTY_DESCRIPTOR.digest}`, { method: 'DELETE' })
   await unlinked.body.dump()
   t.equal(unlinked.statusCode, 202)
-  t.equal(await untag('a', 'y'), 6, 'a: the PUT is refused for the missing blob, which is checked, uploaded again, and the PUT repeated')
-  t.equal(await untag('b', 'x'), 5, 'b: blobs belong to a repository, so b gets its own')
-  t.equal(await untag('a', 'z'), 3, 'a was forgotten to make room for b: checked again')
+  t.equal(await untag('a', 'y'), 7, 'a: the PUT is refused for the missing blob, which is checked, uploaded again, and the PUT repeated')
+  t.equal(await untag('b', 'x'), 6, 'b: blobs belong to a repository, so b gets its own')
+  t.equal(await untag('a', 'z'), 4, 'a was forgotten to make room for b: checked again')
   t.same(await tagsOf(registry, 'a'), [])
   t.same(await tagsOf(registry, 'b'), ['y', 'z'])
 })
@@ -160,13 +160,15 @@ t.test('native on distribution 2.8.2: DELETE by tag is refused with 400, the tag
   t.equal(await digestOf(registry, 'app', 'v1'), image.digest)
 })
 
-t.test('native: exactly one DELETE by tag', async t => {
+t.test('native: the tag is looked at under the lock, then exactly one DELETE by tag', async t => {
   // No packaged registry here untags with DELETE by tag (distribution 2.8.2 answers 400), so this small
   // in-test server plays a registry that does, as distribution 3.x and zot do.
   const seen: Array<{ method: string, url: string }> = []
   let answer: { status: number, body: string } = { status: 202, body: '' }
+  let tagDigest = `sha256:${'0'.repeat(64)}`
   const server = createServer((req: IncomingMessage, res) => {
     seen.push({ method: req.method as string, url: req.url as string })
+    if (req.method === 'HEAD') return res.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json', 'docker-content-digest': tagDigest }).end()
     res.writeHead(answer.status, { 'content-type': 'application/json' }).end(answer.body)
   })
   await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
@@ -175,12 +177,33 @@ t.test('native: exactly one DELETE by tag', async t => {
   const original: Manifest = { digest: `sha256:${'0'.repeat(64)}`, mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 2, bytes: Buffer.from('{}') }
   const untagger = new Untagger()
 
-  t.same(await untagger.untag(client, 'native', { repository: 'team/app', tag: 'pr-3', original }), { strategy: 'native', requests: 1 })
-  t.same(seen, [{ method: 'DELETE', url: '/v2/team/app/manifests/pr-3' }])
+  t.same(await untagger.untag(client, 'native', { repository: 'team/app', tag: 'pr-3', original }), { strategy: 'native', requests: 2 })
+  t.same(seen, [{ method: 'HEAD', url: '/v2/team/app/manifests/pr-3' }, { method: 'DELETE', url: '/v2/team/app/manifests/pr-3' }])
 
   answer = { status: 405, body: '{"errors":[{"code":"UNSUPPORTED","message":"The operation is unsupported."}]}' }
   t.match(await rejection(untagger.untag(client, 'native', { repository: 'team/app', tag: 'pr-3', original })), { code: 'DELETE_DISABLED', status: 501 })
-  t.equal(seen.length, 2, 'never probed, never retried')
+  t.equal(seen.length, 4, 'never probed, never retried')
+
+  tagDigest = `sha256:${'1'.repeat(64)}`
+  const moved = await rejection(untagger.untag(client, 'native', { repository: 'team/app', tag: 'pr-3', original }))
+  t.match(moved, { code: 'PLAN_STALE', status: 409, extras: { digest: tagDigest, plannedDigest: original.digest } })
+  t.match(moved.detail, new RegExp(`team/app:pr-3 moved to ${tagDigest}.*nothing was changed`))
+  t.same(seen.slice(4), [{ method: 'HEAD', url: '/v2/team/app/manifests/pr-3' }], 'a tag pushed since the plan is never deleted')
+})
+
+t.test('swap: a tag pushed since the untag was planned is refused with PLAN_STALE before the placeholder PUT', async t => {
+  const registry = await started(t)
+  const first = await pushImage({ url: registry.url }, 'moved', ['m', 'm-rc'], 'schema2')
+  const { client, requests } = connect(t, registry.url)
+  const original = await client.getManifest('moved', 'm')
+  const second = await pushImage({ url: registry.url }, 'moved', ['m'], 'oci')
+  const before = requests()
+  const error = await rejection(new Untagger().untag(client, 'swap', { repository: 'moved', tag: 'm', original }))
+  t.match(error, { code: 'PLAN_STALE', status: 409, extras: { digest: second.digest, plannedDigest: first.digest } })
+  t.match(error.detail, new RegExp(`moved:m moved to ${second.digest} after the untag was planned for ${first.digest}; nothing was changed`))
+  t.equal(requests() - before, 4, 'blob HEAD (404), upload POST + PUT, tag HEAD: no manifest PUT or DELETE')
+  t.equal(await digestOf(registry, 'moved', 'm'), second.digest, 'the new push keeps the tag')
+  t.equal(await digestOf(registry, 'moved', 'm-rc'), first.digest)
 })
 
 t.test('token auth: the swap asks for one pull,push,delete token; without push it is UPSTREAM_AUTH_FAILED saying so', async t => {
