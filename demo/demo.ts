@@ -1,4 +1,6 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { createHash, createHmac, randomBytes } from 'node:crypto'
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -12,6 +14,8 @@ import { pushImage, tagManifest } from '../testing/seed.js'
 
 export interface DemoKey { name: string, key: string, what: string }
 
+/** A slash command as Slack would send it: signed now, so good for 5 minutes and once. */
+export interface SlackCommand { url: string, headers: Record<string, string>, body: string, curl: string }
 /** A person who signs in to the web page through the demo's identity provider. */
 export interface DemoUser { username: string, password: string, what: string }
 
@@ -25,6 +29,8 @@ export interface Demo {
   registryUrl: string
   policyFile: string
   keys: DemoKey[]
+  /** Signs `/image-delete <text>` from the demo's Slack user (slack:T0DEMO/U0DEMO, a preview-cleaner). */
+  slackCommand: (text: string) => SlackCommand
   stop: () => Promise<void>
 }
 
@@ -32,6 +38,33 @@ export interface DemoOptions {
   host: string
   port: number
   logLevel: 'info' | 'warn' | 'silent'
+  /** Told each message the gateway posts to the demo's stand-in for Slack's response_url. */
+  onSlackPost?: (message: unknown) => void
+}
+
+/** Plays Slack's response_url on loopback, so the plan the gateway posts after "planning…" can be seen. */
+async function responseUrlSink (onPost: (message: unknown) => void): Promise<Server> {
+  const server = createServer((request, response) => {
+    const chunks: Buffer[] = []
+    request.on('data', (chunk: Buffer) => chunks.push(chunk))
+    request.on('end', () => {
+      response.end('ok')
+      onPost(JSON.parse(Buffer.concat(chunks).toString('utf8')))
+    })
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  return server
+}
+
+function signedCommand (gatewayUrl: string, secret: string, responseUrl: string, text: string): SlackCommand {
+  const body = new URLSearchParams({
+    team_id: 'T0DEMO', user_id: 'U0DEMO', command: '/image-delete', text, response_url: responseUrl, trigger_id: randomBytes(8).toString('hex')
+  }).toString()
+  const timestamp = String(Math.floor(Date.now() / 1000))
+  const signature = `v0=${createHmac('sha256', secret).update(`v0:${timestamp}:${body}`).digest('hex')}`
+  const url = `${gatewayUrl}/chat/slack/commands`
+  const headers = { 'content-type': 'application/x-www-form-urlencoded', 'x-slack-request-timestamp': timestamp, 'x-slack-signature': signature }
+  return { url, headers, body, curl: `curl -s ${url} -H 'X-Slack-Request-Timestamp: ${timestamp}' -H 'X-Slack-Signature: ${signature}' --data-raw '${body}'` }
 }
 
 const DEMO_ACCOUNTS = [
@@ -79,7 +112,7 @@ bindings:
   - role: admin
     subjects: ["apikey:demo-admin"]
   - role: preview-cleaner
-    subjects: ["keygroup:ci"]
+    subjects: ["keygroup:ci", "slack:T0DEMO/U0DEMO"]
   - role: reader
     subjects: ["apikey:demo-reader"]
   - role: admin
@@ -109,10 +142,12 @@ export async function startDemo (options: DemoOptions): Promise<Demo> {
   const dir = await mkdtemp(join(tmpdir(), 'rdg-demo-'))
   let registry: RegistryProcess | undefined
   let app: FastifyInstance | undefined
+  let sink: Server | undefined
   let idp: OidcProviderProcess | undefined
   const stop = async (): Promise<void> => {
     await app?.close()
     await idp?.close()
+    await new Promise(resolve => sink === undefined ? resolve(undefined) : sink.close(resolve))
     await registry?.stop()
     await rm(dir, { recursive: true, force: true })
   }
@@ -132,6 +167,9 @@ export async function startDemo (options: DemoOptions): Promise<Demo> {
     })
     const policyFile = join(dir, 'policy.yaml')
     await writeFile(policyFile, demoPolicy(keys, idp))
+    sink = await responseUrlSink(options.onSlackPost ?? (() => {}))
+    const sinkOrigin = `http://127.0.0.1:${(sink.address() as AddressInfo).port}`
+    const signingSecret = randomBytes(24).toString('hex')
     const config = validateConfig({
       host: options.host,
       port,
@@ -140,11 +178,13 @@ export async function startDemo (options: DemoOptions): Promise<Demo> {
       graphql: { graphiql: true },
       registries: { default: { url: registry.url } },
       policyFile,
-      audit: { path: join(dir, 'audit.db') }
+      audit: { path: join(dir, 'audit.db') },
+      chat: { slack: { signingSecret, responseOrigins: [sinkOrigin] } }
     }, 'the demo')
     app = await buildApp(config)
     const address = await app.listen({ host: config.host, port: config.port })
-    return { gatewayUrl: address, uiUrl, issuer: idp.issuer, users, registryUrl: registry.url, policyFile, keys, stop }
+    const slackCommand = (text: string): SlackCommand => signedCommand(address, signingSecret, `${sinkOrigin}/commands/demo`, text)
+    return { gatewayUrl: address, uiUrl, issuer: idp.issuer, users, registryUrl: registry.url, policyFile, keys, slackCommand, stop }
   } catch (error) {
     await stop()
     throw error

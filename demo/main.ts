@@ -2,7 +2,12 @@ import { startDemo } from './demo.js'
 
 // `npm run demo`: everything a newcomer needs to try the gateway, started and stopped together.
 const port = process.env.PORT === undefined ? 8080 : Number(process.env.PORT)
-const demo = await startDemo({ port, host: process.env.HOST ?? '127.0.0.1', logLevel: 'warn' })
+const demo = await startDemo({
+  port,
+  host: process.env.HOST ?? '127.0.0.1',
+  logLevel: 'warn',
+  onSlackPost: message => { process.stdout.write(`Slack response_url got: ${JSON.stringify(message)}\n`) }
+})
 const [admin, ci, reader] = demo.keys
 const lines = [
   '',
@@ -29,6 +34,9 @@ const lines = [
   `  curl -s -H 'X-API-Key: ${admin?.key}' -H 'content-type: application/json' ${demo.gatewayUrl}/graphql \\`,
   '      -d \'{"query":"mutation { deleteImage(name: \\"team-a/app\\", tag: \\"pr-2\\", dryRun: true) { digest action removedTags planId } }"}\'',
   `  GraphiQL: ${demo.gatewayUrl}/graphiql`,
+  '',
+  'Slack (signed as Slack signs, by user slack:T0DEMO/U0DEMO; good for 5 minutes and once; the plan is printed here):',
+  `  ${demo.slackCommand('team-a/app:pr-2').curl}`,
   '',
   'Ctrl-C stops the gateway, the identity provider and the registry.'
 ]

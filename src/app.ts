@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config/schema.js'
+import { slackRoutes, type SlackDeps } from './chat/slack/routes.js'
 import { graphqlApi } from './graphql/index.js'
 import { contractRoutes } from './http/contract.js'
 import { healthRoutes } from './http/health.js'
@@ -21,6 +22,8 @@ export interface AppDeps extends ServiceOverrides {
   metrics?: GatewayMetrics
   /** A pino logger to share (the server's), or false for none; by default one at the configured level. */
   logger?: FastifyBaseLogger | false
+  /** Replaces the Slack transport's clock or response_url poster. */
+  slack?: Pick<SlackDeps, 'now' | 'post'>
   /** Where the built web page is; dist/ui by default (tests build the page of their own sources elsewhere). */
   uiRoot?: string
 }
@@ -65,6 +68,7 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   if (config.metrics.enabled && config.metrics.port === undefined) await app.register(metricsRoutes(metrics, { public: config.metrics.public }))
   await app.register(healthRoutes(services.registries, services.auditStore))
   await app.register(restApi(services))
+  if (config.chat.slack !== undefined) await app.register(slackRoutes({ images: services.images, settings: config.chat.slack, ...deps.slack }))
   if (config.ui.enabled) await app.register(uiRoutes({ ui: config.ui, policy: services.policyStore, root: deps.uiRoot }))
   await app.register(graphqlApi({ images: services.images, whoAmI: services.whoAmI, limits: config.graphql, browse: services.browse }))
   return app

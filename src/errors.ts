@@ -10,6 +10,7 @@ export const catalogue = {
   UNAUTHENTICATED: { status: 401, title: 'Authentication required' },
   FORBIDDEN: { status: 403, title: 'Forbidden' },
   PROTECTED_TAG: { status: 403, title: 'Protected tag' },
+  APPROVAL_REQUIRED: { status: 403, title: 'Approval required' },
   NOT_FOUND: { status: 404, title: 'Not found' },
   METHOD_NOT_ALLOWED: { status: 405, title: 'Method not allowed' },
   SHARED_DIGEST: { status: 409, title: 'Digest shared with other tags' },

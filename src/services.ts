@@ -10,6 +10,7 @@ import { PagesInFlight, type BrowseDeps } from './images/browse.js'
 import { BrowseCache } from './images/browse-cache.js'
 import { CursorCodec } from './images/browse-cursor.js'
 import type { ImageServices } from './images/delete-image.js'
+import { PlanBook } from './images/approvals.js'
 import { startAuditHousekeeping, type AuditHousekeeping } from './images/housekeeping.js'
 import { whoAmI, type WhoAmI } from './identity/who-am-i.js'
 import { decide, grantsAnywhere, literalProtectedTags, rolesOf, PolicyStore } from './policy/index.js'
@@ -94,7 +95,8 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
     untagger: new Untagger({ lock: locks }),
     onAuditLost: (error, record) => {
       log.error({ err: error, auditId: record.id }, 'the registry acted but the audit trail could not record it; the record is reconciled at the next start')
-    }
+    },
+    plans: new PlanBook({ ttlMs: 600_000, capacity: 10_000 })
   }
   const housekeeping = startAuditHousekeeping({ audit, registries, retentionDays: config.audit.retentionDays, logger: log })
   return {

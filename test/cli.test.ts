@@ -74,7 +74,7 @@ t.test('policy check', async t => {
   t.same(await run('policy', 'check', bad), {
     code: 1,
     out: '',
-    err: `invalid policy ${bad}:\n  roles.admin[0].actions[0]: unknown action "nuke"; actions are read, delete, force, restore, audit, *\n  roles.admin[0].repositories[0]: "Team/**": "T" is not allowed; a repository pattern may use a-z, 0-9, ".", "_", "-", "/" and the wildcards * ** ?`
+    err: `invalid policy ${bad}:\n  roles.admin[0].actions[0]: unknown action "nuke"; actions are read, delete, force, restore, audit, approve, *\n  roles.admin[0].repositories[0]: "Team/**": "T" is not allowed; a repository pattern may use a-z, 0-9, ".", "_", "-", "/" and the wildcards * ** ?`
   })
   const mixed = file('mixed.yaml', `apiKeys: [{ name: a, sha256: ${'a'.repeat(64)}, groups: [ci] }]\nroles:\n  r: [{ actions: [read], repositories: ["**"] }]\nbindings: [{ role: r, subjects: ["group:ci", "group:dev", "keygroup:ci"] }]\n`)
   t.same(await run('policy', 'check', mixed), {
@@ -109,6 +109,8 @@ t.test('policy explain', async t => {
   t.same((await explain('--subject', 'user:alice@example.com', '--action', 'read', '--image', 'app:x', '--registry', 'mirror')).code, 0, '--registry')
   t.same((await explain('--subject', 'user:nobody', '--action', 'read', '--image', 'app:v1')).out,
     'DENY (FORBIDDEN): user:nobody may not read app:v1 in registry default: subject user:nobody has no role\nroles: (none)')
+  t.same((await explain('--subject', 'slack:T1/U9', '--action', 'read', '--image', 'app:v1')).out,
+    'DENY (FORBIDDEN): slack:T1/U9 may not read app:v1 in registry default: subject slack:T1/U9 has no role\nroles: (none)', 'a Slack subject is explained like any other')
   t.match(await explain('--subject', 'apikey:nobody', '--action', 'read', '--image', 'app:v1'), { code: 2, err: /apikey:nobody is not an API key of this policy/ })
   t.match(await explain('--subject', 'apikey:ci-cleaner', '--action', 'delete', '--image', 'team-a/app:pr-42'),
     { code: 0, out: /^ALLOW: .*\nroles: preview-cleaner/ }, 'an API key gets the groups the policy gives it (ci → preview-cleaner)')
@@ -117,8 +119,8 @@ t.test('policy explain', async t => {
     [['--action', 'read', '--image', 'a:b'], /^policy explain needs --subject, --action and --image/],
     [['--subject', 'user:a', '--image', 'a:b'], /^policy explain needs/],
     [['--subject', 'user:a', '--action', 'read'], /^policy explain needs/],
-    [['--subject', 'group:ci', '--action', 'read', '--image', 'a:b'], /^--subject must be apikey:<name> or user:<subject claim>; give groups with --group/],
-    [['--subject', 'user:a', '--action', 'nuke', '--image', 'a:b'], /^--action must be one of read, delete, force, restore, audit/],
+    [['--subject', 'group:ci', '--action', 'read', '--image', 'a:b'], /^--subject must be apikey:<name>, user:<subject claim> or slack:<team id>\/<user id>; give groups with --group/],
+    [['--subject', 'user:a', '--action', 'nuke', '--image', 'a:b'], /^--action must be one of read, delete, force, restore, audit, approve/],
     [['--subject', 'user:a', '--action', 'read', '--image', 'app'], /^--image: image "app" is invalid: must be name:tag/],
     [['--subject', 'user:a', '--action', 'read', '--image', 'App:v1'], /^--image: name "App" is invalid/]
   ]

@@ -13,7 +13,7 @@ export type AuditOutcome = Static<typeof AuditOutcomeSchema>
 export const AuditActionSchema = Type.Union([Type.Literal('delete'), Type.Literal('dry-run'), Type.Literal('restore'), Type.Literal('read')])
 export type AuditAction = Static<typeof AuditActionSchema>
 
-export const AuditTransportSchema = Type.Union([Type.Literal('rest'), Type.Literal('graphql')])
+export const AuditTransportSchema = Type.Union([Type.Literal('rest'), Type.Literal('graphql'), Type.Literal('slack')])
 export type AuditTransport = Static<typeof AuditTransportSchema>
 
 /** How a deletion was asked to remove a tag (`mode`), what it did (`action`) and how (`strategy`). */
@@ -56,6 +56,7 @@ export const AuditEventSchema = Type.Object({
   errorDetail: Type.Optional(Type.String()),
   durationMs: Type.Optional(Type.Integer()),
   restoredBy: Type.Optional(Type.String()),
+  approvedBy: Type.Optional(Type.String({ description: 'A deletion that needed approval: who approved it (subject is who asked).' })),
   restoreOf: Type.Optional(Type.String()),
   restorable: Type.Boolean()
 })

@@ -51,19 +51,21 @@ const migrations: readonly string[] = [
   // Deletions say how the tag was removed: the mode asked, the action taken (untag or digest) and the strategy.
   `ALTER TABLE audit_records ADD COLUMN mode TEXT;
   ALTER TABLE audit_records ADD COLUMN delete_action TEXT;
-  ALTER TABLE audit_records ADD COLUMN strategy TEXT;`
+  ALTER TABLE audit_records ADD COLUMN strategy TEXT;`,
+  // A deletion a rule required approval for names its approver beside its subject.
+  'ALTER TABLE audit_records ADD COLUMN approved_by TEXT;'
 ]
 
 export const auditSchemaVersion = migrations.length
 
 const columns = `id, time, request_id, transport, subject, groups, action, registry, name, tag, digest, media_type,
   removed_tags, decision, outcome, upstream_status, error_code, error_detail, duration_ms, manifest, restored_by, restore_of,
-  client_request_id, mode, delete_action, strategy`
+  client_request_id, mode, delete_action, strategy, approved_by`
 
 /** What a listing reads: everything but the saved manifest bytes, which only a restore needs. */
 const listColumns = `id, time, request_id, transport, subject, groups, action, registry, name, tag, digest, media_type,
   removed_tags, decision, outcome, upstream_status, error_code, error_detail, duration_ms, NULL AS manifest,
-  manifest IS NOT NULL AS manifest_saved, restored_by, restore_of, client_request_id, mode, delete_action, strategy`
+  manifest IS NOT NULL AS manifest_saved, restored_by, restore_of, client_request_id, mode, delete_action, strategy, approved_by`
 
 /**
  * The filters whose index is ordered by id after them, best first: the scan window walks one of these (or the id
@@ -98,6 +100,7 @@ interface AuditRow {
   mode: AuditRecord['mode'] | null
   delete_action: AuditRecord['deleteAction'] | null
   strategy: AuditRecord['strategy'] | null
+  approved_by: string | null
 }
 
 /** Rows of the list window read per turn of the event loop. */
@@ -134,7 +137,8 @@ function toParams (record: AuditRecord): RowParams {
     client_request_id: record.clientRequestId,
     mode: record.mode,
     delete_action: record.deleteAction,
-    strategy: record.strategy
+    strategy: record.strategy,
+    approved_by: record.approvedBy
   }
 }
 
@@ -167,6 +171,7 @@ function toRecord (row: AuditRow): AuditRecord {
   if (row.mode !== null) record.mode = row.mode
   if (row.delete_action !== null) record.deleteAction = row.delete_action
   if (row.strategy !== null) record.strategy = row.strategy
+  if (row.approved_by !== null) record.approvedBy = row.approved_by
   return record
 }
 
@@ -446,7 +451,7 @@ function prepareStatements (db: Database.Database) {
     insertRow: db.prepare(`INSERT INTO audit_records (${columns}) VALUES (@id, @time, @request_id, @transport,
       @subject, @groups, @action, @registry, @name, @tag, @digest, @media_type, @removed_tags, @decision, @outcome,
       @upstream_status, @error_code, @error_detail, @duration_ms, @manifest, @restored_by, @restore_of, @client_request_id,
-      @mode, @delete_action, @strategy)`),
+      @mode, @delete_action, @strategy, @approved_by)`),
     updateRow: db.prepare(`UPDATE audit_records SET outcome = @outcome, digest = @digest,
       media_type = @media_type, removed_tags = @removed_tags, upstream_status = @upstream_status,
       error_code = @error_code, error_detail = @error_detail, duration_ms = @duration_ms, manifest = @manifest,

@@ -33,6 +33,8 @@ export interface AuditRecord {
   /** On a deletion: the id of the restore that undid it. On a restore: the id of the deletion it undoes. */
   restoredBy?: string
   restoreOf?: string
+  /** A deletion that needed approval: the approver's subject (the requester is `subject`). */
+  approvedBy?: string
 }
 
 export type NewAuditRecord = Omit<AuditRecord, 'id' | 'time'> & { time?: string }

@@ -53,6 +53,10 @@ function applyEnv (raw: Record<string, unknown>, env: Env): void {
   if (env.LOG_LEVEL !== undefined) raw.logLevel = env.LOG_LEVEL
   if (env.POLICY_FILE !== undefined) raw.policyFile = env.POLICY_FILE
   if (env.AUDIT_DB !== undefined) raw.audit = { ...(isObject(raw.audit) ? raw.audit : {}), path: env.AUDIT_DB }
+  if (env.SLACK_SIGNING_SECRET !== undefined) {
+    const chat = isObject(raw.chat) ? raw.chat : {}
+    raw.chat = { ...chat, slack: { ...(isObject(chat.slack) ? chat.slack : {}), signingSecret: env.SLACK_SIGNING_SECRET } }
+  }
   const registryEnv: Record<string, string | string[] | undefined> = {
     url: env.REGISTRY_URL,
     username: env.REGISTRY_USERNAME,

@@ -78,6 +78,26 @@ export const ConfigSchema = Type.Object({
     /** Rows one audit page may read at most, so no caller can make a page scan the whole trail. */
     listScanLimit: Type.Integer({ minimum: 201, maximum: 100_000, default: 1000 })
   }, { additionalProperties: false, default: {} }),
+  /** Chat-ops: a transport that only makes plans and executes them after a confirm button. */
+  chat: Type.Object({
+    /** Absent: the Slack routes are not served at all. */
+    slack: Type.Optional(Type.Object({
+      /** The app's signing secret (env SLACK_SIGNING_SECRET); every request is verified with it. */
+      signingSecret: Type.String({ minLength: 8 }),
+      /** Origins response_url may point at; a command naming another is refused, nothing posted there. */
+      responseOrigins: Type.Array(Type.String({ pattern: '^https?://[^/\\s]+$' }), { minItems: 1, default: ['https://hooks.slack.com'] }),
+      /** Post a short public note in the channel after each deletion and undo. */
+      announce: Type.Boolean({ default: false }),
+      /** How long a plan waits for its button (Slack's response_url itself lives 30 minutes). */
+      planTtlMs: Type.Integer({ minimum: 1000, maximum: 1_800_000, default: 600_000 }),
+      /** Plans and undo buttons kept at once; past it the oldest go first. */
+      maxPlans: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 10_000 }),
+      /** Signatures remembered against replay within the 5-minute window; past it requests are refused (429). */
+      replayCacheSize: Type.Integer({ minimum: 1, maximum: 10_000_000, default: 100_000 }),
+      /** Timeout of each post to response_url. */
+      postTimeoutMs: Type.Integer({ minimum: 100, maximum: 60_000, default: 5000 })
+    }, { additionalProperties: false }))
+  }, { additionalProperties: false, default: {} }),
   /** The read API (catalog, tags, one tag). */
   browse: Type.Object({
     /** Manifests, configs and tag resolutions kept each; manifests and configs are immutable per digest. */

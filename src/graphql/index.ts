@@ -5,6 +5,7 @@ import { getOperationAST, Location, parse } from 'graphql'
 import { GatewayError, invalidField } from '../errors.js'
 import type { AuditFilter } from '../audit/types.js'
 import { listAuditEvents } from '../images/audit-events.js'
+import { approvePlan, executeApprovedPlan } from '../images/approvals.js'
 import { deleteImage, type ImageServices, type RequestContext } from '../images/delete-image.js'
 import type { DeleteImageResult } from '../images/shapes.js'
 import { PLAN_ID, type DeleteMode } from '../images/plan.js'
@@ -143,6 +144,11 @@ export const graphqlApi = (options: GraphQLOptions): FastifyPluginAsync => async
         force: args.force ?? false,
         ...(args.planId === undefined || args.planId === null ? {} : { planId: checkedPlanId(args.planId) }),
         signal: ctx.reply.request.signal
+      })),
+      approvePlan: async (_root: unknown, args: { id: string }, ctx: MercuriusContext) =>
+        await approvePlan(options.images, { identity: ctx.identity, context: context(ctx), planId: args.id }),
+      executePlan: async (_root: unknown, args: { id: string }, ctx: MercuriusContext) => deleteResult(await executeApprovedPlan(options.images, {
+        identity: ctx.identity, context: context(ctx), planId: args.id, signal: ctx.reply.request.signal
       })),
       restoreDeletion: async (_root: unknown, args: { id: string, force?: boolean | null }, ctx: MercuriusContext) => await restoreDeletion(options.images, {
         identity: ctx.identity,

@@ -11,6 +11,11 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** Reachable without credentials (health, contract). */
     public?: boolean
+    /**
+     * Authenticated by a request signature the route's own plugin checks (chat), not by an API key or token: the
+     * plugin must set request.identity before the handler, or refuse.
+     */
+    signed?: boolean
   }
 }
 
@@ -29,7 +34,7 @@ const identityPlugin: FastifyPluginAsync<IdentityOptions> = async (app, options)
   const { perWindow, windowMs } = options.failedAuth
   const failures = new FailedAuthBudget({ limit: perWindow, windowMs })
   app.addHook('onRequest', async (request) => {
-    if (request.routeOptions.config.public === true) return
+    if (request.routeOptions.config.public === true || request.routeOptions.config.signed === true) return
     // Checked before the credentials, so an address over its budget costs no hashing or token verification;
     // a valid caller sharing that address waits too, which is the price of not doing the work.
     const wait = failures.blockedFor(request.ip)

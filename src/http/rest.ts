@@ -4,6 +4,7 @@ import { auditRoutes } from './audit.js'
 import { browseRoutes } from './browse.js'
 import { imageRoutes } from './images.js'
 import { meRoutes } from './me.js'
+import { planRoutes } from './plans.js'
 
 /** The REST API proper: each route translates a request into a use case call and its result into JSON. */
 export const restApi = (services: GatewayServices): FastifyPluginAsyncTypebox => async (app) => {
@@ -11,4 +12,5 @@ export const restApi = (services: GatewayServices): FastifyPluginAsyncTypebox =>
   await app.register(meRoutes(services.whoAmI))
   await app.register(auditRoutes(services.images))
   await app.register(browseRoutes(services.browse))
+  await app.register(planRoutes(services.images))
 }

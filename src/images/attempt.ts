@@ -21,6 +21,7 @@ export interface RequestContext {
 const OUTCOME_OF: Partial<Record<ErrorCode, AuditOutcome>> = {
   FORBIDDEN: 'denied',
   PROTECTED_TAG: 'denied',
+  APPROVAL_REQUIRED: 'denied',
   SHARED_DIGEST: 'rejected',
   REFERENCED_BY_INDEX: 'rejected',
   PLAN_STALE: 'rejected',

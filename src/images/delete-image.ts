@@ -6,7 +6,7 @@
 import type { AuditRecord } from '../audit/types.js'
 import type { AuditTrail } from '../audit/trail.js'
 import { GatewayError, invalidField, isGatewayError } from '../errors.js'
-import type { Action, Identity, Resource } from '../policy/types.js'
+import type { Action, Decision, Identity, Resource } from '../policy/types.js'
 import type { Manifest, RegistryClient } from '../registry/client.js'
 import type { RegistryDirectory } from '../registry/directory.js'
 import { parseImageRef } from '../registry/reference.js'
@@ -15,6 +15,7 @@ import { repositoryLockKey, type KeyedLock, type Untagger, type UntagStrategy } 
 import { AMBIGUOUS, attemptFields, denial, errorFields, manifestGone, settleQuietly, untagOutcome, type Authorize, type RequestContext } from './attempt.js'
 import { findCoTags, lateCoTags, ManifestBudget, type CoTagFindings, type CoTagScan, type ScansPerCaller } from './co-tags.js'
 import { makePlan, PLAN_ID, type DeleteMode, type DeletionPlan, type PlanContent, type PlanDecision } from './plan.js'
+import type { PlanBook } from './approvals.js'
 import type { DeleteImageResult } from './shapes.js'
 
 export type { Authorize, RequestContext }
@@ -41,6 +42,8 @@ export interface ImageServices {
   untagger: Untagger
   /** Told when the registry acted but the audit trail could not record it (reconciled at the next start). */
   onAuditLost: (error: unknown, record: AuditRecord) => void
+  /** Dry-runs' plans and their approvals, for executing a plan by its id later (POST /plans/<id>/…). */
+  plans: PlanBook
 }
 
 export interface DeleteImageInput {
@@ -56,6 +59,8 @@ export interface DeleteImageInput {
   force?: boolean
   /** A plan made earlier (a dry-run's planId): refused with PLAN_STALE unless the plan made now is that one. */
   planId?: string
+  /** Who approved this deletion, when a rule the caller relies on requires approval: checked here, not by the edge. */
+  approvedBy?: Identity
   /** The request's abort signal: a caller that goes away stops the co-tag scan. */
   signal?: AbortSignal
 }
@@ -69,10 +74,12 @@ interface Run {
   client: RegistryClient
   input: DeleteImageInput
   authorize: Authorize
-  attempt: ReturnType<typeof attemptFields> & { mode: DeleteMode }
+  attempt: ReturnType<typeof attemptFields> & { mode: DeleteMode, approvedBy?: string }
   decision: { allow: boolean, reason: string }
   elapsed: () => number
   pending?: AuditRecord
+  /** The approver and the policy's reason, once an approval was needed and given. */
+  approval?: string
 }
 
 function sharedDigest (plan: Pick<DeletionPlan, 'repository' | 'tag' | 'digest'>, coTags: string[], late: string[]): GatewayError {
@@ -197,7 +204,7 @@ function authorizePlan (run: Run, plan: PlanContent, dryRun: boolean): { decisio
   let refusal: GatewayError | undefined
   const decisions = questions.map(([action, target]) => {
     const decision = run.authorize(run.input.identity, action, target)
-    refusal ??= denial(run.input.identity, action, target, decision)
+    refusal ??= denial(run.input.identity, action, target, decision) ?? approvalRefusal(run, decision, target, dryRun)
     return { action, tag: target.tag, allow: decision.allow, reason: decision.reason }
   })
   return { decisions, ...(refusal === undefined ? {} : { refusal }) }
@@ -251,6 +258,7 @@ export interface ExecutePlanInput {
   /** What names the plan; the rest is found again. */
   plan: Pick<DeletionPlan, 'id' | 'registry' | 'repository' | 'tag' | 'mode' | 'force'>
   signal?: AbortSignal
+  approvedBy?: Identity
 }
 
 export async function executePlan (deps: ImageServices, input: ExecutePlanInput): Promise<DeleteImageResult> {
@@ -264,8 +272,39 @@ export async function executePlan (deps: ImageServices, input: ExecutePlanInput)
     mode: plan.mode,
     force: plan.force,
     planId: plan.id,
-    ...(input.signal === undefined ? {} : { signal: input.signal })
+    ...(input.signal === undefined ? {} : { signal: input.signal }),
+    ...(input.approvedBy === undefined ? {} : { approvedBy: input.approvedBy })
   })
+}
+
+function approvalNeeded (identity: Identity, resource: Resource): GatewayError {
+  const image = `${resource.repository}:${resource.tag}`
+  return new GatewayError('APPROVAL_REQUIRED',
+    `${identity.subject} may delete ${image} in registry ${resource.registry} only once someone else holding approve on it approves; ask for approval (in chat: Request approval).`,
+    { extras: { subject: identity.subject, image, registry: resource.registry } })
+}
+
+/**
+ * What rules requiring approval allow (the tag, or a co-tag a forced deletion removes) runs only with an approver
+ * who is someone else and holds `approve` on that tag; a dry-run reports that approval is needed. The approver is
+ * kept on the run, so the audited decision names them. Undefined when it may run.
+ */
+function approvalRefusal (run: Run, decision: Decision, resource: Resource, dryRun: boolean): GatewayError | undefined {
+  if (decision.approval !== 'required') return undefined
+  const { identity, approvedBy } = run.input
+  const image = `${resource.repository}:${resource.tag}`
+  if (dryRun || approvedBy === undefined) return approvalNeeded(identity, resource)
+  if (approvedBy.subject === identity.subject) {
+    return new GatewayError('FORBIDDEN', `${identity.subject} may not approve a deletion of their own: another person must approve ${image}.`,
+      { extras: { subject: identity.subject, action: 'approve', image, registry: resource.registry } })
+  }
+  const approval = run.authorize(approvedBy, 'approve', resource)
+  const refused = denial(approvedBy, 'approve', resource, approval)
+  if (refused === undefined && run.approval === undefined) {
+    run.approval = `${approvedBy.subject}: ${approval.reason}`
+    run.attempt.approvedBy = approvedBy.subject
+  }
+  return refused
 }
 
 async function attemptDeletion (deps: ImageServices, input: DeleteImageInput, scanSlot: { release: () => void }): Promise<DeleteImageResult> {
@@ -290,7 +329,7 @@ async function attemptDeletion (deps: ImageServices, input: DeleteImageInput, sc
     const entryAction = dryRun ? 'read' : 'delete'
     const entry = run.authorize(input.identity, entryAction, resource)
     run.decision = { allow: entry.allow, reason: entry.reason }
-    const refusedEntry = denial(input.identity, entryAction, resource, entry)
+    const refusedEntry = denial(input.identity, entryAction, resource, entry) ?? (dryRun ? undefined : approvalRefusal(run, entry, resource, false))
     if (refusedEntry !== undefined) throw refusedEntry
     // An untag checks no co-tags, so it takes no scan slot: many untags of one caller may run at once.
     if (mode !== 'untag') scanSlot.release = deps.coTagScans.acquire(input.identity.subject)
@@ -304,9 +343,11 @@ async function attemptDeletion (deps: ImageServices, input: DeleteImageInput, sc
     const plan = makePlan(planned.content, decisions)
     found = auditFields(plan)
     if (refusal !== undefined) run.decision = { allow: false, reason: refusal.detail }
+    else if (run.approval !== undefined) run.decision = { allow: true, reason: `${run.decision.reason}; approved by ${run.approval}` }
     if (refusal !== undefined && !dryRun) throw refusal
     if (input.planId !== undefined && input.planId !== plan.id) throw planStale(plan, input.planId)
     if (manifest === undefined) {
+      deps.plans.remember(plan, input.identity.subject, Date.now())
       const record = await deps.audit.record({ ...run.attempt, ...found, decision: run.decision, outcome: 'dry-run', durationMs: run.elapsed() })
       return { auditId: record.id, ...resultOf(plan, true, refusal) }
     }

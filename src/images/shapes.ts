@@ -46,3 +46,12 @@ export const RestoreResultSchema = Type.Object({
   restoredTags: Type.Array(Type.String())
 })
 export type RestoreDeletionResult = Static<typeof RestoreResultSchema>
+
+/** A second person's approval of a plan, kept until it is executed or expires. */
+export const PlanApprovalSchema = Type.Object({
+  planId: Type.String(),
+  requester: Type.String({ description: 'Whose dry-run made the plan: only their execution uses this approval.' }),
+  approvedBy: Type.String({ description: 'The approver\'s subject.' }),
+  expiresAt: Type.String({ format: 'date-time', description: 'When the approval (and the plan) stop being usable.' })
+})
+export type PlanApproval = Static<typeof PlanApprovalSchema>

@@ -85,11 +85,15 @@ export function decide (policy: Policy | undefined, identity: Identity, action: 
   if (forRegistry.length === 0) return deny('FORBIDDEN', `${noRule} on registry ${registry}`, roles)
   const forRepository = forRegistry.filter(rule => covers(rule.repositories, repository))
   if (forRepository.length === 0) return deny('FORBIDDEN', `${noRule} on repository ${repository}`, roles)
-  const granting = forRepository.find(rule => covers(rule.tags, tag))
+  const covering = forRepository.filter(rule => covers(rule.tags, tag))
+  // A rule that needs no approval wins: approval is required only when every rule that allows it says so.
+  const granting = covering.find(rule => rule.approval === undefined) ?? covering[0]
   if (granting === undefined) return deny('FORBIDDEN', `${noRule} on tag ${tag} of ${repository}`, roles)
+  const approval = granting.approval === 'required' ? ' once someone else approves' : ''
   return {
     allow: true,
-    reason: `${identity.subject} may ${action} ${image} in registry ${registry}: role ${granting.role} allows it (${granting.path})`,
+    ...(granting.approval === undefined ? {} : { approval: granting.approval }),
+    reason: `${identity.subject} may ${action} ${image} in registry ${registry}${approval}: role ${granting.role} allows it (${granting.path})`,
     roles
   }
 }

@@ -19,8 +19,10 @@ const MAX_MAX_LIFETIME_SECONDS = 366 * 86_400
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
 const NAME_RULE = 'must be 1-64 letters, digits, ".", "_" or "-", starting with a letter or digit'
 const SHA256_HEX = /^[0-9a-fA-F]{64}$/
-const SUBJECT = /^(apikey|user|group|keygroup):(.+)$/
-const SUBJECT_RULE = 'must be apikey:<name>, user:<subject claim value>, group:<identity provider group> or keygroup:<API key group>'
+const SUBJECT = /^(apikey|user|group|keygroup|slack):(.+)$/
+const SUBJECT_RULE = 'must be apikey:<name>, user:<subject claim value>, group:<identity provider group>, keygroup:<API key group> or slack:<team id>/<user id>'
+/** Slack's team and user ids: upper-case letters and digits. */
+export const SLACK_USER = /^[A-Z0-9]{1,32}\/[A-Z0-9]{1,32}$/
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]'])
 const RULE_ACTIONS: readonly string[] = [...ACTIONS, '*']
 
@@ -28,7 +30,7 @@ const shapes = {
   policy: { name: 'the policy', keys: ['apiKeys', 'jwt', 'roles', 'bindings', 'protectedTags'] },
   apiKey: { name: 'an API key', keys: ['name', 'sha256', 'groups'] },
   jwt: { name: 'the jwt section', keys: ['issuer', 'audience', 'jwksUri', 'subjectClaim', 'groupsClaim', 'leewaySeconds', 'algorithms', 'maxLifetimeSeconds'] },
-  rule: { name: 'a rule', keys: ['actions', 'repositories', 'tags', 'registries'] },
+  rule: { name: 'a rule', keys: ['actions', 'repositories', 'tags', 'registries', 'approval'] },
   binding: { name: 'a binding', keys: ['role', 'subjects'] },
   protectedTags: { name: 'a protected tags entry', keys: ['repositories', 'tags', 'registries'] }
 } as const
@@ -179,7 +181,8 @@ function readRoles (checker: Checker, value: unknown): Map<string, readonly Rule
         actions: readActions(checker, rule.actions, keyPath(path, 'actions')) as RuleAction[],
         repositories: readGlobs(checker, rule.repositories, keyPath(path, 'repositories'), 'repository') as Glob[],
         tags: readOptionalGlobs(checker, rule.tags, keyPath(path, 'tags'), 'tag'),
-        registries: readOptionalGlobs(checker, rule.registries, keyPath(path, 'registries'), 'registry')
+        registries: readOptionalGlobs(checker, rule.registries, keyPath(path, 'registries'), 'registry'),
+        ...readApproval(checker, rule.approval, keyPath(path, 'approval'))
       }))
     })
     roles.set(role, Object.freeze(rules))
@@ -187,10 +190,18 @@ function readRoles (checker: Checker, value: unknown): Map<string, readonly Rule
   return roles
 }
 
+function readApproval (checker: Checker, value: unknown, path: string): Pick<Rule, 'approval'> {
+  if (value === undefined || value === 'none') return {}
+  if (value === 'required') return { approval: 'required' }
+  checker.fail(path, 'must be required or none')
+  return {}
+}
+
 function readSubject (checker: Checker, value: string, path: string): string | undefined {
   const match = SUBJECT.exec(value)
   if (match === null) return checker.fail(path, SUBJECT_RULE)
   if (match[1] === 'apikey' && !NAME.test(match[2] as string)) return checker.fail(path, `the API key name ${NAME_RULE}`)
+  if (match[1] === 'slack' && !SLACK_USER.test(match[2] as string)) return checker.fail(path, 'a Slack subject must be slack:<team id>/<user id>, e.g. slack:T0123ABCD/U0456EFGH')
   return value
 }
 

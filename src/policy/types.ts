@@ -1,16 +1,19 @@
 import type { Glob } from './glob.js'
 
-/** What a caller may ask for. `read` is what a dry-run needs; `force` deletes a digest shared with other tags. */
-export const ACTIONS = ['read', 'delete', 'force', 'restore', 'audit'] as const
+/**
+ * What a caller may ask for. `read` is what a dry-run needs; `force` deletes a digest shared with other tags;
+ * `approve` lets a second person run a deletion whose rule requires approval.
+ */
+export const ACTIONS = ['read', 'delete', 'force', 'restore', 'audit', 'approve'] as const
 export type Action = typeof ACTIONS[number]
 /** A rule may also grant `*`: every action, including ones added later. */
 export type RuleAction = Action | '*'
 
 export interface Identity {
-  /** `apikey:<name>` or `user:<claim value>`. */
+  /** `apikey:<name>`, `user:<claim value>` or `slack:<team id>/<user id>`. */
   subject: string
   groups: string[]
-  kind: 'apikey' | 'jwt'
+  kind: 'apikey' | 'jwt' | 'slack'
 }
 
 export interface Resource {
@@ -23,12 +26,15 @@ export interface Resource {
 export type Decision = {
   allow: true
   code?: undefined
+  /** Every rule that allows it requires a second person's approval (a rule's `approval: required`). */
+  approval?: 'required'
   reason: string
   /** Every role the identity holds, allowed or not, so a denial shows what the caller had. */
   roles: string[]
 } | {
   allow: false
   code: 'FORBIDDEN' | 'PROTECTED_TAG'
+  approval?: undefined
   reason: string
   roles: string[]
 }
@@ -62,6 +68,8 @@ export interface Rule {
   readonly tags?: readonly Glob[]
   /** Absent means every registry. */
   readonly registries?: readonly Glob[]
+  /** What the rule allows runs only once someone else holding `approve` approves it. */
+  readonly approval?: 'required'
 }
 
 export interface ProtectedTags {

@@ -57,6 +57,11 @@ t.test('environment overrides a file', async t => {
   t.equal(config.registries.main?.url, 'http://127.0.0.1:2')
   t.equal(config.registries.other?.url, 'https://other.example')
   t.equal(loadConfig([], { CONFIG_FILE: path }).registries.main?.url, 'http://127.0.0.1:1', 'CONFIG_FILE names the file')
+  t.same(config.chat, {}, 'no Slack without a signing secret')
+  const slack = file('slack.yaml', 'registries:\n  default: { url: "http://127.0.0.1:1" }\nchat:\n  slack: { signingSecret: from-the-file, announce: true }\n')
+  t.match(loadConfig([`--config=${slack}`], { SLACK_SIGNING_SECRET: 'from-the-environment' }).chat.slack,
+    { signingSecret: 'from-the-environment', announce: true, responseOrigins: ['https://hooks.slack.com'], planTtlMs: 600_000 }, 'SLACK_SIGNING_SECRET overrides the file and keeps the rest')
+  t.equal(loadConfig([], { REGISTRY_URL: 'http://127.0.0.1:1', SLACK_SIGNING_SECRET: 'only-the-environment' }).chat.slack?.signingSecret, 'only-the-environment')
   const origins = loadConfig([`--config=${path}`], { REGISTRY_TOKEN_REALM_ORIGINS: 'https://auth.docker.io, https://gitlab.example.com,' })
   t.same(origins.registries.main?.tokenRealmOrigins, ['https://auth.docker.io', 'https://gitlab.example.com'], 'REGISTRY_TOKEN_REALM_ORIGINS, comma-separated, for the default registry')
   t.same(origins.registries.other?.tokenRealmOrigins, [])

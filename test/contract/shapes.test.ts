@@ -4,7 +4,7 @@ import { parse } from 'yaml'
 import type { GraphQLObjectType } from 'graphql'
 import { AuditActionSchema, AuditEventSchema, AuditOutcomeSchema } from '../../src/audit/shapes.js'
 import { MeSchema } from '../../src/identity/who-am-i.js'
-import { DeleteImageResultSchema, RestoreResultSchema } from '../../src/images/shapes.js'
+import { DeleteImageResultSchema, PlanApprovalSchema, RestoreResultSchema } from '../../src/images/shapes.js'
 import { ActionPermissionSchema, ImageTagSchema, LabelSchema, PlatformSchema, RepositorySchema, TagActionsSchema, TagDetailSchema } from '../../src/images/browse-shapes.js'
 import { canonicalGraphQL, canonicalSchema, loadSdl, withoutFormats } from '../fixtures/shapes.js'
 
@@ -15,6 +15,7 @@ const sdl = loadSdl(readFileSync(new URL('../../schema/schema.graphql', import.m
 const SHAPES = [
   { name: 'DeleteImageResult', schema: DeleteImageResultSchema },
   { name: 'RestoreResult', schema: RestoreResultSchema },
+  { name: 'PlanApproval', schema: PlanApprovalSchema },
   { name: 'Me', schema: MeSchema },
   { name: 'AuditEvent', schema: AuditEventSchema },
   { name: 'AuditOutcome', schema: AuditOutcomeSchema },

@@ -4,7 +4,8 @@ import { DEMO_CLIENT_ID, startDemo } from '../../demo/demo.js'
 import { signInWithoutBrowser } from '../../testing/oidc-provider.js'
 
 t.test('the demo starts a seeded registry, a policy with its keys, and the gateway; stop ends them all', async t => {
-  const demo = await startDemo({ host: '127.0.0.1', port: 0, logLevel: 'silent' })
+  const slackPosts: any[] = []
+  const demo = await startDemo({ host: '127.0.0.1', port: 0, logLevel: 'silent', onSlackPost: message => slackPosts.push(message) })
   let stopped = false
   t.teardown(async () => { if (!stopped) await demo.stop() })
   t.same(demo.keys.map(key => key.name), ['demo-admin', 'demo-ci', 'demo-reader'])
@@ -30,6 +31,12 @@ t.test('the demo starts a seeded registry, a policy with its keys, and the gatew
   t.equal(kept.headers['docker-content-digest'], untagged.body.digest, 'pr-3-rc stays on the digest')
   t.equal((await call('DELETE', '/images/team-a/app/pr-4?mode=digest&force=true', admin)).body.code, 'PROTECTED_TAG', 'forcing pr-4 would take latest')
 
+  const command = demo.slackCommand('team-a/app:pr-2')
+  t.match(command.curl, /^curl -s http:\/\/127\.0\.0\.1:\d+\/chat\/slack\/commands -H 'X-Slack-Request-Timestamp: \d+' -H 'X-Slack-Signature: v0=[0-9a-f]{64}' --data-raw 'team_id=T0DEMO&/)
+  const slack = await request(command.url, { method: 'POST', headers: command.headers, body: command.body })
+  t.match(await slack.body.json(), { text: 'planning…' }, 'the signed sample command is accepted')
+  for (let waited = 0; slackPosts.length === 0 && waited < 200; waited++) await new Promise(resolve => setTimeout(resolve, 50))
+  t.match(slackPosts[0], { text: /untag|delete the image/, blocks: [{}, { type: 'actions' }] }, 'and its plan reaches the stand-in response_url')
   const ui = await request(`${demo.gatewayUrl}/ui/config.json`)
   t.same(await ui.body.json(), { oidc: { issuer: demo.issuer, clientId: DEMO_CLIENT_ID, scopes: 'openid profile' } }, 'the page signs in with the demo provider')
   t.same(demo.users.map(user => user.username), ['alice', 'bob'])

@@ -3,6 +3,7 @@ import t from 'tap'
 import { MockAgent } from 'undici'
 import { findCoTags, forEachLimited, ManifestBudget, ScansPerCaller } from '../../src/images/co-tags.js'
 import { RegistryClient } from '../../src/registry/client.js'
+import { PlanBook } from '../../src/images/approvals.js'
 
 // A tag that disappears or fails between the listing and its HEAD: timing a real registry cannot be made to show.
 const ORIGIN = 'http://127.0.0.1:5998'
@@ -97,6 +98,7 @@ t.test('indexes are collected by digest; an index that is not JSON refuses the d
     coTagConcurrency: 2,
     coTagScanLimit: 100,
     coTagScans: new ScansPerCaller(2),
+    plans: new PlanBook({ ttlMs: 600_000, capacity: 100 }),
     literalProtectedTags: () => [],
     onAuditLost: () => {}
   }

@@ -152,3 +152,33 @@ t.test('tags protected by name, for the re-check right before a DELETE', async t
   t.same(literalProtectedTags(twice, 'default', 'team-b/app'), ['latest'], 'only entries covering the repository')
   t.same(literalProtectedTags(undefined, 'default', 'team-a/app'), [], 'no policy, nothing to look up')
 })
+
+t.test('approval is required only when every rule that allows the action requires it', async t => {
+  const gated = loadPolicy(`
+roles:
+  gated:
+    - { actions: [delete], repositories: ["team-a/**"], approval: required }
+  trusted:
+    - { actions: [delete], repositories: ["team-a/app"], tags: ["pr-*"] }
+  approver:
+    - { actions: [approve], repositories: ["team-a/**"] }
+bindings:
+  - { role: gated, subjects: ["slack:T1/UA", "slack:T1/UB"] }
+  - { role: trusted, subjects: ["slack:T1/UB"] }
+  - { role: approver, subjects: ["slack:T1/UC"] }
+`, 'gated.yaml')
+  const a: Identity = { subject: 'slack:T1/UA', groups: [], kind: 'slack' }
+  const b: Identity = { subject: 'slack:T1/UB', groups: [], kind: 'slack' }
+  const c: Identity = { subject: 'slack:T1/UC', groups: [], kind: 'slack' }
+  const image = { registry: 'default', repository: 'team-a/app', tag: 'pr-1' }
+  t.same(decide(gated, a, 'delete', image), {
+    allow: true,
+    approval: 'required',
+    reason: 'slack:T1/UA may delete team-a/app:pr-1 in registry default once someone else approves: role gated allows it (roles.gated[0])',
+    roles: ['gated']
+  })
+  t.match(decide(gated, b, 'delete', image), { allow: true, approval: undefined, reason: /role trusted allows it/ }, 'a rule without approval wins')
+  t.match(decide(gated, b, 'delete', { ...image, tag: 'v1' }), { allow: true, approval: 'required' }, 'where only the gated rule applies')
+  t.match(decide(gated, c, 'approve', image), { allow: true, reason: /slack:T1\/UC may approve team-a\/app:pr-1/ })
+  t.match(decide(gated, a, 'approve', image), { allow: false, code: 'FORBIDDEN' }, 'delete does not imply approve')
+})

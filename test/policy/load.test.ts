@@ -60,6 +60,8 @@ roles:
   t.equal(loadPolicy('jwt:\n  issuer: i\n  audience: a\n  jwksUri: http://localhost/jwks', 'x').jwt?.jwksUri.host, 'localhost')
   t.equal(loadPolicy('jwt:\n  issuer: i\n  audience: a\n  jwksUri: "http://[::1]:9/jwks"', 'x').jwt?.jwksUri.hostname, '[::1]')
   t.same(loadPolicy('protectedTags: [{ tags: [latest] }]', 'x').rolesBySubject.size, 0, 'sections may be left out')
+  const gated = loadPolicy('roles:\n  a: [{ actions: [delete], repositories: [x], approval: required }, { actions: [read], repositories: [x], approval: none }]', 'x')
+  t.same(gated.roles.get('a')?.map(rule => rule.approval), ['required', undefined], 'approval: required, or none (the default)')
 })
 
 t.test('every problem names its path and the rule', async t => {
@@ -124,11 +126,12 @@ t.test('every problem names its path and the rule', async t => {
     [rule('      colour: red'), /roles\.admin\[0\]\.colour: unknown key; a rule has actions, repositories, tags, registries/],
     ['roles:\n  admin: [{ repositories: [a] }]', /roles\.admin\[0\]\.actions: is required/],
     ['roles:\n  admin: [{ actions: [read] }]', /roles\.admin\[0\]\.repositories: is required/],
-    ['roles:\n  admin: [{ actions: [read, nuke], repositories: [a] }]', /roles\.admin\[0\]\.actions\[1\]: unknown action "nuke"; actions are read, delete, force, restore, audit, \*/],
+    ['roles:\n  admin: [{ actions: [read, nuke], repositories: [a] }]', /roles\.admin\[0\]\.actions\[1\]: unknown action "nuke"; actions are read, delete, force, restore, audit, approve, \*/],
     ['roles:\n  admin: [{ actions: [read], repositories: [a, "Team/**"] }]', /roles\.admin\[0\]\.repositories\[1\]: "Team\/\*\*": "T" is not allowed; a repository pattern may use/],
     ['roles:\n  admin: [{ actions: [read], repositories: ["team-**"] }]', /roles\.admin\[0\]\.repositories\[0\]: "team-\*\*": \*\* must be a whole path segment/],
     [rule('      tags: ["**"]'), /roles\.admin\[0\]\.tags\[0\]: "\*\*": \*\* only makes sense in repositories/],
     [rule('      tags: []'), /roles\.admin\[0\]\.tags: must not be empty/],
+    [rule('      approval: always'), /roles\.admin\[0\]\.approval: must be required or none/],
     [rule('      registries: ["a b"]'), /roles\.admin\[0\]\.registries\[0\]: "a b": " " is not allowed; a registry pattern/],
     // bindings
     ['bindings: {}', /bindings: must be a list, not a mapping/],
@@ -137,8 +140,10 @@ t.test('every problem names its path and the rule', async t => {
     ['bindings: [{ role: root, subjects: ["user:a"] }]', /bindings\[0\]\.role: unknown role "root"; roles defines none/],
     [rule('bindings: [{ role: [admin], subjects: ["user:a"] }]'), /bindings\[0\]\.role: must be a string, not a list/],
     [rule('bindings: [{ role: admin }]'), /bindings\[0\]\.subjects: is required/],
-    [rule('bindings: [{ role: admin, subjects: [alice] }]'), /bindings\[0\]\.subjects\[0\]: must be apikey:<name>, user:<subject claim value>, group:<identity provider group> or keygroup:<API key group>/],
+    [rule('bindings: [{ role: admin, subjects: [alice] }]'), /bindings\[0\]\.subjects\[0\]: must be apikey:<name>, user:<subject claim value>, group:<identity provider group>, keygroup:<API key group> or slack:<team id>\/<user id>/],
     [rule('bindings: [{ role: admin, subjects: ["user:"] }]'), /bindings\[0\]\.subjects\[0\]: must be apikey:/],
+    [rule('bindings: [{ role: admin, subjects: ["slack:U123"] }]'), /bindings\[0\]\.subjects\[0\]: a Slack subject must be slack:<team id>\/<user id>/],
+    [rule('bindings: [{ role: admin, subjects: ["slack:t1/u1"] }]'), /a Slack subject must be/],
     [rule('bindings: [{ role: admin, subjects: ["apikey:has space"] }]'), /bindings\[0\]\.subjects\[0\]: the API key name must be 1-64/],
     [rule('bindings: [{ role: admin, subjects: ["user:a"], when: always }]'), /bindings\[0\]\.when: unknown key; a binding has role, subjects/],
     // protectedTags
