@@ -80,26 +80,58 @@ interface Run {
   pending?: AuditRecord
   /** The approver and the policy's reason, once an approval was needed and given. */
   approval?: string
+  /** Whether the caller may read a tag of this repository: answers and refusals name no other tag. */
+  readable: (tag: string) => boolean
 }
 
-function sharedDigest (plan: Pick<DeletionPlan, 'repository' | 'tag' | 'digest'>, coTags: string[], late: string[]): GatewayError {
+/** The tags the caller may read, and how many others there are: a co-tag it may not read is counted, not named. */
+function visibleTags (run: Pick<Run, 'readable'>, tags: readonly string[]): { shown: string[], hidden: string[] } {
+  const shown: string[] = []
+  const hidden: string[] = []
+  for (const tag of tags) (run.readable(tag) ? shown : hidden).push(tag)
+  return { shown, hidden }
+}
+
+function hiddenCount (hidden: readonly string[]): { hiddenTags?: number } {
+  return hidden.length === 0 ? {} : { hiddenTags: new Set(hidden).size }
+}
+
+function tagList (tags: { shown: string[], hidden: string[] }): string {
+  const others = tags.hidden.length === 0 ? [] : [`${new Set(tags.hidden).size} more you may not read`]
+  return [...tags.shown, ...others].join(', ')
+}
+
+function sharedDigest (
+  run: Pick<Run, 'readable'>, plan: Pick<DeletionPlan, 'repository' | 'tag' | 'digest'>, allCoTags: string[], allLate: string[]
+): GatewayError {
+  const tags = visibleTags(run, allCoTags)
+  const coTags = tagList(tags)
+  const late = visibleTags(run, allLate).shown
   const meanwhile = late.length === 0 ? '' : ` (${late.join(', ')} since the check began)`
   return new GatewayError('SHARED_DIGEST',
-    `${plan.repository}:${plan.tag} points at ${plan.digest}, which is also tagged ${coTags.join(', ')}${meanwhile}; deleting it removes all of them. Delete with mode=untag to remove only this tag, with force=true to remove every one of these tags, or re-tag first.`,
-    { extras: { digest: plan.digest, sharedWith: coTags } })
+    `${plan.repository}:${plan.tag} points at ${plan.digest}, which is also tagged ${coTags}${meanwhile}; deleting it removes all of them. Delete with mode=untag to remove only this tag, with force=true to remove every one of these tags, or re-tag first.`,
+    { extras: { digest: plan.digest, sharedWith: tags.shown, ...hiddenCount(tags.hidden) } })
 }
 
-function referencedByIndex (digest: string, referencing: DeletionPlan['referencedBy']): GatewayError {
-  const tags = referencing.flatMap(index => index.tags)
+function referencedByIndex (run: Pick<Run, 'readable'>, digest: string, referencing: DeletionPlan['referencedBy']): GatewayError {
+  const all = referencing.flatMap(index => index.tags)
+  const tags = visibleTags(run, all)
   return new GatewayError('REFERENCED_BY_INDEX',
-    `${digest} is a platform image of the multi-platform image tagged ${tags.join(', ')}; deleting it would break ${tags.length === 1 ? 'that tag' : 'those tags'}. Delete the multi-platform tag instead, or remove only this tag with mode=untag.`,
-    { extras: { digest, referencedBy: referencing } })
+    `${digest} is a platform image of the multi-platform image tagged ${tagList(tags)}; deleting it would break ${all.length === 1 ? 'that tag' : 'those tags'}. Delete the multi-platform tag instead, or remove only this tag with mode=untag.`,
+    { extras: { digest, referencedBy: visibleIndexes(run, referencing), ...hiddenCount(tags.hidden) } })
 }
 
-function planStale (plan: DeletionPlan, expected: string): GatewayError {
+function visibleIndexes (run: Pick<Run, 'readable'>, referencing: DeletionPlan['referencedBy']): DeletionPlan['referencedBy'] {
+  return referencing.map(index => ({ ...index, tags: visibleTags(run, index.tags).shown }))
+}
+
+function planStale (run: Pick<Run, 'readable'>, plan: DeletionPlan, expected: string): GatewayError {
+  const removed = visibleTags(run, plan.removedTags)
   return new GatewayError('PLAN_STALE',
-    `plan ${expected} no longer holds: ${plan.repository}:${plan.tag} now points at ${plan.digest} and removing it would ${plan.action === 'untagged' ? 'untag only it' : `delete that digest with ${plan.removedTags.join(', ')}`}, which is plan ${plan.id}. Nothing was changed; make a new dry-run and confirm that plan.`,
-    { extras: { planId: expected, currentPlanId: plan.id, digest: plan.digest, action: plan.action, removedTags: plan.removedTags } })
+    `plan ${expected} no longer holds: ${plan.repository}:${plan.tag} now points at ${plan.digest} and removing it would ${plan.action === 'untagged' ? 'untag only it' : `delete that digest with ${tagList(removed)}`}, which is plan ${plan.id}. Nothing was changed; make a new dry-run and confirm that plan.`,
+    {
+      extras: { planId: expected, currentPlanId: plan.id, digest: plan.digest, action: plan.action, removedTags: removed.shown, ...hiddenCount(removed.hidden) }
+    })
 }
 
 function childDigests (bytes: Buffer, registry: string, what: string): unknown[] {
@@ -147,8 +179,8 @@ async function planAfterScan (run: Run, base: PlanBase): Promise<Planned> {
   const first = await findCoTags(client, base.repository, base.digest, base.tag, isIndex(base.mediaType) ? scan : { ...scan, indexes })
   const referencedBy = await referencingIndexes(client, base.repository, base.digest, indexes, scan)
   const force = mode === 'digest' && input.force === true
-  if (mode === 'digest' && referencedBy.length > 0) throw referencedByIndex(base.digest, referencedBy)
-  if (mode === 'digest' && first.coTags.length > 0 && !force) throw sharedDigest(base, first.coTags, [])
+  if (mode === 'digest' && referencedBy.length > 0) throw referencedByIndex(run, base.digest, referencedBy)
+  if (mode === 'digest' && first.coTags.length > 0 && !force) throw sharedDigest(run, base, first.coTags, [])
   if (mode === 'auto' && (first.coTags.length > 0 || referencedBy.length > 0)) {
     return { content: untagContent(run, base, first.coTags, referencedBy), scan: { scan, first } }
   }
@@ -214,7 +246,13 @@ function auditFields (plan: DeletionPlan): Pick<AuditRecord, 'digest' | 'mediaTy
   return { digest: plan.digest, mediaType: plan.mediaType, removedTags: plan.removedTags, deleteAction: plan.action, strategy: plan.strategy }
 }
 
-function resultOf (plan: DeletionPlan, dryRun: boolean, refusal?: GatewayError): Omit<DeleteImageResult, 'auditId'> {
+function resultOf (
+  run: Pick<Run, 'readable'>, plan: DeletionPlan, dryRun: boolean, refusal?: GatewayError,
+  taken: Pick<DeletionPlan, 'removedTags' | 'sharedWith'> = plan
+): Omit<DeleteImageResult, 'auditId'> {
+  const removed = visibleTags(run, taken.removedTags)
+  const shared = visibleTags(run, taken.sharedWith)
+  const indexTags = visibleTags(run, plan.referencedBy.flatMap(index => index.tags))
   return {
     registry: plan.registry,
     name: plan.repository,
@@ -227,9 +265,10 @@ function resultOf (plan: DeletionPlan, dryRun: boolean, refusal?: GatewayError):
     planId: plan.id,
     dryRun,
     deleted: !dryRun,
-    removedTags: plan.removedTags,
-    sharedWith: plan.sharedWith,
-    referencedBy: plan.referencedBy,
+    removedTags: removed.shown,
+    sharedWith: shared.shown,
+    referencedBy: visibleIndexes(run, plan.referencedBy),
+    ...hiddenCount([...removed.hidden, ...shared.hidden, ...indexTags.hidden]),
     allowed: refusal === undefined,
     ...(refusal === undefined ? {} : { reason: `${refusal.code}: ${refusal.detail}` })
   }
@@ -315,14 +354,16 @@ async function attemptDeletion (deps: ImageServices, input: DeleteImageInput, sc
   const started = performance.now()
   const resource = { registry: client.name, repository, tag }
   const mode = input.mode ?? deps.registrySettings(client.name).defaultMode
+  const authorize = deps.authorizer()
   const run: Run = {
     deps,
     client,
     input,
-    authorize: deps.authorizer(),
+    authorize,
     attempt: { ...attemptFields(input.identity, input.context, dryRun ? 'dry-run' : 'delete', { registry: client.name, name: repository, tag }), mode },
     decision: { allow: false, reason: 'not yet authorized' },
-    elapsed: () => Math.round(performance.now() - started)
+    elapsed: () => Math.round(performance.now() - started),
+    readable: tag => tag === input.tag || authorize(input.identity, 'read', { ...resource, tag }).allow
   }
   let found: Pick<AuditRecord, 'digest' | 'mediaType' | 'removedTags' | 'deleteAction' | 'strategy'> | undefined
   try {
@@ -345,11 +386,11 @@ async function attemptDeletion (deps: ImageServices, input: DeleteImageInput, sc
     if (refusal !== undefined) run.decision = { allow: false, reason: refusal.detail }
     else if (run.approval !== undefined) run.decision = { allow: true, reason: `${run.decision.reason}; approved by ${run.approval}` }
     if (refusal !== undefined && !dryRun) throw refusal
-    if (input.planId !== undefined && input.planId !== plan.id) throw planStale(plan, input.planId)
+    if (input.planId !== undefined && input.planId !== plan.id) throw planStale(run, plan, input.planId)
     if (manifest === undefined) {
       deps.plans.remember(plan, input.identity.subject, Date.now())
       const record = await deps.audit.record({ ...run.attempt, ...found, decision: run.decision, outcome: 'dry-run', durationMs: run.elapsed() })
-      return { auditId: record.id, ...resultOf(plan, true, refusal) }
+      return { auditId: record.id, ...resultOf(run, plan, true, refusal) }
     }
     return plan.action === 'untagged'
       ? await untag(run, plan, manifest)
@@ -379,7 +420,7 @@ async function untag (run: Run, plan: DeletionPlan, manifest: Manifest): Promise
       ? {}
       : { errorCode: done.recheckedAfter, errorDetail: 'a request of the swap failed, but the registry, asked again, shows the tag gone' })
   })
-  return { auditId: pending.id, ...resultOf(plan, false) }
+  return { auditId: pending.id, ...resultOf(run, plan, false) }
 }
 
 /**
@@ -400,14 +441,14 @@ async function deleteDigest (run: Run, plan: DeletionPlan, manifest: Manifest, p
       const { id: _id, decisions, ...content } = plan
       const strategy = deps.registrySettings(client.name).untagStrategy
       const untagPlan = makePlan({ ...content, action: 'untagged', strategy, removedTags: [tag], sharedWith: [...plan.sharedWith, ...late].sort() }, decisions)
-      if (run.input.planId !== undefined) throw planStale(untagPlan, run.input.planId)
+      if (run.input.planId !== undefined) throw planStale(run, untagPlan, run.input.planId)
       return untagPlan
     }
     if (late.length > 0) {
       const coTags = [...plan.sharedWith, ...late].sort()
       const lateRefusal = plan.force
         ? authorizePlan(run, { ...plan, sharedWith: coTags }, false).refusal
-        : sharedDigest(plan, coTags, late)
+        : sharedDigest(run, plan, coTags, late)
       if (lateRefusal !== undefined) {
         run.decision = { allow: false, reason: lateRefusal.detail }
         throw lateRefusal
@@ -422,7 +463,7 @@ async function deleteDigest (run: Run, plan: DeletionPlan, manifest: Manifest, p
   })
   if (untagInstead !== undefined) return await untag(run, untagInstead, manifest)
   await settleQuietly(deps, run.pending as AuditRecord, { outcome: 'deleted', upstreamStatus: 202, durationMs: run.elapsed() })
-  return { auditId: (run.pending as AuditRecord).id, ...resultOf(plan, false), removedTags, sharedWith }
+  return { auditId: (run.pending as AuditRecord).id, ...resultOf(run, plan, false, undefined, { removedTags, sharedWith }) }
 }
 
 /**

@@ -31,6 +31,10 @@ export const DeleteImageResultSchema = Type.Object({
   referencedBy: Type.Array(IndexReferenceSchema, {
     description: 'Tagged multi-platform images that list the digest; empty for mode=untag, which does not look.'
   }),
+  hiddenTags: Type.Optional(Type.Integer({
+    minimum: 1,
+    description: 'How many tags these lists leave out because the caller may not read them (counted, never named).'
+  })),
   allowed: Type.Boolean({ description: 'Whether authorization lets the real call through; a dry-run needs only read, so it can be false there.' }),
   reason: Type.Optional(Type.String({ description: 'Dry-runs only: why the real call would be refused, error code first.' }))
 })
