@@ -12,7 +12,7 @@ import { Pool } from 'undici'
 import type { BenchGateway } from './gateway.js'
 import { createMetrics } from '../src/metrics.js'
 import { RegistryClient } from '../src/registry/client.js'
-import { Untagger } from '../src/registry/untag.js'
+import { KeyedQueue, repositoryLockKey, Untagger } from '../src/registry/untag.js'
 import type { Progress } from './progress.js'
 import { deleteDigest, headDigest, listTags } from './registry-ops.js'
 import type { SeededRepository } from './seed-tags.js'
@@ -80,7 +80,8 @@ export async function measureUntag (options: {
     tls: { insecure: false },
     observer: { request: event => { registryRequests++; record(`untag: ${event.operation}`, event.seconds * 1000); metrics.request(event) }, tokenLookup: (registry, hit) => { metrics.tokenLookup(registry, hit) } }
   })
-  const untagger = new Untagger()
+  const locks = new KeyedQueue()
+  const untagger = new Untagger({ lock: locks })
   const withSkopeo = await skopeoAvailable()
   const host = options.registryUrl.replace(/^https?:\/\//, '')
   const methods: UntagMethod[] = ['untag', ...(options.gateway === undefined ? [] : ['gateway' as const]), 'floor', ...(withSkopeo ? ['skopeo' as const] : [])]
@@ -98,8 +99,11 @@ export async function measureUntag (options: {
       const tag = next()
       const before = registryRequests
       const started = performance.now()
-      const original = await client.getManifest(repository.name, tag)
-      const result = await untagger.untag(client, 'swap', { repository: repository.name, tag, original })
+      // As the use case runs an explicit untag: the bytes are read under the repository's lock, so no second look.
+      const result = await locks.run(repositoryLockKey(client.name, repository.name), async () => {
+        const original = await client.getManifest(repository.name, tag)
+        return await untagger.untag(client, 'swap', { repository: repository.name, tag, original, readUnderLock: true })
+      })
       const ms = performance.now() - started
       requestCounts.push(registryRequests - before)
       reported.push(result.requests)
@@ -200,6 +204,6 @@ export function untagRows (result: UntagResult): Array<{ scenario: string, value
           { scenario: '    gateway mode=untag / floor (median)', value: (result.gatewayRatioToFloor as number).toFixed(2), target: '<= 1.50', ok: (result.gatewayRatioToFloor as number) <= 1.5 }
         ]),
     { scenario: '    untag / skopeo delete (median)', value: result.ratioToSkopeo?.toFixed(2) ?? '-', target: '< 1.00', ok: result.ratioToSkopeo === undefined ? undefined : result.ratioToSkopeo < 1 },
-    { scenario: '    registry requests per untag (GET + HEAD + PUT + DELETE)', value: `${result.requestsPerUntag} (untag itself: ${result.reportedRequests})`, target: '<= 4', ok: result.requestsPerUntag <= 4 }
+    { scenario: '    registry requests per untag (GET + PUT + DELETE)', value: `${result.requestsPerUntag} (untag itself: ${result.reportedRequests})`, target: '<= 3', ok: result.requestsPerUntag <= 3 }
   ]
 }

@@ -68,6 +68,11 @@ export interface UntagRequest {
   tag: string
   /** The manifest the tag points at now, exact bytes and media type: put back if a swap cannot finish. */
   original: Manifest
+  /**
+   * The caller holds this repository's lock and read `original` under it, so nothing of the gateway's can have
+   * moved the tag since: the untag neither takes the lock again nor looks at the tag once more.
+   */
+  readUnderLock?: boolean
 }
 
 export interface UntagResult {
@@ -139,14 +144,14 @@ export class Untagger {
 
   /** Removes `request.tag` and nothing else, the way `strategy` says; throws a catalogue error otherwise. */
   async untag (client: RegistryClient, strategy: UntagStrategy, request: UntagRequest): Promise<UntagResult> {
-    return await this.lock.run(repositoryLockKey(client.name, request.repository), async () =>
-      strategy === 'native' ? await this.native(client, request) : await this.swap(client, request))
+    const run = async (): Promise<UntagResult> => strategy === 'native' ? await this.native(client, request) : await this.swap(client, request)
+    return request.readUnderLock === true ? await run() : await this.lock.run(repositoryLockKey(client.name, request.repository), run)
   }
 
   private async native (client: RegistryClient, request: UntagRequest): Promise<UntagResult> {
     const { repository, tag } = request
     // The registry has no conditional DELETE by tag: a push between this look and the DELETE is still untagged.
-    await ensureUnmoved(client, request, 'pull,delete')
+    if (request.readUnderLock !== true) await ensureUnmoved(client, request, 'pull,delete')
     try {
       await client.deleteTag(repository, tag)
     } catch (error) {
@@ -158,7 +163,7 @@ export class Untagger {
       }
       throw error
     }
-    return { strategy: 'native', requests: 2 }
+    return { strategy: 'native', requests: request.readUnderLock === true ? 1 : 2 }
   }
 
   private async swap (client: RegistryClient, request: UntagRequest): Promise<UntagResult> {
@@ -187,7 +192,7 @@ export class Untagger {
   ): Promise<ErrorCode | undefined> {
     const { repository, tag } = request
     if (!this.blobPresent.has(repositoryLockKey(client.name, repository))) await this.ensureEmptyBlob(client, repository, ask)
-    await ask(async () => { await ensureUnmoved(client, request, SWAP_SCOPE) })
+    if (request.readUnderLock !== true) await ask(async () => { await ensureUnmoved(client, request, SWAP_SCOPE) })
     try {
       await this.putPlaceholder(client, repository, tag, placeholder, ask)
       await ask(async () => { await client.deleteManifest(repository, placeholderDigest, SWAP_SCOPE) })

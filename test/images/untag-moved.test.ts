@@ -1,7 +1,9 @@
 /**
- * An untag removes what was planned or nothing: a tag pushed over between the plan (the manifest read outside the
- * repository's lock) and the swap is refused with PLAN_STALE, and the image pushed meanwhile keeps the tag.
- * Against a real distribution 2.8.2; the repository's lock is held from the test to open the window on cue.
+ * An untag removes what was planned or nothing. An untag that `auto` chose read the manifest outside the
+ * repository's lock (the co-tag scan runs there), so a tag pushed over before the swap is refused with PLAN_STALE
+ * and the image pushed meanwhile keeps the tag. An explicit untag reads the tag under the lock, so a push while it
+ * waits is what it reads: a confirmed plan (planId) no longer holds then. Against a real distribution 2.8.2; the
+ * repository's lock is held from the test to open the window on cue.
  */
 import t, { type Test } from 'tap'
 import { request } from 'undici'
@@ -47,10 +49,10 @@ async function untagWhilePushed (deps: ImageServices, store: AuditStore, input: 
   return { outcome, other: pushed }
 }
 
-t.test('untag without a plan id: a push under the tag while the untag waits for the lock makes it PLAN_STALE', async t => {
+t.test('an untag auto chose: a push under the tag while the untag waits for the lock makes it PLAN_STALE', async t => {
   const { deps, store } = setup(t)
   const image = await pushImage(target, 'moved/plain', ['v1', 'v1-rc'], 'schema2')
-  const { outcome, other } = await untagWhilePushed(deps, store, { repository: 'moved/plain', tag: 'v1', mode: 'untag' },
+  const { outcome, other } = await untagWhilePushed(deps, store, { repository: 'moved/plain', tag: 'v1', mode: 'auto' },
     async () => await pushImage(target, 'moved/plain', ['v1'], 'oci'))
   const error = await rejection(outcome)
   t.match(error, { code: 'PLAN_STALE', status: 409, extras: { digest: other.digest, plannedDigest: image.digest } })
@@ -58,21 +60,29 @@ t.test('untag without a plan id: a push under the tag while the untag waits for 
   t.equal(await digestOf('moved/plain', 'v1'), other.digest, 'the image pushed meanwhile keeps the tag')
   t.equal(await digestOf('moved/plain', 'v1-rc'), image.digest)
   const [record] = (await store.list({ name: 'moved/plain' }, { limit: 10 })).items
-  t.match(record, { outcome: 'rejected', errorCode: 'PLAN_STALE', deleteAction: 'untagged', strategy: 'swap', digest: image.digest })
+  t.match(record, { outcome: 'rejected', errorCode: 'PLAN_STALE', mode: 'auto', deleteAction: 'untagged', strategy: 'swap', digest: image.digest })
   t.same(await store.pending(), [], 'the write-ahead record is settled')
 })
 
-t.test('untag of a confirmed plan (planId of a dry-run): a push under the tag before the swap makes it PLAN_STALE', async t => {
+t.test('an explicit untag of a confirmed plan (planId): a push while it waits for the lock is what it reads, so the plan no longer holds', async t => {
   const { deps, store } = setup(t)
   const image = await pushImage(target, 'moved/confirmed', ['v1'], 'schema2')
   const dry = await deleteImage(deps, { identity, context, repository: 'moved/confirmed', tag: 'v1', mode: 'untag', dryRun: true })
   t.equal(dry.digest, image.digest)
   // Another image's manifest, already in the repository, is tagged v1: the same push a CI job would make.
   const later = await pushImage(target, 'moved/confirmed', ['later'], 'oci')
-  const { outcome } = await untagWhilePushed(deps, store, { repository: 'moved/confirmed', tag: 'v1', mode: 'untag', planId: dry.planId },
-    async () => { await tagManifest(target, 'moved/confirmed', 'v1', later.manifest, later.mediaType); return later })
+  let release = (): void => {}
+  const held = deps.locks.run(repositoryLockKey('default', 'moved/confirmed'), async () => { await new Promise<void>(resolve => { release = resolve }) })
+  const outcome = deleteImage(deps, { identity, context, repository: 'moved/confirmed', tag: 'v1', mode: 'untag', planId: dry.planId })
+  outcome.catch(() => {})
+  await new Promise(resolve => setTimeout(resolve, 100))
+  t.same(await store.pending(), [], 'the untag waits for the lock before it reads or records anything')
+  await tagManifest(target, 'moved/confirmed', 'v1', later.manifest, later.mediaType)
+  release()
+  await held
   const error = await rejection(outcome)
-  t.match(error, { code: 'PLAN_STALE', extras: { digest: later.digest, plannedDigest: image.digest } })
+  t.match(error, { code: 'PLAN_STALE', extras: { planId: dry.planId, digest: later.digest } })
+  t.not(error.extras.currentPlanId, dry.planId, 'the plan made now is another plan')
   t.equal(await digestOf('moved/confirmed', 'v1'), later.digest, 'v1 stays on what was pushed')
   t.equal(await digestOf('moved/confirmed', 'later'), later.digest)
   const records = (await store.list({ name: 'moved/confirmed', action: 'delete' }, { limit: 10 })).items
