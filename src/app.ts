@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config/schema.js'
+import { mattermostRoutes, type MattermostDeps } from './chat/mattermost/routes.js'
 import { slackRoutes, type SlackDeps } from './chat/slack/routes.js'
 import { graphqlApi } from './graphql/index.js'
 import { contractRoutes } from './http/contract.js'
@@ -24,6 +25,8 @@ export interface AppDeps extends ServiceOverrides {
   logger?: FastifyBaseLogger | false
   /** Replaces the Slack transport's clock or response_url poster. */
   slack?: Pick<SlackDeps, 'now' | 'post'>
+  /** Replaces the Mattermost transport's clock. */
+  mattermost?: Pick<MattermostDeps, 'now'>
   /** Where the built web page is; dist/ui by default (tests build the page of their own sources elsewhere). */
   uiRoot?: string
 }
@@ -69,6 +72,8 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   await app.register(healthRoutes(services.registries, services.auditStore))
   await app.register(restApi(services))
   if (config.chat.slack !== undefined) await app.register(slackRoutes({ images: services.images, settings: config.chat.slack, ...deps.slack }))
+  const { mattermost } = config.chat
+  if (mattermost !== undefined) await app.register(mattermostRoutes({ images: services.images, settings: mattermost, ...deps.mattermost }))
   if (config.ui.enabled) await app.register(uiRoutes({ ui: config.ui, policy: services.policyStore, root: deps.uiRoot }))
   await app.register(graphqlApi({ images: services.images, whoAmI: services.whoAmI, limits: config.graphql, browse: services.browse }))
   return app

@@ -26,12 +26,14 @@ Commands:
   policy check FILE            validate a policy file (exit 0 when valid, 1 with every problem otherwise)
   policy explain FILE --subject S [--group G ...] --action A --image NAME:TAG [--registry R]
                                show whether the policy allows it and why (exit 0 ALLOW, 1 DENY)
-                               S is apikey:<name>, user:<subject claim> or slack:<team>/<user>; A is ${ACTIONS.join(', ')};
+                               S is apikey:<name>, user:<subject claim>, slack:<team>/<user> or mattermost:<team>/<user>; A is ${ACTIONS.join(', ')};
                                R defaults to "default"; --group adds identity provider groups to a user
                                (group:<g> bindings) or key groups to an API key (keygroup:<g>)
   --help                       show this help`
 
 class UsageError extends Error {}
+
+const SUBJECT_KINDS = [['apikey:', 'apikey'], ['user:', 'jwt'], ['slack:', 'slack'], ['mattermost:', 'mattermost']] as const
 
 /** Runs a step whose failure means the command line is wrong. */
 function asUsage<T> (step: () => T, prefix = ''): T {
@@ -135,8 +137,10 @@ function explainCommand (args: string[], io: CliIo): number {
   if (subject === undefined || action === undefined || image === undefined) {
     throw new UsageError('policy explain needs --subject, --action and --image')
   }
-  const kind = subject.startsWith('apikey:') ? 'apikey' : subject.startsWith('user:') ? 'jwt' : subject.startsWith('slack:') ? 'slack' : undefined
-  if (kind === undefined) throw new UsageError('--subject must be apikey:<name>, user:<subject claim> or slack:<team id>/<user id>; give groups with --group')
+  const kind = SUBJECT_KINDS.find(([prefix]) => subject.startsWith(prefix))?.[1]
+  if (kind === undefined) {
+    throw new UsageError('--subject must be apikey:<name>, user:<subject claim>, slack:<team id>/<user id> or mattermost:<team id>/<user id>; give groups with --group')
+  }
   if (!(ACTIONS as readonly string[]).includes(action)) throw new UsageError(`--action must be one of ${ACTIONS.join(', ')}`)
   const reference = asUsage(() => parseImageString(image), '--image: ')
   const policy = readPolicy(positionals[0])

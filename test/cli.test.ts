@@ -111,6 +111,8 @@ t.test('policy explain', async t => {
     'DENY (FORBIDDEN): user:nobody may not read app:v1 in registry default: subject user:nobody has no role\nroles: (none)')
   t.same((await explain('--subject', 'slack:T1/U9', '--action', 'read', '--image', 'app:v1')).out,
     'DENY (FORBIDDEN): slack:T1/U9 may not read app:v1 in registry default: subject slack:T1/U9 has no role\nroles: (none)', 'a Slack subject is explained like any other')
+  const mattermost = `mattermost:${'t'.repeat(26)}/${'u'.repeat(26)}`
+  t.match((await explain('--subject', mattermost, '--action', 'read', '--image', 'app:v1')).out, `DENY (FORBIDDEN): ${mattermost} may not read app:v1`, 'and so is a Mattermost subject')
   t.match(await explain('--subject', 'apikey:nobody', '--action', 'read', '--image', 'app:v1'), { code: 2, err: /apikey:nobody is not an API key of this policy/ })
   t.match(await explain('--subject', 'apikey:ci-cleaner', '--action', 'delete', '--image', 'team-a/app:pr-42'),
     { code: 0, out: /^ALLOW: .*\nroles: preview-cleaner/ }, 'an API key gets the groups the policy gives it (ci → preview-cleaner)')
@@ -119,7 +121,7 @@ t.test('policy explain', async t => {
     [['--action', 'read', '--image', 'a:b'], /^policy explain needs --subject, --action and --image/],
     [['--subject', 'user:a', '--image', 'a:b'], /^policy explain needs/],
     [['--subject', 'user:a', '--action', 'read'], /^policy explain needs/],
-    [['--subject', 'group:ci', '--action', 'read', '--image', 'a:b'], /^--subject must be apikey:<name>, user:<subject claim> or slack:<team id>\/<user id>; give groups with --group/],
+    [['--subject', 'group:ci', '--action', 'read', '--image', 'a:b'], /^--subject must be apikey:<name>, user:<subject claim>, slack:<team id>\/<user id> or mattermost:<team id>\/<user id>; give groups with --group/],
     [['--subject', 'user:a', '--action', 'nuke', '--image', 'a:b'], /^--action must be one of read, delete, force, restore, audit, approve/],
     [['--subject', 'user:a', '--action', 'read', '--image', 'app'], /^--image: image "app" is invalid: must be name:tag/],
     [['--subject', 'user:a', '--action', 'read', '--image', 'App:v1'], /^--image: name "App" is invalid/]

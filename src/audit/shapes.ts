@@ -13,7 +13,7 @@ export type AuditOutcome = Static<typeof AuditOutcomeSchema>
 export const AuditActionSchema = Type.Union([Type.Literal('delete'), Type.Literal('dry-run'), Type.Literal('restore'), Type.Literal('read')])
 export type AuditAction = Static<typeof AuditActionSchema>
 
-export const AuditTransportSchema = Type.Union([Type.Literal('rest'), Type.Literal('graphql'), Type.Literal('slack')])
+export const AuditTransportSchema = Type.Union([Type.Literal('rest'), Type.Literal('graphql'), Type.Literal('slack'), Type.Literal('mattermost')])
 export type AuditTransport = Static<typeof AuditTransportSchema>
 
 /** How a deletion was asked to remove a tag (`mode`), what it did (`action`) and how (`strategy`). */

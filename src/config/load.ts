@@ -57,6 +57,11 @@ function applyEnv (raw: Record<string, unknown>, env: Env): void {
     const chat = isObject(raw.chat) ? raw.chat : {}
     raw.chat = { ...chat, slack: { ...(isObject(chat.slack) ? chat.slack : {}), signingSecret: env.SLACK_SIGNING_SECRET } }
   }
+  const mattermost = Object.entries({ token: env.MATTERMOST_TOKEN, actionSecret: env.MATTERMOST_ACTION_SECRET }).filter(([, value]) => value !== undefined)
+  if (mattermost.length > 0) {
+    const chat = isObject(raw.chat) ? raw.chat : {}
+    raw.chat = { ...chat, mattermost: { ...(isObject(chat.mattermost) ? chat.mattermost : {}), ...Object.fromEntries(mattermost) } }
+  }
   const registryEnv: Record<string, string | string[] | undefined> = {
     url: env.REGISTRY_URL,
     username: env.REGISTRY_USERNAME,

@@ -96,6 +96,22 @@ export const ConfigSchema = Type.Object({
       replayCacheSize: Type.Integer({ minimum: 1, maximum: 10_000_000, default: 100_000 }),
       /** Timeout of each post to response_url. */
       postTimeoutMs: Type.Integer({ minimum: 100, maximum: 60_000, default: 5000 })
+    }, { additionalProperties: false })),
+    /** Absent: the Mattermost routes are not served at all. */
+    mattermost: Type.Optional(Type.Object({
+      /** The slash command's token (env MATTERMOST_TOKEN); the command route refuses any request without it. */
+      token: Type.String({ minLength: 8 }),
+      /**
+       * Key of the HMAC each button's context carries (env MATTERMOST_ACTION_SECRET): Mattermost does not sign
+       * button posts, so this is what tells a button the gateway made from a forged one.
+       */
+      actionSecret: Type.String({ minLength: 16 }),
+      /** The gateway's own public URL as Mattermost reaches it; buttons post to <publicUrl>/chat/mattermost/actions. */
+      publicUrl: Type.String({ pattern: '^https?://[^/\\s]+(/[^\\s]*)?$' }),
+      /** How long a plan waits for its button. */
+      planTtlMs: Type.Integer({ minimum: 1000, maximum: 1_800_000, default: 600_000 }),
+      /** Plans and undo buttons kept at once; past it the oldest go first. */
+      maxPlans: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 10_000 })
     }, { additionalProperties: false }))
   }, { additionalProperties: false, default: {} }),
   /** The read API (catalog, tags, one tag). */

@@ -10,10 +10,10 @@ export type Action = typeof ACTIONS[number]
 export type RuleAction = Action | '*'
 
 export interface Identity {
-  /** `apikey:<name>`, `user:<claim value>` or `slack:<team id>/<user id>`. */
+  /** `apikey:<name>`, `user:<claim value>`, `slack:<team id>/<user id>` or `mattermost:<team id>/<user id>`. */
   subject: string
   groups: string[]
-  kind: 'apikey' | 'jwt' | 'slack'
+  kind: 'apikey' | 'jwt' | 'slack' | 'mattermost'
 }
 
 export interface Resource {

@@ -62,6 +62,10 @@ t.test('environment overrides a file', async t => {
   t.match(loadConfig([`--config=${slack}`], { SLACK_SIGNING_SECRET: 'from-the-environment' }).chat.slack,
     { signingSecret: 'from-the-environment', announce: true, responseOrigins: ['https://hooks.slack.com'], planTtlMs: 600_000 }, 'SLACK_SIGNING_SECRET overrides the file and keeps the rest')
   t.equal(loadConfig([], { REGISTRY_URL: 'http://127.0.0.1:1', SLACK_SIGNING_SECRET: 'only-the-environment' }).chat.slack?.signingSecret, 'only-the-environment')
+  const mattermost = file('mattermost.yaml', 'registries:\n  default: { url: "http://127.0.0.1:1" }\nchat:\n  mattermost: { token: from-the-file, publicUrl: "https://gateway.example" }\n')
+  t.match(loadConfig([`--config=${mattermost}`], { MATTERMOST_TOKEN: 'token-from-env', MATTERMOST_ACTION_SECRET: 'action-secret-from-env' }).chat.mattermost,
+    { token: 'token-from-env', actionSecret: 'action-secret-from-env', publicUrl: 'https://gateway.example', planTtlMs: 600_000 }, 'MATTERMOST_TOKEN and MATTERMOST_ACTION_SECRET override the file and keep the rest')
+  t.throws(() => loadConfig([], { REGISTRY_URL: 'http://127.0.0.1:1', MATTERMOST_TOKEN: 'only-a-token' }), /actionSecret|publicUrl/, 'a token alone is not a Mattermost configuration')
   const origins = loadConfig([`--config=${path}`], { REGISTRY_TOKEN_REALM_ORIGINS: 'https://auth.docker.io, https://gitlab.example.com,' })
   t.same(origins.registries.main?.tokenRealmOrigins, ['https://auth.docker.io', 'https://gitlab.example.com'], 'REGISTRY_TOKEN_REALM_ORIGINS, comma-separated, for the default registry')
   t.same(origins.registries.other?.tokenRealmOrigins, [])

@@ -11,8 +11,8 @@ function fastifyUrl (path: string): string {
 }
 
 t.test('every route the app serves is in openapi.yaml, and every documented route is served', async t => {
-  // With Slack configured, so its optional routes are served and checked too.
-  const gateway = await startGateway(t, { registries: { default: { url: 'http://127.0.0.1:9' } }, config: { chat: { slack: { signingSecret: 'a-signing-secret' } } } })
+  // With Slack and Mattermost configured, so their optional routes are served and checked too.
+  const gateway = await startGateway(t, { registries: { default: { url: 'http://127.0.0.1:9' } }, config: { chat: { slack: { signingSecret: 'a-signing-secret' }, mattermost: { token: 'a-command-token', actionSecret: 'an-action-secret-long-enough', publicUrl: 'https://gateway.example' } } } })
   // HEAD routes are Fastify's automatic twins of GET routes; GraphiQL's, the docs page's and the web page's assets
   // are not the API (the web page's config is).
   const page = (url: string): boolean => url.startsWith('/ui') && url !== '/ui/config.json'

@@ -140,10 +140,11 @@ t.test('every problem names its path and the rule', async t => {
     ['bindings: [{ role: root, subjects: ["user:a"] }]', /bindings\[0\]\.role: unknown role "root"; roles defines none/],
     [rule('bindings: [{ role: [admin], subjects: ["user:a"] }]'), /bindings\[0\]\.role: must be a string, not a list/],
     [rule('bindings: [{ role: admin }]'), /bindings\[0\]\.subjects: is required/],
-    [rule('bindings: [{ role: admin, subjects: [alice] }]'), /bindings\[0\]\.subjects\[0\]: must be apikey:<name>, user:<subject claim value>, group:<identity provider group>, keygroup:<API key group> or slack:<team id>\/<user id>/],
+    [rule('bindings: [{ role: admin, subjects: [alice] }]'), /bindings\[0\]\.subjects\[0\]: must be apikey:<name>, user:<subject claim value>, group:<identity provider group>, keygroup:<API key group>, slack:<team id>\/<user id> or mattermost:<team id>\/<user id>/],
     [rule('bindings: [{ role: admin, subjects: ["user:"] }]'), /bindings\[0\]\.subjects\[0\]: must be apikey:/],
     [rule('bindings: [{ role: admin, subjects: ["slack:U123"] }]'), /bindings\[0\]\.subjects\[0\]: a Slack subject must be slack:<team id>\/<user id>/],
     [rule('bindings: [{ role: admin, subjects: ["slack:t1/u1"] }]'), /a Slack subject must be/],
+    [rule('bindings: [{ role: admin, subjects: ["mattermost:T1/U1"] }]'), /a Mattermost subject must be mattermost:<team id>\/<user id>/],
     [rule('bindings: [{ role: admin, subjects: ["apikey:has space"] }]'), /bindings\[0\]\.subjects\[0\]: the API key name must be 1-64/],
     [rule('bindings: [{ role: admin, subjects: ["user:a"], when: always }]'), /bindings\[0\]\.when: unknown key; a binding has role, subjects/],
     // protectedTags

@@ -1,6 +1,7 @@
 /** The Block Kit messages the Slack transport posts: plain values, built from use-case results only. */
 import { isGatewayError } from '../../errors.js'
 import type { DeleteImageResult, RestoreDeletionResult } from '../../images/shapes.js'
+import { deletedText, planText, restoredText } from '../plan-text.js'
 
 /** Slack's mrkdwn treats &, < and > as markup: a reason or detail must not become a link or a mention. */
 export function escapeText (text: string): string {
@@ -30,19 +31,7 @@ export function replacement (text: string, extra: object[] = []): object {
   return { replace_original: true, text, blocks: [section(text), ...extra] }
 }
 
-function describePlan (plan: DeleteImageResult): string {
-  const image = `\`${plan.name}:${plan.tag}\``
-  const lines = [
-    plan.action === 'untagged'
-      ? `*Plan:* untag ${image} only (registry ${plan.registry}); the image \`${plan.digest}\` stays.`
-      : `*Plan:* delete the image \`${plan.digest}\` of ${image} (registry ${plan.registry}), removing ${plan.removedTags.map(tag => `\`${tag}\``).join(', ')}.`
-  ]
-  const quoted = (tags: string[]): string => tags.map(tag => `\`${tag}\``).join(', ')
-  const fate = plan.action === 'untagged' ? 'those tags keep it.' : 'those tags go too.'
-  if (plan.sharedWith.length > 0) lines.push(`Also tagged ${quoted(plan.sharedWith)}: ${fate}`)
-  if (plan.referencedBy.length > 0) lines.push(`Part of the multi-platform image tagged ${quoted(plan.referencedBy.flatMap(index => index.tags))}.`)
-  return lines.join('\n')
-}
+const describePlan = (plan: DeleteImageResult): string => planText(plan, '*')
 
 const dangerButton = (actionId: string, label: string, id: string, text: string): object => ({
   type: 'button',
@@ -89,17 +78,14 @@ export function statusMessage (plan: DeleteImageResult): object {
 }
 
 export function deletedMessage (result: DeleteImageResult, undoId: string): object {
-  const what = result.action === 'untagged'
-    ? `Untagged \`${result.name}:${result.tag}\``
-    : `Deleted \`${result.name}@${result.digest}\` (${result.removedTags.map(tag => `\`${tag}\``).join(', ')}; space is freed at the registry's next garbage collection)`
-  return replacement(`${what}. Audit id \`${result.auditId}\`.`, [{
+  return replacement(deletedText(result), [{
     type: 'actions',
     elements: [{ type: 'button', action_id: 'undo', text: { type: 'plain_text', text: 'Undo' }, value: undoId }]
   }])
 }
 
 export function restoredMessage (result: RestoreDeletionResult, image: string): object {
-  return replacement(`Restored \`${image}\`: ${result.restoredTags.map(tag => `\`${tag}\``).join(', ')} point at \`${result.digest}\` again.`)
+  return replacement(restoredText(result, image))
 }
 
 /** In the channel, so an approver can see it: Approve runs the plan as the requester's, naming the approver. */

@@ -9,10 +9,9 @@ import type { FastifyBaseLogger, FastifyPluginAsync, FastifyRequest } from 'fast
 import type { Config } from '../../config/schema.js'
 import { invalidField, isGatewayError } from '../../errors.js'
 import { deleteImage, executePlan, type ImageServices } from '../../images/delete-image.js'
-import type { DeleteMode } from '../../images/plan.js'
 import { restoreDeletion } from '../../images/restore-deletion.js'
 import type { Identity } from '../../policy/types.js'
-import { parseImageString } from '../../registry/reference.js'
+import { parseCommand } from '../command.js'
 import { ChatPlans, type TakeResult } from '../plans.js'
 import {
   announcement, approvalRequest, deletedMessage, deniedMessage, ephemeral, failureText, HELP, planMessage, replacement, restoredMessage, statusMessage
@@ -32,7 +31,6 @@ export interface SlackDeps {
 
 const SLACK_ID = /^[A-Z0-9]{1,32}$/
 const INTERACTIONS = '/chat/slack/interactions'
-const MODES: readonly string[] = ['auto', 'untag', 'digest']
 const ACTIONS: readonly string[] = ['delete', 'cancel', 'undo', 'request_approval', 'approve']
 
 declare module 'fastify' {
@@ -137,23 +135,14 @@ export const slackRoutes = (deps: SlackDeps): FastifyPluginAsync => async (app) 
 
   app.post('/chat/slack/commands', { config: { signed: true } }, async (request) => {
     const form = request.slackForm
-    const words = (form.get('text') ?? '').trim().split(/\s+/).filter(word => word !== '')
-    if (words.length === 0 || words[0] === 'help') return ephemeral(HELP)
-    const status = words[0] === 'status'
-    const [image, ...options] = status ? words.slice(1) : words
-    const option = options.map(word => /^mode=(.*)$/.exec(word))
-    if (image === undefined || option.some(match => match === null || !MODES.includes(match[1] as string)) || (status && options.length > 0)) {
-      return ephemeral(`I did not understand that. ${HELP}`)
-    }
-    let ref
-    try {
-      ref = parseImageString(image)
-    } catch (error) {
-      return ephemeral(failureText(error))
-    }
+    const command = parseCommand(form.get('text') ?? '')
+    if (command.kind === 'help') return ephemeral(HELP)
+    if (command.kind === 'unclear') return ephemeral(`I did not understand that. ${HELP}`)
+    if (command.kind === 'bad-image') return ephemeral(failureText(command.error))
+    const { ref, mode } = command
+    const status = command.kind === 'status'
     const responseUrl = responseUrlOf(form.get('response_url'))
     const identity = request.identity
-    const mode = option.at(-1)?.[1] as DeleteMode | undefined
     const context = contextOf(request)
     later(async () => {
       try {
