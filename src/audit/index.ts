@@ -1,6 +1,7 @@
 export { AUDIT_ID } from './id.js'
 export * from './shapes.js'
 export { auditSchemaVersion, openSqliteAuditStore, type SqliteAuditStoreOptions } from './sqlite-store.js'
+export { deferredAuditStore } from './deferred-store.js'
 export { openPostgresAuditStore, postgresAuditSchemaVersion, type PostgresAuditStoreOptions } from './postgres-store.js'
 export { AuditTrail, withoutManifest, type AuditLogger } from './trail.js'
 export type {

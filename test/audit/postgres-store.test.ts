@@ -1,6 +1,8 @@
 import pg from 'pg'
 import t from 'tap'
 import { openPostgresAuditStore, postgresAuditSchemaVersion } from '../../src/audit/postgres-store.js'
+import { openAuditStore } from '../../src/services.js'
+import { freePort } from '../../testing/ports.js'
 import { startPostgres } from '../../testing/postgres-process.js'
 import { attempt, auditStoreContract, manifestBytes, start } from '../fixtures/audit-store-contract.js'
 
@@ -131,4 +133,23 @@ t.test('a closed store rejects every call, and closing twice is fine', async t =
     ['check', () => store.check()]
   ]
   for (const [name, call] of calls) await t.rejects(call(), /audit store is closed/, name)
+})
+
+t.test('issue 14: the configured driver picks the store; PostgreSQL opens in the background and retries', async t => {
+  const url = await freshDatabase()
+  const base = { path: ':memory:', retentionDays: 90, listScanLimit: 1000, poolSize: 2, statementTimeoutMs: 5000 }
+  const postgres = openAuditStore({ ...base, driver: 'postgres', url })
+  t.teardown(() => postgres.close())
+  const record = await postgres.append(attempt())
+  const seen = await withClient(url, async client => (await client.query('SELECT id FROM audit_records')).rows)
+  t.same(seen, [{ id: record.id }], 'written to PostgreSQL')
+
+  const sqlite = openAuditStore({ ...base, driver: 'sqlite' })
+  t.teardown(() => sqlite.close())
+  t.equal(await sqlite.get(record.id), undefined, 'SQLite is a store of its own')
+
+  const nowhere = openAuditStore({ ...base, driver: 'postgres', url: `postgres://postgres@127.0.0.1:${await freePort()}/none` })
+  t.teardown(() => nowhere.close())
+  await t.rejects(nowhere.check(), /ECONNREFUSED/, 'a database that is down: the check says why')
+  await t.rejects(nowhere.append(attempt()), /ECONNREFUSED/, 'and nothing is written')
 })
