@@ -68,7 +68,7 @@ export function buildRegistries (config: Config, dispatcher?: Dispatcher, observ
 
 /** The configured audit store: SQLite (the default), or PostgreSQL opened (and migrated) in the background. */
 export function openAuditStore (audit: Config['audit']): AuditStore {
-  if (audit.driver === 'sqlite') return openSqliteAuditStore(audit.path, { listScanLimit: audit.listScanLimit })
+  if (audit.driver !== 'postgres') return openSqliteAuditStore(audit.path, { listScanLimit: audit.listScanLimit })
   return deferredAuditStore(async () => await openPostgresAuditStore({
     // validateConfig refuses driver postgres without a URL.
     connectionString: audit.url as string,
