@@ -6,7 +6,7 @@
 import { execFile, type ChildProcess } from 'node:child_process'
 import { chmod, chown, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir, userInfo } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
 import { createConnection } from 'node:net'
@@ -28,8 +28,8 @@ export interface PostgresProcess {
   dataDir: string
   /** Creates an empty database and answers its URL, so each test file (or test) gets its own. */
   createDatabase (name: string): Promise<string>
-  /** SIGINT (fast shutdown), then SIGKILL after 5 s; resolves once the process has exited, then removes the data dir. */
-  stop (): Promise<void>
+  /** SIGINT (fast shutdown), then SIGKILL after 5 s; resolves once the process has exited, then removes the data dir unless keepData. */
+  stop (options?: { keepData?: boolean }): Promise<void>
 }
 
 /**
@@ -53,11 +53,7 @@ async function logTail (path: string): Promise<string> {
   return await readFile(path, 'utf8').then(text => text.slice(-LOG_TAIL_CHARS), () => '(no log)')
 }
 
-export async function startPostgres (options: { readyTimeoutMs?: number } = {}): Promise<PostgresProcess> {
-  const bin = process.env.PG_BIN ?? DEFAULT_BIN
-  const dir = await mkdtemp(join(tmpdir(), 'rdg-pg-'))
-  const dataDir = join(dir, 'data')
-  const logPath = join(dir, 'postgres.log')
+async function initCluster (bin: string, dir: string, dataDir: string): Promise<void> {
   if (userInfo().uid === 0) {
     await chown(dir, Number((await execFileAsync('id', ['-u', 'postgres'])).stdout.trim()), Number((await execFileAsync('id', ['-g', 'postgres'])).stdout.trim()))
   }
@@ -69,7 +65,21 @@ export async function startPostgres (options: { readyTimeoutMs?: number } = {}):
     await rm(dir, { recursive: true, force: true })
     throw new Error(`initdb failed: ${(error as Error).message}`, { cause: error })
   }
-  const port = await freePort()
+}
+
+export interface PostgresProcessOptions {
+  readyTimeoutMs?: number
+  /** An earlier instance's dataDir (stopped with keepData) and port: the same cluster starts again, as after an outage. */
+  restart?: { dataDir: string, port: number }
+}
+
+export async function startPostgres (options: PostgresProcessOptions = {}): Promise<PostgresProcess> {
+  const bin = process.env.PG_BIN ?? DEFAULT_BIN
+  const dir = options.restart === undefined ? await mkdtemp(join(tmpdir(), 'rdg-pg-')) : dirname(options.restart.dataDir)
+  const dataDir = join(dir, 'data')
+  const logPath = join(dir, 'postgres.log')
+  if (options.restart === undefined) await initCluster(bin, dir, dataDir)
+  const port = options.restart?.port ?? await freePort()
   // fsync stays on: the audit store's durability is part of what the tests are about.
   const [postgres, args] = asServerUser(join(bin, 'postgres'), [
     '-D', dataDir, '-p', String(port), '-k', dataDir, '-c', `listen_addresses=${HOST}`, '-c', 'max_connections=100'
@@ -109,9 +119,9 @@ export async function startPostgres (options: { readyTimeoutMs?: number } = {}):
       await execFileAsync(join(bin, 'psql'), ['-v', 'ON_ERROR_STOP=1', '-q', '-d', url, '-c', `CREATE DATABASE ${name}`])
       return `postgres://postgres@${HOST}:${port}/${name}`
     },
-    async stop () {
+    async stop (stopOptions = {}) {
       await stopChild()
-      await rm(dir, { recursive: true, force: true })
+      if (stopOptions.keepData !== true) await rm(dir, { recursive: true, force: true })
     }
   }
 }

@@ -59,3 +59,32 @@ t.test('issue 14: PostgreSQL unreachable: /readyz says the trail is not writable
   t.notMatch(JSON.stringify(response.body), /ECONNREFUSED|postgres:/, 'the database error and URL stay internal')
   t.equal(await tagStatus('pg/down', 'v1'), 200, 'the image is still there')
 })
+
+t.test('issue 14: PostgreSQL stopped while running: deletions get 503 and touch nothing; when it returns they resume without a restart', async t => {
+  const outage = await startPostgres()
+  let current = outage
+  t.teardown(() => current.stop())
+  const url = await outage.createDatabase('outage_trail')
+  const gateway = await startGateway(t, { registries: { default: { url: registry.url } }, config: { audit: { driver: 'postgres', url } } })
+  await pushImage({ url: registry.url }, 'pg/outage', ['v1'], 'schema2')
+  t.equal((await gateway.rest('GET', '/readyz', { key: null })).status, 200)
+
+  await outage.stop({ keepData: true })
+  const refused = await gateway.rest('DELETE', '/images/pg/outage/v1')
+  t.equal(refused.status, 503)
+  t.match(refused.body, { code: 'AUDIT_UNAVAILABLE' })
+  t.equal(await tagStatus('pg/outage', 'v1'), 200, 'nothing deleted while the trail is down')
+  // /readyz answers from a one-second cache.
+  await new Promise(resolve => setTimeout(resolve, 1100))
+  t.equal((await gateway.rest('GET', '/readyz', { key: null })).status, 503, 'not ready while the trail is down')
+
+  current = await startPostgres({ restart: { dataDir: outage.dataDir, port: outage.port } })
+  await new Promise(resolve => setTimeout(resolve, 1100))
+  t.equal((await gateway.rest('GET', '/readyz', { key: null })).status, 200, 'ready again, same process')
+  const deleted = await gateway.rest('DELETE', '/images/pg/outage/v1')
+  t.equal(deleted.status, 200)
+  t.equal(await tagStatus('pg/outage', 'v1'), 404)
+  const listed = await gateway.rest('GET', '/audit?name=pg/outage&action=delete')
+  t.same(listed.body.items.map((item: { outcome: string }) => item.outcome), ['deleted'],
+    'the deletion is in the trail that survived the outage; the refused attempt could not be recorded')
+})
