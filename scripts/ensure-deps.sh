@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes a fresh clone runnable: the system packages the tests and the demo start (a real registry, skopeo,
-# htpasswd, openssl, chromium for the web page's browser tests and benchmark) and the npm dependencies. Does nothing when everything is already there.
+# htpasswd, openssl, chromium for the web page's browser tests and benchmark, PostgreSQL for the second audit store) and the npm dependencies. Does nothing when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,8 @@ command -v htpasswd >/dev/null || missing+=(apache2-utils)
 command -v openssl >/dev/null || missing+=(openssl)
 # Debian's own build: playwright-core drives it, and nothing downloads a browser.
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# The PostgreSQL audit store's tests start throwaway clusters from Debian's server binaries.
+[ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} (Debian packages)" >&2
   sudo=""

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Dispatcher } from 'undici'
 import type { Config } from './config/schema.js'
-import { AuditTrail, openSqliteAuditStore, type AuditStore } from './audit/index.js'
+import { AuditTrail, deferredAuditStore, openPostgresAuditStore, openSqliteAuditStore, type AuditStore } from './audit/index.js'
 import { createAuthenticator, type Authenticator } from './identity/index.js'
 import type { GatewayMetrics, RegistryObserver } from './metrics.js'
 import { ScansPerCaller } from './images/co-tags.js'
@@ -23,7 +23,7 @@ export interface ServiceOverrides {
   /** Replaces every registry's connection pool (fault injection in tests). */
   dispatcher?: Dispatcher
   policyStore?: PolicyStore
-  /** Replaces the SQLite audit store named in the configuration. */
+  /** Replaces the audit store the configuration names. */
   auditStore?: AuditStore
 }
 
@@ -66,6 +66,18 @@ export function buildRegistries (config: Config, dispatcher?: Dispatcher, observ
   return new RegistryDirectory(clients, config.defaultRegistry)
 }
 
+/** The configured audit store: SQLite (the default), or PostgreSQL opened (and migrated) in the background. */
+export function openAuditStore (audit: Config['audit']): AuditStore {
+  if (audit.driver !== 'postgres') return openSqliteAuditStore(audit.path, { listScanLimit: audit.listScanLimit })
+  return deferredAuditStore(async () => await openPostgresAuditStore({
+    // validateConfig refuses driver postgres without a URL.
+    connectionString: audit.url as string,
+    listScanLimit: audit.listScanLimit,
+    poolSize: audit.poolSize,
+    statementTimeoutMs: audit.statementTimeoutMs
+  }))
+}
+
 export function createServices (config: Config, overrides: ServiceOverrides, metrics: GatewayMetrics, log: FastifyBaseLogger): GatewayServices {
   const registries = buildRegistries(config, overrides.dispatcher, metrics)
   const policyStore = overrides.policyStore ?? new PolicyStore({ logger: log })
@@ -74,7 +86,7 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
   if (overrides.policyStore === undefined && config.policyFile !== undefined) policyStore.load(config.policyFile)
   if (policyStore.current() === undefined) log.warn('no policy loaded: every request will be denied (set POLICY_FILE or policyFile)')
   const authenticator = createAuthenticator(policyStore, { logger: log })
-  const auditStore = overrides.auditStore ?? openSqliteAuditStore(config.audit.path, { listScanLimit: config.audit.listScanLimit })
+  const auditStore = overrides.auditStore ?? openAuditStore(config.audit)
   const audit = new AuditTrail(auditStore, log, metrics.auditRecord)
   // One lock for every tag-changing request of a repository: digest deletions and untags queue behind each other.
   const locks = new KeyedQueue()

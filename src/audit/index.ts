@@ -1,6 +1,8 @@
 export { AUDIT_ID } from './id.js'
 export * from './shapes.js'
 export { auditSchemaVersion, openSqliteAuditStore, type SqliteAuditStoreOptions } from './sqlite-store.js'
+export { deferredAuditStore } from './deferred-store.js'
+export { openPostgresAuditStore, postgresAuditSchemaVersion, type PostgresAuditStoreOptions } from './postgres-store.js'
 export { AuditTrail, withoutManifest, type AuditLogger } from './trail.js'
 export type {
   AuditAction, AuditFilter, AuditImageRef, AuditListItem, AuditOutcome, AuditPage, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult,

@@ -1,8 +1,8 @@
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
-import { GatewayError } from '../errors.js'
-import { AUDIT_ID, newAuditId } from './id.js'
+import { newAuditId } from './id.js'
+import { checkLimit, decodeCursor, definedChanges, encodeAuditCursor, filterValues, LIST_CHUNK_ROWS, toIsoTime, windowIndexes } from './listing.js'
 import type {
   AuditFilter, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, NewAuditRecord
 } from './types.js'
@@ -67,12 +67,6 @@ const listColumns = `id, time, request_id, transport, subject, groups, action, r
   removed_tags, decision, outcome, upstream_status, error_code, error_detail, duration_ms, NULL AS manifest,
   manifest IS NOT NULL AS manifest_saved, restored_by, restore_of, client_request_id, mode, delete_action, strategy, approved_by`
 
-/**
- * The filters whose index is ordered by id after them, best first: the scan window walks one of these (or the id
- * index), so it reads only rows that match it and stops after the scan limit.
- */
-const windowIndexes: ReadonlyArray<ReadonlyArray<keyof AuditFilter>> = [['subject'], ['registry', 'name', 'tag'], ['name', 'tag'], ['outcome']]
-
 interface AuditRow {
   id: string
   time: string
@@ -102,9 +96,6 @@ interface AuditRow {
   strategy: AuditRecord['strategy'] | null
   approved_by: string | null
 }
-
-/** Rows of the list window read per turn of the event loop. */
-const LIST_CHUNK_ROWS = 100
 
 type ListedRow = AuditRow & { manifest_saved: number }
 interface WindowRow { id: string, registry: string, name: string, tag: string, matches: number }
@@ -175,28 +166,6 @@ function toRecord (row: AuditRow): AuditRecord {
   return record
 }
 
-function invalidRequest (field: string, detail: string): GatewayError {
-  return new GatewayError('INVALID_REQUEST', detail, { extras: { field } })
-}
-
-/** One textual form, so that times compare correctly as strings in SQL whatever offset the caller wrote. */
-function toIsoTime (value: string, field: string): string {
-  const ms = Date.parse(value)
-  if (Number.isNaN(ms)) throw invalidRequest(field, `${field} must be an ISO 8601 time, got ${JSON.stringify(value)}`)
-  return new Date(ms).toISOString()
-}
-
-/** The one cursor encoding: it continues a listing after the record `id`, and is opaque so its form can change. */
-function encodeAuditCursor (id: string): string {
-  return Buffer.from(id, 'utf8').toString('base64url')
-}
-
-function decodeCursor (cursor: string): string {
-  const id = Buffer.from(cursor, 'base64url').toString('utf8')
-  if (!AUDIT_ID.test(id)) throw invalidRequest('cursor', 'cursor is not one this gateway handed out: start again without it')
-  return id
-}
-
 /** SQL fragment for each filter field, in the fixed order that keeps the cache of prepared lists small. */
 const filterConditions: ReadonlyArray<[keyof AuditFilter, string]> = [
   ['subject', 'subject = @subject'],
@@ -208,10 +177,6 @@ const filterConditions: ReadonlyArray<[keyof AuditFilter, string]> = [
   ['since', 'time >= @since'],
   ['until', 'time < @until']
 ]
-
-function definedChanges (changes: AuditRecordChanges): AuditRecordChanges {
-  return Object.fromEntries(Object.entries(changes).filter(([, value]) => value !== undefined))
-}
 
 export interface SqliteAuditStoreOptions {
   now?: () => Date
@@ -351,15 +316,8 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
 
     async list (filter, page, visible) {
       ensureOpen()
-      if (!Number.isSafeInteger(page.limit) || page.limit < 1) {
-        throw invalidRequest('limit', `limit must be a positive integer, got ${String(page.limit)}`)
-      }
-      const params: Record<string, string | number> = {}
-      for (const [key] of filterConditions) {
-        const value = filter[key]
-        if (value === undefined) continue
-        params[key] = key === 'since' || key === 'until' ? toIsoTime(value, key) : value
-      }
+      checkLimit(page.limit)
+      const params: Record<string, string | number> = filterValues(filter)
       if (page.cursor !== undefined) params.cursor = decodeCursor(page.cursor)
       const shown: string[] = []
       let scanned = 0

@@ -53,6 +53,7 @@ function applyEnv (raw: Record<string, unknown>, env: Env): void {
   if (env.LOG_LEVEL !== undefined) raw.logLevel = env.LOG_LEVEL
   if (env.POLICY_FILE !== undefined) raw.policyFile = env.POLICY_FILE
   if (env.AUDIT_DB !== undefined) raw.audit = { ...(isObject(raw.audit) ? raw.audit : {}), path: env.AUDIT_DB }
+  if (env.DATABASE_URL !== undefined) raw.audit = { ...(isObject(raw.audit) ? raw.audit : {}), url: env.DATABASE_URL }
   if (env.SLACK_SIGNING_SECRET !== undefined) {
     const chat = isObject(raw.chat) ? raw.chat : {}
     raw.chat = { ...chat, slack: { ...(isObject(chat.slack) ? chat.slack : {}), signingSecret: env.SLACK_SIGNING_SECRET } }
@@ -111,6 +112,9 @@ export function validateConfig (raw: Record<string, unknown>, source: string): C
   if (config.registries[config.defaultRegistry] === undefined) {
     const known = Object.keys(config.registries).join(', ')
     throw new ConfigError(`invalid configuration from ${source}:\n  defaultRegistry: must name a key of registries (have: ${known})`)
+  }
+  if (config.audit.driver === 'postgres' && config.audit.url === undefined) {
+    throw new ConfigError(`invalid configuration from ${source}:\n  audit.url: required with audit.driver postgres (or set DATABASE_URL)`)
   }
   return deepFreeze(config)
 }

@@ -73,7 +73,15 @@ export const ConfigSchema = Type.Object({
   tagListMaxBytes: Type.Integer({ minimum: 1024, maximum: 1024 * 1024 * 1024, default: 32 * 1024 * 1024 }),
   policyFile: Type.Optional(Type.String({ minLength: 1 })),
   audit: Type.Object({
+    /** sqlite: one file, one replica (the default). postgres: a database several replicas share. */
+    driver: Type.Union([Type.Literal('sqlite'), Type.Literal('postgres')], { default: 'sqlite' }),
     path: Type.String({ minLength: 1, default: './data/audit.db', description: 'SQLite file of the audit trail' }),
+    /** postgres://user:password@host:port/database (env DATABASE_URL); required with driver postgres. A secret: never logged. */
+    url: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
+    /** Connections each replica keeps to PostgreSQL at most. */
+    poolSize: Type.Integer({ minimum: 1, maximum: 100, default: 10 }),
+    /** PostgreSQL cancels any audit statement that runs longer, so a stuck lock cannot hold a connection forever. */
+    statementTimeoutMs: Type.Integer({ minimum: 100, maximum: 600_000, default: 10_000 }),
     retentionDays: Type.Integer({ minimum: 1, maximum: 36_500, default: 90 }),
     /** Rows one audit page may read at most, so no caller can make a page scan the whole trail. */
     listScanLimit: Type.Integer({ minimum: 201, maximum: 100_000, default: 1000 })

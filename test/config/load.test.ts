@@ -32,7 +32,7 @@ t.test('the environment alone configures one registry with defaults', async t =>
     untagStrategy: 'swap',
     defaultMode: 'auto'
   })
-  t.same(config.audit, { path: './data/audit.db', retentionDays: 90, listScanLimit: 1000 })
+  t.same(config.audit, { driver: 'sqlite', path: './data/audit.db', poolSize: 10, statementTimeoutMs: 10_000, retentionDays: 90, listScanLimit: 1000 })
   t.same({ pages: config.tagListMaxPages, bytes: config.tagListMaxBytes, scan: config.coTagScanLimit }, { pages: 10000, bytes: 33554432, scan: 50000 }, 'co-tag check limits')
   t.ok(Object.isFrozen(config.registries.default), 'config is frozen')
 })
@@ -41,7 +41,7 @@ t.test('the example file is valid and documents every key', async t => {
   const config = loadConfig(['--config', new URL('../../config.example.yaml', import.meta.url).pathname], {})
   t.same(Object.keys(config.registries), ['default', 'mirror'])
   t.equal(config.policyFile, './policy.yaml')
-  t.same(config.audit, { path: './data/audit.db', retentionDays: 90, listScanLimit: 1000 })
+  t.same(config.audit, { driver: 'sqlite', path: './data/audit.db', poolSize: 10, statementTimeoutMs: 10_000, retentionDays: 90, listScanLimit: 1000 })
   t.equal(loadConfig(['--config', new URL('../../config.example.yaml', import.meta.url).pathname], { AUDIT_DB: 'x.db' }).audit.retentionDays, 90, 'AUDIT_DB keeps the other audit keys')
   t.equal(config.registries.default?.tls.caFile, '/etc/ssl/private-ca.pem')
 })
@@ -105,4 +105,15 @@ t.test('errors name the key and the rule', async t => {
 t.test('an empty file with the environment is enough', async t => {
   const path = file('empty.yaml', '')
   t.equal(loadConfig(['--config', path], { REGISTRY_URL: 'http://127.0.0.1:3' }).registries.default?.url, 'http://127.0.0.1:3')
+})
+
+t.test('issue 14: audit.driver postgres takes its URL from audit.url or DATABASE_URL, and needs one', async t => {
+  const path = file('pg.yaml', 'registries:\n  default: { url: "http://127.0.0.1:1" }\naudit:\n  driver: postgres\n  poolSize: 4\n')
+  const config = loadConfig([`--config=${path}`], { DATABASE_URL: 'postgres://rdg:s3cret@127.0.0.1:5432/rdg' })
+  t.match(config.audit, { driver: 'postgres', url: 'postgres://rdg:s3cret@127.0.0.1:5432/rdg', poolSize: 4, statementTimeoutMs: 10_000 })
+  t.throws(() => loadConfig([`--config=${path}`], {}), /audit\.url: required with audit\.driver postgres/)
+  t.throws(() => loadConfig([`--config=${path}`], { DATABASE_URL: 'mysql://x' }), /audit\.url/)
+  t.equal(loadConfig([], { REGISTRY_URL: 'http://127.0.0.1:1' }).audit.driver, 'sqlite', 'SQLite stays the default')
+  t.match(loadConfig([], { REGISTRY_URL: 'http://127.0.0.1:1', DATABASE_URL: 'postgresql://h/db' }).audit, { driver: 'sqlite', url: 'postgresql://h/db' },
+    'DATABASE_URL alone does not switch the driver')
 })
