@@ -1,7 +1,7 @@
 /** What both audit stores share about listings, so their cursors, filters and errors cannot drift apart. */
 import { GatewayError } from '../errors.js'
 import { AUDIT_ID } from './id.js'
-import type { AuditFilter, AuditRecordChanges } from './types.js'
+import type { AuditFilter, AuditRecord, AuditRecordChanges } from './types.js'
 
 /** Rows of the list window read per turn of the event loop. */
 export const LIST_CHUNK_ROWS = 100
@@ -54,4 +54,22 @@ export function filterValues (filter: AuditFilter): Partial<Record<keyof AuditFi
 
 export function definedChanges (changes: AuditRecordChanges): AuditRecordChanges {
   return Object.fromEntries(Object.entries(changes).filter(([, value]) => value !== undefined))
+}
+
+/** The nullable columns and the record fields they fill: the same in every store, so one mapping serves them all. */
+const OPTIONAL_COLUMNS: ReadonlyArray<[string, keyof AuditRecord]> = [
+  ['digest', 'digest'], ['media_type', 'mediaType'], ['upstream_status', 'upstreamStatus'], ['error_code', 'errorCode'],
+  ['error_detail', 'errorDetail'], ['duration_ms', 'durationMs'], ['manifest', 'manifest'], ['restored_by', 'restoredBy'],
+  ['restore_of', 'restoreOf'], ['client_request_id', 'clientRequestId'], ['mode', 'mode'], ['delete_action', 'deleteAction'],
+  ['strategy', 'strategy'], ['approved_by', 'approvedBy']
+]
+
+/** Fills `record`'s optional fields from a row's non-null columns (a record never carries a field set to null). */
+export function withOptionalColumns (record: AuditRecord, row: object): AuditRecord {
+  const columns = row as Record<string, unknown>
+  const fields = record as unknown as Record<string, unknown>
+  for (const [column, field] of OPTIONAL_COLUMNS) {
+    if (columns[column] !== null) fields[field] = columns[column]
+  }
+  return record
 }

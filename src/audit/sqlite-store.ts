@@ -2,7 +2,9 @@ import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
 import { newAuditId } from './id.js'
-import { checkLimit, decodeCursor, definedChanges, encodeAuditCursor, filterValues, LIST_CHUNK_ROWS, toIsoTime, windowIndexes } from './listing.js'
+import {
+  checkLimit, decodeCursor, definedChanges, encodeAuditCursor, filterValues, LIST_CHUNK_ROWS, toIsoTime, windowIndexes, withOptionalColumns
+} from './listing.js'
 import type {
   AuditFilter, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, NewAuditRecord
 } from './types.js'
@@ -149,21 +151,7 @@ function toRecord (row: AuditRow): AuditRecord {
     decision: JSON.parse(row.decision) as AuditRecord['decision'],
     outcome: row.outcome
   }
-  if (row.digest !== null) record.digest = row.digest
-  if (row.media_type !== null) record.mediaType = row.media_type
-  if (row.upstream_status !== null) record.upstreamStatus = row.upstream_status
-  if (row.error_code !== null) record.errorCode = row.error_code
-  if (row.error_detail !== null) record.errorDetail = row.error_detail
-  if (row.duration_ms !== null) record.durationMs = row.duration_ms
-  if (row.manifest !== null) record.manifest = row.manifest
-  if (row.restored_by !== null) record.restoredBy = row.restored_by
-  if (row.restore_of !== null) record.restoreOf = row.restore_of
-  if (row.client_request_id !== null) record.clientRequestId = row.client_request_id
-  if (row.mode !== null) record.mode = row.mode
-  if (row.delete_action !== null) record.deleteAction = row.delete_action
-  if (row.strategy !== null) record.strategy = row.strategy
-  if (row.approved_by !== null) record.approvedBy = row.approved_by
-  return record
+  return withOptionalColumns(record, row)
 }
 
 /** SQL fragment for each filter field, in the fixed order that keeps the cache of prepared lists small. */
