@@ -70,7 +70,7 @@ export function createMetrics (): GatewayMetrics {
     labelNames: ['endpoint', 'result'],
     registers: [registry]
   })
-  let countOutbox: (() => Promise<Array<{ endpoint: string, status: string, count: number }>>) | undefined
+  let countOutbox = async (): Promise<Array<{ endpoint: string, status: string, count: number }>> => []
   new Gauge({ // eslint-disable-line no-new -- registered with `registry`, which is what reads it
     name: 'gateway_webhook_outbox',
     help: 'Webhook deliveries in the outbox by endpoint and status (pending is the queue depth)',
@@ -79,7 +79,7 @@ export function createMetrics (): GatewayMetrics {
     async collect () {
       this.reset()
       // A store that cannot answer leaves the gauge empty for this scrape rather than failing /metrics.
-      const rows = await countOutbox?.().catch(() => []) ?? []
+      const rows = await countOutbox().catch(() => [])
       for (const row of rows) this.set({ endpoint: row.endpoint, status: row.status }, row.count)
     }
   })

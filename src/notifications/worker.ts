@@ -52,7 +52,7 @@ export function startDeliveryWorker (options: DeliveryWorkerOptions): DeliveryWo
   const random = options.random ?? Math.random
   const webhooks = new Map(options.webhooks.map(webhook => [webhook.name, webhook]))
   // A claim outlives every attempt it covers; a process killed mid-attempt leaves its rows to the next claim after it.
-  const leaseMs = Math.max(0, ...options.webhooks.map(webhook => webhook.timeoutMs)) + 10_000
+  const leaseMs = Math.max(0, ...options.webhooks.map(webhook => webhook.timeoutMs)) + 5000
   const dispatcher = new Agent({ connections: 4 })
   const controller = new AbortController()
   const { signal } = controller
@@ -68,9 +68,10 @@ export function startDeliveryWorker (options: DeliveryWorkerOptions): DeliveryWo
         headers,
         body,
         dispatcher,
+        // The signal bounds the whole attempt; undici's own timeouts only back it up.
         signal: AbortSignal.any([signal, AbortSignal.timeout(webhook.timeoutMs)]),
-        headersTimeout: webhook.timeoutMs,
-        bodyTimeout: webhook.timeoutMs
+        headersTimeout: webhook.timeoutMs + 1000,
+        bodyTimeout: webhook.timeoutMs + 1000
       })
       await response.body.dump()
       const status = response.statusCode
@@ -80,7 +81,9 @@ export function startDeliveryWorker (options: DeliveryWorkerOptions): DeliveryWo
       return { delivered: false, status, error: `the endpoint answered ${status}`, retryAt: retryAt(row.attempts) }
     } catch (error) {
       // The message only: undici's errors carry no URL, and the URL (which may hold a token) is never recorded.
-      const reason = (error as { code?: string }).code ?? (error as Error).name
+      // A system error's code (ECONNREFUSED), else the error's name (TimeoutError; a DOMException's code is a number).
+      const code = (error as { code?: unknown }).code
+      const reason = typeof code === 'string' ? code : (error as Error).name
       return { delivered: false, error: `no answer: ${reason}`, retryAt: retryAt(row.attempts) }
     }
   }

@@ -130,7 +130,7 @@ t.test('410 Gone stops at once; an endpoint that hangs times out and is retried;
   t.match(items.find(item => item.endpoint === 'gone'), { lastStatus: 410, lastError: 'the endpoint answered 410 Gone: not retried', attempts: 1 })
   t.match(items.find(item => item.endpoint === 'removed'), { lastError: 'no webhook named removed is configured any more' })
   const timedOut = await until('a timed-out attempt', async () => (await store.listDeliveries({}, { limit: 10 })).items.find(item => item.endpoint === 'slow' && item.lastError !== undefined))
-  t.match(timedOut, { status: 'pending', lastError: /^no answer: / })
+  t.match(timedOut, { status: 'pending', lastError: 'no answer: TimeoutError' })
   slow.answer = 204
   await until('slow delivered', async () => await statusOf(store, 'slow') === 'delivered')
   t.ok(attempts.includes('gone:failed') && attempts.includes('slow:retried') && attempts.includes('slow:delivered'), attempts.join(' '))
