@@ -2,8 +2,9 @@ import type { AuditRecord } from '../audit/types.js'
 import type { OutboxRouter } from '../audit/outbox.js'
 import type { NotificationEvent, WebhookEventName } from './shapes.js'
 
-/** Which event a record, as just written, is: a settled deletion, untag or restore, or a refused attempt. */
+/** Which event a record, as just written, is: a settled deletion, untag or restore, an approval, or a refused attempt. */
 export function eventNameFor (record: AuditRecord): WebhookEventName | undefined {
+  if (record.action === 'approve' && record.outcome === 'approved') return 'approved'
   if (record.action !== 'delete' && record.action !== 'restore') return undefined
   if (record.outcome === 'denied' || record.outcome === 'rejected') return 'refused'
   if (record.action === 'delete' && record.outcome === 'deleted') return record.deleteAction === 'untagged' ? 'untagged' : 'deleted'

@@ -20,22 +20,30 @@ const SECRET = `whsec_${Buffer.from('webhook secret for the e2e tests!').toStrin
 const FORGED = `whsec_${Buffer.from('a forged secret, just as long ok!').toString('base64')}`
 const TEAM_KEY = 'rdg_team-a-auditor-key-long-enough-0002'
 const CLEANER_KEY = 'rdg_ci-cleaner-no-audit-key-long-0003'
+const REQUESTER_KEY = 'rdg_gated-requester-key-long-enough-04'
+const APPROVER_KEY = 'rdg_gated-approver-key-long-enough-005'
 
 const POLICY = {
   apiKeys: [
     { name: 'admin', sha256: sha256Hex(ADMIN_KEY) },
     { name: 'team-a', sha256: sha256Hex(TEAM_KEY) },
-    { name: 'cleaner', sha256: sha256Hex(CLEANER_KEY) }
+    { name: 'cleaner', sha256: sha256Hex(CLEANER_KEY) },
+    { name: 'requester', sha256: sha256Hex(REQUESTER_KEY) },
+    { name: 'approver', sha256: sha256Hex(APPROVER_KEY) }
   ],
   roles: {
     admin: [{ actions: ['*'], repositories: ['**'] }],
     teamAuditor: [{ actions: ['audit', 'delete'], repositories: ['team-a/**'] }],
-    cleaner: [{ actions: ['delete'], repositories: ['**'] }]
+    cleaner: [{ actions: ['delete'], repositories: ['**'] }],
+    gated: [{ actions: ['delete'], repositories: ['gated/**'], approval: 'required' }],
+    approver: [{ actions: ['approve'], repositories: ['gated/**'] }]
   },
   bindings: [
     { role: 'admin', subjects: ['apikey:admin'] },
     { role: 'teamAuditor', subjects: ['apikey:team-a'] },
-    { role: 'cleaner', subjects: ['apikey:cleaner'] }
+    { role: 'cleaner', subjects: ['apikey:cleaner'] },
+    { role: 'gated', subjects: ['apikey:requester'] },
+    { role: 'approver', subjects: ['apikey:approver'] }
   ]
 }
 
@@ -152,6 +160,22 @@ t.test('GET /notifications/deliveries: refuses callers without audit, shows an a
   t.equal((await gateway.rest('GET', '/notifications/deliveries?status=lost')).status, 400)
   t.equal((await gateway.rest('GET', '/notifications/deliveries?limit=0')).status, 400)
   t.equal((await gateway.rest('GET', '/notifications/deliveries?extra=1')).status, 400)
+})
+
+t.test('an approval is announced when it is given (image.approved), and the deletion it allows names the approver', async t => {
+  const receiver = await startReceiver()
+  t.teardown(() => receiver.down())
+  const { gateway } = await gatewayWith(t, receiver, { events: ['approved', 'deleted'] })
+  await pushImage(target, 'gated/app', ['v1'], 'oci')
+  const dry = await gateway.rest('DELETE', '/images/gated/app/v1?dryRun=true', { key: REQUESTER_KEY })
+  const planId = dry.body.planId as string
+  t.equal((await gateway.rest('POST', `/plans/${planId}/approve`, { key: APPROVER_KEY })).status, 200)
+  const approved = await receiver.nth(1)
+  const event = new Webhook(SECRET).verify(approved.body, approved.headers as Record<string, string>) as Record<string, any>
+  t.match(event, { type: 'image.approved', data: { subject: 'apikey:approver', name: 'gated/app', tag: 'v1', reason: new RegExp(`approves ${planId} of apikey:requester$`) } })
+  t.equal((await gateway.rest('POST', `/plans/${planId}/execute`, { key: REQUESTER_KEY })).status, 200)
+  const deleted = JSON.parse((await receiver.nth(2)).body) as Record<string, any>
+  t.match(deleted, { type: 'image.deleted', data: { subject: 'apikey:requester', approvedBy: 'apikey:approver', name: 'gated/app' } })
 })
 
 /** The gateway as its own process (src/server.ts through tap's loader), so it can be killed with SIGKILL. */

@@ -159,6 +159,8 @@ t.test('the events records make: deleted, untagged, restored, refused; nothing f
   t.equal(eventNameFor({ ...base, action: 'restore', outcome: 'restored' }), 'restored')
   t.equal(eventNameFor({ ...base, outcome: 'denied' }), 'refused')
   t.equal(eventNameFor({ ...base, action: 'restore', outcome: 'rejected' }), 'refused')
+  t.equal(eventNameFor({ ...base, action: 'approve', outcome: 'approved' }), 'approved')
+  t.equal(eventNameFor({ ...base, action: 'approve', outcome: 'denied' }), undefined, 'a refused approval is audited, not announced')
   t.equal(eventNameFor({ ...base, outcome: 'pending' }), undefined)
   t.equal(eventNameFor({ ...base, outcome: 'failed' }), undefined)
   t.equal(eventNameFor({ ...base, action: 'restore', outcome: 'failed' }), undefined)

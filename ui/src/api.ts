@@ -34,7 +34,7 @@ export interface RestoreResult { auditId: string, deletionId: string, name: stri
 export interface AuditEvent {
   id: string
   time: string
-  action: 'delete' | 'dry-run' | 'restore' | 'read'
+  action: 'delete' | 'dry-run' | 'restore' | 'read' | 'approve'
   registry: string
   name: string
   tag: string
