@@ -69,3 +69,24 @@ t.test('tags are filtered by read per tag; a caller with no role is refused and 
   const denied = await rejection(listRepositories(browse, { identity: stranger, context }))
   t.equal(denied.code, 'FORBIDDEN')
 })
+
+t.test('a delete that needs a second person says so on the tag, with the policy\'s reason; a denied one says why', async t => {
+  const gated = loadPolicy(`
+roles:
+  careful:
+    - actions: [read, delete]
+      repositories: ["apps/**"]
+      tags: ["v1"]
+      approval: required
+bindings:
+  - { role: careful, subjects: ["user:dev"] }
+`, 'browse-approval-test.yaml')
+  const browse = { ...deps(t, 1000, 1), policy: () => gated }
+  const page = await listImageTags(browse, { identity: dev, context, repository: 'apps/b' })
+  t.match(page.items[0]?.actions, {
+    delete: { allowed: true, approvalRequired: true, reason: /user:dev may delete apps\/b:v1 in registry default once someone else approves/ },
+    force: { allowed: false, reason: /may not force/ }
+  })
+  const plain = await listImageTags(deps(t, 1000, 1), { identity: dev, context, repository: 'apps/b' })
+  t.same(plain.items[0]?.actions.delete, { allowed: false, reason: plain.items[0]?.actions.delete.reason }, 'no approval flag on a denial')
+})
