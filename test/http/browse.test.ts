@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { startRegistry } from '../../testing/registry-process.js'
 import { pushImage } from '../../testing/seed.js'
 import { startFaultProxy } from '../fixtures/fault-proxy.js'
@@ -29,7 +29,7 @@ const ALL = ['browse/app', 'browse/labelled', 'browse/other', 'browse/third', 's
 const upstream = (pattern: RegExp): number => proxy.requests.filter(request => pattern.test(request.path)).length
 const get = async (url: string, key: string | null = KEYS.admin): ReturnType<typeof gateway.rest> => await gateway.rest('GET', url, { key })
 
-async function allRepositories (t: Tap.Test, query: string, key: string): Promise<{ names: string[], pages: number }> {
+async function allRepositories (t: Test, query: string, key: string): Promise<{ names: string[], pages: number }> {
   const names: string[] = []
   let cursor: string | undefined
   let pages = 0

@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http'
 import Fastify from 'fastify'
 import { pino } from 'pino'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { GatewayError } from '../../src/errors.js'
 import identityPlugin from '../../src/http/identity.js'
 import { problemErrorHandler } from '../../src/http/problem.js'
@@ -10,7 +10,7 @@ import { ADMIN_KEY, startGateway } from '../fixtures/gateway.js'
 // What an anonymous caller can make the gateway do: failed logins, readiness checks and metrics.
 
 /** A registry stand-in that answers /v2/ and counts the requests that reach it. */
-async function countingRegistry (t: Tap.Test): Promise<{ url: string, pings: () => number }> {
+async function countingRegistry (t: Test): Promise<{ url: string, pings: () => number }> {
   let pings = 0
   const server: Server = createServer((_request, response) => {
     pings++

@@ -1,5 +1,5 @@
 /** The read use cases below the transports, against a real registry and a real policy. */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { BrowseCache } from '../../src/images/browse-cache.js'
 import { CursorCodec } from '../../src/images/browse-cursor.js'
 import { listImageTags, listRepositories, PagesInFlight, type BrowseDeps } from '../../src/images/browse.js'
@@ -28,7 +28,7 @@ const dev: Identity = { subject: 'user:dev', groups: [], kind: 'jwt' }
 const stranger: Identity = { subject: 'user:stranger', groups: ['visitors'], kind: 'jwt' }
 const context = { requestId: 'browse-test', transport: 'rest' as const }
 
-function deps (t: Tap.Test, catalogPageSize: number, catalogPagesPerRequest: number): BrowseDeps & { store: ReturnType<typeof memoryTrail>['store'] } {
+function deps (t: Test, catalogPageSize: number, catalogPagesPerRequest: number): BrowseDeps & { store: ReturnType<typeof memoryTrail>['store'] } {
   const { audit, store } = memoryTrail(t)
   return {
     registries: directory(t, { default: registry.url }),
