@@ -272,7 +272,7 @@ async function tagPage (
 ): Promise<ImageTagPage & { cursors: string[] }> {
   const { expected, limit, after } = page
   const name = expected.scope
-  const readable = (await client.listTags(name, input.signal))
+  const readable = (await client.listTags(name, input.signal, 'pull'))
     .filter(tag => decide(policy, input.identity, 'read', { registry: client.name, repository: name, tag }).allow)
     .sort()
   const rest = after === undefined ? readable : readable.filter(tag => tag > after)
