@@ -58,6 +58,7 @@ function applyEnv (raw: Record<string, unknown>, env: Env): void {
     const chat = isObject(raw.chat) ? raw.chat : {}
     raw.chat = { ...chat, slack: { ...(isObject(chat.slack) ? chat.slack : {}), signingSecret: env.SLACK_SIGNING_SECRET } }
   }
+  if (env.BROWSE_CURSOR_SECRET !== undefined) raw.browse = { ...(isObject(raw.browse) ? raw.browse : {}), cursorSecret: env.BROWSE_CURSOR_SECRET }
   const mattermost = Object.entries({ token: env.MATTERMOST_TOKEN, actionSecret: env.MATTERMOST_ACTION_SECRET }).filter(([, value]) => value !== undefined)
   if (mattermost.length > 0) {
     const chat = isObject(raw.chat) ? raw.chat : {}

@@ -133,7 +133,12 @@ export const ConfigSchema = Type.Object({
     /** Catalog requests one page of repositories may make; past it the page ends early with a cursor. */
     catalogPagesPerRequest: Type.Integer({ minimum: 1, maximum: 1000, default: 10 }),
     /** Pages of repositories or tags one caller identity may have in flight; more get 429 at once. */
-    pagesPerCaller: Type.Integer({ minimum: 1, maximum: 10_000, default: 4 })
+    pagesPerCaller: Type.Integer({ minimum: 1, maximum: 10_000, default: 4 }),
+    /**
+     * Key of the sealed catalog cursors (env BROWSE_CURSOR_SECRET). Without it each process makes its own, so a
+     * cursor ends with the process that made it; replicas behind one load balancer need the same secret.
+     */
+    cursorSecret: Type.Optional(Type.String({ minLength: 32 }))
   }, { additionalProperties: false, default: {} }),
   /** The web page at /ui/. */
   ui: Type.Object({

@@ -298,3 +298,20 @@ t.test('pages in flight per caller are bounded: one more is 429 at once, other c
   t.equal((await slow).status, 200)
   t.equal((await get('/images/browse%2Fother', KEYS.reader)).status, 200, 'the slot is given back')
 })
+
+t.test('two gateways with one browse.cursorSecret continue each other\'s catalog pages (replicas behind a load balancer)', async t => {
+  const secret = 'browse-cursor-secret-shared-by-replicas-0001'
+  const config = { browse: { catalogPageSize: 2, catalogPagesPerRequest: 1, cursorSecret: secret } }
+  const [one, two] = [
+    await startGateway(t, { registries: { default: { url: registry.url } }, policy: BROWSE_POLICY, config }),
+    await startGateway(t, { registries: { default: { url: registry.url } }, policy: BROWSE_POLICY, config })
+  ]
+  const { names: everything } = await allRepositories(t, 'limit=100', KEYS.admin)
+  const first = await one.rest('GET', '/repositories?limit=100', { key: KEYS.admin })
+  t.same(first.body.items.map((item: { name: string }) => item.name), everything.slice(0, 2))
+  const next = await two.rest('GET', `/repositories?limit=100&cursor=${first.body.nextCursor as string}`, { key: KEYS.admin })
+  t.equal(next.status, 200)
+  t.same(next.body.items.map((item: { name: string }) => item.name), everything.slice(2, 4), 'the other replica continues where the first stopped')
+  const stranger = await gateway.rest('GET', `/repositories?limit=100&cursor=${first.body.nextCursor as string}`, { key: KEYS.admin })
+  t.match(stranger, { status: 400, body: { code: 'INVALID_REQUEST', field: 'cursor' } }, 'a gateway without the secret refuses it')
+})
