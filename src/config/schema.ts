@@ -29,6 +29,12 @@ export const RegistrySchema = Type.Object({
 export const ConfigSchema = Type.Object({
   host: Type.String({ minLength: 1, default: '127.0.0.1' }),
   port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080 }),
+  /**
+   * Addresses or CIDR ranges of the load balancers in front (env TRUST_PROXY, comma-separated). A request from one
+   * of them is the client named in its X-Forwarded-For, so the failed-authentication budget is per client, not
+   * per balancer. Only listed hops are believed: trusting every sender would let anyone pick their own address.
+   */
+  trustProxy: Type.Array(Type.String({ minLength: 1, maxLength: 64, pattern: '^[0-9A-Fa-f.:]+(/[0-9]{1,3})?$' }), { maxItems: 100, default: [] }),
   logLevel: Type.Union([
     Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'),
     Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')
