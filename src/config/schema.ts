@@ -1,5 +1,5 @@
 import Type, { type Static } from 'typebox'
-import { WEBHOOK_EVENTS } from '../notifications/shapes.js'
+import { WebhookEventNameSchema } from '../notifications/shapes.js'
 
 export const RegistrySchema = Type.Object({
   url: Type.String({ pattern: '^https?://[^\\s]+$', description: 'Base URL of the registry, e.g. https://registry.example.com' }),
@@ -34,7 +34,7 @@ export const WebhookSchema = Type.Object({
   url: Type.String({ pattern: '^https?://[^\\s]+$' }),
   /** Standard Webhooks signing secret, whsec_ and base64 of 24 to 64 bytes (env WEBHOOK_<NAME>_SECRET); never logged. */
   secret: Type.Optional(Type.String({ pattern: '^whsec_[A-Za-z0-9+/]{32,88}={0,2}$' })),
-  events: Type.Array(Type.Union(WEBHOOK_EVENTS.map(name => Type.Literal(name))), {
+  events: Type.Array(WebhookEventNameSchema, {
     minItems: 1, uniqueItems: true, default: ['deleted', 'untagged', 'restored', 'approved']
   }),
   /** standard: the signed JSON event. slack: {text, blocks} for a Slack incoming webhook (unsigned; the URL is the secret). */
@@ -46,6 +46,12 @@ export const WebhookSchema = Type.Object({
 export const ConfigSchema = Type.Object({
   host: Type.String({ minLength: 1, default: '127.0.0.1' }),
   port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080 }),
+  /**
+   * Addresses or CIDR ranges of the load balancers in front (env TRUST_PROXY, comma-separated). A request from one
+   * of them is the client named in its X-Forwarded-For, so the failed-authentication budget is per client, not
+   * per balancer. Only listed hops are believed: trusting every sender would let anyone pick their own address.
+   */
+  trustProxy: Type.Array(Type.String({ minLength: 1, maxLength: 64, pattern: '^[0-9A-Fa-f.:]+(/[0-9]{1,3})?$' }), { maxItems: 100, default: [] }),
   logLevel: Type.Union([
     Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'),
     Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')
@@ -163,7 +169,12 @@ export const ConfigSchema = Type.Object({
     /** Catalog requests one page of repositories may make; past it the page ends early with a cursor. */
     catalogPagesPerRequest: Type.Integer({ minimum: 1, maximum: 1000, default: 10 }),
     /** Pages of repositories or tags one caller identity may have in flight; more get 429 at once. */
-    pagesPerCaller: Type.Integer({ minimum: 1, maximum: 10_000, default: 4 })
+    pagesPerCaller: Type.Integer({ minimum: 1, maximum: 10_000, default: 4 }),
+    /**
+     * Key of the sealed catalog cursors (env BROWSE_CURSOR_SECRET). Without it each process makes its own, so a
+     * cursor ends with the process that made it; replicas behind one load balancer need the same secret.
+     */
+    cursorSecret: Type.Optional(Type.String({ minLength: 32 }))
   }, { additionalProperties: false, default: {} }),
   /** The web page at /ui/. */
   ui: Type.Object({

@@ -11,8 +11,10 @@ export const NotificationEventTypeSchema = Type.Union([
 export type NotificationEventType = Static<typeof NotificationEventTypeSchema>
 
 /** The names a webhook subscribes with (`events` in its configuration): the event types without `image.`. */
-export const WEBHOOK_EVENTS = ['deleted', 'untagged', 'restored', 'refused', 'approved'] as const
-export type WebhookEventName = typeof WEBHOOK_EVENTS[number]
+export const WebhookEventNameSchema = Type.Union([
+  Type.Literal('deleted'), Type.Literal('untagged'), Type.Literal('restored'), Type.Literal('refused'), Type.Literal('approved')
+])
+export type WebhookEventName = Static<typeof WebhookEventNameSchema>
 
 export const NotificationEventSchema = Type.Object({
   id: Type.String({ description: 'Stable per event: also the webhook-id header. Receivers dedupe on it (delivery is at least once).' }),

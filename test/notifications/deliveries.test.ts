@@ -4,7 +4,7 @@ import { listDeliveries, type ListDeliveriesDeps } from '../../src/notifications
 import { invalidField } from '../../src/errors.js'
 
 const identity = { subject: 'apikey:admin', groups: [], kind: 'apikey' as const }
-const allow = (): ListDeliveriesDeps['authorizer'] => () => () => ({ allow: true, reason: 'admin' })
+const allow = (): ListDeliveriesDeps['authorizer'] => () => () => ({ allow: true, reason: 'admin', roles: ['admin'] })
 
 async function failure (promise: Promise<unknown>): Promise<GatewayError> {
   const error = await promise.then(() => undefined, (error: unknown) => error)
