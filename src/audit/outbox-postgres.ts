@@ -46,6 +46,8 @@ export interface PostgresOutboxOptions {
 export interface PostgresOutbox extends OutboxStore {
   /** Writes the rows `record` produces, on the connection whose transaction writes the record. */
   enqueue: (db: Queryable, record: AuditRecord, previous?: AuditRecord) => Promise<void>
+  /** Removes finished rows (delivered or failed) written before `olderThan`, with the records they announced. */
+  prune: (olderThan: Date) => Promise<void>
 }
 
 /**
@@ -62,6 +64,10 @@ export function postgresOutbox (pool: pg.Pool, { now, router, ensureOpen, scanLi
           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (event_id, endpoint) DO NOTHING`,
         [row.event_id, row.endpoint, row.event_type, row.registry, row.name, row.tag, row.body, row.created_at, row.next_attempt_at])
       }
+    },
+
+    async prune (olderThan) {
+      await pool.query("DELETE FROM audit_outbox WHERE created_at < $1 AND status <> 'pending'", [olderThan.toISOString()])
     },
 
     async claimDeliveries (limit, leaseMs) {

@@ -34,6 +34,8 @@ const rowColumns = `seq, event_id, endpoint, event_type, registry, name, tag, bo
 export interface SqliteOutbox extends OutboxStore {
   /** Writes the rows `record` produces; called inside the transaction that writes the record. */
   enqueue: (record: AuditRecord, previous?: AuditRecord) => void
+  /** Removes finished rows (delivered or failed) written before `olderThan`, with the records they announced. */
+  prune: (olderThan: Date) => void
 }
 
 /**
@@ -60,6 +62,7 @@ export function sqliteOutbox (db: Database.Database, { now, router, ensureOpen, 
     last_error = @last_error, finished_at = @finished_at WHERE seq = @seq AND status = 'pending'`)
   const page = db.prepare(`SELECT ${rowColumns.replace('body', "'' AS body")} FROM audit_outbox
     WHERE (@status IS NULL OR status = @status) AND seq < @before ORDER BY seq DESC LIMIT @window`)
+  const deleteFinished = db.prepare("DELETE FROM audit_outbox WHERE created_at < ? AND status <> 'pending'")
   const counts = db.prepare('SELECT endpoint, status, count(*) AS count FROM audit_outbox GROUP BY endpoint, status ORDER BY endpoint, status')
 
   const claim = db.transaction((limit: number, leaseMs: number) => {
@@ -90,6 +93,9 @@ export function sqliteOutbox (db: Database.Database, { now, router, ensureOpen, 
       // An update that leaves the outcome as it was announces nothing new.
       if (previous !== undefined && previous.outcome === record.outcome) return
       for (const row of outboxRows(router, record, now())) insert.run(row)
+    },
+    prune (olderThan) {
+      deleteFinished.run(olderThan.toISOString())
     },
     async claimDeliveries (limit, leaseMs) {
       ensureOpen()

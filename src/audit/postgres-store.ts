@@ -331,6 +331,7 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
 
     async prune (olderThan) {
       ensureOpen()
+      await outbox.prune(olderThan)
       const result = await pool.query("DELETE FROM audit_records WHERE time < $1 AND outcome <> 'pending'", [olderThan.toISOString()])
       return result.rowCount as number
     },

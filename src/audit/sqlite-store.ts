@@ -376,6 +376,7 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
 
     async prune (olderThan) {
       ensureOpen()
+      outbox.prune(olderThan)
       return deleteOlderThan.run(olderThan.toISOString()).changes
     },
 
