@@ -14,5 +14,6 @@ export const restApi = (services: GatewayServices): FastifyPluginAsyncTypebox =>
   await app.register(auditRoutes(services.images))
   await app.register(browseRoutes(services.browse))
   await app.register(planRoutes(services.images))
-  await app.register(notificationRoutes({ store: services.auditStore, authorizer: services.images.authorizer, mayAuditAnything: services.images.mayAuditAnything }))
+  const { authorizer, mayAuditAnything } = services.images
+  await app.register(notificationRoutes({ store: services.auditStore, authorizer, mayAuditAnything }))
 }
