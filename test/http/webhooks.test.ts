@@ -11,6 +11,7 @@ import t, { type Test } from 'tap'
 import { request } from 'undici'
 import { stringify } from 'yaml'
 import { HOST } from '../../testing/ports.js'
+import { startPostgres } from '../../testing/postgres-process.js'
 import { startRegistry } from '../../testing/registry-process.js'
 import { pushImage } from '../../testing/seed.js'
 import { ADMIN_KEY, sha256Hex, startGateway, type Gateway } from '../fixtures/gateway.js'
@@ -176,6 +177,26 @@ t.test('an approval is announced when it is given (image.approved), and the dele
   t.equal((await gateway.rest('POST', `/plans/${planId}/execute`, { key: REQUESTER_KEY })).status, 200)
   const deleted = JSON.parse((await receiver.nth(2)).body) as Record<string, any>
   t.match(deleted, { type: 'image.deleted', data: { subject: 'apikey:requester', approvedBy: 'apikey:approver', name: 'gated/app' } })
+})
+
+t.test('PostgreSQL, two replicas on one database: a deletion and its undo are each delivered once, whichever replica claims them', async t => {
+  const postgres = await startPostgres()
+  t.teardown(() => postgres.stop())
+  const url = await postgres.createDatabase('hooks')
+  const receiver = await startReceiver()
+  t.teardown(() => receiver.down())
+  const config = { audit: { driver: 'postgres', url }, notifications: notifications(receiver) }
+  const replicas = await Promise.all([0, 1].map(async () => await startGateway(t, { registries: { default: { url: registry.url } }, policy: stringify(POLICY), config })))
+  const [one, two] = replicas as [Gateway, Gateway]
+  await pushImage(target, 'team-a/pg', ['v1'], 'oci')
+  const deleted = await one.rest('DELETE', '/images/team-a/pg/v1')
+  t.equal(deleted.status, 200)
+  t.equal((await two.rest('POST', `/deletions/${deleted.body.auditId as string}/restore`)).status, 200)
+  await receiver.nth(2)
+  await until('both delivered', async () => (await two.rest('GET', '/notifications/deliveries?status=delivered')).body.items.length === 2)
+  await new Promise(resolve => setTimeout(resolve, 300))
+  const events = receiver.received.map(received => new Webhook(SECRET).verify(received.body, received.headers as Record<string, string>) as { type: string })
+  t.same(events.map(event => event.type).sort(), ['image.deleted', 'image.restored'], 'each once')
 })
 
 /** The gateway as its own process (src/server.ts through tap's loader), so it can be killed with SIGKILL. */
