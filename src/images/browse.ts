@@ -5,7 +5,7 @@
 import type { AuditTrail } from '../audit/trail.js'
 import { GatewayError, isGatewayError, invalidField } from '../errors.js'
 import { decide, decideRepositoryRead, repositoryDecider } from '../policy/index.js'
-import type { Action, Decision, Identity, Policy, Resource } from '../policy/types.js'
+import type { Decision, Identity, Policy } from '../policy/types.js'
 import type { RegistryClient } from '../registry/client.js'
 import type { RegistryDirectory } from '../registry/directory.js'
 import { malformedAnswer } from '../registry/errors.js'
@@ -225,9 +225,12 @@ function permission (decision: Decision): { allowed: boolean, reason?: string } 
 }
 
 /** What the caller may do with each tag of one repository: the policy is walked once per action, not once per tag. */
-function tagActionsOf (policy: Policy | undefined, identity: Identity, registry: string, repository: string): (tag: string) => { actions: TagActions, protected: boolean } {
-  const [mayDelete, mayForce, mayRestore] = (['delete', 'force', 'restore'] as const).map(action => repositoryDecider(policy, identity, action, registry, repository)) as
-    [(tag: string) => Decision, (tag: string) => Decision, (tag: string) => Decision]
+function tagActionsOf (
+  policy: Policy | undefined, identity: Identity, registry: string, repository: string
+): (tag: string) => { actions: TagActions, protected: boolean } {
+  const mayDelete = repositoryDecider(policy, identity, 'delete', registry, repository)
+  const mayForce = repositoryDecider(policy, identity, 'force', registry, repository)
+  const mayRestore = repositoryDecider(policy, identity, 'restore', registry, repository)
   return tag => {
     const deletion = mayDelete(tag)
     return {

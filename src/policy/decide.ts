@@ -66,7 +66,9 @@ export function decide (policy: Policy | undefined, identity: Identity, action: 
  * the action, registry and repository, the protected-tags entries that could apply) is worked out once, so a page
  * of a thousand tags costs a glob match per tag rather than a walk through the whole policy.
  */
-export function repositoryDecider (policy: Policy | undefined, identity: Identity, action: Action, registry: string, repository: string): (tag: string) => Decision {
+export function repositoryDecider (
+  policy: Policy | undefined, identity: Identity, action: Action, registry: string, repository: string
+): (tag: string) => Decision {
   const deny = (tag: string, code: 'FORBIDDEN' | 'PROTECTED_TAG', why: string, roles: string[]): Decision => ({
     allow: false,
     code,
