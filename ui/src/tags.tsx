@@ -278,7 +278,10 @@ function TagTable ({ repository, shown, selected, created, allShownSelected, hea
               <td><code title={item.digest}>{shortDigest(item.digest)}</code></td>
               <td>{item.coTags.length === 0 ? '—' : item.coTags.join(', ')}</td>
               <td>{platforms(item.platforms)}</td>
-              <td>{item.protected ? <span class='badge' title={item.actions.delete.reason}>protected</span> : ''}</td>
+              <td>
+                {item.protected ? <span class='badge' title={item.actions.delete.reason}>protected</span> : ''}
+                {item.actions.delete.approvalRequired === true ? <span class='badge' title={item.actions.delete.reason}>needs approval</span> : ''}
+              </td>
               <td>{age(created[item.tag])}</td>
               <td>{bytes(item.size)}</td>
             </tr>
