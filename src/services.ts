@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Dispatcher } from 'undici'
 import type { Config } from './config/schema.js'
+import { ReplicaLock } from './audit/shared-state.js'
 import { AuditTrail, deferredAuditStore, openPostgresAuditStore, openSqliteAuditStore, type AuditStore } from './audit/index.js'
 import { createAuthenticator, type Authenticator } from './identity/index.js'
 import type { GatewayMetrics, RegistryObserver } from './metrics.js'
@@ -74,7 +75,8 @@ export function openAuditStore (audit: Config['audit']): AuditStore {
     connectionString: audit.url as string,
     listScanLimit: audit.listScanLimit,
     poolSize: audit.poolSize,
-    statementTimeoutMs: audit.statementTimeoutMs
+    statementTimeoutMs: audit.statementTimeoutMs,
+    lockWaitMs: audit.lockWaitMs
   }))
 }
 
@@ -88,8 +90,9 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
   const authenticator = createAuthenticator(policyStore, { logger: log })
   const auditStore = overrides.auditStore ?? openAuditStore(config.audit)
   const audit = new AuditTrail(auditStore, log, metrics.auditRecord)
-  // One lock for every tag-changing request of a repository: digest deletions and untags queue behind each other.
-  const locks = new KeyedQueue()
+  // One lock for every tag-changing request of a repository: digest deletions and untags queue behind each other,
+  // on this replica and (PostgreSQL) on every replica sharing the database.
+  const locks = new ReplicaLock(new KeyedQueue(), auditStore.shared)
   const images: ImageServices = {
     registries,
     authorizer: () => {

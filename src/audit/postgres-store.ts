@@ -3,6 +3,7 @@ import { newAuditId } from './id.js'
 import {
   checkLimit, decodeCursor, definedChanges, encodeAuditCursor, filterKeys, filterValues, LIST_CHUNK_ROWS, toIsoTime, windowIndexes, withOptionalColumns
 } from './listing.js'
+import { postgresSharedState, sharedStateMigration } from './shared-state-postgres.js'
 import type { AuditFilter, AuditRecord, AuditStore, ClaimRestoreResult, NewAuditRecord } from './types.js'
 
 /**
@@ -49,7 +50,9 @@ const migrations: readonly string[] = [
   CREATE TABLE audit_store_check (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     checked_at TEXT NOT NULL
-  );`
+  );`,
+  // Issue 14: what replicas share (cross-replica lock, plans, reconcile claims, rate limits): shared-state-postgres.ts.
+  sharedStateMigration
 ]
 
 export const postgresAuditSchemaVersion = migrations.length
@@ -157,6 +160,8 @@ export interface PostgresAuditStoreOptions {
   poolSize?: number
   /** Server-side limit on each statement (10 s by default), so a stuck query frees its connection. */
   statementTimeoutMs?: number
+  /** How long a replica waits for another replica's repository lock (60 s by default). */
+  lockWaitMs?: number
 }
 
 type Queryable = Pick<pg.PoolClient, 'query'>
@@ -184,6 +189,9 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
   function ensureOpen (): void {
     if (closed) throw new Error('audit store is closed')
   }
+  const shared = postgresSharedState(pool, {
+    connectionString: options.connectionString, poolSize: options.poolSize ?? 10, lockWaitMs: options.lockWaitMs ?? 60_000
+  })
 
   async function find (db: Queryable, id: string, lock = false): Promise<AuditRecord | undefined> {
     const { rows } = await db.query<AuditRow>(`SELECT ${columns} FROM audit_records WHERE id = $1${lock ? ' FOR UPDATE' : ''}`, [id])
@@ -223,6 +231,8 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
   }
 
   return {
+    shared,
+
     async append (record) {
       ensureOpen()
       // One autocommitted INSERT: with synchronous_commit on (the default) it is on disk when the query returns.
@@ -323,7 +333,7 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
     async close () {
       if (closed) return
       closed = true
-      await pool.end()
+      await Promise.all([pool.end(), shared.close()])
     }
   } satisfies AuditStore
 }

@@ -5,6 +5,7 @@ import { newAuditId } from './id.js'
 import {
   checkLimit, decodeCursor, definedChanges, encodeAuditCursor, filterValues, LIST_CHUNK_ROWS, toIsoTime, windowIndexes, withOptionalColumns
 } from './listing.js'
+import { sharedStateMigration, sqliteSharedState } from './shared-state-sqlite.js'
 import type {
   AuditFilter, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, NewAuditRecord
 } from './types.js'
@@ -55,7 +56,9 @@ const migrations: readonly string[] = [
   ALTER TABLE audit_records ADD COLUMN delete_action TEXT;
   ALTER TABLE audit_records ADD COLUMN strategy TEXT;`,
   // A deletion a rule required approval for names its approver beside its subject.
-  'ALTER TABLE audit_records ADD COLUMN approved_by TEXT;'
+  'ALTER TABLE audit_records ADD COLUMN approved_by TEXT;',
+  // Issue 14: what replicas share (plans, reconcile claims): shared-state-sqlite.ts.
+  sharedStateMigration
 ]
 
 export const auditSchemaVersion = migrations.length
@@ -199,6 +202,7 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
   function ensureOpen (): void {
     if (closed) throw new Error('audit store is closed')
   }
+  const shared = sqliteSharedState(db, ensureOpen)
 
   function find (id: string): AuditRecord | undefined {
     const row = selectById.get(id) as AuditRow | undefined
@@ -283,6 +287,8 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
   }
 
   return {
+    shared,
+
     async append (record) {
       ensureOpen()
       const prepared = prepareRecord(record)
