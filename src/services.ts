@@ -111,7 +111,7 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
     onAuditLost: (error, record) => {
       log.error({ err: error, auditId: record.id }, 'the registry acted but the audit trail could not record it; the record is reconciled at the next start')
     },
-    plans: new PlanBook({ ttlMs: 600_000, capacity: 10_000 })
+    plans: new PlanBook({ ttlMs: 600_000, capacity: 10_000, shared: auditStore.shared })
   }
   const housekeeping = startAuditHousekeeping({ audit, registries, retentionDays: config.audit.retentionDays, logger: log })
   return {

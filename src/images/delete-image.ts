@@ -411,7 +411,7 @@ async function resolveAndRun (run: Run, readUnderLock: boolean): Promise<DeleteI
   if (refusal !== undefined && !dryRun) throw refusal
   if (input.planId !== undefined && input.planId !== plan.id) throw planStale(run, plan, input.planId)
   if (manifest === undefined) {
-    deps.plans.remember(plan, input.identity.subject, Date.now())
+    await deps.plans.remember(plan, input.identity.subject, Date.now())
     const record = await deps.audit.record({ ...run.attempt, ...run.found, decision: run.decision, outcome: 'dry-run', durationMs: run.elapsed() })
     return { auditId: record.id, ...resultOf(run, plan, true, refusal) }
   }
