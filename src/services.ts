@@ -1,4 +1,6 @@
+import { randomUUID } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import { hostname } from 'node:os'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Dispatcher } from 'undici'
 import type { Config } from './config/schema.js'
@@ -113,7 +115,19 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
     },
     plans: new PlanBook({ ttlMs: 600_000, capacity: 10_000, shared: auditStore.shared })
   }
-  const housekeeping = startAuditHousekeeping({ audit, registries, retentionDays: config.audit.retentionDays, logger: log })
+  const housekeeping = startAuditHousekeeping({
+    audit,
+    registries,
+    retentionDays: config.audit.retentionDays,
+    logger: log,
+    reconcile: {
+      owner: `${hostname()}/${process.pid}/${randomUUID()}`,
+      locks,
+      intervalMs: config.audit.reconcileIntervalMs,
+      inFlightMs: config.audit.reconcileAfterMs,
+      sharedAtStartup: config.audit.driver === 'postgres'
+    }
+  })
   return {
     registries,
     policyStore,
@@ -134,7 +148,7 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
       cursors: new CursorCodec()
     },
     close: async () => {
-      housekeeping.stop()
+      await housekeeping.stop()
       await housekeeping.startup
       if (overrides.auditStore === undefined) await auditStore.close()
       authenticator.close()

@@ -34,7 +34,7 @@ export function deferredAuditStore (open: () => Promise<AuditStore>): AuditStore
       putPlan: async (plan, capacity, nowMs) => { await (await store()).shared.putPlan(plan, capacity, nowMs) },
       peekPlan: async (kind, id, nowMs) => await (await store()).shared.peekPlan(kind, id, nowMs),
       takePlan: async (kind, id, nowMs, requester) => await (await store()).shared.takePlan(kind, id, nowMs, requester),
-      claimPending: async (owner, olderThan, leaseMs, nowMs) => await (await store()).shared.claimPending(owner, olderThan, leaseMs, nowMs),
+      claimPending: async (owner, olderThan, leaseMs, nowMs, after) => await (await store()).shared.claimPending(owner, olderThan, leaseMs, nowMs, after),
       hit: async (key, windowMs) => {
         const shared = (await store()).shared
         if (shared.hit === undefined) throw new Error('this audit store keeps no shared rate-limit windows')

@@ -103,12 +103,13 @@ export function postgresSharedState (pool: pg.Pool, options: PostgresSharedState
       return left.length > 0 ? 'not-yours' : undefined
     },
 
-    async claimPending (owner, olderThan, leaseMs, nowMs) {
+    async claimPending (owner, olderThan, leaseMs, nowMs, after = '') {
       // SKIP LOCKED: a replica never waits for, nor takes, the row another replica is claiming right now.
       const { rows } = await pool.query<{ id: string }>(`UPDATE audit_records SET reconcile_owner = $1, reconcile_until = $2 WHERE id =
-        (SELECT id FROM audit_records WHERE outcome = 'pending' AND time < $3 AND (reconcile_until IS NULL OR reconcile_until <= $4)
+        (SELECT id FROM audit_records WHERE outcome = 'pending' AND time < $3 AND id > $5
+          AND (reconcile_until IS NULL OR reconcile_until <= $4 OR reconcile_owner = $1)
           ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-        RETURNING id`, [owner, nowMs + leaseMs, olderThan, nowMs])
+        RETURNING id`, [owner, nowMs + leaseMs, olderThan, nowMs, after])
       return rows[0]?.id
     },
 

@@ -31,12 +31,12 @@ export function sqliteSharedState (db: Database.Database, ensureOpen: () => void
     (SELECT id FROM gateway_plans WHERE kind = @kind AND expires_ms > @now ORDER BY expires_ms DESC, id DESC LIMIT -1 OFFSET @capacity))`)
   const peek = db.prepare('SELECT * FROM gateway_plans WHERE kind = ? AND id = ? AND expires_ms > ?')
   const take = db.prepare('DELETE FROM gateway_plans WHERE kind = @kind AND id = @id AND expires_ms > @now AND (@requester IS NULL OR requester = @requester) RETURNING *')
-  const oldestPending = db.prepare(`SELECT id FROM audit_records WHERE outcome = 'pending' AND time < ? AND (reconcile_until IS NULL OR reconcile_until <= ?)
-    ORDER BY id LIMIT 1`)
+  const oldestPending = db.prepare(`SELECT id FROM audit_records WHERE outcome = 'pending' AND time < @olderThan AND id > @after
+    AND (reconcile_until IS NULL OR reconcile_until <= @now OR reconcile_owner = @owner) ORDER BY id LIMIT 1`)
   const claim = db.prepare('UPDATE audit_records SET reconcile_owner = ?, reconcile_until = ? WHERE id = ?')
   // IMMEDIATE: the look and the claim are one step even for another process on the file.
-  const claimTransaction = db.transaction((owner: string, olderThan: string, until: number, nowMs: number): string | undefined => {
-    const row = oldestPending.get(olderThan, nowMs) as { id: string } | undefined
+  const claimTransaction = db.transaction((owner: string, olderThan: string, until: number, nowMs: number, after: string): string | undefined => {
+    const row = oldestPending.get({ olderThan, now: nowMs, owner, after }) as { id: string } | undefined
     if (row !== undefined) claim.run(owner, until, row.id)
     return row?.id
   })
@@ -66,9 +66,9 @@ export function sqliteSharedState (db: Database.Database, ensureOpen: () => void
       return requester !== undefined && peek.get(kind, id, nowMs) !== undefined ? 'not-yours' : undefined
     },
 
-    async claimPending (owner, olderThan, leaseMs, nowMs) {
+    async claimPending (owner, olderThan, leaseMs, nowMs, after = '') {
       ensureOpen()
-      return claimTransaction.immediate(owner, olderThan, nowMs + leaseMs, nowMs)
+      return claimTransaction.immediate(owner, olderThan, nowMs + leaseMs, nowMs, after)
     }
   }
 }

@@ -44,10 +44,11 @@ export interface SharedState {
    */
   takePlan: (kind: string, id: string, nowMs: number, requester?: string) => Promise<TakenPlan>
   /**
-   * Claims the oldest `pending` audit record written before `olderThan` (ISO time) that nobody holds a live claim
-   * on, for `leaseMs`: two replicas reconciling at once never get the same record. Answers its id.
+   * Claims the oldest `pending` audit record written before `olderThan` (ISO time), with an id after `after` (a
+   * pass moves on past what it claimed), that no other owner holds a live claim on, for `leaseMs`: two replicas
+   * reconciling at once never get the same record. Answers its id.
    */
-  claimPending: (owner: string, olderThan: string, leaseMs: number, nowMs: number) => Promise<string | undefined>
+  claimPending: (owner: string, olderThan: string, leaseMs: number, nowMs: number, after?: string) => Promise<string | undefined>
   /** Counts one request against `key`'s window (PostgreSQL only: SQLite's one replica keeps windows in memory). */
   hit?: (key: string, windowMs: number) => Promise<RateWindow>
 }

@@ -7,7 +7,7 @@
  * re-checked before it runs.
  */
 import { auditUnavailable, type SharedState } from '../audit/shared-state.js'
-import { GatewayError, invalidField, isGatewayError } from '../errors.js'
+import { GatewayError, invalidField } from '../errors.js'
 import type { Identity } from '../policy/types.js'
 import { denial, type RequestContext } from './attempt.js'
 import { executePlan, type ImageServices } from './delete-image.js'
@@ -21,7 +21,6 @@ async function guarded<T> (work: () => Promise<T>): Promise<T> {
   try {
     return await work()
   } catch (error) {
-    if (isGatewayError(error)) throw error
     throw auditUnavailable(error, 'the plans shared by the gateway replicas cannot be read or written')
   }
 }
