@@ -111,7 +111,8 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
     locks,
     untagger: new Untagger({ lock: locks }),
     onAuditLost: (error, record) => {
-      log.error({ err: error, auditId: record.id }, 'the registry acted but the audit trail could not record it; the record is reconciled at the next start')
+      log.error({ err: error, auditId: record.id },
+        'the registry acted but the audit trail could not record it; the record is reconciled at the next start or periodic pass')
     },
     plans: new PlanBook({ ttlMs: 600_000, capacity: 10_000, shared: auditStore.shared })
   }

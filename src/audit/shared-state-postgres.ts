@@ -49,7 +49,7 @@ interface PlanRow { kind: string, id: string, payload: unknown, requester: strin
 
 const toPlan = (row: PlanRow): StoredPlan => ({ kind: row.kind, id: row.id, payload: row.payload, requester: row.requester, expiresMs: Number(row.expires_ms) })
 
-export function postgresSharedState (pool: pg.Pool, options: PostgresSharedStateOptions): SharedState & { close: () => Promise<void> } {
+export function postgresSharedState (pool: pg.Pool, options: PostgresSharedStateOptions): Required<SharedState> & { close: () => Promise<void> } {
   const lockPool = new pg.Pool({ connectionString: options.connectionString, max: options.poolSize, lock_timeout: options.lockWaitMs })
   // As for the audit pool: a dropped idle connection is replaced, never a crash.
   lockPool.on('error', () => {})

@@ -37,6 +37,7 @@ function sharedWindowStore (sharedWindows: NonNullable<RateLimitOptions['sharedW
     }
 
     // Every route shares the one budget, and the window length comes with each call.
+    // c8 ignore next 3: @fastify/rate-limit asks for a child only for routes with rateLimit settings of their own, and the gateway has none
     child (): FastifyRateLimitStore {
       return this
     }

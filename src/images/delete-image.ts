@@ -40,7 +40,7 @@ export interface ImageServices {
   /** Tag-changing work in one repository, one at a time (the untagger holds the same lock). */
   locks: KeyedLock
   untagger: Untagger
-  /** Told when the registry acted but the audit trail could not record it (reconciled at the next start). */
+  /** Told when the registry acted but the audit trail could not record it (reconciled at the next start or periodic pass). */
   onAuditLost: (error: unknown, record: AuditRecord) => void
   /** Dry-runs' plans and their approvals, for executing a plan by its id later (POST /plans/<id>/…). */
   plans: PlanBook

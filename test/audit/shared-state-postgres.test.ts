@@ -4,6 +4,7 @@
  */
 import pg from 'pg'
 import t, { type Test } from 'tap'
+import type { AuditStore } from '../../src/audit/index.js'
 import { openPostgresAuditStore, type PostgresAuditStoreOptions } from '../../src/audit/postgres-store.js'
 import { ReplicaLock } from '../../src/audit/shared-state.js'
 import { advisoryLockId } from '../../src/audit/shared-state-postgres.js'
@@ -19,7 +20,7 @@ const freshDatabase = async (): Promise<string> => await server.createDatabase(`
 
 async function replicas (t: Test, count: number, options: Partial<PostgresAuditStoreOptions> = {}) {
   const url = await freshDatabase()
-  const stores = []
+  const stores: AuditStore[] = []
   for (let i = 0; i < count; i++) stores.push(await openPostgresAuditStore({ connectionString: url, ...options }))
   t.teardown(async () => { await Promise.all(stores.map(store => store.close())) })
   return { url, stores }

@@ -126,10 +126,10 @@ t.test('50 concurrent deletes of one tag over 3 replicas: one deletes, the rest 
 t.test('kill -9 of a replica mid-delete: another reconciles its pending record, and the lock it held is free', async t => {
   await pushImage({ url: registry.url }, 'replicas/killed', ['v1', 'v2'], 'schema2')
   await pushImage({ url: registry.url }, 'replicas/killed', ['v3'], 'oci')
-  proxy.fault({ method: 'DELETE', action: { kind: 'hang-after-forward' } })
+  proxy.fault({ method: 'DELETE', path: /^\/v2\/replicas\/killed\//, action: { kind: 'hang-after-forward' } })
   const victim = replicas[2] as Replica
   const cut = call(victim.url, 'DELETE', '/images/replicas/killed/v1?force=true').catch((error: unknown) => error)
-  await proxy.waitFor(seen => seen.method === 'DELETE', 30_000)
+  await proxy.waitFor(seen => seen.method === 'DELETE' && seen.path.startsWith('/v2/replicas/killed/'), 30_000)
   const db = new pg.Client({ connectionString: databaseUrl })
   await db.connect()
   t.teardown(() => db.end())
