@@ -68,10 +68,10 @@ t.test('a plan made on one replica is approved on another and runs once when exe
   t.match(dry.body, { allowed: false, reason: /^APPROVAL_REQUIRED/ })
   t.match(await gateways[1]!.rest('POST', `/plans/${planId}/approve`, { key: KEYS.approver }), { status: 200, body: { requester: 'apikey:requester' } })
   const runs = await Promise.all([gateways[1]!, gateways[2]!].map(async gateway => await gateway.rest('POST', `/plans/${planId}/execute`, { key: KEYS.requester })))
-  const statuses = runs.map(run => run.status).sort()
-  t.same(statuses, [200, 403], 'one ran with the approval; the other found it taken')
+  t.equal(runs.filter(run => run.status === 200).length, 1, 'one ran with the approval')
   t.match(runs.find(run => run.status === 200)?.body, { deleted: true, digest: image.digest })
-  t.match(runs.find(run => run.status === 403)?.body, { code: 'APPROVAL_REQUIRED' })
+  // The other found the approval taken (403), or, if it started only after the first had finished, the tag gone (404).
+  t.match(runs.find(run => run.status !== 200)?.body, { code: /^(APPROVAL_REQUIRED|NOT_FOUND)$/ })
   const deleted = await gateways[0]!.rest('GET', '/audit?name=replicas/app&outcome=deleted')
   t.equal(deleted.body.items.length, 1, 'one deletion in the shared trail')
 })

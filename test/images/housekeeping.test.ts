@@ -73,6 +73,7 @@ t.test('start-up leaves young records alone only when replicas share the store; 
     const { store, audit } = memoryTrail(t)
     const image = await deletedImage(`housekeeping/young-${String(sharedAtStartup)}`)
     const record = await store.append(deletionRecord('default', image, ['v1'], 'pending'))
+    const ancient = await store.append({ ...deletionRecord('default', image, ['v1']), time: '2000-01-01T00:00:00.000Z' })
     const log = logger()
     const housekeeping = startAuditHousekeeping({
       audit,
@@ -82,6 +83,8 @@ t.test('start-up leaves young records alone only when replicas share the store; 
       reconcile: { owner: 'me', locks: new KeyedQueue(), intervalMs: 100, inFlightMs: 400, sharedAtStartup }
     })
     await housekeeping.startup
+    t.equal(await store.get(ancient.id), undefined, 'records past retention are pruned at start-up')
+    t.ok(log.infos.includes('pruned old audit records'))
     t.equal((await store.get(record.id))?.outcome, sharedAtStartup ? 'pending' : 'deleted', `sharedAtStartup ${String(sharedAtStartup)}`)
     const deadline = Date.now() + 5000
     while ((await store.get(record.id))?.outcome === 'pending' && Date.now() < deadline) await sleep(50)
