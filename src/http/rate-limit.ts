@@ -20,7 +20,7 @@ export interface RateLimitOptions {
  * in memory instead: a caller gets at most one budget per replica during the outage (and every request that must
  * audit is refused with 503 anyway), rather than no limit at all or a 500 for every request.
  */
-function sharedWindowStore (sharedWindows: NonNullable<RateLimitOptions['sharedWindows']>, fallbackCapacity: number): FastifyRateLimitStoreCtor {
+export function sharedWindowStore (sharedWindows: NonNullable<RateLimitOptions['sharedWindows']>, fallbackCapacity: number): FastifyRateLimitStoreCtor {
   const local = new Lru<string, { count: number, ends: number }>(fallbackCapacity)
   const countLocally = (key: string, windowMs: number): RateWindow => {
     const now = Date.now()
@@ -37,7 +37,6 @@ function sharedWindowStore (sharedWindows: NonNullable<RateLimitOptions['sharedW
     }
 
     // Every route shares the one budget, and the window length comes with each call.
-    // c8 ignore next 3: @fastify/rate-limit asks for a child only for routes with rateLimit settings of their own, and the gateway has none
     child (): FastifyRateLimitStore {
       return this
     }
