@@ -63,6 +63,8 @@ export function createMetrics (): GatewayMetrics {
   const reloads = new Counter({ name: 'gateway_policy_reloads_total', help: 'Policy reloads by result', labelNames: ['result'], registers: [registry] })
   // prom-client hashes the label set on every observe; a child per route, method and status is looked up once.
   const httpChildren = new Map<string, ReturnType<typeof http.labels>>()
+  // Likewise per registry, operation and status: a page of tags observes a hundred registry requests.
+  const upstreamChildren = new Map<string, ReturnType<typeof upstream.labels>>()
   return {
     registry,
     httpRequest (route, method, status, seconds) {
@@ -75,7 +77,13 @@ export function createMetrics (): GatewayMetrics {
       child.observe(seconds)
     },
     request (event) {
-      upstream.observe({ registry: event.registry, operation: event.operation, status: String(event.status) }, event.seconds)
+      const key = `${event.status} ${event.operation}\u0000${event.registry}`
+      let child = upstreamChildren.get(key)
+      if (child === undefined) {
+        child = upstream.labels({ registry: event.registry, operation: event.operation, status: String(event.status) })
+        upstreamChildren.set(key, child)
+      }
+      child.observe(event.seconds)
     },
     tokenLookup (registryName, hit) {
       tokens.inc({ registry: registryName, result: hit ? 'hit' : 'miss' })
