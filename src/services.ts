@@ -1,7 +1,10 @@
+import { randomUUID } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import { hostname } from 'node:os'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Dispatcher } from 'undici'
 import type { Config } from './config/schema.js'
+import { ReplicaLock } from './audit/shared-state.js'
 import { AuditTrail, deferredAuditStore, openPostgresAuditStore, openSqliteAuditStore, type AuditStore } from './audit/index.js'
 import { createAuthenticator, type Authenticator } from './identity/index.js'
 import type { GatewayMetrics, RegistryObserver } from './metrics.js'
@@ -83,7 +86,8 @@ export function openAuditStore (audit: Config['audit'], outbox?: OutboxRouter): 
     connectionString: audit.url as string,
     listScanLimit: audit.listScanLimit,
     poolSize: audit.poolSize,
-    statementTimeoutMs: audit.statementTimeoutMs
+    statementTimeoutMs: audit.statementTimeoutMs,
+    lockWaitMs: audit.lockWaitMs
   }))
 }
 
@@ -113,8 +117,9 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
     metrics.auditRecord(record)
     deliveries?.nudge()
   })
-  // One lock for every tag-changing request of a repository: digest deletions and untags queue behind each other.
-  const locks = new KeyedQueue()
+  // One lock for every tag-changing request of a repository: digest deletions and untags queue behind each other,
+  // on this replica and (PostgreSQL) on every replica sharing the database.
+  const locks = new ReplicaLock(new KeyedQueue(), auditStore.shared)
   const images: ImageServices = {
     registries,
     authorizer: () => {
@@ -131,11 +136,24 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
     locks,
     untagger: new Untagger({ lock: locks }),
     onAuditLost: (error, record) => {
-      log.error({ err: error, auditId: record.id }, 'the registry acted but the audit trail could not record it; the record is reconciled at the next start')
+      log.error({ err: error, auditId: record.id },
+        'the registry acted but the audit trail could not record it; the record is reconciled at the next start or periodic pass')
     },
-    plans: new PlanBook({ ttlMs: 600_000, capacity: 10_000 })
+    plans: new PlanBook({ ttlMs: 600_000, capacity: 10_000, shared: auditStore.shared })
   }
-  const housekeeping = startAuditHousekeeping({ audit, registries, retentionDays: config.audit.retentionDays, logger: log })
+  const housekeeping = startAuditHousekeeping({
+    audit,
+    registries,
+    retentionDays: config.audit.retentionDays,
+    logger: log,
+    reconcile: {
+      owner: `${hostname()}/${process.pid}/${randomUUID()}`,
+      locks,
+      intervalMs: config.audit.reconcileIntervalMs,
+      inFlightMs: config.audit.reconcileAfterMs,
+      sharedAtStartup: config.audit.driver === 'postgres'
+    }
+  })
   return {
     registries,
     policyStore,
@@ -156,7 +174,7 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
       cursors: config.browse.cursorSecret === undefined ? new CursorCodec() : CursorCodec.fromSecret(config.browse.cursorSecret)
     },
     close: async () => {
-      housekeeping.stop()
+      await housekeeping.stop()
       await housekeeping.startup
       await deliveries?.stop()
       if (overrides.auditStore === undefined) await auditStore.close()

@@ -33,6 +33,18 @@ export function deferredAuditStore (open: () => Promise<AuditStore>): AuditStore
     listDeliveries: async (filter, page, visible) => await (await store()).listDeliveries(filter, page, visible),
     countDeliveries: async () => await (await store()).countDeliveries(),
     check: async () => { await (await store()).check() },
+    shared: {
+      exclusive: async (key, work) => await (await store()).shared.exclusive(key, work),
+      putPlan: async (plan, capacity, nowMs) => { await (await store()).shared.putPlan(plan, capacity, nowMs) },
+      peekPlan: async (kind, id, nowMs) => await (await store()).shared.peekPlan(kind, id, nowMs),
+      takePlan: async (kind, id, nowMs, requester) => await (await store()).shared.takePlan(kind, id, nowMs, requester),
+      claimPending: async (owner, olderThan, leaseMs, nowMs, after) => await (await store()).shared.claimPending(owner, olderThan, leaseMs, nowMs, after),
+      hit: async (key, windowMs) => {
+        const shared = (await store()).shared
+        if (shared.hit === undefined) throw new Error('this audit store keeps no shared rate-limit windows')
+        return await shared.hit(key, windowMs)
+      }
+    },
     async close () {
       if (closed) return
       closed = true

@@ -5,6 +5,7 @@ import type { OutboxRouter } from './outbox.js'
 import {
   checkLimit, decodeCursor, definedChanges, encodeAuditCursor, filterKeys, filterValues, LIST_CHUNK_ROWS, toIsoTime, windowIndexes, withOptionalColumns
 } from './listing.js'
+import { postgresSharedState, sharedStateMigration } from './shared-state-postgres.js'
 import type { AuditFilter, AuditRecord, AuditStore, ClaimRestoreResult, NewAuditRecord } from './types.js'
 
 /**
@@ -53,7 +54,9 @@ const migrations: readonly string[] = [
     checked_at TEXT NOT NULL
   );`,
   // Webhook deliveries, written in the transaction of the record they announce (src/audit/outbox-postgres.ts).
-  outboxMigration
+  outboxMigration,
+  // Issue 14: what replicas share (cross-replica lock, plans, reconcile claims, rate limits): shared-state-postgres.ts.
+  sharedStateMigration
 ]
 
 export const postgresAuditSchemaVersion = migrations.length
@@ -163,6 +166,8 @@ export interface PostgresAuditStoreOptions {
   statementTimeoutMs?: number
   /** Which webhook deliveries a record produces; none without it. */
   outbox?: OutboxRouter
+  /** How long a replica waits for another replica's repository lock (60 s by default). */
+  lockWaitMs?: number
 }
 
 type Queryable = Pick<pg.PoolClient, 'query'>
@@ -190,6 +195,9 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
   function ensureOpen (): void {
     if (closed) throw new Error('audit store is closed')
   }
+  const shared = postgresSharedState(pool, {
+    connectionString: options.connectionString, poolSize: options.poolSize ?? 10, lockWaitMs: options.lockWaitMs ?? 60_000
+  })
 
   const outbox = postgresOutbox(pool, {
     now, router: options.outbox, ensureOpen, scanLimit, inTransaction: async work => await inTransaction(pool, work)
@@ -239,6 +247,7 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
     finishDelivery: outbox.finishDelivery,
     listDeliveries: outbox.listDeliveries,
     countDeliveries: outbox.countDeliveries,
+    shared,
 
     async append (record) {
       ensureOpen()
@@ -345,7 +354,7 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
     async close () {
       if (closed) return
       closed = true
-      await pool.end()
+      await Promise.all([pool.end(), shared.close()])
     }
   } satisfies AuditStore
 }

@@ -7,6 +7,7 @@ import type { OutboxRouter } from './outbox.js'
 import {
   checkLimit, decodeCursor, definedChanges, encodeAuditCursor, filterValues, LIST_CHUNK_ROWS, toIsoTime, windowIndexes, withOptionalColumns
 } from './listing.js'
+import { sharedStateMigration, sqliteSharedState } from './shared-state-sqlite.js'
 import type {
   AuditFilter, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, NewAuditRecord
 } from './types.js'
@@ -59,7 +60,9 @@ const migrations: readonly string[] = [
   // A deletion a rule required approval for names its approver beside its subject.
   'ALTER TABLE audit_records ADD COLUMN approved_by TEXT;',
   // Webhook deliveries, written in the transaction of the record they announce (src/audit/outbox-sqlite.ts).
-  outboxMigration
+  outboxMigration,
+  // Issue 14: what replicas share (plans, reconcile claims): shared-state-sqlite.ts.
+  sharedStateMigration
 ]
 
 export const auditSchemaVersion = migrations.length
@@ -207,6 +210,7 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
   function ensureOpen (): void {
     if (closed) throw new Error('audit store is closed')
   }
+  const shared = sqliteSharedState(db, ensureOpen)
 
   function find (id: string): AuditRecord | undefined {
     const row = selectById.get(id) as AuditRow | undefined
@@ -300,6 +304,7 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
     finishDelivery: outbox.finishDelivery,
     listDeliveries: outbox.listDeliveries,
     countDeliveries: outbox.countDeliveries,
+    shared,
 
     async append (record) {
       ensureOpen()

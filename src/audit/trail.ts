@@ -52,8 +52,9 @@ export class AuditTrail {
     return await this.guard(async () => await this.store.list(filter, page, visible))
   }
 
-  async pending (): Promise<AuditRecord[]> {
-    return await this.guard(async () => await this.store.pending())
+  /** Claims the oldest pending record older than `olderThan` for `leaseMs` (see SharedState.claimPending). */
+  async claimPending (owner: string, olderThan: string, leaseMs: number, nowMs: number, after?: string): Promise<string | undefined> {
+    return await this.guard(async () => await this.store.shared.claimPending(owner, olderThan, leaseMs, nowMs, after))
   }
 
   async claimRestore (deletionId: string, restore: NewAuditRecord): Promise<ClaimRestoreResult> {

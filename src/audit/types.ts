@@ -1,4 +1,5 @@
 import type { OutboxStore } from './outbox.js'
+import type { SharedState } from './shared-state.js'
 import type { AuditAction, AuditOutcome, AuditTransport, DeleteAction, DeleteMode, DeleteStrategy } from './shapes.js'
 export type { AuditAction, AuditOutcome, AuditTransport, DeleteAction, DeleteMode, DeleteStrategy }
 
@@ -104,6 +105,8 @@ export interface AuditStore extends OutboxStore {
   releaseRestore (deletionId: string, restoreId: string): Promise<void>
   /** Removes records older than `olderThan`, except `pending` ones, which still await reconciliation. */
   prune (olderThan: Date): Promise<number>
+  /** What replicas share beside the trail: the lock, plans, reconcile claims (and rate limits on PostgreSQL). */
+  readonly shared: SharedState
   /** Checks the store can write (for /readyz). */
   check (): Promise<void>
   close (): Promise<void>

@@ -105,6 +105,12 @@ export const ConfigSchema = Type.Object({
     poolSize: Type.Integer({ minimum: 1, maximum: 100, default: 10 }),
     /** PostgreSQL cancels any audit statement that runs longer, so a stuck lock cannot hold a connection forever. */
     statementTimeoutMs: Type.Integer({ minimum: 100, maximum: 600_000, default: 10_000 }),
+    /** PostgreSQL: how long a replica waits for another replica's lock on a repository before answering 503. */
+    lockWaitMs: Type.Integer({ minimum: 100, maximum: 600_000, default: 60_000 }),
+    /** How often every replica looks for `pending` records to reconcile (besides at start-up). */
+    reconcileIntervalMs: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 300_000 }),
+    /** A pending record younger than this may still be in flight on some replica: reconciliation leaves it alone. */
+    reconcileAfterMs: Type.Integer({ minimum: 0, maximum: 86_400_000, default: 300_000 }),
     retentionDays: Type.Integer({ minimum: 1, maximum: 36_500, default: 90 }),
     /** Rows one audit page may read at most, so no caller can make a page scan the whole trail. */
     listScanLimit: Type.Integer({ minimum: 201, maximum: 100_000, default: 1000 })

@@ -69,3 +69,16 @@ t.test('closing while the open failed or is still under way', async t => {
   await underway.close()
   await t.rejects(slow.inner()!.get('x'), /closed/, 'the store that finished opening after close is closed too')
 })
+
+t.test('issue 14: the shared state is reached through the opened store too', async t => {
+  const opener = flakyOpener(0)
+  const store = deferredAuditStore(opener.open)
+  t.teardown(() => store.close())
+  t.equal(await store.shared.exclusive('k', async () => 'ran'), 'ran')
+  await store.shared.putPlan({ kind: 'k', id: 'p', payload: { a: 1 }, requester: 'alice', expiresMs: 10 }, 5, 0)
+  t.match(await store.shared.peekPlan('k', 'p', 0), { payload: { a: 1 } })
+  t.match(await store.shared.takePlan('k', 'p', 0, 'alice'), { id: 'p' })
+  const pending = await store.append(attempt({ time: '2000-01-01T00:00:00.000Z' }))
+  t.equal(await store.shared.claimPending('me', new Date().toISOString(), 1000, Date.now()), pending.id)
+  await t.rejects(store.shared.hit!('alice', 1000), /keeps no shared rate-limit windows/, 'SQLite under it: no shared windows')
+})

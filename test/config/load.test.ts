@@ -32,7 +32,7 @@ t.test('the environment alone configures one registry with defaults', async t =>
     untagStrategy: 'swap',
     defaultMode: 'auto'
   })
-  t.same(config.audit, { driver: 'sqlite', path: './data/audit.db', poolSize: 10, statementTimeoutMs: 10_000, retentionDays: 90, listScanLimit: 1000 })
+  t.same(config.audit, { driver: 'sqlite', path: './data/audit.db', poolSize: 10, statementTimeoutMs: 10_000, lockWaitMs: 60_000, reconcileIntervalMs: 300_000, reconcileAfterMs: 300_000, retentionDays: 90, listScanLimit: 1000 })
   t.same({ pages: config.tagListMaxPages, bytes: config.tagListMaxBytes, scan: config.coTagScanLimit }, { pages: 10000, bytes: 33554432, scan: 50000 }, 'co-tag check limits')
   t.ok(Object.isFrozen(config.registries.default), 'config is frozen')
 })
@@ -41,7 +41,7 @@ t.test('the example file is valid and documents every key', async t => {
   const config = loadConfig(['--config', new URL('../../config.example.yaml', import.meta.url).pathname], {})
   t.same(Object.keys(config.registries), ['default', 'mirror'])
   t.equal(config.policyFile, './policy.yaml')
-  t.same(config.audit, { driver: 'sqlite', path: './data/audit.db', poolSize: 10, statementTimeoutMs: 10_000, retentionDays: 90, listScanLimit: 1000 })
+  t.same(config.audit, { driver: 'sqlite', path: './data/audit.db', poolSize: 10, statementTimeoutMs: 10_000, lockWaitMs: 60_000, reconcileIntervalMs: 300_000, reconcileAfterMs: 300_000, retentionDays: 90, listScanLimit: 1000 })
   t.equal(loadConfig(['--config', new URL('../../config.example.yaml', import.meta.url).pathname], { AUDIT_DB: 'x.db' }).audit.retentionDays, 90, 'AUDIT_DB keeps the other audit keys')
   t.equal(config.registries.default?.tls.caFile, '/etc/ssl/private-ca.pem')
 })
