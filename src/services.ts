@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs'
+import type { ConnectionOptions } from 'node:tls'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Dispatcher } from 'undici'
 import type { Config } from './config/schema.js'
@@ -66,15 +67,32 @@ export function buildRegistries (config: Config, dispatcher?: Dispatcher, observ
   return new RegistryDirectory(clients, config.defaultRegistry)
 }
 
+/** audit.tls as node's TLS options; the files are read now, so a wrong path stops start-up as a registry's caFile does. */
+export function postgresTlsOptions (tls: Config['audit']['tls']): ConnectionOptions | undefined {
+  if (tls === undefined) return undefined
+  const read = (path: string | undefined): string | undefined => path === undefined ? undefined : readFileSync(path, 'utf8')
+  const options: ConnectionOptions = { rejectUnauthorized: tls.rejectUnauthorized }
+  const ca = read(tls.caFile)
+  const cert = read(tls.certFile)
+  const key = read(tls.keyFile)
+  if (ca !== undefined) options.ca = ca
+  if (cert !== undefined) options.cert = cert
+  if (key !== undefined) options.key = key
+  if (tls.servername !== undefined) options.servername = tls.servername
+  return options
+}
+
 /** The configured audit store: SQLite (the default), or PostgreSQL opened (and migrated) in the background. */
 export function openAuditStore (audit: Config['audit']): AuditStore {
   if (audit.driver !== 'postgres') return openSqliteAuditStore(audit.path, { listScanLimit: audit.listScanLimit })
+  const tls = postgresTlsOptions(audit.tls)
   return deferredAuditStore(async () => await openPostgresAuditStore({
     // validateConfig refuses driver postgres without a URL.
     connectionString: audit.url as string,
     listScanLimit: audit.listScanLimit,
     poolSize: audit.poolSize,
-    statementTimeoutMs: audit.statementTimeoutMs
+    statementTimeoutMs: audit.statementTimeoutMs,
+    tls
   }))
 }
 

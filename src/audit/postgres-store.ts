@@ -1,3 +1,4 @@
+import type { ConnectionOptions } from 'node:tls'
 import pg from 'pg'
 import { newAuditId } from './id.js'
 import {
@@ -157,7 +158,12 @@ export interface PostgresAuditStoreOptions {
   poolSize?: number
   /** Server-side limit on each statement (10 s by default), so a stuck query frees its connection. */
   statementTimeoutMs?: number
+  /** TLS options (CA, client certificate and key as PEM, rejectUnauthorized, servername); absent: as audit.url says. */
+  tls?: ConnectionOptions
 }
+
+/** How the gateway's connections show in pg_stat_activity, so an operator can count them. */
+export const POSTGRES_APPLICATION_NAME = 'registry-delete-gateway'
 
 type Queryable = Pick<pg.PoolClient, 'query'>
 
@@ -168,7 +174,9 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
   const pool = new pg.Pool({
     connectionString: options.connectionString,
     max: options.poolSize ?? 10,
-    statement_timeout: options.statementTimeoutMs ?? 10_000
+    statement_timeout: options.statementTimeoutMs ?? 10_000,
+    application_name: POSTGRES_APPLICATION_NAME,
+    ...(options.tls === undefined ? {} : { ssl: options.tls })
   })
   // An idle connection the server drops (restart, failover) must not crash the process: the pool discards it and
   // the next query opens a fresh one.
