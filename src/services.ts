@@ -3,6 +3,8 @@ import type { ConnectionOptions } from 'node:tls'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Dispatcher } from 'undici'
 import type { Config } from './config/schema.js'
+import { describePostgresError } from './audit/postgres-errors.js'
+import type { DeferredStoreOptions } from './audit/deferred-store.js'
 import { AuditTrail, deferredAuditStore, openPostgresAuditStore, openSqliteAuditStore, type AuditStore } from './audit/index.js'
 import { createAuthenticator, type Authenticator } from './identity/index.js'
 import type { GatewayMetrics, RegistryObserver } from './metrics.js'
@@ -83,9 +85,16 @@ export function postgresTlsOptions (tls: Config['audit']['tls']): ConnectionOpti
 }
 
 /** The configured audit store: SQLite (the default), or PostgreSQL opened (and migrated) in the background. */
-export function openAuditStore (audit: Config['audit']): AuditStore {
+export function openAuditStore (audit: Config['audit'], log?: FastifyBaseLogger): AuditStore {
   if (audit.driver !== 'postgres') return openSqliteAuditStore(audit.path, { listScanLimit: audit.listScanLimit })
   const tls = postgresTlsOptions(audit.tls)
+  const deferred: DeferredStoreOptions = {
+    retry: audit.connectRetry,
+    describe: describePostgresError,
+    onOpenFailed: (error, attempt, retryInMs) => {
+      log?.warn({ err: error, attempt, retryInMs }, 'the PostgreSQL audit store did not open; retrying')
+    }
+  }
   return deferredAuditStore(async () => await openPostgresAuditStore({
     // validateConfig refuses driver postgres without a URL.
     connectionString: audit.url as string,
@@ -93,7 +102,7 @@ export function openAuditStore (audit: Config['audit']): AuditStore {
     poolSize: audit.poolSize,
     statementTimeoutMs: audit.statementTimeoutMs,
     tls
-  }))
+  }), deferred)
 }
 
 export function createServices (config: Config, overrides: ServiceOverrides, metrics: GatewayMetrics, log: FastifyBaseLogger): GatewayServices {
@@ -104,7 +113,7 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
   if (overrides.policyStore === undefined && config.policyFile !== undefined) policyStore.load(config.policyFile)
   if (policyStore.current() === undefined) log.warn('no policy loaded: every request will be denied (set POLICY_FILE or policyFile)')
   const authenticator = createAuthenticator(policyStore, { logger: log })
-  const auditStore = overrides.auditStore ?? openAuditStore(config.audit)
+  const auditStore = overrides.auditStore ?? openAuditStore(config.audit, log)
   const audit = new AuditTrail(auditStore, log, metrics.auditRecord)
   // One lock for every tag-changing request of a repository: digest deletions and untags queue behind each other.
   const locks = new KeyedQueue()

@@ -102,6 +102,8 @@ async function enableTls (dir: string, dataDir: string, tls: PostgresTlsOptions)
 
 export interface PostgresProcessOptions {
   readyTimeoutMs?: number
+  /** A fresh cluster on this port (e.g. one a gateway was told of before the database existed). */
+  port?: number
   /** Serve TLS only on TCP (see enableTls). Not with restart. */
   tls?: PostgresTlsOptions
   /** An earlier instance's dataDir (stopped with keepData) and port: the same cluster starts again, as after an outage. */
@@ -115,7 +117,7 @@ export async function startPostgres (options: PostgresProcessOptions = {}): Prom
   const logPath = join(dir, 'postgres.log')
   if (options.restart === undefined) await initCluster(bin, dir, dataDir)
   const tlsArgs = options.tls === undefined ? [] : await enableTls(dir, dataDir, options.tls)
-  const port = options.restart?.port ?? await freePort()
+  const port = options.restart?.port ?? options.port ?? await freePort()
   // fsync stays on: the audit store's durability is part of what the tests are about.
   const [postgres, args] = asServerUser(join(bin, 'postgres'), [
     '-D', dataDir, '-p', String(port), '-k', dataDir, '-c', `listen_addresses=${HOST}`, '-c', 'max_connections=100', ...tlsArgs

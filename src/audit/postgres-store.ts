@@ -158,6 +158,8 @@ export interface PostgresAuditStoreOptions {
   poolSize?: number
   /** Server-side limit on each statement (10 s by default), so a stuck query frees its connection. */
   statementTimeoutMs?: number
+  /** How long to wait for a connection, new or from the full pool, before the call fails (10 s by default). */
+  connectTimeoutMs?: number
   /** TLS options (CA, client certificate and key as PEM, rejectUnauthorized, servername); absent: as audit.url says. */
   tls?: ConnectionOptions
 }
@@ -176,6 +178,7 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
     max: options.poolSize ?? 10,
     statement_timeout: options.statementTimeoutMs ?? 10_000,
     application_name: POSTGRES_APPLICATION_NAME,
+    connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
     ...(options.tls === undefined ? {} : { ssl: options.tls })
   })
   // An idle connection the server drops (restart, failover) must not crash the process: the pool discards it and
