@@ -90,6 +90,7 @@ export function openAuditStore (audit: Config['audit'], log?: FastifyBaseLogger)
   const tls = postgresTlsOptions(audit.tls)
   const deferred: DeferredStoreOptions = {
     retry: audit.connectRetry,
+    poolSize: audit.poolSize,
     describe: describePostgresError,
     onOpenFailed: (error, attempt, retryInMs) => {
       log?.warn({ err: error, attempt, retryInMs }, 'the PostgreSQL audit store did not open; retrying')
@@ -114,6 +115,8 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
   if (policyStore.current() === undefined) log.warn('no policy loaded: every request will be denied (set POLICY_FILE or policyFile)')
   const authenticator = createAuthenticator(policyStore, { logger: log })
   const auditStore = overrides.auditStore ?? openAuditStore(config.audit, log)
+  const poolStats = auditStore.poolStats
+  if (poolStats !== undefined) metrics.auditPool(poolStats)
   const audit = new AuditTrail(auditStore, log, metrics.auditRecord)
   // One lock for every tag-changing request of a repository: digest deletions and untags queue behind each other.
   const locks = new KeyedQueue()

@@ -49,6 +49,10 @@ async function portAnswers (port: number): Promise<boolean> {
   })
 }
 
+async function acceptsConnections (bin: string, socketDir: string, port: number): Promise<boolean> {
+  return await execFileAsync(join(bin, 'pg_isready'), ['-q', '-h', socketDir, '-p', String(port), '-U', 'postgres']).then(() => true, () => false)
+}
+
 async function logTail (path: string): Promise<string> {
   return await readFile(path, 'utf8').then(text => text.slice(-LOG_TAIL_CHARS), () => '(no log)')
 }
@@ -135,7 +139,8 @@ export async function startPostgres (options: PostgresProcessOptions = {}): Prom
   try {
     child = await spawnLogged(postgres, args, { logPath })
     const deadline = Date.now() + (options.readyTimeoutMs ?? 20_000)
-    while (!(await portAnswers(port))) {
+    // Listening is not accepting: until recovery ends, connections get "the database system is starting up".
+    while (!(await portAnswers(port)) || !(await acceptsConnections(bin, dataDir, port))) {
       if (exited(child)) throw new Error(`postgres exited with ${String(child.exitCode ?? child.signalCode)}`)
       if (Date.now() > deadline) throw new Error('postgres did not listen in time')
       await sleep(50)

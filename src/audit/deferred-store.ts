@@ -1,4 +1,4 @@
-import type { AuditStore } from './types.js'
+import type { AuditPoolStats, AuditStore } from './types.js'
 
 /** Raised by every call while the store is not open: says why in words safe to show (no address, URL or password). */
 export class AuditStoreUnavailable extends Error {
@@ -15,6 +15,8 @@ export interface DeferredStoreOptions {
   describe?: (error: unknown) => string
   /** Told of each failed open, e.g. to log it with its details. */
   onOpenFailed?: (error: unknown, attempt: number, retryInMs: number) => void
+  /** The pool size the opened store will have, reported by poolStats until it is open. */
+  poolSize?: number
   /** [0, 1); spreads the waits so replicas started together do not retry in step. */
   random?: () => number
 }
@@ -27,6 +29,7 @@ export interface DeferredStoreOptions {
  * without a restart.
  */
 export function deferredAuditStore (open: () => Promise<AuditStore>, options: DeferredStoreOptions = {}): AuditStore {
+  const notOpen: AuditPoolStats = { total: 0, idle: 0, waiting: 0, max: options.poolSize ?? 0 }
   const retry = options.retry ?? { initialMs: 500, maxMs: 30_000 }
   const describe = options.describe ?? (() => 'the store did not open')
   const random = options.random ?? Math.random
@@ -77,6 +80,7 @@ export function deferredAuditStore (open: () => Promise<AuditStore>, options: De
     releaseRestore: async (deletionId, restoreId) => { await (await store()).releaseRestore(deletionId, restoreId) },
     prune: async olderThan => await (await store()).prune(olderThan),
     check: async () => { await (await store()).check() },
+    poolStats: () => opened?.poolStats?.() ?? notOpen,
     async close () {
       if (closed) return
       closed = true

@@ -5,6 +5,6 @@ export { deferredAuditStore } from './deferred-store.js'
 export { openPostgresAuditStore, postgresAuditSchemaVersion, type PostgresAuditStoreOptions } from './postgres-store.js'
 export { AuditTrail, withoutManifest, type AuditLogger } from './trail.js'
 export type {
-  AuditAction, AuditFilter, AuditImageRef, AuditListItem, AuditOutcome, AuditPage, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult,
-  NewAuditRecord
+  AuditAction, AuditFilter, AuditImageRef, AuditPoolStats, AuditListItem, AuditOutcome, AuditPage, AuditRecord, AuditRecordChanges, AuditStore,
+  ClaimRestoreResult, NewAuditRecord
 } from './types.js'

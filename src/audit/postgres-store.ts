@@ -335,7 +335,9 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
       if (closed) return
       closed = true
       await pool.end()
-    }
+    },
+
+    poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount, max: pool.options.max })
   } satisfies AuditStore
 }
 
