@@ -61,14 +61,15 @@ export const postgresAuditSchemaVersion = migrations.length
  */
 const MIGRATION_LOCK = 7_314_001
 
-const columns = `id, time, request_id, client_request_id, transport, subject, groups, action, registry, name, tag, digest,
+/** Exported with toValues and toRecord for `audit migrate`, which copies records with their ids. */
+export const columns = `id, time, request_id, client_request_id, transport, subject, groups, action, registry, name, tag, digest,
   media_type, removed_tags, mode, delete_action, strategy, decision_allow, decision_reason, outcome, upstream_status,
   error_code, error_detail, duration_ms, manifest, restored_by, restore_of, approved_by`
 
 /** What a listing reads: everything but the saved manifest bytes, which only a restore needs. */
 const listColumns = columns.replace('manifest,', 'NULL::bytea AS manifest, manifest IS NOT NULL AS manifest_saved,')
 
-interface AuditRow {
+export interface AuditRow {
   id: string
   time: string
   request_id: string
@@ -103,7 +104,7 @@ type ListedRow = AuditRow & { manifest_saved: boolean }
 interface WindowRow { id: string, registry: string, name: string, tag: string, matches: boolean }
 
 /** The row's values in `columns` order; undefined becomes NULL. */
-function toValues (record: AuditRecord): unknown[] {
+export function toValues (record: AuditRecord): unknown[] {
   return [
     record.id, record.time, record.requestId, record.clientRequestId, record.transport, record.subject, record.groups,
     record.action, record.registry, record.name, record.tag, record.digest, record.mediaType, record.removedTags,
@@ -113,7 +114,7 @@ function toValues (record: AuditRecord): unknown[] {
   ].map(value => value ?? null)
 }
 
-function toRecord (row: AuditRow): AuditRecord {
+export function toRecord (row: AuditRow): AuditRecord {
   const record: AuditRecord = {
     id: row.id,
     time: row.time,
