@@ -12,8 +12,8 @@ export interface MigrateOptions {
   from: string
   /** postgres://… (libpq ssl parameters work here as in audit.url). */
   to: string
-  /** Records per transaction (500 by default). */
-  batchSize?: number
+  /** Records per transaction. */
+  batchSize: number
 }
 
 export interface MigrateSummary {
@@ -52,7 +52,7 @@ export function recordChecksum (record: AuditRecord): string {
  * SQLite after a batch was read are copied by the next run.
  */
 export async function migrateSqliteToPostgres (options: MigrateOptions): Promise<MigrateSummary> {
-  const batchSize = options.batchSize ?? 500
+  const batchSize = options.batchSize
   await openSqliteAuditStore(options.from).close()
   await (await openPostgresAuditStore({ connectionString: options.to, poolSize: 1 })).close()
 
@@ -77,11 +77,12 @@ export async function migrateSqliteToPostgres (options: MigrateOptions): Promise
         const { rows } = await client.query<postgresRows.AuditRow>(`SELECT ${postgresRows.columns} FROM audit_records WHERE id = ANY($1::text[])`,
           [records.map(record => record.id)])
         await client.query('COMMIT')
-        const copies = new Map(rows.map(row => [row.id, recordChecksum(postgresRows.toRecord(row))]))
+        // A source id PostgreSQL does not return (deleted meanwhile) keeps an empty checksum and counts as a mismatch.
+        const copies = new Map(records.map(record => [record.id, '']))
+        for (const row of rows) copies.set(row.id, recordChecksum(postgresRows.toRecord(row)))
         for (const record of records) {
           const expected = recordChecksum(record)
-          // A source id PostgreSQL does not return (deleted meanwhile) hashes as nothing and counts as a mismatch.
-          const found = copies.get(record.id) ?? ''
+          const found = copies.get(record.id) as string
           source.update(expected)
           target.update(found)
           if (found === expected) summary.verified++

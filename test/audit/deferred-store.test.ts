@@ -78,6 +78,13 @@ t.test('closing while the open failed or is still under way', async t => {
   await failed.close()
   await t.rejects(failed.append(attempt()), /audit store is closed/)
 
+  const failingOpener = flakyOpener(1)
+  const failing = deferredAuditStore(failingOpener.open, { retry: { initialMs: 10, maxMs: 10 } })
+  await failing.close()
+  await new Promise(resolve => setTimeout(resolve, 50))
+  t.equal(failingOpener.opens(), 1, 'closed while the open was failing: no retry is scheduled')
+  await t.rejects(failing.check(), /audit store is closed/)
+
   const slow = flakyOpener(0)
   const underway = deferredAuditStore(slow.open)
   await underway.close()
