@@ -69,7 +69,7 @@ t.test('a failed open is retried in the background with doubling, capped waits; 
 t.test('without options: the default wait and a reason that names nothing', async t => {
   const store = deferredAuditStore(flakyOpener(1).open)
   t.teardown(() => store.close())
-  await t.rejects(store.check(), { publicDetail: /^the store did not open \(attempt 1; retrying, the next in 1 s\)$/ })
+  await t.rejects(store.check(), { name: 'AuditStoreUnavailable', publicDetail: /^the store did not open \(attempt 1; retrying, the next in 1 s\)$/ })
 })
 
 t.test('closing while the open failed or is still under way', async t => {

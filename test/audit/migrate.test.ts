@@ -37,7 +37,7 @@ async function seedSqlite (path: string, count: number): Promise<AuditRecord[]> 
       durationMs: index / 3,
       upstreamStatus: 202,
       ...(kind === 1 ? { approvedBy: 'apikey:approver', clientRequestId: `client-${index}` } : {}),
-      ...(kind === 2 ? { mode: 'untag', deleteAction: 'untag', strategy: 'swap', groups: [] } : {})
+      ...(kind === 2 ? { mode: 'untag', deleteAction: 'untagged', strategy: 'swap', groups: [] } : {})
     })))
   }
   const claim = await store.claimRestore((records[0] as AuditRecord).id, attempt({ outcome: 'pending' }))
