@@ -1,6 +1,8 @@
 import type { ConnectionOptions } from 'node:tls'
 import pg from 'pg'
+import { AuditStoreUnavailable } from './deferred-store.js'
 import { newAuditId } from './id.js'
+import { describePostgresError } from './postgres-errors.js'
 import {
   checkLimit, decodeCursor, definedChanges, encodeAuditCursor, filterKeys, filterValues, LIST_CHUNK_ROWS, toIsoTime, windowIndexes, withOptionalColumns
 } from './listing.js'
@@ -328,8 +330,13 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
 
     async check () {
       ensureOpen()
-      await pool.query(`INSERT INTO audit_store_check (id, checked_at) VALUES (1, $1)
-        ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at`, [now().toISOString()])
+      try {
+        await pool.query(`INSERT INTO audit_store_check (id, checked_at) VALUES (1, $1)
+          ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at`, [now().toISOString()])
+      } catch (error) {
+        // /readyz shows why, in words safe to publish, also when the database goes away after start-up.
+        throw new AuditStoreUnavailable(describePostgresError(error), error)
+      }
     },
 
     async close () {

@@ -130,6 +130,11 @@ t.test('issue 14: 1,000 requests failing while PostgreSQL is down leak no connec
   await pushImage({ url: registry.url }, 'pool/down-0', ['v1'], 'schema2')
 
   await first.stop({ keepData: true })
+  // Past the one-second readiness cache.
+  await new Promise(resolve => setTimeout(resolve, 1100))
+  const unready = await gateway.rest('GET', '/readyz', { key: null })
+  t.match(unready.body.checks.find((check: { name: string }) => check.name === 'audit'),
+    { ok: false, detail: /^the audit trail is not writable: PostgreSQL (refused the connection|closed the connection)/ }, '/readyz says why while running, too')
   const { statuses, peak } = await burst(gateway, 1000, 25, index => `/images/pool/down-${index % 25}/v1`)
   t.same([...statuses], [[503, 1000]], 'every request refused with 503 (AUDIT_UNAVAILABLE), none deleted')
   t.ok(peak.total <= POOL_SIZE, `the pool never held more than its size (peak ${peak.total})`)
