@@ -43,7 +43,7 @@ const settings = {
   untag: { sizes: quick ? [300, 1000] : [300, 10_000], rounds: quick ? 10 : 30, warmupRounds: 3 },
   auditList: { records: quick ? 50_000 : 500_000, rounds: 30, concurrency: 10, durationMs: 3000 },
   browse: { tags: 100, coldRounds: quick ? 5 : 30, warmRounds: quick ? 10 : 30 },
-  ui: { tags: 1000, warmRounds: quick ? 3 : 10 },
+  ui: { tags: 1000, coldRounds: quick ? 2 : 5, warmRounds: quick ? 3 : 10 },
   pgLatency: { tags: 50, rounds: quick ? 15 : 60, warmupRounds: 5 },
   pgAuditList: { records: quick ? 100_000 : 1_000_000, rounds: 30 },
   replicas: { count: 3, concurrency: 50, sliceMs: quick ? 1000 : 2000, rounds: 3, warmupMs: 1000 }
@@ -110,12 +110,13 @@ async function runBrowse (registryUrl: string, seed: (name: string, count: numbe
 }
 
 async function runUi (registryUrl: string, seed: (name: string, count: number, shared: boolean) => Promise<SeededRepository>): Promise<UiResult> {
-  const repository = await seed('bench/ui', settings.ui.tags, false)
+  const repositories: SeededRepository[] = []
+  for (let index = 0; index < settings.ui.coldRounds; index++) repositories.push(await seed(`bench/ui-${index}`, settings.ui.tags, false))
   progress.begin('(8) web page: starting a gateway')
   const gateway = await startGateway(registryUrl)
   cleanups.push(async () => { await gateway.close() })
   progress.begin(`(8) web page, ${settings.ui.tags} tags in chromium`)
-  const result = await measureUi({ gateway, repository, warmRounds: settings.ui.warmRounds, progress })
+  const result = await measureUi({ registryUrl, gateway, repositories, warmRounds: settings.ui.warmRounds, progress })
   await gateway.close()
   return result
 }

@@ -79,6 +79,10 @@ export function deferredAuditStore (open: () => Promise<AuditStore>, options: De
     claimRestore: async (deletionId, restore) => await (await store()).claimRestore(deletionId, restore),
     releaseRestore: async (deletionId, restoreId) => { await (await store()).releaseRestore(deletionId, restoreId) },
     prune: async olderThan => await (await store()).prune(olderThan),
+    claimDeliveries: async (limit, leaseMs) => await (await store()).claimDeliveries(limit, leaseMs),
+    finishDelivery: async (eventId, endpoint, outcome) => await (await store()).finishDelivery(eventId, endpoint, outcome),
+    listDeliveries: async (filter, page, visible) => await (await store()).listDeliveries(filter, page, visible),
+    countDeliveries: async () => await (await store()).countDeliveries(),
     check: async () => { await (await store()).check() },
     poolStats: () => opened?.poolStats?.() ?? notOpen,
     async close () {

@@ -2,6 +2,8 @@ import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
 import { newAuditId } from './id.js'
+import { outboxMigration, sqliteOutbox } from './outbox-sqlite.js'
+import type { OutboxRouter } from './outbox.js'
 import {
   checkLimit, decodeCursor, definedChanges, encodeAuditCursor, filterValues, LIST_CHUNK_ROWS, toIsoTime, windowIndexes, withOptionalColumns
 } from './listing.js'
@@ -55,7 +57,9 @@ const migrations: readonly string[] = [
   ALTER TABLE audit_records ADD COLUMN delete_action TEXT;
   ALTER TABLE audit_records ADD COLUMN strategy TEXT;`,
   // A deletion a rule required approval for names its approver beside its subject.
-  'ALTER TABLE audit_records ADD COLUMN approved_by TEXT;'
+  'ALTER TABLE audit_records ADD COLUMN approved_by TEXT;',
+  // Webhook deliveries, written in the transaction of the record they announce (src/audit/outbox-sqlite.ts).
+  outboxMigration
 ]
 
 export const auditSchemaVersion = migrations.length
@@ -171,6 +175,8 @@ export interface SqliteAuditStoreOptions {
   now?: () => Date
   /** Rows one list call reads at most (1000 by default); a page that hits it ends early with a cursor. */
   listScanLimit?: number
+  /** Which webhook deliveries a record produces; none without it. */
+  outbox?: OutboxRouter
 }
 
 export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOptions = {}): AuditStore {
@@ -180,6 +186,7 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
   // Waits this long for another process (the CLI, a second gateway on the same file) to finish its write.
   const db = new Database(path, { timeout: 5000 })
   let statements: ReturnType<typeof prepareStatements>
+  let outbox: ReturnType<typeof sqliteOutbox>
   try {
     db.pragma('journal_mode = WAL')
     // FULL, not NORMAL: with WAL, NORMAL skips the fsync at commit, so an OS crash or power cut can drop the last
@@ -188,6 +195,7 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
     db.pragma('synchronous = FULL')
     migrate(db)
     statements = prepareStatements(db)
+    outbox = sqliteOutbox(db, { now, router: options.outbox, ensureOpen: () => { ensureOpen() }, scanLimit })
   } catch (error) {
     db.close()
     throw error
@@ -226,7 +234,10 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
   // each caller is answered only after that commit. Under load this turns one sync per denial into one per batch.
   let queued: Array<{ record: AuditRecord, resolve: (stored: AuditRecord) => void, reject: (error: unknown) => void }> = []
   const insertBatch = db.transaction((records: AuditRecord[]) => {
-    for (const record of records) insertRow.run(toParams(record))
+    for (const record of records) {
+      insertRow.run(toParams(record))
+      outbox.enqueue(record)
+    }
   })
   function flushAppends (): void {
     // close() may already have flushed this batch.
@@ -248,7 +259,9 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
     const current = find(id)
     if (current === undefined) throw new Error(`audit record ${id} does not exist`)
     updateRow.run(toParams({ ...current, ...definedChanges(changes) }))
-    return find(id) as AuditRecord
+    const updated = find(id) as AuditRecord
+    outbox.enqueue(updated, current)
+    return updated
   })
 
   const claimTransaction = db.transaction((deletionId: string, restore: NewAuditRecord): ClaimRestoreResult => {
@@ -284,6 +297,11 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
   }
 
   return {
+    claimDeliveries: outbox.claimDeliveries,
+    finishDelivery: outbox.finishDelivery,
+    listDeliveries: outbox.listDeliveries,
+    countDeliveries: outbox.countDeliveries,
+
     async append (record) {
       ensureOpen()
       const prepared = prepareRecord(record)
@@ -359,6 +377,7 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
 
     async prune (olderThan) {
       ensureOpen()
+      outbox.prune(olderThan)
       return deleteOlderThan.run(olderThan.toISOString()).changes
     },
 

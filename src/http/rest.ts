@@ -4,6 +4,7 @@ import { auditRoutes } from './audit.js'
 import { browseRoutes } from './browse.js'
 import { imageRoutes } from './images.js'
 import { meRoutes } from './me.js'
+import { notificationRoutes } from './notifications.js'
 import { planRoutes } from './plans.js'
 
 /** The REST API proper: each route translates a request into a use case call and its result into JSON. */
@@ -13,4 +14,6 @@ export const restApi = (services: GatewayServices): FastifyPluginAsyncTypebox =>
   await app.register(auditRoutes(services.images))
   await app.register(browseRoutes(services.browse))
   await app.register(planRoutes(services.images))
+  const { authorizer, mayAuditAnything } = services.images
+  await app.register(notificationRoutes({ store: services.auditStore, authorizer, mayAuditAnything }))
 }
