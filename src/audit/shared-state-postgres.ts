@@ -31,7 +31,8 @@ export const sharedStateMigration = `ALTER TABLE audit_records ADD COLUMN reconc
   );`
 
 export interface PostgresSharedStateOptions {
-  connectionString: string
+  /** How the audit pool connects (URL, TLS, application name, connect timeout): the lock pool connects the same way. */
+  connection: pg.PoolConfig
   /** Connections the lock pool keeps at most: repositories locked at once by this replica. */
   poolSize: number
   /** How long a replica waits for another's lock before answering AUDIT_UNAVAILABLE. */
@@ -50,7 +51,13 @@ interface PlanRow { kind: string, id: string, payload: unknown, requester: strin
 const toPlan = (row: PlanRow): StoredPlan => ({ kind: row.kind, id: row.id, payload: row.payload, requester: row.requester, expiresMs: Number(row.expires_ms) })
 
 export function postgresSharedState (pool: pg.Pool, options: PostgresSharedStateOptions): Required<SharedState> & { close: () => Promise<void> } {
-  const lockPool = new pg.Pool({ connectionString: options.connectionString, max: options.poolSize, lock_timeout: options.lockWaitMs })
+  // Named apart from the audit pool, so pg_stat_activity (and the pool gauges' check against it) tells them apart.
+  const lockPool = new pg.Pool({
+    ...options.connection,
+    application_name: `${options.connection.application_name ?? 'registry-delete-gateway'} lock`,
+    max: options.poolSize,
+    lock_timeout: options.lockWaitMs
+  })
   // As for the audit pool: a dropped idle connection is replaced, never a crash.
   lockPool.on('error', () => {})
   const sweepEvery = options.rateSweepEvery ?? 1000

@@ -67,7 +67,8 @@ const migrations: readonly string[] = [
 
 export const auditSchemaVersion = migrations.length
 
-const columns = `id, time, request_id, transport, subject, groups, action, registry, name, tag, digest, media_type,
+/** Exported with toRecord for `audit migrate`, which reads a whole file in id order. */
+export const columns = `id, time, request_id, transport, subject, groups, action, registry, name, tag, digest, media_type,
   removed_tags, decision, outcome, upstream_status, error_code, error_detail, duration_ms, manifest, restored_by, restore_of,
   client_request_id, mode, delete_action, strategy, approved_by`
 
@@ -76,7 +77,7 @@ const listColumns = `id, time, request_id, transport, subject, groups, action, r
   removed_tags, decision, outcome, upstream_status, error_code, error_detail, duration_ms, NULL AS manifest,
   manifest IS NOT NULL AS manifest_saved, restored_by, restore_of, client_request_id, mode, delete_action, strategy, approved_by`
 
-interface AuditRow {
+export interface AuditRow {
   id: string
   time: string
   request_id: string
@@ -142,7 +143,7 @@ function toParams (record: AuditRecord): RowParams {
   }
 }
 
-function toRecord (row: AuditRow): AuditRecord {
+export function toRecord (row: AuditRow): AuditRecord {
   const record: AuditRecord = {
     id: row.id,
     time: row.time,

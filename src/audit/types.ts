@@ -110,4 +110,16 @@ export interface AuditStore extends OutboxStore {
   /** Checks the store can write (for /readyz). */
   check (): Promise<void>
   close (): Promise<void>
+  /** A store with a connection pool (PostgreSQL): its connections now, for /metrics. Zeros while it is not open. */
+  poolStats?: () => AuditPoolStats
+}
+
+export interface AuditPoolStats {
+  /** Open connections, idle or lent out. */
+  total: number
+  idle: number
+  /** Calls waiting for a connection because every one is lent out. */
+  waiting: number
+  /** The pool's size (audit.poolSize). */
+  max: number
 }

@@ -120,7 +120,7 @@ t.test('ended windows are swept every rateSweepEvery hits', async t => {
   const store = await openPostgresAuditStore({ connectionString: url })
   t.teardown(() => store.close())
   const pool = new pg.Pool({ connectionString: url })
-  const shared = postgresSharedState(pool, { connectionString: url, poolSize: 1, lockWaitMs: 1000, rateSweepEvery: 2 })
+  const shared = postgresSharedState(pool, { connection: { connectionString: url }, poolSize: 1, lockWaitMs: 1000, rateSweepEvery: 2 })
   t.teardown(async () => { await shared.close(); await pool.end() })
   await shared.hit('gone', 50)
   await sleep(100)
