@@ -61,3 +61,78 @@ export const CleanupRequestSchema = Type.Object({
   rules: CleanupRulesSchema
 }, { additionalProperties: false })
 export type CleanupRequest = Static<typeof CleanupRequestSchema>
+
+/** A tagged multi-platform image that lists the digest: why `auto` untags rather than delete it. */
+const IndexReferenceSchema = Type.Object({ digest: Type.String(), tags: Type.Array(Type.String()) })
+
+export const PlanDecisionSchema = Type.Object({
+  action: Type.String(),
+  tag: Type.String(),
+  allow: Type.Boolean(),
+  reason: Type.String()
+})
+
+/**
+ * The deletion plan of one tag, as the single-tag core makes it (mode auto): executing the cleanup later runs it by
+ * its id, which the core re-makes and compares, so a tag that changed meanwhile is skipped as stale.
+ */
+export const CleanupDeletionPlanSchema = Type.Object({
+  id: Type.String({ description: 'The plan id a single deletion would make for this tag at this point of the cleanup.' }),
+  registry: Type.String(),
+  repository: Type.String(),
+  tag: Type.String(),
+  digest: Type.String(),
+  mediaType: Type.String(),
+  mode: Type.Union([Type.Literal('auto'), Type.Literal('untag'), Type.Literal('digest')]),
+  force: Type.Boolean(),
+  action: Type.Union([Type.Literal('untagged'), Type.Literal('deleted-digest')]),
+  strategy: Type.Union([Type.Literal('swap'), Type.Literal('native'), Type.Literal('digest')]),
+  removedTags: Type.Array(Type.String()),
+  sharedWith: Type.Array(Type.String(), { description: 'Other tags on the digest when this entry runs (earlier entries already ran).' }),
+  referencedBy: Type.Array(IndexReferenceSchema),
+  decisions: Type.Array(PlanDecisionSchema),
+  hiddenTags: Type.Optional(Type.Integer({ minimum: 1, description: 'Tags these lists leave out because the caller may not read them.' }))
+})
+export type CleanupDeletionPlan = Static<typeof CleanupDeletionPlanSchema>
+
+export const CleanupEntrySchema = Type.Object({
+  repository: Type.String(),
+  tag: Type.String(),
+  digest: Type.String(),
+  mediaType: Type.String(),
+  created: Type.Optional(Type.String({ format: 'date-time', description: 'When the image was created, as the rules saw it.' })),
+  outcome: Type.Union([Type.Literal('remove'), Type.Literal('keep'), Type.Literal('refuse')], {
+    description: 'remove: the cleanup removes it; keep: a rule (or the policy\'s protection) keeps it; refuse: the rules would remove it, the policy does not let the caller.'
+  }),
+  rule: Type.String({ description: 'The rule that decided (a field path such as keep.newest, or protected), or for a refusal the rule that selected it.' }),
+  reason: Type.String({ description: 'Why, in words; for a refusal, the policy\'s words.' }),
+  sequence: Type.Optional(Type.Integer({ minimum: 1, description: 'Removals only: the order they run in; each plan assumes the ones before it ran.' })),
+  plan: Type.Optional(CleanupDeletionPlanSchema)
+})
+export type CleanupEntry = Static<typeof CleanupEntrySchema>
+
+export const CleanupTotalsSchema = Type.Object({
+  repositories: Type.Integer({ minimum: 0 }),
+  tags: Type.Integer({ minimum: 0, description: 'Tags judged (those the caller may read).' }),
+  remove: Type.Integer({ minimum: 0 }),
+  keep: Type.Integer({ minimum: 0 }),
+  refuse: Type.Integer({ minimum: 0 }),
+  deletedDigests: Type.Integer({ minimum: 0, description: 'Removals that delete their digest (the last tag on it).' }),
+  untagged: Type.Integer({ minimum: 0, description: 'Removals that untag only their tag.' }),
+  hiddenTags: Type.Integer({ minimum: 0, description: 'Tags of these repositories the caller may not read: never judged, never removed.' })
+})
+export type CleanupTotals = Static<typeof CleanupTotalsSchema>
+
+export const CleanupPlanSchema = Type.Object({
+  id: Type.String({ description: 'The cleanup\'s id: GET /cleanups/<id> shows it again.' }),
+  state: Type.Union([Type.Literal('planned')], { description: 'planned: nothing was changed.' }),
+  registry: Type.String(),
+  repositories: Type.Array(Type.String(), { description: 'The repository patterns asked for.' }),
+  policy: Type.Optional(Type.String({ description: 'The retention policy the rules come from, when named.' })),
+  rules: CleanupRulesSchema,
+  createdBy: Type.String(),
+  createdAt: Type.String({ format: 'date-time' }),
+  entries: Type.Array(CleanupEntrySchema),
+  totals: CleanupTotalsSchema
+})
+export type CleanupPlan = Static<typeof CleanupPlanSchema>
