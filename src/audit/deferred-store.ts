@@ -27,6 +27,8 @@ export function deferredAuditStore (open: () => Promise<AuditStore>): AuditStore
     pending: async () => await (await store()).pending(),
     claimRestore: async (deletionId, restore) => await (await store()).claimRestore(deletionId, restore),
     releaseRestore: async (deletionId, restoreId) => { await (await store()).releaseRestore(deletionId, restoreId) },
+    saveCleanup: async cleanup => { await (await store()).saveCleanup(cleanup) },
+    getCleanup: async id => await (await store()).getCleanup(id),
     prune: async olderThan => await (await store()).prune(olderThan),
     check: async () => { await (await store()).check() },
     async close () {

@@ -1,4 +1,7 @@
 import pg from 'pg'
+import {
+  cleanupValues, INSERT_CLEANUP_POSTGRES, POSTGRES_CLEANUPS_MIGRATION, SELECT_CLEANUP_POSTGRES, toCleanupRecord, type CleanupRow
+} from './cleanup-sql.js'
 import { newAuditId } from './id.js'
 import {
   checkLimit, decodeCursor, definedChanges, encodeAuditCursor, filterKeys, filterValues, LIST_CHUNK_ROWS, toIsoTime, windowIndexes, withOptionalColumns
@@ -49,7 +52,9 @@ const migrations: readonly string[] = [
   CREATE TABLE audit_store_check (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     checked_at TEXT NOT NULL
-  );`
+  );`,
+  // Cleanup plans (issue 15), kept whole until executed.
+  POSTGRES_CLEANUPS_MIGRATION
 ]
 
 export const postgresAuditSchemaVersion = migrations.length
@@ -306,6 +311,17 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
     async releaseRestore (deletionId, restoreId) {
       ensureOpen()
       await pool.query('UPDATE audit_records SET restored_by = NULL WHERE id = $1 AND restored_by = $2', [deletionId, restoreId])
+    },
+
+    async saveCleanup (cleanup) {
+      ensureOpen()
+      await pool.query(INSERT_CLEANUP_POSTGRES, cleanupValues(cleanup))
+    },
+
+    async getCleanup (id) {
+      ensureOpen()
+      const { rows } = await pool.query<CleanupRow>(SELECT_CLEANUP_POSTGRES, [id])
+      return rows.length === 0 ? undefined : toCleanupRecord(rows[0] as CleanupRow)
     },
 
     async prune (olderThan) {

@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
+import { cleanupValues, INSERT_CLEANUP_SQLITE, SELECT_CLEANUP_SQLITE, SQLITE_CLEANUPS_MIGRATION, toCleanupRecord, type CleanupRow } from './cleanup-sql.js'
 import { newAuditId } from './id.js'
 import {
   checkLimit, decodeCursor, definedChanges, encodeAuditCursor, filterValues, LIST_CHUNK_ROWS, toIsoTime, windowIndexes, withOptionalColumns
@@ -55,7 +56,9 @@ const migrations: readonly string[] = [
   ALTER TABLE audit_records ADD COLUMN delete_action TEXT;
   ALTER TABLE audit_records ADD COLUMN strategy TEXT;`,
   // A deletion a rule required approval for names its approver beside its subject.
-  'ALTER TABLE audit_records ADD COLUMN approved_by TEXT;'
+  'ALTER TABLE audit_records ADD COLUMN approved_by TEXT;',
+  // Cleanup plans (issue 15), kept whole until executed.
+  SQLITE_CLEANUPS_MIGRATION
 ]
 
 export const auditSchemaVersion = migrations.length
@@ -192,7 +195,9 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
     throw error
   }
 
-  const { insertRow, updateRow, selectById, selectPending, selectListed, setRestoredBy, clearRestoredBy, deleteOlderThan, recordCheck } = statements
+  const {
+    insertRow, updateRow, selectById, selectPending, selectListed, setRestoredBy, clearRestoredBy, deleteOlderThan, recordCheck, insertCleanup, selectCleanup
+  } = statements
   const listStatements = new Map<string, Database.Statement>()
 
   let closed = false
@@ -356,6 +361,17 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
       clearRestoredBy.run(deletionId, restoreId)
     },
 
+    async saveCleanup (cleanup) {
+      ensureOpen()
+      insertCleanup.run(...cleanupValues(cleanup))
+    },
+
+    async getCleanup (id) {
+      ensureOpen()
+      const row = selectCleanup.get(id) as CleanupRow | undefined
+      return row === undefined ? undefined : toCleanupRecord(row)
+    },
+
     async prune (olderThan) {
       ensureOpen()
       return deleteOlderThan.run(olderThan.toISOString()).changes
@@ -410,6 +426,8 @@ function prepareStatements (db: Database.Database) {
     clearRestoredBy: db.prepare('UPDATE audit_records SET restored_by = NULL WHERE id = ? AND restored_by = ?'),
     deleteOlderThan: db.prepare("DELETE FROM audit_records WHERE time < ? AND outcome <> 'pending'"),
     recordCheck: db.prepare(`INSERT INTO audit_store_check (id, checked_at) VALUES (1, ?)
-      ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at`)
+      ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at`),
+    insertCleanup: db.prepare(INSERT_CLEANUP_SQLITE),
+    selectCleanup: db.prepare(SELECT_CLEANUP_SQLITE)
   }
 }

@@ -77,6 +77,16 @@ export type ClaimRestoreResult =
   | { ok: true, deletion: AuditRecord, restore: AuditRecord }
   | { ok: false, reason: 'unknown' | 'not-a-deletion' | 'already-restored', deletion?: AuditRecord }
 
+/** A cleanup plan as the store keeps it: a few columns to find it by, and the plan as one JSON document. */
+export interface CleanupRecord {
+  id: string
+  registry: string
+  createdBy: string
+  createdAt: string
+  state: string
+  body: string
+}
+
 export interface AuditStore {
   /** Durable when it resolves. */
   append (record: NewAuditRecord): Promise<AuditRecord>
@@ -102,6 +112,9 @@ export interface AuditStore {
   releaseRestore (deletionId: string, restoreId: string): Promise<void>
   /** Removes records older than `olderThan`, except `pending` ones, which still await reconciliation. */
   prune (olderThan: Date): Promise<number>
+  /** Durable when it resolves; rejects when a cleanup with this id exists already. */
+  saveCleanup (cleanup: CleanupRecord): Promise<void>
+  getCleanup (id: string): Promise<CleanupRecord | undefined>
   /** Checks the store can write (for /readyz). */
   check (): Promise<void>
   close (): Promise<void>
