@@ -2,7 +2,7 @@
  * `npm run bench`: starts its own registry (docker-registry on a free loopback port), seeds it, runs the
  * scenarios of the performance issues against the gateway as a separate process over real HTTP, prints a table
  * and writes bench-results/latest.json. `--quick` runs smaller repositories and fewer rounds (a smoke test).
- * `--only=untag` (or a comma-separated list of latency, guard, rejections, rss, untag, audit-list, browse, ui) runs only those scenarios
+ * `--only=untag` (or a comma-separated list of latency, guard, rejections, rss, untag, audit-list, browse, ui, cleanup) runs only those scenarios
  * and writes bench-results/only-<names>.json.
  */
 import { execFileSync } from 'node:child_process'
@@ -13,6 +13,7 @@ import { Pool } from 'undici'
 import { startRegistry, type RegistryProcess } from '../testing/registry-process.js'
 import { measureAuditList, seedAuditTrail, type AuditListResult } from './audit-list.js'
 import { browseRows, measureBrowse, type BrowseResult } from './browse.js'
+import { cleanupRows, measureCleanupPlan, seedCleanupRepository, type CleanupResult } from './cleanup.js'
 import { startGateway, type BenchGateway } from './gateway.js'
 import { measureGuard, type GuardResult } from './guard.js'
 import { measureDeleteLatency } from './latency.js'
@@ -25,7 +26,7 @@ import { measureUi, uiRows, type UiResult } from './ui.js'
 import { measureUntag, tagsNeeded, untagRows, type UntagResult } from './untag.js'
 
 const quick = process.argv.includes('--quick')
-const SCENARIOS = ['latency', 'guard', 'rejections', 'rss', 'untag', 'audit-list', 'browse', 'ui'] as const
+const SCENARIOS = ['latency', 'guard', 'rejections', 'rss', 'untag', 'audit-list', 'browse', 'ui', 'cleanup'] as const
 type Scenario = typeof SCENARIOS[number]
 const only = process.argv.find(arg => arg.startsWith('--only='))?.slice('--only='.length).split(',')
 const unknownScenario = only?.find(name => !(SCENARIOS as readonly string[]).includes(name))
@@ -40,7 +41,8 @@ const settings = {
   untag: { sizes: quick ? [300, 1000] : [300, 10_000], rounds: quick ? 10 : 30, warmupRounds: 3 },
   auditList: { records: quick ? 50_000 : 500_000, rounds: 30, concurrency: 10, durationMs: 3000 },
   browse: { tags: 100, coldRounds: quick ? 5 : 30, warmRounds: quick ? 10 : 30 },
-  ui: { tags: 1000, warmRounds: quick ? 3 : 10 }
+  ui: { tags: 1000, warmRounds: quick ? 3 : 10 },
+  cleanup: { tags: quick ? 1000 : 10_000, configs: quick ? 100 : 1000, rounds: quick ? 3 : 5 }
 }
 
 interface Row { scenario: string, value: string, target: string, ok: boolean | undefined }
@@ -99,6 +101,21 @@ async function runBrowse (registryUrl: string, seed: (name: string, count: numbe
   cleanups.push(async () => { await gateway.close() })
   progress.begin(`(7) browse, pages of ${settings.browse.tags} tags`)
   const result = await measureBrowse({ registryUrl, gateway, repositories, warmRounds: settings.browse.warmRounds, progress })
+  await gateway.close()
+  return result
+}
+
+async function runCleanup (registryUrl: string, pool: Pool): Promise<CleanupResult> {
+  const { tags, configs, rounds } = settings.cleanup
+  const name = 'bench/cleanup'
+  progress.begin(`(9) cleanup plan: seeding ${tags} tags`)
+  await seedCleanupRepository(registryUrl, pool, name, tags, configs, done => { if (done % 500 === 0) progress.update(`${done}/${tags} tags`) })
+  progress.begin('(9) cleanup plan: starting a gateway')
+  // A one-entry cache: every plan reads its configs again, as the bare client does.
+  const gateway = await startGateway(registryUrl, { config: { browse: { cacheEntries: 1 }, cleanups: { maxTags: tags * 2 } } })
+  cleanups.push(async () => { await gateway.close() })
+  progress.begin(`(9) cleanup plan, ${tags} tags`)
+  const result = await measureCleanupPlan({ registryUrl, gateway, name, tags, configs, rounds, progress })
   await gateway.close()
   return result
 }
@@ -209,6 +226,7 @@ async function main (): Promise<void> {
   const auditList = runs('audit-list') ? await runAuditList(registry.url) : undefined
   const browse = runs('browse') ? await runBrowse(registry.url, seed) : undefined
   const ui = runs('ui') ? await runUi(registry.url, seed) : undefined
+  const cleanup = runs('cleanup') ? await runCleanup(registry.url, pool) : undefined
   progress.end()
 
   const rows: Row[] = [
@@ -240,7 +258,8 @@ async function main (): Promise<void> {
     ...untag.flatMap(untagRows),
     ...(auditList === undefined ? [] : auditListRows(auditList)),
     ...(browse === undefined ? [] : browseRows(browse)),
-    ...(ui === undefined ? [] : uiRows(ui))
+    ...(ui === undefined ? [] : uiRows(ui)),
+    ...(cleanup === undefined ? [] : cleanupRows(cleanup))
   ]
   const width = Math.max(...rows.map(row => row.scenario.length))
   const valueWidth = Math.max(...rows.map(row => row.value.length))
@@ -272,6 +291,7 @@ async function main (): Promise<void> {
     auditList,
     browse,
     ui,
+    cleanup,
     targets: rows.filter(row => row.ok !== undefined).map(row => ({ scenario: row.scenario.trim(), value: row.value, target: row.target, ok: row.ok }))
   }
   mkdirSync('bench-results', { recursive: true })
