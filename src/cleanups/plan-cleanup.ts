@@ -126,6 +126,9 @@ async function repositoriesOf (
 
 /** Reads what the rules need, once per digest: the manifest's summary, and the creation time of each image. */
 class Reader {
+  /** Creation times by config digest: tags on different manifests often share one config (builds of one commit). */
+  private readonly configs = new Map<string, Promise<number | undefined>>()
+
   constructor (
     private readonly services: CleanupServices,
     private readonly client: RegistryClient,
@@ -180,6 +183,15 @@ class Reader {
     if (first !== undefined) return await this.createdOf(await this.summary(first, signal), signal)
     const configDigest = summary.configDigest
     if (configDigest === undefined) return undefined
+    let pending = this.configs.get(configDigest)
+    if (pending === undefined) {
+      pending = this.configCreated(configDigest, signal)
+      this.configs.set(configDigest, pending)
+    }
+    return await pending
+  }
+
+  private async configCreated (configDigest: string, signal: AbortSignal): Promise<number | undefined> {
     const { cache } = this.services
     let config = cache.config(this.client.name, configDigest)
     if (config === undefined) {

@@ -1,5 +1,5 @@
 /** Planning cleanups against a real registry: rules judged on seeded creation times, the core's auto plans, signatures. */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { Pool } from 'undici'
 import { planCleanup, type CleanupServices, type PlanCleanupInput } from '../../src/cleanups/plan-cleanup.js'
 import type { CleanupEntry, CleanupPlan, CleanupRules } from '../../src/cleanups/shapes.js'
@@ -10,7 +10,7 @@ import type { Identity } from '../../src/policy/types.js'
 import { RegistryClient } from '../../src/registry/client.js'
 import { RegistryDirectory } from '../../src/registry/directory.js'
 import { startRegistry } from '../../testing/registry-process.js'
-import { daysBefore, pushCreated, pushIndex, pushReferrer, referrerTag } from '../fixtures/cleanup-seed.js'
+import { daysBefore, pushCreated, pushIndex, pushReferrer, pushSharingConfig, referrerTag } from '../fixtures/cleanup-seed.js'
 import { startFaultProxy } from '../fixtures/fault-proxy.js'
 import { rejection } from '../fixtures/rejection.js'
 import { directory, imageServices, memoryTrail } from '../fixtures/use-case.js'
@@ -53,7 +53,7 @@ const who = (name: string): Identity => ({ subject: `user:${name}`, groups: [], 
 const admin = who('admin')
 const context = { requestId: 'cleanup-test', transport: 'rest' as const }
 
-function services (t: Tap.Test, url = registry.url, overrides: Partial<CleanupServices> = {}): CleanupServices {
+function services (t: Test, url = registry.url, overrides: Partial<CleanupServices> = {}): CleanupServices {
   return {
     registries: directory(t, { default: url }),
     policy: () => policy,
@@ -67,7 +67,7 @@ function services (t: Tap.Test, url = registry.url, overrides: Partial<CleanupSe
   }
 }
 
-async function plan (t: Tap.Test, repositories: string[], rules: CleanupRules, extra: Partial<PlanCleanupInput> = {}, deps = services(t)): Promise<CleanupPlan> {
+async function plan (t: Test, repositories: string[], rules: CleanupRules, extra: Partial<PlanCleanupInput> = {}, deps = services(t)): Promise<CleanupPlan> {
   return await planCleanup(deps, { identity: admin, context, repositories, rules, ...extra })
 }
 
@@ -85,7 +85,7 @@ async function tagsNow (name: string): Promise<string[]> {
 }
 
 /** Runs a cleanup's removals through the single-tag core, in sequence, as part 2 will; answers each result's action. */
-async function execute (t: Tap.Test, result: CleanupPlan): Promise<string[]> {
+async function execute (t: Test, result: CleanupPlan): Promise<string[]> {
   const { audit } = memoryTrail(t)
   const deps = imageServices(directory(t, { default: registry.url }), audit)
   const removals = result.entries.filter(entry => entry.plan !== undefined).sort((a, b) => (a.sequence as number) - (b.sequence as number))
@@ -267,6 +267,7 @@ t.test('signatures follow their image: removed with a deleted digest, kept with 
 t.test('repositories by glob through the catalog; configs read once per digest and then from the cache', async t => {
   await pushCreated(target, 'clean/globbed-a', ['x-1', 'x-2'], ago(3))
   await pushCreated(target, 'clean/globbed-b', ['y-1'], ago(3))
+  const [y2, y3] = await pushSharingConfig(target, 'clean/globbed-b', ['y-2', 'y-3'], ago(4))
   const proxy = await startFaultProxy(registry.url)
   const pool = new Pool(proxy.url, { connections: 4 })
   t.teardown(async () => { await pool.close(); await proxy.close() })
@@ -275,13 +276,15 @@ t.test('repositories by glob through the catalog; configs read once per digest a
   const deps = services(t, proxy.url, { registries: new RegistryDirectory([client], 'default'), cache })
   t.teardown(async () => { await client.close() })
   const result = await plan(t, ['clean/globbed-*', 'clean/globbed-b'], { keep: { newest: 5 } }, {}, deps)
-  t.same(result.entries.map(entry => `${entry.repository}:${entry.tag}`), ['clean/globbed-a:x-1', 'clean/globbed-a:x-2', 'clean/globbed-b:y-1'])
+  t.same(result.entries.map(entry => `${entry.repository}:${entry.tag}`), ['clean/globbed-a:x-1', 'clean/globbed-a:x-2', 'clean/globbed-b:y-1', 'clean/globbed-b:y-2', 'clean/globbed-b:y-3'])
   t.equal(result.totals.repositories, 2)
+  t.not(y2, y3, 'y-2 and y-3 are two manifests')
+  t.equal(byTag(result)['y-3']?.created, ago(4))
   const blobs = (): number => proxy.requests.filter(entry => entry.path.includes('/blobs/')).length
-  t.equal(blobs(), 2, 'one config per digest: x-1 and x-2 share one')
+  t.equal(blobs(), 3, 'one config per digest: x-1 and x-2 share a manifest, y-2 and y-3 only a config')
   t.ok(proxy.requests.filter(entry => entry.path.startsWith('/v2/_catalog')).length >= 3, 'the catalog was paged')
   await plan(t, ['clean/globbed-a'], { keep: { newest: 5 } }, {}, deps)
-  t.equal(blobs(), 2, 'the second plan reads configs from the cache')
+  t.equal(blobs(), 3, 'the second plan reads configs from the cache')
 
   proxy.fault({ method: 'GET', path: '/v2/clean/globbed-a/manifests/x-2', action: { kind: 'respond', status: 404, body: '{"errors":[{"code":"MANIFEST_UNKNOWN"}]}' } })
   const gone = await plan(t, ['clean/globbed-a'], {}, {}, deps)
