@@ -41,7 +41,7 @@ const settings = {
   untag: { sizes: quick ? [300, 1000] : [300, 10_000], rounds: quick ? 10 : 30, warmupRounds: 3 },
   auditList: { records: quick ? 50_000 : 500_000, rounds: 30, concurrency: 10, durationMs: 3000 },
   browse: { tags: 100, coldRounds: quick ? 5 : 30, warmRounds: quick ? 10 : 30 },
-  ui: { tags: 1000, warmRounds: quick ? 3 : 10 },
+  ui: { tags: 1000, coldRounds: quick ? 2 : 5, warmRounds: quick ? 3 : 10 },
   cleanup: { tags: quick ? 1000 : 10_000, configs: quick ? 100 : 1000, rounds: quick ? 3 : 5 }
 }
 
@@ -121,12 +121,13 @@ async function runCleanup (registryUrl: string, pool: Pool): Promise<CleanupResu
 }
 
 async function runUi (registryUrl: string, seed: (name: string, count: number, shared: boolean) => Promise<SeededRepository>): Promise<UiResult> {
-  const repository = await seed('bench/ui', settings.ui.tags, false)
+  const repositories: SeededRepository[] = []
+  for (let index = 0; index < settings.ui.coldRounds; index++) repositories.push(await seed(`bench/ui-${index}`, settings.ui.tags, false))
   progress.begin('(8) web page: starting a gateway')
   const gateway = await startGateway(registryUrl)
   cleanups.push(async () => { await gateway.close() })
   progress.begin(`(8) web page, ${settings.ui.tags} tags in chromium`)
-  const result = await measureUi({ gateway, repository, warmRounds: settings.ui.warmRounds, progress })
+  const result = await measureUi({ registryUrl, gateway, repositories, warmRounds: settings.ui.warmRounds, progress })
   await gateway.close()
   return result
 }

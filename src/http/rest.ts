@@ -5,6 +5,7 @@ import { browseRoutes } from './browse.js'
 import { cleanupRoutes } from './cleanups.js'
 import { imageRoutes } from './images.js'
 import { meRoutes } from './me.js'
+import { notificationRoutes } from './notifications.js'
 import { planRoutes } from './plans.js'
 
 /** The REST API proper: each route translates a request into a use case call and its result into JSON. */
@@ -15,4 +16,6 @@ export const restApi = (services: GatewayServices): FastifyPluginAsyncTypebox =>
   await app.register(browseRoutes(services.browse))
   await app.register(planRoutes(services.images))
   await app.register(cleanupRoutes(services.cleanups))
+  const { authorizer, mayAuditAnything } = services.images
+  await app.register(notificationRoutes({ store: services.auditStore, authorizer, mayAuditAnything }))
 }
