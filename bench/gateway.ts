@@ -11,7 +11,7 @@ export interface BenchGateway extends GatewayProcess {
   auditorKey: string
 }
 
-export async function startGateway (registryUrl: string, options: { logLevel?: string, auditPath?: string, audit?: Record<string, unknown> } = {}): Promise<BenchGateway> {
+export async function startGateway (registryUrl: string, options: { logLevel?: string, auditPath?: string, audit?: Record<string, unknown>, config?: Record<string, unknown> } = {}): Promise<BenchGateway> {
   const adminKey = generateApiKey()
   const outsiderKey = generateApiKey()
   const auditorKey = generateApiKey()
@@ -32,7 +32,8 @@ export async function startGateway (registryUrl: string, options: { logLevel?: s
       logLevel: options.logLevel ?? 'warn',
       coTagConcurrency: 16,
       ...(options.auditPath === undefined ? {} : { audit: { path: options.auditPath } }),
-      ...(options.audit === undefined ? {} : { audit: options.audit })
+      ...(options.audit === undefined ? {} : { audit: options.audit }),
+      ...options.config
     }
   })
   return { ...gateway, adminKey, outsiderKey, auditorKey }

@@ -3,7 +3,7 @@
  * scenarios of the performance issues against the gateway as a separate process over real HTTP, prints a table
  * and writes bench-results/latest.json. `--quick` runs smaller repositories and fewer rounds (a smoke test).
  * `--only=untag` (or a comma-separated list of latency, guard, rejections, rss, untag, audit-list, browse, ui, pg-latency,
- * pg-audit-list, replicas) runs only those scenarios
+ * pg-audit-list, replicas, cleanup) runs only those scenarios
  * and writes bench-results/only-<names>.json.
  */
 import { execFileSync } from 'node:child_process'
@@ -14,6 +14,7 @@ import { Pool } from 'undici'
 import { startRegistry, type RegistryProcess } from '../testing/registry-process.js'
 import { measureAuditList, seedAuditTrail, type AuditListResult } from './audit-list.js'
 import { browseRows, measureBrowse, type BrowseResult } from './browse.js'
+import { cleanupRows, measureCleanupPlan, seedCleanupRepository, type CleanupResult } from './cleanup.js'
 import { startGateway, type BenchGateway } from './gateway.js'
 import { measureGuard, type GuardResult } from './guard.js'
 import { measureDeleteLatency } from './latency.js'
@@ -28,7 +29,7 @@ import { measurePgAuditList, measurePgLatency, measureReplicas, seedPostgresTrai
 import { startPostgres, type PostgresProcess } from '../testing/postgres-process.js'
 
 const quick = process.argv.includes('--quick')
-const SCENARIOS = ['latency', 'guard', 'rejections', 'rss', 'untag', 'audit-list', 'browse', 'ui', 'pg-latency', 'pg-audit-list', 'replicas'] as const
+const SCENARIOS = ['latency', 'guard', 'rejections', 'rss', 'untag', 'audit-list', 'browse', 'ui', 'pg-latency', 'pg-audit-list', 'replicas', 'cleanup'] as const
 type Scenario = typeof SCENARIOS[number]
 const only = process.argv.find(arg => arg.startsWith('--only='))?.slice('--only='.length).split(',')
 const unknownScenario = only?.find(name => !(SCENARIOS as readonly string[]).includes(name))
@@ -46,7 +47,8 @@ const settings = {
   ui: { tags: 1000, coldRounds: quick ? 2 : 5, warmRounds: quick ? 3 : 10 },
   pgLatency: { tags: 50, rounds: quick ? 15 : 60, warmupRounds: 5 },
   pgAuditList: { records: quick ? 100_000 : 1_000_000, rounds: 30 },
-  replicas: { count: 3, concurrency: 50, sliceMs: quick ? 1000 : 2000, rounds: 3, warmupMs: 1000 }
+  replicas: { count: 3, concurrency: 50, sliceMs: quick ? 1000 : 2000, rounds: 3, warmupMs: 1000 },
+  cleanup: { tags: quick ? 1000 : 10_000, configs: quick ? 100 : 1000, rounds: quick ? 3 : 5 }
 }
 
 interface Row { scenario: string, value: string, target: string, ok: boolean | undefined }
@@ -105,6 +107,21 @@ async function runBrowse (registryUrl: string, seed: (name: string, count: numbe
   cleanups.push(async () => { await gateway.close() })
   progress.begin(`(7) browse, pages of ${settings.browse.tags} tags`)
   const result = await measureBrowse({ registryUrl, gateway, repositories, warmRounds: settings.browse.warmRounds, progress })
+  await gateway.close()
+  return result
+}
+
+async function runCleanup (registryUrl: string, pool: Pool): Promise<CleanupResult> {
+  const { tags, configs, rounds } = settings.cleanup
+  const name = 'bench/cleanup'
+  progress.begin(`(9) cleanup plan: seeding ${tags} tags`)
+  await seedCleanupRepository(registryUrl, pool, name, tags, configs, done => { if (done % 500 === 0) progress.update(`${done}/${tags} tags`) })
+  progress.begin('(9) cleanup plan: starting a gateway')
+  // A one-entry cache: every plan reads its configs again, as the bare client does.
+  const gateway = await startGateway(registryUrl, { config: { browse: { cacheEntries: 1 }, cleanups: { maxTags: tags * 2 } } })
+  cleanups.push(async () => { await gateway.close() })
+  progress.begin(`(9) cleanup plan, ${tags} tags`)
+  const result = await measureCleanupPlan({ registryUrl, gateway, name, tags, configs, rounds, progress })
   await gateway.close()
   return result
 }
@@ -304,6 +321,7 @@ async function main (): Promise<void> {
   const pgLatency = runs('pg-latency') ? await runPgLatency(registry.url, seed) : undefined
   const pgAuditList = runs('pg-audit-list') ? await runPgAuditList(registry.url) : undefined
   const replicas = runs('replicas') ? await runReplicas(registry.url, seed) : undefined
+  const cleanup = runs('cleanup') ? await runCleanup(registry.url, pool) : undefined
   progress.end()
 
   const rows: Row[] = [
@@ -336,7 +354,8 @@ async function main (): Promise<void> {
     ...(auditList === undefined ? [] : auditListRows(auditList)),
     ...(browse === undefined ? [] : browseRows(browse)),
     ...(ui === undefined ? [] : uiRows(ui)),
-    ...postgresRows(pgLatency, pgAuditList, replicas)
+    ...postgresRows(pgLatency, pgAuditList, replicas),
+    ...(cleanup === undefined ? [] : cleanupRows(cleanup))
   ]
   const width = Math.max(...rows.map(row => row.scenario.length))
   const valueWidth = Math.max(...rows.map(row => row.value.length))
@@ -371,6 +390,7 @@ async function main (): Promise<void> {
     pgLatency,
     pgAuditList,
     replicas,
+    cleanup,
     targets: rows.filter(row => row.ok !== undefined).map(row => ({ scenario: row.scenario.trim(), value: row.value, target: row.target, ok: row.ok }))
   }
   mkdirSync('bench-results', { recursive: true })

@@ -1,6 +1,9 @@
 import type { ConnectionOptions } from 'node:tls'
 import pg from 'pg'
 import { AuditStoreUnavailable } from './deferred-store.js'
+import {
+  cleanupValues, INSERT_CLEANUP_POSTGRES, POSTGRES_CLEANUPS_MIGRATION, SELECT_CLEANUP_POSTGRES, toCleanupRecord, type CleanupRow
+} from './cleanup-sql.js'
 import { newAuditId } from './id.js'
 import { describePostgresError } from './postgres-errors.js'
 import { outboxMigration, postgresOutbox } from './outbox-postgres.js'
@@ -59,7 +62,9 @@ const migrations: readonly string[] = [
   // Webhook deliveries, written in the transaction of the record they announce (src/audit/outbox-postgres.ts).
   outboxMigration,
   // Issue 14: what replicas share (cross-replica lock, plans, reconcile claims, rate limits): shared-state-postgres.ts.
-  sharedStateMigration
+  sharedStateMigration,
+  // Cleanup plans (issue 15), kept whole until executed.
+  POSTGRES_CLEANUPS_MIGRATION
 ]
 
 export const postgresAuditSchemaVersion = migrations.length
@@ -349,6 +354,17 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
     async releaseRestore (deletionId, restoreId) {
       ensureOpen()
       await pool.query('UPDATE audit_records SET restored_by = NULL WHERE id = $1 AND restored_by = $2', [deletionId, restoreId])
+    },
+
+    async saveCleanup (cleanup) {
+      ensureOpen()
+      await pool.query(INSERT_CLEANUP_POSTGRES, cleanupValues(cleanup))
+    },
+
+    async getCleanup (id) {
+      ensureOpen()
+      const { rows } = await pool.query<CleanupRow>(SELECT_CLEANUP_POSTGRES, [id])
+      return rows.length === 0 ? undefined : toCleanupRecord(rows[0] as CleanupRow)
     },
 
     async prune (olderThan) {

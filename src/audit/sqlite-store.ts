@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
+import { cleanupValues, INSERT_CLEANUP_SQLITE, SELECT_CLEANUP_SQLITE, SQLITE_CLEANUPS_MIGRATION, toCleanupRecord, type CleanupRow } from './cleanup-sql.js'
 import { newAuditId } from './id.js'
 import { outboxMigration, sqliteOutbox } from './outbox-sqlite.js'
 import type { OutboxRouter } from './outbox.js'
@@ -62,7 +63,9 @@ const migrations: readonly string[] = [
   // Webhook deliveries, written in the transaction of the record they announce (src/audit/outbox-sqlite.ts).
   outboxMigration,
   // Issue 14: what replicas share (plans, reconcile claims): shared-state-sqlite.ts.
-  sharedStateMigration
+  sharedStateMigration,
+  // Cleanup plans (issue 15), kept whole until executed.
+  SQLITE_CLEANUPS_MIGRATION
 ]
 
 export const auditSchemaVersion = migrations.length
@@ -204,7 +207,9 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
     throw error
   }
 
-  const { insertRow, updateRow, selectById, selectPending, selectListed, setRestoredBy, clearRestoredBy, deleteOlderThan, recordCheck } = statements
+  const {
+    insertRow, updateRow, selectById, selectPending, selectListed, setRestoredBy, clearRestoredBy, deleteOlderThan, recordCheck, insertCleanup, selectCleanup
+  } = statements
   const listStatements = new Map<string, Database.Statement>()
 
   let closed = false
@@ -380,6 +385,17 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
       clearRestoredBy.run(deletionId, restoreId)
     },
 
+    async saveCleanup (cleanup) {
+      ensureOpen()
+      insertCleanup.run(...cleanupValues(cleanup))
+    },
+
+    async getCleanup (id) {
+      ensureOpen()
+      const row = selectCleanup.get(id) as CleanupRow | undefined
+      return row === undefined ? undefined : toCleanupRecord(row)
+    },
+
     async prune (olderThan) {
       ensureOpen()
       outbox.prune(olderThan)
@@ -435,6 +451,8 @@ function prepareStatements (db: Database.Database) {
     clearRestoredBy: db.prepare('UPDATE audit_records SET restored_by = NULL WHERE id = ? AND restored_by = ?'),
     deleteOlderThan: db.prepare("DELETE FROM audit_records WHERE time < ? AND outcome <> 'pending'"),
     recordCheck: db.prepare(`INSERT INTO audit_store_check (id, checked_at) VALUES (1, ?)
-      ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at`)
+      ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at`),
+    insertCleanup: db.prepare(INSERT_CLEANUP_SQLITE),
+    selectCleanup: db.prepare(SELECT_CLEANUP_SQLITE)
   }
 }

@@ -1,5 +1,7 @@
 import { GatewayError, isGatewayError } from '../errors.js'
-import type { AuditFilter, AuditImageRef, AuditPage, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, NewAuditRecord } from './types.js'
+import type {
+  AuditFilter, AuditImageRef, AuditPage, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, CleanupRecord, NewAuditRecord
+} from './types.js'
 
 export interface AuditLogger {
   info: (details: object, message: string) => void
@@ -55,6 +57,17 @@ export class AuditTrail {
   /** Claims the oldest pending record older than `olderThan` for `leaseMs` (see SharedState.claimPending). */
   async claimPending (owner: string, olderThan: string, leaseMs: number, nowMs: number, after?: string): Promise<string | undefined> {
     return await this.guard(async () => await this.store.shared.claimPending(owner, olderThan, leaseMs, nowMs, after))
+  }
+
+  /** A cleanup plan, durable when it resolves (logged by id only: the plan can list thousands of tags). */
+  async saveCleanup (cleanup: CleanupRecord): Promise<void> {
+    await this.guard(async () => { await this.store.saveCleanup(cleanup) })
+    const { id, registry, createdBy, state } = cleanup
+    this.logger.info({ cleanup: { id, registry, createdBy, state } }, `cleanup ${id} ${state}`)
+  }
+
+  async getCleanup (id: string): Promise<CleanupRecord | undefined> {
+    return await this.guard(async () => await this.store.getCleanup(id))
   }
 
   async claimRestore (deletionId: string, restore: NewAuditRecord): Promise<ClaimRestoreResult> {

@@ -79,6 +79,16 @@ export type ClaimRestoreResult =
   | { ok: true, deletion: AuditRecord, restore: AuditRecord }
   | { ok: false, reason: 'unknown' | 'not-a-deletion' | 'already-restored', deletion?: AuditRecord }
 
+/** A cleanup plan as the store keeps it: a few columns to find it by, and the plan as one JSON document. */
+export interface CleanupRecord {
+  id: string
+  registry: string
+  createdBy: string
+  createdAt: string
+  state: string
+  body: string
+}
+
 /** Besides the records, the outbox of webhook deliveries those records produce (see outbox.ts). */
 export interface AuditStore extends OutboxStore {
   /** Durable when it resolves. */
@@ -107,6 +117,9 @@ export interface AuditStore extends OutboxStore {
   prune (olderThan: Date): Promise<number>
   /** What replicas share beside the trail: the lock, plans, reconcile claims (and rate limits on PostgreSQL). */
   readonly shared: SharedState
+  /** Durable when it resolves; rejects when a cleanup with this id exists already. */
+  saveCleanup (cleanup: CleanupRecord): Promise<void>
+  getCleanup (id: string): Promise<CleanupRecord | undefined>
   /** Checks the store can write (for /readyz). */
   check (): Promise<void>
   close (): Promise<void>

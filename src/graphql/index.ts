@@ -18,6 +18,8 @@ import { clientRequestId } from '../http/client-request-id.js'
 import { graphqlErrorFormatter, isGraphQLDocumentError, sendGraphQLDocumentError, sendGraphQLError } from './errors.js'
 import { validationRules } from './limits.js'
 import { browseResolvers } from './browse.js'
+import { cleanupResolvers } from './cleanups.js'
+import type { CleanupDeps } from '../cleanups/cleanups.js'
 import type { BrowseDeps } from '../images/browse.js'
 
 /** A bound on parsing work per document: a token is cheap, unbounded documents are not. */
@@ -47,6 +49,7 @@ export interface GraphQLOptions {
   limits: Config['graphql']
   /** The read API (repositories, image, tag). */
   browse: BrowseDeps
+  cleanups: CleanupDeps
 }
 
 /** GraphQL enum values cannot contain '-', so `dry-run` travels as `dry_run`. */
@@ -108,10 +111,12 @@ function checkQueryString ({ query, variables, operationName }: Record<string, u
  */
 export const graphqlApi = (options: GraphQLOptions): FastifyPluginAsync => async (app) => {
   const browse = browseResolvers(options.browse)
+  const cleanups = cleanupResolvers(options.cleanups)
   const resolvers: IResolvers = {
     Image: browse.Image,
     Query: {
       ...browse.Query,
+      ...cleanups.Query,
       me: (_root: unknown, _args: unknown, ctx: MercuriusContext) => options.whoAmI(ctx.identity),
       auditEvents: async (_root: unknown, args: AuditEventsArgs, ctx: MercuriusContext) => {
         const page = await listAuditEvents(options.images, {
@@ -132,6 +137,7 @@ export const graphqlApi = (options: GraphQLOptions): FastifyPluginAsync => async
       }
     },
     Mutation: {
+      ...cleanups.Mutation,
       deleteImage: async (_root: unknown, args: DeleteImageArgs, ctx: MercuriusContext) => deleteResult(await deleteImage(options.images, {
         identity: ctx.identity,
         context: context(ctx),

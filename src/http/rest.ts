@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { GatewayServices } from '../services.js'
 import { auditRoutes } from './audit.js'
 import { browseRoutes } from './browse.js'
+import { cleanupRoutes } from './cleanups.js'
 import { imageRoutes } from './images.js'
 import { meRoutes } from './me.js'
 import { notificationRoutes } from './notifications.js'
@@ -14,6 +15,7 @@ export const restApi = (services: GatewayServices): FastifyPluginAsyncTypebox =>
   await app.register(auditRoutes(services.images))
   await app.register(browseRoutes(services.browse))
   await app.register(planRoutes(services.images))
+  await app.register(cleanupRoutes(services.cleanups))
   const { authorizer, mayAuditAnything } = services.images
   await app.register(notificationRoutes({ store: services.auditStore, authorizer, mayAuditAnything }))
 }

@@ -12,6 +12,10 @@ export interface ManifestSummary {
   mediaType: string
   /** An index or list: its platform manifests. */
   platforms?: Array<Platform & { digest: string }>
+  /** An index or list: every manifest it lists, platform or not (what deleting one of them would break). */
+  children?: string[]
+  /** An index's org.opencontainers.image.created annotation, as written. */
+  created?: string
   /** A single-platform manifest: its config blob (sha256 only) and the total size of its layers. */
   configDigest?: string
   layersSize?: number
@@ -24,6 +28,7 @@ export interface ConfigSummary {
 
 const SHA256 = /^sha256:[a-f0-9]{64}$/
 const REFERENCE_TYPE = 'vnd.docker.reference.type'
+const CREATED = 'org.opencontainers.image.created'
 
 function garbled (registry: string, what: string, why: string): GatewayError {
   return new GatewayError('UPSTREAM_ERROR', `registry "${registry}" sent ${what}, which ${why}; refusing to show it.`, { extras: { upstreamStatus: 200 } })
@@ -64,7 +69,9 @@ export function summarizeManifest (bytes: Buffer, digest: string, mediaType: str
       if (entry?.annotations?.[REFERENCE_TYPE] === 'attestation-manifest') return []
       return platform !== undefined && isString(entry?.digest) ? [{ ...platform, digest: entry.digest }] : []
     })
-    return { digest, mediaType, platforms }
+    const children = entries.flatMap((entry: { digest?: unknown } | null) => isString(entry?.digest) ? [entry.digest] : [])
+    const created = (manifest.annotations as Record<string, unknown> | null | undefined)?.[CREATED]
+    return { digest, mediaType, platforms, children, ...(isString(created) ? { created } : {}) }
   }
   const config = manifest.config as { digest?: unknown } | undefined
   const layers = manifest.layers

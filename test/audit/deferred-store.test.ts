@@ -38,6 +38,8 @@ t.test('opening starts at once; calls wait for it and reach the opened store', a
   t.same((await store.listDeliveries({}, { limit: 5 })).items, [])
   t.same(await store.countDeliveries(), [])
   await t.rejects(store.finishDelivery('evt', 'hook', { delivered: true, status: 200 }), /no outbox row/)
+  await store.saveCleanup({ id: 'cleanup_1', registry: 'r', createdBy: 'alice', createdAt: '2024-05-01T00:00:00.000Z', state: 'planned', body: '{}' })
+  t.equal((await store.getCleanup('cleanup_1'))?.createdBy, 'alice')
   t.equal(opener.opens(), 1, 'one open shared by every call')
   await store.close()
   await store.close()

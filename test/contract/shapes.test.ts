@@ -7,6 +7,7 @@ import { MeSchema } from '../../src/identity/who-am-i.js'
 import { DeleteImageResultSchema, PlanApprovalSchema, RestoreResultSchema } from '../../src/images/shapes.js'
 import { ActionPermissionSchema, ImageTagSchema, LabelSchema, PlatformSchema, RepositorySchema, TagActionsSchema, TagDetailSchema } from '../../src/images/browse-shapes.js'
 import { DeliverySchema, NotificationEventSchema } from '../../src/notifications/shapes.js'
+import { CleanupDeletionPlanSchema, CleanupEntrySchema, CleanupPlanSchema, CleanupRulesSchema, CleanupTotalsSchema, TagMatchSchema } from '../../src/cleanups/shapes.js'
 import { canonicalGraphQL, canonicalSchema, loadSdl, withoutFormats } from '../fixtures/shapes.js'
 
 const components = parse(readFileSync(new URL('../../openapi.yaml', import.meta.url), 'utf8')).components.schemas as Record<string, Record<string, unknown>>
@@ -27,8 +28,22 @@ const SHAPES = [
   { name: 'TagActions', schema: TagActionsSchema },
   { name: 'ActionPermission', schema: ActionPermissionSchema },
   { name: 'Platform', schema: PlatformSchema },
-  { name: 'Label', schema: LabelSchema }
+  { name: 'Label', schema: LabelSchema },
+  { name: 'CleanupPlan', schema: CleanupPlanSchema },
+  { name: 'CleanupEntry', schema: CleanupEntrySchema },
+  { name: 'CleanupDeletionPlan', schema: CleanupDeletionPlanSchema },
+  { name: 'CleanupTotals', schema: CleanupTotalsSchema },
+  { name: 'CleanupRules', schema: CleanupRulesSchema },
+  { name: 'TagMatch', schema: TagMatchSchema }
 ]
+
+t.test('the GraphQL inputs of planCleanup take the fields the REST body does', async t => {
+  const input = (name: string): string[] => Object.keys((sdl.getType(name) as unknown as { getFields: () => Record<string, unknown> }).getFields()).sort()
+  t.same(input('CleanupRulesInput'), Object.keys(CleanupRulesSchema.properties).sort())
+  t.same(input('TagMatchInput'), Object.keys(TagMatchSchema.properties).sort())
+  t.same(input('KeepInput'), Object.keys((CleanupRulesSchema.properties.keep as unknown as { properties: object }).properties).sort())
+  t.same(input('GroupByInput'), Object.keys((CleanupRulesSchema.properties.groupBy as unknown as { properties: object }).properties).sort())
+})
 
 for (const { name, schema } of SHAPES) {
   t.test(`${name}: openapi.yaml and the SDL say what the code answers`, async t => {

@@ -26,8 +26,14 @@ t.test('an index lists its platforms; entries without one, and BuildKit attestat
       { os: 'linux', architecture: 'arm', variant: 'v7', digest: 'sha256:1' },
       { os: 'linux', architecture: 'amd64', digest: 'sha256:2' },
       { os: 'linux', architecture: 'riscv64', digest: 'sha256:6' }
-    ]
+    ],
+    children: ['sha256:1', 'sha256:2', 'sha256:3', 'sha256:4', 'sha256:5', 'sha256:6']
   })
+  const annotated = (annotations: unknown): Buffer => json({ manifests: [{ digest: 'sha256:1' }], annotations })
+  t.equal(summarizeManifest(annotated({ 'org.opencontainers.image.created': '2026-11-01T00:00:00Z' }), DIGEST, OCI_INDEX, 'r').created, '2026-11-01T00:00:00Z',
+    'an index\'s creation annotation, for cleanups')
+  t.notOk('created' in summarizeManifest(annotated({ 'org.opencontainers.image.created': 7 }), DIGEST, OCI_INDEX, 'r'), 'not a string: none')
+  t.notOk('created' in summarizeManifest(annotated(null), DIGEST, OCI_INDEX, 'r'), 'no annotations: none')
 })
 
 t.test('a manifest gives its config digest and the total size of its layers', async t => {
