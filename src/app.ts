@@ -73,9 +73,13 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   if (config.metrics.enabled && config.metrics.port === undefined) await app.register(metricsRoutes(metrics, { public: config.metrics.public }))
   await app.register(healthRoutes(services.registries, services.auditStore))
   await app.register(restApi(services))
-  if (config.chat.slack !== undefined) await app.register(slackRoutes({ images: services.images, settings: config.chat.slack, ...deps.slack }))
+  if (config.chat.slack !== undefined) {
+    await app.register(slackRoutes({ images: services.images, settings: config.chat.slack, policy: services.policyStore, ...deps.slack }))
+  }
   const { mattermost } = config.chat
-  if (mattermost !== undefined) await app.register(mattermostRoutes({ images: services.images, settings: mattermost, ...deps.mattermost }))
+  if (mattermost !== undefined) {
+    await app.register(mattermostRoutes({ images: services.images, settings: mattermost, policy: services.policyStore, ...deps.mattermost }))
+  }
   if (config.ui.enabled) await app.register(uiRoutes({ ui: config.ui, policy: services.policyStore, root: deps.uiRoot }))
   const graphql = { images: services.images, whoAmI: services.whoAmI, limits: config.graphql, browse: services.browse, cleanups: services.cleanups }
   await app.register(graphqlApi(graphql))

@@ -101,13 +101,20 @@ function count (size: number, one: string, many: string): string {
  */
 function groupNamespaceWarnings (policy: Policy): string[] {
   const keyGroups = new Set(policy.apiKeys.flatMap(key => key.groups))
-  return [...policy.rolesBySubject.keys()]
-    .filter(subject => subject.startsWith('group:') && keyGroups.has(subject.slice('group:'.length)))
-    .map(subject => {
-      const group = subject.slice('group:'.length)
-      return `warning: ${subject} binds an identity provider group, but "${group}" is also a group of API keys; ` +
-        `key groups are bound as keygroup:${group}, so those keys do not get these roles`
-    })
+  const chatGroups = new Set([...policy.chatGroups.values()].flat())
+  return [...policy.rolesBySubject.keys()].flatMap(subject => {
+    const [namespace, group = ''] = subject.split(/:(.*)/s)
+    const warnings: string[] = []
+    if (namespace === 'group' && keyGroups.has(group)) {
+      warnings.push(`warning: ${subject} binds an identity provider group, but "${group}" is also a group of API keys; ` +
+        `key groups are bound as keygroup:${group}, so those keys do not get these roles`)
+    }
+    if ((namespace === 'group' || namespace === 'keygroup') && chatGroups.has(group)) {
+      warnings.push(`warning: ${subject} does not bind the chat users' group "${group}"; ` +
+        `chat users' groups are bound as chatgroup:${group}, so those chat users do not get these roles`)
+    }
+    return warnings
+  })
 }
 
 function checkCommand (args: string[], io: CliIo): number {
@@ -117,6 +124,7 @@ function checkCommand (args: string[], io: CliIo): number {
     count(policy.apiKeys.length, 'API key', 'API keys'),
     count(policy.roles.size, 'role', 'roles'),
     count(policy.rolesBySubject.size, 'bound subject', 'bound subjects'),
+    count(policy.chatGroups.size, 'chat user with groups', 'chat users with groups'),
     count(policy.protectedTags.length, 'protected-tags entry', 'protected-tags entries'),
     policy.jwt === undefined ? 'no JWT issuer' : `JWT issuer ${policy.jwt.issuer}`
   ]
@@ -151,7 +159,9 @@ function explainCommand (args: string[], io: CliIo): number {
   // An API key's groups live in the policy, as they do when the gateway authenticates it.
   const key = kind === 'apikey' ? policy.apiKeys.find(candidate => `apikey:${candidate.name}` === subject) : undefined
   if (kind === 'apikey' && key === undefined) throw new UsageError(`${subject} is not an API key of this policy`)
-  const identity: Identity = { subject, groups: [...new Set([...(key?.groups ?? []), ...values.group])], kind }
+  // A chat user's groups live in the policy's chatUsers, as they do when a Slack or Mattermost request arrives.
+  const policyGroups = key?.groups ?? policy.chatGroups.get(subject) ?? []
+  const identity: Identity = { subject, groups: [...new Set([...policyGroups, ...values.group])], kind }
   const decision = decide(policy, identity, action as Action, { registry: values.registry, repository: reference.repository, tag: reference.tag })
   io.out(decision.allow ? `ALLOW: ${decision.reason}` : `DENY (${decision.code as string}): ${decision.reason}`)
   io.out(`roles: ${decision.roles.length === 0 ? '(none)' : decision.roles.join(', ')}`)

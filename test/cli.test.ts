@@ -65,11 +65,11 @@ t.test('apikey refuses what would not load', async t => {
 t.test('policy check', async t => {
   t.same(await run('policy', 'check', EXAMPLE), {
     code: 0,
-    out: `${EXAMPLE}: valid (2 API keys, 3 roles, 3 bound subjects, 2 protected-tags entries, JWT issuer https://sso.example.com/)`,
+    out: `${EXAMPLE}: valid (2 API keys, 3 roles, 4 bound subjects, 1 chat user with groups, 2 protected-tags entries, JWT issuer https://sso.example.com/)`,
     err: ''
   })
   const single = file('single.yaml', `apiKeys: [{ name: a, sha256: ${'a'.repeat(64)} }]\nroles:\n  r: [{ actions: [read], repositories: ["**"] }]\nbindings: [{ role: r, subjects: ["apikey:a"] }]\nprotectedTags: [{ tags: [latest] }]\n`)
-  t.equal((await run('policy', 'check', single)).out, `${single}: valid (1 API key, 1 role, 1 bound subject, 1 protected-tags entry, no JWT issuer)`)
+  t.equal((await run('policy', 'check', single)).out, `${single}: valid (1 API key, 1 role, 1 bound subject, 0 chat users with groups, 1 protected-tags entry, no JWT issuer)`)
   const bad = file('bad.yaml', 'roles:\n  admin: [{ actions: [nuke], repositories: ["Team/**"] }]\n')
   t.same(await run('policy', 'check', bad), {
     code: 1,
@@ -79,9 +79,14 @@ t.test('policy check', async t => {
   const mixed = file('mixed.yaml', `apiKeys: [{ name: a, sha256: ${'a'.repeat(64)}, groups: [ci] }]\nroles:\n  r: [{ actions: [read], repositories: ["**"] }]\nbindings: [{ role: r, subjects: ["group:ci", "group:dev", "keygroup:ci"] }]\n`)
   t.same(await run('policy', 'check', mixed), {
     code: 0,
-    out: `${mixed}: valid (1 API key, 1 role, 3 bound subjects, 0 protected-tags entries, no JWT issuer)`,
+    out: `${mixed}: valid (1 API key, 1 role, 3 bound subjects, 0 chat users with groups, 0 protected-tags entries, no JWT issuer)`,
     err: 'warning: group:ci binds an identity provider group, but "ci" is also a group of API keys; key groups are bound as keygroup:ci, so those keys do not get these roles'
   }, 'a group: binding named like a key group is flagged')
+  const chat = file('chat.yaml', 'chatUsers: [{ subjects: ["slack:T1/U1"], groups: [oncall] }]\nroles:\n  r: [{ actions: [read], repositories: ["**"] }]\nbindings: [{ role: r, subjects: ["group:oncall", "keygroup:oncall", "chatgroup:oncall"] }]\n')
+  const checked = await run('policy', 'check', chat)
+  t.equal(checked.code, 0)
+  t.equal(checked.err.split('\n').filter(line => /does not bind the chat users' group "oncall"; chat users' groups are bound as chatgroup:oncall/.test(line)).length, 2,
+    'group: and keygroup: bindings named like a chat users\' group are flagged, chatgroup: is not')
   t.match(await run('policy', 'check', join(dir, 'missing.yaml')), { code: 1, err: /\(file\): cannot be read: ENOENT/ })
   t.match(await run('policy', 'check'), { code: 2, err: /^policy: give the policy FILE/ })
   t.match(await run('policy', 'check', EXAMPLE, '--strict'), { code: 2, err: /Unknown option '--strict'/ })
@@ -111,6 +116,10 @@ t.test('policy explain', async t => {
     'DENY (FORBIDDEN): user:nobody may not read app:v1 in registry default: subject user:nobody has no role\nroles: (none)')
   t.same((await explain('--subject', 'slack:T1/U9', '--action', 'read', '--image', 'app:v1')).out,
     'DENY (FORBIDDEN): slack:T1/U9 may not read app:v1 in registry default: subject slack:T1/U9 has no role\nroles: (none)', 'a Slack subject is explained like any other')
+  t.match(await explain('--subject', 'slack:T1/UCAROL', '--action', 'delete', '--image', 'team-a/app:pr-7'),
+    { code: 0, out: /^ALLOW: .*\nroles: preview-cleaner$/ }, 'a chat user gets the groups the policy\'s chatUsers give it (team-a-oncall → preview-cleaner)')
+  t.match(await explain('--subject', 'user:carol', '--group', 'team-a-oncall', '--action', 'delete', '--image', 'team-a/app:pr-7'),
+    { code: 1, out: /^DENY \(FORBIDDEN\)/ }, 'an identity provider group of the same name does not get a chat group\'s roles')
   const mattermost = `mattermost:${'t'.repeat(26)}/${'u'.repeat(26)}`
   t.match((await explain('--subject', mattermost, '--action', 'read', '--image', 'app:v1')).out, `DENY (FORBIDDEN): ${mattermost} may not read app:v1`, 'and so is a Mattermost subject')
   t.match(await explain('--subject', 'apikey:nobody', '--action', 'read', '--image', 'app:v1'), { code: 2, err: /apikey:nobody is not an API key of this policy/ })

@@ -9,14 +9,21 @@ import type { Action, Decision, Identity, Policy, Resource, Rule, RuleAction } f
 /** Actions that remove tags, which protected tags refuse to everyone. */
 const DESTRUCTIVE: ReadonlySet<Action> = new Set(['delete', 'force'])
 
+const GROUP_NAMESPACES: Readonly<Record<Identity['kind'], string>> = { apikey: 'keygroup', jwt: 'group', slack: 'chatgroup', mattermost: 'chatgroup' }
+
 /**
  * The subjects bindings can name for an identity: itself and each of its groups. An API key's groups come from
- * the policy and an identity provider's from a token, so they live in separate namespaces: an IdP group that
- * happens to be called `ci` must not get the roles of the CI key's group.
+ * the policy's apiKeys, a chat user's from its chatUsers and an identity provider's from a token, so they live in
+ * separate namespaces: an IdP group that happens to be called `ci` must not get the roles of the CI key's group.
  */
 export function subjectsOf (identity: Identity): string[] {
-  const namespace = identity.kind === 'apikey' ? 'keygroup' : 'group'
+  const namespace = GROUP_NAMESPACES[identity.kind]
   return [identity.subject, ...identity.groups.map(group => `${namespace}:${group}`)]
+}
+
+/** A chat user as the policy in force sees it: Slack and Mattermost send ids only, the policy's chatUsers add groups. */
+export function chatIdentity (policy: Policy | undefined, subject: string, kind: 'slack' | 'mattermost'): Identity {
+  return { subject, groups: [...(policy?.chatGroups.get(subject) ?? [])], kind }
 }
 
 export function rolesOf (policy: Policy | undefined, identity: Identity): string[] {

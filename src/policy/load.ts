@@ -19,8 +19,8 @@ const MAX_MAX_LIFETIME_SECONDS = 366 * 86_400
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
 const NAME_RULE = 'must be 1-64 letters, digits, ".", "_" or "-", starting with a letter or digit'
 const SHA256_HEX = /^[0-9a-fA-F]{64}$/
-const SUBJECT = /^(apikey|user|group|keygroup|slack|mattermost):(.+)$/
-const SUBJECT_RULE = 'must be apikey:<name>, user:<subject claim value>, group:<identity provider group>, keygroup:<API key group>, slack:<team id>/<user id> or mattermost:<team id>/<user id>'
+const SUBJECT = /^(apikey|user|group|keygroup|chatgroup|slack|mattermost):(.+)$/
+const SUBJECT_RULE = 'must be apikey:<name>, user:<subject claim value>, group:<identity provider group>, keygroup:<API key group>, chatgroup:<chat users group>, slack:<team id>/<user id> or mattermost:<team id>/<user id>'
 /** Slack's team and user ids: upper-case letters and digits. */
 export const SLACK_USER = /^[A-Z0-9]{1,32}\/[A-Z0-9]{1,32}$/
 /** Mattermost's team and user ids: 26 lower-case letters and digits. */
@@ -29,7 +29,8 @@ const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]'])
 const RULE_ACTIONS: readonly string[] = [...ACTIONS, '*']
 
 const shapes = {
-  policy: { name: 'the policy', keys: ['apiKeys', 'jwt', 'roles', 'bindings', 'protectedTags'] },
+  policy: { name: 'the policy', keys: ['apiKeys', 'jwt', 'chatUsers', 'roles', 'bindings', 'protectedTags'] },
+  chatUser: { name: 'a chat users entry', keys: ['subjects', 'groups'] },
   apiKey: { name: 'an API key', keys: ['name', 'sha256', 'groups'] },
   jwt: { name: 'the jwt section', keys: ['issuer', 'audience', 'jwksUri', 'subjectClaim', 'groupsClaim', 'leewaySeconds', 'algorithms', 'maxLifetimeSeconds'] },
   rule: { name: 'a rule', keys: ['actions', 'repositories', 'tags', 'registries', 'approval'] },
@@ -208,6 +209,31 @@ function readSubject (checker: Checker, value: string, path: string): string | u
   return value
 }
 
+/**
+ * Groups the policy gives chat users (Slack and Mattermost send only ids): bindings name them `chatgroup:<g>`, a
+ * namespace of their own, so neither an identity provider's group nor an API key's group lends them its roles.
+ */
+function readChatUsers (checker: Checker, value: unknown): Map<string, readonly string[]> {
+  const groupsBySubject = new Map<string, string[]>()
+  checker.list(value, 'chatUsers')?.forEach((item, index) => {
+    const path = itemPath('chatUsers', index)
+    const entry = checker.mapping(item, path, shapes.chatUser)
+    if (entry === undefined) return
+    const subjects = checker.strings(entry.subjects, keyPath(path, 'subjects'), (subject, subjectPath) => {
+      if (!/^(slack|mattermost):/.test(subject)) return checker.fail(subjectPath, 'must be slack:<team id>/<user id> or mattermost:<team id>/<user id>')
+      return readSubject(checker, subject, subjectPath)
+    })
+    const groups = checker.strings(entry.groups, keyPath(path, 'groups'), (group, groupPath) => readText(checker, group, groupPath))
+    if (subjects === undefined || groups === undefined) return
+    for (const subject of subjects) {
+      const held = groupsBySubject.get(subject) ?? []
+      for (const group of groups) if (!held.includes(group)) held.push(group)
+      groupsBySubject.set(subject, held)
+    }
+  })
+  return groupsBySubject
+}
+
 function readBindings (checker: Checker, value: unknown, roles: ReadonlyMap<string, unknown>): Map<string, readonly string[]> {
   const rolesBySubject = new Map<string, string[]>()
   checker.list(value, 'bindings')?.forEach((item, index) => {
@@ -261,6 +287,7 @@ export function loadPolicy (text: string, source: string): Policy {
   const roles = top.roles === undefined ? new Map<string, readonly Rule[]>() : readRoles(checker, top.roles)
   const rolesBySubject = top.bindings === undefined ? new Map<string, readonly string[]>() : readBindings(checker, top.bindings, roles)
   const protectedTags = top.protectedTags === undefined ? [] : readProtectedTags(checker, top.protectedTags)
+  const chatGroups = top.chatUsers === undefined ? new Map<string, readonly string[]>() : readChatUsers(checker, top.chatUsers)
   if (checker.problems.length > 0) throw new PolicyError(source, checker.problems)
   return Object.freeze({
     source,
@@ -268,6 +295,7 @@ export function loadPolicy (text: string, source: string): Policy {
     jwt: jwt === undefined ? undefined : Object.freeze({ ...jwt, algorithms: Object.freeze(jwt.algorithms) }),
     roles,
     rolesBySubject,
+    chatGroups,
     protectedTags: Object.freeze(protectedTags)
   })
 }

@@ -88,8 +88,10 @@ export interface Policy {
   readonly apiKeys: readonly ApiKey[]
   readonly jwt?: JwtSettings
   readonly roles: ReadonlyMap<string, readonly Rule[]>
-  /** Role names per subject (`apikey:…`, `user:…`, `group:…`, `keygroup:…`), in the order the bindings give them. */
+  /** Role names per subject (`apikey:…`, `user:…`, `group:…`, `keygroup:…`, `chatgroup:…`), in the order the bindings give them. */
   readonly rolesBySubject: ReadonlyMap<string, readonly string[]>
+  /** Groups the policy's `chatUsers` give a chat subject (`slack:…`, `mattermost:…`); bindings name them `chatgroup:…`. */
+  readonly chatGroups: ReadonlyMap<string, readonly string[]>
   readonly protectedTags: readonly ProtectedTags[]
 }
 

@@ -114,6 +114,24 @@ t.test('an unknown user is told why, and gets no button; the attempt is audited 
   t.same(await tagsOf('chat/unknown'), ['v1'])
 })
 
+t.test('the policy\'s chatUsers give a Slack user groups, bound as chatgroup:<g>; the audit names them', async t => {
+  await pushImage(target, 'chat/grouped', ['v1'], 'schema2')
+  const policy = POLICY.replace('bindings:\n', 'bindings:\n  - role: cleaner\n    subjects: ["chatgroup:chat-cleaners"]\n') +
+    'chatUsers:\n  - subjects: ["slack:T1/UDAVE"]\n    groups: [chat-cleaners]\n'
+  const grouped = await startGateway(t, {
+    registries: { default: { url: registry.url } },
+    policy,
+    config: { chat: { slack: { signingSecret: SIGNING_SECRET, responseOrigins: [hooks.origin] } } }
+  })
+  const client = slackClient(grouped.app, hooks.url)
+  await client.command('UDAVE', 'chat/grouped:v1')
+  t.type(buttons(await hooks.next()).delete, 'string', 'a member of the chat group gets the Delete button')
+  await client.command('UERIN', 'chat/grouped:v1')
+  t.match((await hooks.next()).text, /^Cannot plan that: FORBIDDEN: slack:T1\/UERIN may not read/, 'a user the policy gives no group does not')
+  const records = (await grouped.rest('GET', '/audit?name=chat%2Fgrouped&limit=10')).body.items
+  t.match(records.find((record: { subject: string }) => record.subject === 'slack:T1/UERIN'), { outcome: 'denied', groups: [] })
+})
+
 t.test('a protected tag: the plan shows the reason and no button', async t => {
   await pushImage(target, 'chat/protected', ['latest'], 'schema2')
   await slack.command('UALICE', 'chat/protected:latest')

@@ -25,8 +25,10 @@ t.test('the example policy loads with its defaults', async t => {
   t.same(Object.fromEntries(policy.rolesBySubject), {
     'keygroup:ci': ['preview-cleaner', 'auditor'],
     'apikey:chat-bot': ['preview-cleaner'],
+    'chatgroup:team-a-oncall': ['preview-cleaner'],
     'user:alice@example.com': ['admin', 'auditor']
   })
+  t.same(Object.fromEntries(policy.chatGroups), { 'slack:T1/UCAROL': ['team-a-oncall'] })
   t.same(policy.protectedTags.map(entry => entry.path), ['protectedTags[0]', 'protectedTags[1]'])
   t.equal(policy.protectedTags[1]?.repositories, undefined, 'absent repositories mean all')
   t.ok(Object.isFrozen(policy) && Object.isFrozen(policy.apiKeys) && Object.isFrozen(policy.jwt) && Object.isFrozen(policy.roles.get('admin')))
@@ -60,6 +62,8 @@ roles:
   t.equal(loadPolicy('jwt:\n  issuer: i\n  audience: a\n  jwksUri: http://localhost/jwks', 'x').jwt?.jwksUri.host, 'localhost')
   t.equal(loadPolicy('jwt:\n  issuer: i\n  audience: a\n  jwksUri: "http://[::1]:9/jwks"', 'x').jwt?.jwksUri.hostname, '[::1]')
   t.same(loadPolicy('protectedTags: [{ tags: [latest] }]', 'x').rolesBySubject.size, 0, 'sections may be left out')
+  const merged = loadPolicy('chatUsers:\n  - { subjects: ["slack:T1/U1", "slack:T1/U2"], groups: [a, b] }\n  - { subjects: ["slack:T1/U1"], groups: [b, c] }', 'x')
+  t.same(Object.fromEntries(merged.chatGroups), { 'slack:T1/U1': ['a', 'b', 'c'], 'slack:T1/U2': ['a', 'b'] }, 'entries for one chat user add up, each group once')
   const gated = loadPolicy('roles:\n  a: [{ actions: [delete], repositories: [x], approval: required }, { actions: [read], repositories: [x], approval: none }]', 'x')
   t.same(gated.roles.get('a')?.map(rule => rule.approval), ['required', undefined], 'approval: required, or none (the default)')
 })
@@ -76,7 +80,7 @@ t.test('every problem names its path and the rule', async t => {
     ['', /\(top level\): the policy is empty/],
     ['# only a comment', /\(top level\): the policy is empty/],
     ['- a list', /\(top level\): must be the policy \(a mapping\), not a list/],
-    ['colour: red', /colour: unknown key; the policy has apiKeys, jwt, roles, bindings, protectedTags/],
+    ['colour: red', /colour: unknown key; the policy has apiKeys, jwt, chatUsers, roles, bindings, protectedTags/],
     ['"my key": 1', /\["my key"\]: unknown key/],
     // apiKeys
     ['apiKeys: {}', /apiKeys: must be a list, not a mapping/],
@@ -140,13 +144,20 @@ t.test('every problem names its path and the rule', async t => {
     ['bindings: [{ role: root, subjects: ["user:a"] }]', /bindings\[0\]\.role: unknown role "root"; roles defines none/],
     [rule('bindings: [{ role: [admin], subjects: ["user:a"] }]'), /bindings\[0\]\.role: must be a string, not a list/],
     [rule('bindings: [{ role: admin }]'), /bindings\[0\]\.subjects: is required/],
-    [rule('bindings: [{ role: admin, subjects: [alice] }]'), /bindings\[0\]\.subjects\[0\]: must be apikey:<name>, user:<subject claim value>, group:<identity provider group>, keygroup:<API key group>, slack:<team id>\/<user id> or mattermost:<team id>\/<user id>/],
+    [rule('bindings: [{ role: admin, subjects: [alice] }]'), /bindings\[0\]\.subjects\[0\]: must be apikey:<name>, user:<subject claim value>, group:<identity provider group>, keygroup:<API key group>, chatgroup:<chat users group>, slack:<team id>\/<user id> or mattermost:<team id>\/<user id>/],
     [rule('bindings: [{ role: admin, subjects: ["user:"] }]'), /bindings\[0\]\.subjects\[0\]: must be apikey:/],
     [rule('bindings: [{ role: admin, subjects: ["slack:U123"] }]'), /bindings\[0\]\.subjects\[0\]: a Slack subject must be slack:<team id>\/<user id>/],
     [rule('bindings: [{ role: admin, subjects: ["slack:t1/u1"] }]'), /a Slack subject must be/],
     [rule('bindings: [{ role: admin, subjects: ["mattermost:T1/U1"] }]'), /a Mattermost subject must be mattermost:<team id>\/<user id>/],
     [rule('bindings: [{ role: admin, subjects: ["apikey:has space"] }]'), /bindings\[0\]\.subjects\[0\]: the API key name must be 1-64/],
     [rule('bindings: [{ role: admin, subjects: ["user:a"], when: always }]'), /bindings\[0\]\.when: unknown key; a binding has role, subjects/],
+    // chatUsers
+    ['chatUsers: {}', /chatUsers: must be a list, not a mapping/],
+    ['chatUsers: [{ subjects: ["user:bob"], groups: [a] }]', /chatUsers\[0\]\.subjects\[0\]: must be slack:<team id>\/<user id> or mattermost:<team id>\/<user id>/],
+    ['chatUsers: [{ subjects: ["slack:U1"], groups: [a] }]', /chatUsers\[0\]\.subjects\[0\]: a Slack subject must be/],
+    ['chatUsers: [{ subjects: ["slack:T1/U1"], groups: [""] }]', /chatUsers\[0\]\.groups\[0\]: must not be empty/],
+    ['chatUsers: [{ subjects: ["slack:T1/U1"] }]', /chatUsers\[0\]\.groups: is required/],
+    ['chatUsers: [{ subjects: ["slack:T1/U1"], groups: [a], roles: [admin] }]', /chatUsers\[0\]\.roles: unknown key; a chat users entry has subjects, groups/],
     // protectedTags
     ['protectedTags: [{ repositories: ["**"] }]', /protectedTags\[0\]\.tags: is required/],
     ['protectedTags: [latest]', /protectedTags\[0\]: must be a protected tags entry \(a mapping\), not a string/],

@@ -11,7 +11,8 @@ import type { Config } from '../../config/schema.js'
 import { GatewayError, invalidField } from '../../errors.js'
 import { deleteImage, executePlan, type ImageServices } from '../../images/delete-image.js'
 import { restoreDeletion } from '../../images/restore-deletion.js'
-import type { Identity } from '../../policy/types.js'
+import { chatIdentity } from '../../policy/decide.js'
+import type { Identity, PolicySource } from '../../policy/types.js'
 import { parseCommand } from '../command.js'
 import { deletedText, restoredText } from '../plan-text.js'
 import { ChatPlans } from '../plans.js'
@@ -23,6 +24,8 @@ export type MattermostSettings = NonNullable<Config['chat']['mattermost']>
 export interface MattermostDeps {
   images: ImageServices
   settings: MattermostSettings
+  /** The policy in force, whose chatUsers give Mattermost users their groups. */
+  policy: PolicySource
   now?: () => number
 }
 
@@ -76,7 +79,7 @@ export const mattermostRoutes = (deps: MattermostDeps): FastifyPluginAsync => as
     if (request.routeOptions.url === COMMANDS) {
       const form = request.body instanceof URLSearchParams ? request.body : new URLSearchParams()
       verifyCommandToken(settings.token, form.get('token'), request.headers.authorization)
-      request.identity = mattermostIdentity(form.get('team_id'), form.get('user_id'))
+      request.identity = chatIdentity(deps.policy.current(), mattermostIdentity(form.get('team_id'), form.get('user_id')).subject, 'mattermost')
       return
     }
     const body = request.body as { user_id?: unknown, context?: Record<string, unknown> } | undefined
@@ -88,7 +91,7 @@ export const mattermostRoutes = (deps: MattermostDeps): FastifyPluginAsync => as
     if (!BUTTON_ACTIONS.includes(action)) throw forged()
     request.mattermostClick = { action: action as ButtonAction, id, team }
     // The user id is Mattermost's word (the post is unsigned); the team is the one the plan was made for.
-    request.identity = mattermostIdentity(team, (body as { user_id?: unknown }).user_id)
+    request.identity = chatIdentity(deps.policy.current(), mattermostIdentity(team, (body as { user_id?: unknown }).user_id).subject, 'mattermost')
   })
 
   const contextOf = (request: FastifyRequest): { requestId: string, transport: 'mattermost' } => ({ requestId: request.id, transport: 'mattermost' })

@@ -10,7 +10,8 @@ import type { Config } from '../../config/schema.js'
 import { invalidField, isGatewayError } from '../../errors.js'
 import { deleteImage, executePlan, type ImageServices } from '../../images/delete-image.js'
 import { restoreDeletion } from '../../images/restore-deletion.js'
-import type { Identity } from '../../policy/types.js'
+import { chatIdentity } from '../../policy/decide.js'
+import type { Identity, PolicySource } from '../../policy/types.js'
 import { parseCommand } from '../command.js'
 import { ChatPlans, type TakeResult } from '../plans.js'
 import {
@@ -24,6 +25,8 @@ export type SlackSettings = NonNullable<Config['chat']['slack']>
 export interface SlackDeps {
   images: ImageServices
   settings: SlackSettings
+  /** The policy in force, whose chatUsers give Slack users their groups. */
+  policy: PolicySource
   /** Replaces the response_url poster (tests). */
   post?: Poster
   now?: () => number
@@ -123,7 +126,8 @@ export const slackRoutes = (deps: SlackDeps): FastifyPluginAsync => async (app) 
     request.slackForm = new URLSearchParams(rawBody.toString('utf8'))
     const form = request.slackForm
     // Which fields name the user depends on the route, never on what the body happens to contain.
-    request.identity = request.routeOptions.url === INTERACTIONS ? readInteraction(form).identity : slackIdentity(form.get('team_id'), form.get('user_id'))
+    const { subject } = request.routeOptions.url === INTERACTIONS ? readInteraction(form).identity : slackIdentity(form.get('team_id'), form.get('user_id'))
+    request.identity = chatIdentity(deps.policy.current(), subject, 'slack')
   })
 
   const contextOf = (request: FastifyRequest): { requestId: string, transport: 'slack' } => ({ requestId: request.id, transport: 'slack' })
