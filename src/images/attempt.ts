@@ -95,14 +95,21 @@ export async function untagOutcome (client: RegistryClient, record: AuditRecord)
   try {
     const now = (await client.resolve(record.name, record.tag)).digest
     if (now === record.digest) return { happened: false }
-    if (!isPlaceholder((await client.getManifest(record.name, now, 'pull')).bytes)) {
-      return { happened: false, detail: `; ${record.name}:${record.tag} points at ${now} now` }
-    }
+    if (!await isPlaceholderDigest(client, record.name, now)) return { happened: false, detail: `; ${record.name}:${record.tag} points at ${now} now` }
     await client.deleteManifest(record.name, now)
     return { happened: true, detail: `; the tag was left on the untag's placeholder ${now}, which was deleted to finish the untag` }
   } catch (error) {
     if (isGatewayError(error) && error.code === 'NOT_FOUND') return { happened: true }
     return undefined
+  }
+}
+
+/** Only a manifest read whole and recognised is a placeholder: anything the registry will not show is left alone. */
+async function isPlaceholderDigest (client: RegistryClient, repository: string, digest: string): Promise<boolean> {
+  try {
+    return isPlaceholder((await client.getManifest(repository, digest, 'pull')).bytes)
+  } catch {
+    return false
   }
 }
 
