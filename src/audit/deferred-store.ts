@@ -27,6 +27,10 @@ export function deferredAuditStore (open: () => Promise<AuditStore>): AuditStore
     pending: async () => await (await store()).pending(),
     claimRestore: async (deletionId, restore) => await (await store()).claimRestore(deletionId, restore),
     releaseRestore: async (deletionId, restoreId) => { await (await store()).releaseRestore(deletionId, restoreId) },
+    claimCleanupRun: async run => await (await store()).claimCleanupRun(run),
+    updateCleanupRun: async (cleanupId, changes) => { await (await store()).updateCleanupRun(cleanupId, changes) },
+    getCleanupRun: async cleanupId => await (await store()).getCleanupRun(cleanupId),
+    interruptCleanupRuns: async () => await (await store()).interruptCleanupRuns(),
     prune: async olderThan => await (await store()).prune(olderThan),
     check: async () => { await (await store()).check() },
     async close () {
