@@ -1,4 +1,7 @@
 import pg from 'pg'
+import {
+  cleanupValues, INSERT_CLEANUP_POSTGRES, POSTGRES_CLEANUPS_MIGRATION, SELECT_CLEANUP_POSTGRES, toCleanupRecord, type CleanupRow
+} from './cleanup-sql.js'
 import { CLEANUP_RUN_SQL, claimValues, POSTGRES_CLEANUP_RUNS_MIGRATION, toCleanupRun, updateValues, type CleanupRunRow } from './cleanup-run-sql.js'
 import { newAuditId } from './id.js'
 import {
@@ -51,6 +54,8 @@ const migrations: readonly string[] = [
     id INTEGER PRIMARY KEY CHECK (id = 1),
     checked_at TEXT NOT NULL
   );`,
+  // Cleanup plans (issue 15), kept whole until executed.
+  POSTGRES_CLEANUPS_MIGRATION,
   // Cleanup runs (issue 15): each deletion names its cleanup; a run's state and counts.
   POSTGRES_CLEANUP_RUNS_MIGRATION
 ]
@@ -311,6 +316,17 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
     async releaseRestore (deletionId, restoreId) {
       ensureOpen()
       await pool.query('UPDATE audit_records SET restored_by = NULL WHERE id = $1 AND restored_by = $2', [deletionId, restoreId])
+    },
+
+    async saveCleanup (cleanup) {
+      ensureOpen()
+      await pool.query(INSERT_CLEANUP_POSTGRES, cleanupValues(cleanup))
+    },
+
+    async getCleanup (id) {
+      ensureOpen()
+      const { rows } = await pool.query<CleanupRow>(SELECT_CLEANUP_POSTGRES, [id])
+      return rows.length === 0 ? undefined : toCleanupRecord(rows[0] as CleanupRow)
     },
 
     async prune (olderThan) {

@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
+import { cleanupValues, INSERT_CLEANUP_SQLITE, SELECT_CLEANUP_SQLITE, SQLITE_CLEANUPS_MIGRATION, toCleanupRecord, type CleanupRow } from './cleanup-sql.js'
 import { CLEANUP_RUN_SQL, claimValues, SQLITE_CLEANUP_RUNS_MIGRATION, toCleanupRun, updateValues, type CleanupRunRow } from './cleanup-run-sql.js'
 import { newAuditId } from './id.js'
 import {
@@ -57,6 +58,8 @@ const migrations: readonly string[] = [
   ALTER TABLE audit_records ADD COLUMN strategy TEXT;`,
   // A deletion a rule required approval for names its approver beside its subject.
   'ALTER TABLE audit_records ADD COLUMN approved_by TEXT;',
+  // Cleanup plans (issue 15), kept whole until executed.
+  SQLITE_CLEANUPS_MIGRATION,
   // Cleanup runs (issue 15): each deletion names its cleanup; a run's state and counts.
   SQLITE_CLEANUP_RUNS_MIGRATION
 ]
@@ -198,7 +201,10 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
     throw error
   }
 
-  const { insertRow, updateRow, selectById, selectPending, selectListed, setRestoredBy, clearRestoredBy, deleteOlderThan, recordCheck, cleanupRuns } = statements
+  const {
+    insertRow, updateRow, selectById, selectPending, selectListed, setRestoredBy, clearRestoredBy, deleteOlderThan, recordCheck, insertCleanup, selectCleanup,
+    cleanupRuns
+  } = statements
   const listStatements = new Map<string, Database.Statement>()
 
   let closed = false
@@ -362,6 +368,17 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
       clearRestoredBy.run(deletionId, restoreId)
     },
 
+    async saveCleanup (cleanup) {
+      ensureOpen()
+      insertCleanup.run(...cleanupValues(cleanup))
+    },
+
+    async getCleanup (id) {
+      ensureOpen()
+      const row = selectCleanup.get(id) as CleanupRow | undefined
+      return row === undefined ? undefined : toCleanupRecord(row)
+    },
+
     async prune (olderThan) {
       ensureOpen()
       return deleteOlderThan.run(olderThan.toISOString()).changes
@@ -438,6 +455,8 @@ function prepareStatements (db: Database.Database) {
     deleteOlderThan: db.prepare("DELETE FROM audit_records WHERE time < ? AND outcome <> 'pending'"),
     recordCheck: db.prepare(`INSERT INTO audit_store_check (id, checked_at) VALUES (1, ?)
       ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at`),
+    insertCleanup: db.prepare(INSERT_CLEANUP_SQLITE),
+    selectCleanup: db.prepare(SELECT_CLEANUP_SQLITE),
     cleanupRuns: {
       claim: db.prepare(CLEANUP_RUN_SQL.sqlite.claim),
       select: db.prepare(CLEANUP_RUN_SQL.sqlite.select),

@@ -80,6 +80,16 @@ export type ClaimRestoreResult =
   | { ok: true, deletion: AuditRecord, restore: AuditRecord }
   | { ok: false, reason: 'unknown' | 'not-a-deletion' | 'already-restored', deletion?: AuditRecord }
 
+/** A cleanup plan as the store keeps it: a few columns to find it by, and the plan as one JSON document. */
+export interface CleanupRecord {
+  id: string
+  registry: string
+  createdBy: string
+  createdAt: string
+  state: string
+  body: string
+}
+
 export type CleanupRunState = 'running' | 'cancelled' | 'interrupted' | 'done'
 
 /** What a run did so far, tag by tag: every removal of the plan ends in exactly one of these (or none yet). */
@@ -132,6 +142,9 @@ export interface AuditStore {
   releaseRestore (deletionId: string, restoreId: string): Promise<void>
   /** Removes records older than `olderThan`, except `pending` ones, which still await reconciliation. */
   prune (olderThan: Date): Promise<number>
+  /** Durable when it resolves; rejects when a cleanup with this id exists already. */
+  saveCleanup (cleanup: CleanupRecord): Promise<void>
+  getCleanup (id: string): Promise<CleanupRecord | undefined>
   /** Records a run unless the cleanup has one already: true when this call's run is the one recorded. */
   claimCleanupRun (run: CleanupRun): Promise<boolean>
   updateCleanupRun (cleanupId: string, changes: CleanupRunChanges): Promise<void>
