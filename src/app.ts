@@ -46,6 +46,7 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     // the transports keep it apart as clientRequestId.
     requestIdHeader: false,
     genReqId: () => randomUUID(),
+    ...(config.trustProxy.length === 0 ? {} : { trustProxy: config.trustProxy }),
     bodyLimit: config.limits.bodyBytes,
     frameworkErrors: badUrl,
     // GET /images/:name takes a repository name as one URL-encoded segment: up to 255 characters, more with %2F.

@@ -128,7 +128,7 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
       catalogPageSize: config.browse.catalogPageSize,
       catalogPagesPerRequest: config.browse.catalogPagesPerRequest,
       pagesInFlight: new PagesInFlight(config.browse.pagesPerCaller),
-      cursors: new CursorCodec()
+      cursors: config.browse.cursorSecret === undefined ? new CursorCodec() : CursorCodec.fromSecret(config.browse.cursorSecret)
     },
     close: async () => {
       housekeeping.stop()

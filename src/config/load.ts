@@ -51,6 +51,7 @@ function applyEnv (raw: Record<string, unknown>, env: Env): void {
   if (env.HOST !== undefined) raw.host = env.HOST
   if (env.PORT !== undefined) raw.port = /^\d+$/.test(env.PORT) ? Number(env.PORT) : env.PORT
   if (env.LOG_LEVEL !== undefined) raw.logLevel = env.LOG_LEVEL
+  if (env.TRUST_PROXY !== undefined) raw.trustProxy = env.TRUST_PROXY.split(',').map(hop => hop.trim()).filter(hop => hop !== '')
   if (env.POLICY_FILE !== undefined) raw.policyFile = env.POLICY_FILE
   if (env.AUDIT_DB !== undefined) raw.audit = { ...(isObject(raw.audit) ? raw.audit : {}), path: env.AUDIT_DB }
   if (env.DATABASE_URL !== undefined) raw.audit = { ...(isObject(raw.audit) ? raw.audit : {}), url: env.DATABASE_URL }
@@ -58,6 +59,7 @@ function applyEnv (raw: Record<string, unknown>, env: Env): void {
     const chat = isObject(raw.chat) ? raw.chat : {}
     raw.chat = { ...chat, slack: { ...(isObject(chat.slack) ? chat.slack : {}), signingSecret: env.SLACK_SIGNING_SECRET } }
   }
+  if (env.BROWSE_CURSOR_SECRET !== undefined) raw.browse = { ...(isObject(raw.browse) ? raw.browse : {}), cursorSecret: env.BROWSE_CURSOR_SECRET }
   const mattermost = Object.entries({ token: env.MATTERMOST_TOKEN, actionSecret: env.MATTERMOST_ACTION_SECRET }).filter(([, value]) => value !== undefined)
   if (mattermost.length > 0) {
     const chat = isObject(raw.chat) ? raw.chat : {}

@@ -29,6 +29,12 @@ export const RegistrySchema = Type.Object({
 export const ConfigSchema = Type.Object({
   host: Type.String({ minLength: 1, default: '127.0.0.1' }),
   port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080 }),
+  /**
+   * Addresses or CIDR ranges of the load balancers in front (env TRUST_PROXY, comma-separated). A request from one
+   * of them is the client named in its X-Forwarded-For, so the failed-authentication budget is per client, not
+   * per balancer. Only listed hops are believed: trusting every sender would let anyone pick their own address.
+   */
+  trustProxy: Type.Array(Type.String({ minLength: 1, maxLength: 64, pattern: '^[0-9A-Fa-f.:]+(/[0-9]{1,3})?$' }), { maxItems: 100, default: [] }),
   logLevel: Type.Union([
     Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'),
     Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')
@@ -133,7 +139,12 @@ export const ConfigSchema = Type.Object({
     /** Catalog requests one page of repositories may make; past it the page ends early with a cursor. */
     catalogPagesPerRequest: Type.Integer({ minimum: 1, maximum: 1000, default: 10 }),
     /** Pages of repositories or tags one caller identity may have in flight; more get 429 at once. */
-    pagesPerCaller: Type.Integer({ minimum: 1, maximum: 10_000, default: 4 })
+    pagesPerCaller: Type.Integer({ minimum: 1, maximum: 10_000, default: 4 }),
+    /**
+     * Key of the sealed catalog cursors (env BROWSE_CURSOR_SECRET). Without it each process makes its own, so a
+     * cursor ends with the process that made it; replicas behind one load balancer need the same secret.
+     */
+    cursorSecret: Type.Optional(Type.String({ minLength: 32 }))
   }, { additionalProperties: false, default: {} }),
   /** The web page at /ui/. */
   ui: Type.Object({

@@ -8,6 +8,7 @@ import type { AuditTrail } from '../audit/trail.js'
 import { GatewayError, isGatewayError, type ErrorCode } from '../errors.js'
 import type { Action, Decision, Identity, Resource } from '../policy/types.js'
 import type { RegistryClient } from '../registry/client.js'
+import { isPlaceholder } from '../registry/untag.js'
 
 export type Authorize = (identity: Identity, action: Action, resource: Resource) => Decision
 
@@ -88,14 +89,20 @@ export async function manifestGone (client: RegistryClient, name: string, digest
 
 /**
  * Whether an untag happened: its tag no longer resolves. A tag on the digest it had means it did not; a tag on
- * another manifest (someone pushed, or a swap stopped on its placeholder) did not happen either, and `detail`
- * says what the tag points at, since the gateway did not do what the record says. Undefined when the registry
- * cannot tell now.
+ * another manifest someone pushed did not happen either, and `detail` says what the tag points at. A tag left on
+ * one of the gateway's own swap placeholders (it stopped between the PUT and the DELETE) would otherwise point at
+ * an empty image for good: the untag is finished by deleting the placeholder, which nothing else can name (each
+ * has a nonce of its own), and then it happened. Undefined when the registry cannot tell now.
  */
 export async function untagOutcome (client: RegistryClient, record: AuditRecord): Promise<{ happened: boolean, detail?: string } | undefined> {
   try {
     const now = (await client.resolve(record.name, record.tag)).digest
-    return now === record.digest ? { happened: false } : { happened: false, detail: `; ${record.name}:${record.tag} points at ${now} now` }
+    if (now === record.digest) return { happened: false }
+    if (!isPlaceholder((await client.getManifest(record.name, now, 'pull')).bytes)) {
+      return { happened: false, detail: `; ${record.name}:${record.tag} points at ${now} now` }
+    }
+    await client.deleteManifest(record.name, now)
+    return { happened: true, detail: `; the tag was left on the untag's placeholder ${now}, which was deleted to finish the untag` }
   } catch (error) {
     if (isGatewayError(error) && error.code === 'NOT_FOUND') return { happened: true }
     return undefined

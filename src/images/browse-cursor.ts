@@ -3,10 +3,10 @@
  * It is bound to the listing it came from (registry, and repository or prefix), so one handed out for another
  * listing is refused. A catalog cursor can sit on a repository the caller may not read (a page that ran out of
  * catalog requests continues after the last name it read), so it is sealed (AES-256-GCM) with a key of this
- * process: the caller can neither read the name nor make up a position. A tag cursor only ever names a tag the
- * caller was shown, so it is plain and survives restarts.
+ * process, or of the configured secret that replicas share: the caller can neither read the name nor make up a
+ * position. A tag cursor only ever names a tag the caller was shown, so it is plain and survives restarts.
  */
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto'
 import { invalidField } from '../errors.js'
 
 export interface Cursor { kind: 'catalog' | 'tags', registry: string, scope: string, after: string }
@@ -32,6 +32,11 @@ function unseal (key: Buffer, value: string): string {
 export class CursorCodec {
   constructor (private readonly key: Buffer = randomBytes(32)) {}
 
+  /** A key derived from a secret every replica holds, for this use alone, so a cursor works on any of them. */
+  static fromSecret (secret: string): CursorCodec {
+    return new CursorCodec(Buffer.from(hkdfSync('sha256', secret, 'registry-delete-gateway', 'catalog cursor', 32)))
+  }
+
   encode (cursor: Cursor): string {
     const text = JSON.stringify([cursor.kind, cursor.registry, cursor.scope, cursor.after])
     return cursor.kind === 'catalog' ? seal(this.key, text) : Buffer.from(text).toString('base64url')
@@ -49,7 +54,7 @@ export class CursorCodec {
     const [kind, registry, scope, after] = Array.isArray(parsed) && parsed.length === 4 ? parsed as unknown[] : []
     if (kind !== expected.kind || registry !== expected.registry || scope !== expected.scope || typeof after !== 'string' || !valid(after)) {
       throw invalidField('cursor', 'a nextCursor this gateway handed out for the same listing',
-        'cursor is not one this gateway handed out for this listing (catalog cursors also end when the gateway restarts): start again without it.')
+        'cursor is not one this gateway handed out for this listing (catalog cursors also end when the gateway restarts, unless browse.cursorSecret is set): start again without it.')
     }
     return after
   }

@@ -16,7 +16,8 @@ export type RepositoryPage = Static<typeof RepositoryPageSchema>
 
 export const ActionPermissionSchema = Type.Object({
   allowed: Type.Boolean(),
-  reason: Type.Optional(Type.String({ description: 'The policy\'s reason, when denied.' }))
+  approvalRequired: Type.Optional(Type.Boolean({ description: 'Allowed only once someone else approves the plan (a rule\'s `approval: required`).' })),
+  reason: Type.Optional(Type.String({ description: 'The policy\'s reason: why it is denied, or why it needs an approval.' }))
 })
 export type ActionPermission = Static<typeof ActionPermissionSchema>
 

@@ -12,7 +12,7 @@ import { malformedAnswer } from '../registry/errors.js'
 import { validateName, validateTag } from '../registry/reference.js'
 import type { BrowseCache } from './browse-cache.js'
 import type { Cursor, CursorCodec } from './browse-cursor.js'
-import type { ImageTag, ImageTagPage, RepositoryPage, TagActions, TagDetail } from './browse-shapes.js'
+import type { ActionPermission, ImageTag, ImageTagPage, RepositoryPage, TagActions, TagDetail } from './browse-shapes.js'
 import { forEachLimited } from './co-tags.js'
 import type { RequestContext } from './delete-image.js'
 import { summarizeConfig, summarizeManifest, type ManifestSummary } from './manifest-summary.js'
@@ -220,8 +220,10 @@ export interface ListTagsInput extends ReadInput {
   cursor?: string
 }
 
-function permission (decision: Decision): { allowed: boolean, reason?: string } {
-  return decision.allow ? { allowed: true } : { allowed: false, reason: decision.reason }
+function permission (decision: Decision): ActionPermission {
+  if (!decision.allow) return { allowed: false, reason: decision.reason }
+  // An allowed action that waits for a second person would surprise the caller at Delete: say so up front.
+  return decision.approval === 'required' ? { allowed: true, approvalRequired: true, reason: decision.reason } : { allowed: true }
 }
 
 function tagActions (policy: Policy | undefined, identity: Identity, resource: Resource): { actions: TagActions, protected: boolean } {
@@ -270,7 +272,7 @@ async function tagPage (
 ): Promise<ImageTagPage & { cursors: string[] }> {
   const { expected, limit, after } = page
   const name = expected.scope
-  const readable = (await client.listTags(name, input.signal))
+  const readable = (await client.listTags(name, input.signal, 'pull'))
     .filter(tag => decide(policy, input.identity, 'read', { registry: client.name, repository: name, tag }).allow)
     .sort()
   const rest = after === undefined ? readable : readable.filter(tag => tag > after)

@@ -290,9 +290,10 @@ export class RegistryClient {
    * error, never a part. The co-tag guard decides on this list, and a tag missing from it is a tag deleted
    * unseen; so a listing that cannot be completed (page or size limit, a loop, a failed page, a next-page link
    * that cannot be followed) throws UPSTREAM_ERROR. There is deliberately no "first N tags" mode here: a
-   * caller that wants one must add it under a name that says so.
+   * caller that wants one must add it under a name that says so. The scope defaults to the deletion's, whose token
+   * the co-tag guard shares; browsing asks for `pull` alone, so reading never needs an account that can delete.
    */
-  async listTags (repository: string, signal?: AbortSignal): Promise<string[]> {
+  async listTags (repository: string, signal?: AbortSignal, scope: Scope = 'pull,delete'): Promise<string[]> {
     const context = { registry: this.name, operation: 'list tags', repository }
     const limits = this.options.tagList ?? TAG_LIST_LIMITS
     const listPath = this.repositoryPath(repository, 'tags/list')
@@ -309,7 +310,7 @@ export class RegistryClient {
       }
       if (visited.has(path)) throw incomplete(`its pages loop (page ${page} would be ${path} again)`)
       visited.add(path)
-      const response: Dispatcher.ResponseData = await this.send({ method: 'GET', path, repository, scope: 'pull,delete', context, signal })
+      const response: Dispatcher.ResponseData = await this.send({ method: 'GET', path, repository, scope, context, signal })
       if (response.statusCode !== 200) {
         const error = await this.failure(response, context)
         // The first page speaks for the repository (404: it does not exist); a later one only breaks the list.

@@ -105,6 +105,18 @@ export function placeholderManifest (nonce: string = randomUUID()): Buffer {
   }))
 }
 
+/** Whether manifest bytes are a swap's placeholder: the empty config, no layers, and the gateway's nonce annotation. */
+export function isPlaceholder (bytes: Buffer): boolean {
+  let manifest: { config?: { digest?: unknown }, layers?: unknown, annotations?: Record<string, unknown> }
+  try {
+    manifest = JSON.parse(bytes.toString('utf8'))
+  } catch {
+    return false
+  }
+  return typeof manifest?.annotations?.[PLACEHOLDER_ANNOTATION] === 'string' && manifest.config?.digest === EMPTY_DESCRIPTOR.digest &&
+    Array.isArray(manifest.layers) && manifest.layers.length === 0
+}
+
 type Ask = <T>(work: () => Promise<T>, requests?: number) => Promise<T>
 
 function asGatewayError (error: unknown): GatewayError {

@@ -244,6 +244,21 @@ t.test('chat users are rate-limited one by one, like any caller', async t => {
   t.equal((await client.command('UBOB', 'help')).status, 200, 'another user has a budget of their own')
 })
 
+t.test('forged signatures spend the address\'s failed-authentication budget, then even a good one waits', async t => {
+  const guarded = await startGateway(t, {
+    registries: { default: { url: registry.url } },
+    policy: POLICY,
+    config: { limits: { failedAuthPerWindow: 2 }, chat: { slack: { signingSecret: SIGNING_SECRET, responseOrigins: [hooks.origin] } } }
+  })
+  const client = slackClient(guarded.app, hooks.url)
+  const form = { team_id: 'T1', user_id: 'UALICE', text: 'help' }
+  for (let attempt = 0; attempt < 2; attempt++) {
+    t.match(await client.send('/chat/slack/commands', form, { secret: `guess-${attempt}` }), { status: 401, body: { code: 'UNAUTHENTICATED' } })
+  }
+  t.match(await client.send('/chat/slack/commands', form), { status: 429, body: { code: 'RATE_LIMITED', detail: /too many failed authentication attempts/ } })
+  t.match(await guarded.rest('GET', '/audit?limit=1'), { status: 429 }, 'the same address is refused on every route')
+})
+
 t.test('approval: the requester asks, cannot approve their own plan, someone without approve cannot, a second person can', async t => {
   const image = await pushImage(target, 'gated/app', ['g'], 'schema2')
   await slack.command('UALICE', 'gated/app:g')

@@ -66,6 +66,12 @@ t.test('environment overrides a file', async t => {
   t.match(loadConfig([`--config=${mattermost}`], { MATTERMOST_TOKEN: 'token-from-env', MATTERMOST_ACTION_SECRET: 'action-secret-from-env' }).chat.mattermost,
     { token: 'token-from-env', actionSecret: 'action-secret-from-env', publicUrl: 'https://gateway.example', planTtlMs: 600_000 }, 'MATTERMOST_TOKEN and MATTERMOST_ACTION_SECRET override the file and keep the rest')
   t.throws(() => loadConfig([], { REGISTRY_URL: 'http://127.0.0.1:1', MATTERMOST_TOKEN: 'only-a-token' }), /actionSecret|publicUrl/, 'a token alone is not a Mattermost configuration')
+  t.same(loadConfig([], { REGISTRY_URL: 'http://127.0.0.1:1', TRUST_PROXY: '10.0.0.0/8, 127.0.0.1,' }).trustProxy, ['10.0.0.0/8', '127.0.0.1'], 'TRUST_PROXY')
+  t.same(loadConfig([], { REGISTRY_URL: 'http://127.0.0.1:1' }).trustProxy, [], 'no proxy is trusted by default')
+  t.throws(() => loadConfig([], { REGISTRY_URL: 'http://127.0.0.1:1', TRUST_PROXY: 'everyone' }), /trustProxy/, 'only addresses and CIDR ranges')
+  const cursorSecret = 'cursor-secret-from-the-environment-0123'
+  t.match(loadConfig([], { REGISTRY_URL: 'http://127.0.0.1:1', BROWSE_CURSOR_SECRET: cursorSecret }).browse, { cursorSecret, catalogPageSize: 1000 }, 'BROWSE_CURSOR_SECRET')
+  t.throws(() => loadConfig([], { REGISTRY_URL: 'http://127.0.0.1:1', BROWSE_CURSOR_SECRET: 'short' }), /cursorSecret/, 'a cursor secret of fewer than 32 characters')
   const origins = loadConfig([`--config=${path}`], { REGISTRY_TOKEN_REALM_ORIGINS: 'https://auth.docker.io, https://gitlab.example.com,' })
   t.same(origins.registries.main?.tokenRealmOrigins, ['https://auth.docker.io', 'https://gitlab.example.com'], 'REGISTRY_TOKEN_REALM_ORIGINS, comma-separated, for the default registry')
   t.same(origins.registries.other?.tokenRealmOrigins, [])

@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { request } from 'undici'
 import { openSqliteAuditStore } from '../../src/audit/sqlite-store.js'
 import type { AuditStore } from '../../src/audit/types.js'
@@ -25,7 +25,7 @@ function failing (store: AuditStore, methods: Array<'append' | 'update'>): Audit
   return Object.assign(Object.create(store) as AuditStore, Object.fromEntries(methods.map(method => [method, broken])))
 }
 
-async function gatewayWith (t: Tap.Test, auditStore: AuditStore): Promise<{ app: Awaited<ReturnType<typeof buildApp>>, lines: string[] }> {
+async function gatewayWith (t: Test, auditStore: AuditStore): Promise<{ app: Awaited<ReturnType<typeof buildApp>>, lines: string[] }> {
   const lines: string[] = []
   const sink = new Writable({ write (chunk, _encoding, done) { lines.push(chunk.toString()); done() } })
   const app = await buildApp(validateConfig({ registries: { default: { url: registry.url } }, policyFile: join(dir, 'policy.yaml') }, 'test'),

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { startRegistry } from '../../testing/registry-process.js'
 import { pushImage } from '../../testing/seed.js'
 import { startFaultProxy } from '../fixtures/fault-proxy.js'
@@ -29,7 +29,7 @@ const ALL = ['browse/app', 'browse/labelled', 'browse/other', 'browse/third', 's
 const upstream = (pattern: RegExp): number => proxy.requests.filter(request => pattern.test(request.path)).length
 const get = async (url: string, key: string | null = KEYS.admin): ReturnType<typeof gateway.rest> => await gateway.rest('GET', url, { key })
 
-async function allRepositories (t: Tap.Test, query: string, key: string): Promise<{ names: string[], pages: number }> {
+async function allRepositories (t: Test, query: string, key: string): Promise<{ names: string[], pages: number }> {
   const names: string[] = []
   let cursor: string | undefined
   let pages = 0
@@ -297,4 +297,21 @@ t.test('pages in flight per caller are bounded: one more is 429 at once, other c
   release()
   t.equal((await slow).status, 200)
   t.equal((await get('/images/browse%2Fother', KEYS.reader)).status, 200, 'the slot is given back')
+})
+
+t.test('two gateways with one browse.cursorSecret continue each other\'s catalog pages (replicas behind a load balancer)', async t => {
+  const secret = 'browse-cursor-secret-shared-by-replicas-0001'
+  const config = { browse: { catalogPageSize: 2, catalogPagesPerRequest: 1, cursorSecret: secret } }
+  const [one, two] = [
+    await startGateway(t, { registries: { default: { url: registry.url } }, policy: BROWSE_POLICY, config }),
+    await startGateway(t, { registries: { default: { url: registry.url } }, policy: BROWSE_POLICY, config })
+  ]
+  const { names: everything } = await allRepositories(t, 'limit=100', KEYS.admin)
+  const first = await one.rest('GET', '/repositories?limit=100', { key: KEYS.admin })
+  t.same(first.body.items.map((item: { name: string }) => item.name), everything.slice(0, 2))
+  const next = await two.rest('GET', `/repositories?limit=100&cursor=${first.body.nextCursor as string}`, { key: KEYS.admin })
+  t.equal(next.status, 200)
+  t.same(next.body.items.map((item: { name: string }) => item.name), everything.slice(2, 4), 'the other replica continues where the first stopped')
+  const stranger = await gateway.rest('GET', `/repositories?limit=100&cursor=${first.body.nextCursor as string}`, { key: KEYS.admin })
+  t.match(stranger, { status: 400, body: { code: 'INVALID_REQUEST', field: 'cursor' } }, 'a gateway without the secret refuses it')
 })

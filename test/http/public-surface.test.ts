@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http'
 import Fastify from 'fastify'
 import { pino } from 'pino'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { GatewayError } from '../../src/errors.js'
 import identityPlugin from '../../src/http/identity.js'
 import { problemErrorHandler } from '../../src/http/problem.js'
@@ -10,7 +10,7 @@ import { ADMIN_KEY, startGateway } from '../fixtures/gateway.js'
 // What an anonymous caller can make the gateway do: failed logins, readiness checks and metrics.
 
 /** A registry stand-in that answers /v2/ and counts the requests that reach it. */
-async function countingRegistry (t: Tap.Test): Promise<{ url: string, pings: () => number }> {
+async function countingRegistry (t: Test): Promise<{ url: string, pings: () => number }> {
   let pings = 0
   const server: Server = createServer((_request, response) => {
     pings++
@@ -78,7 +78,8 @@ t.test('/readyz: one check per second at most, shared by concurrent callers; fai
   const answers = await Promise.all(Array.from({ length: 50 }, async () => await gateway.rest('GET', '/readyz', { key: null })))
   t.equal(registry.pings(), 1, '50 concurrent calls, one registry request')
   t.ok(answers.every(answer => answer.status === 503))
-  for (let i = 0; i < 20; i++) await gateway.rest('GET', '/readyz', { key: null })
+  // Concurrent, so the calls land within the second even when the machine is busy.
+  await Promise.all(Array.from({ length: 20 }, async () => await gateway.rest('GET', '/readyz', { key: null })))
   t.equal(registry.pings(), 1, 'calls within the second get the cached answer')
   const down = answers[0]?.body.checks.find((check: { name: string }) => check.name === 'registry:down')
   t.same(down, { name: 'registry:down', ok: false, detail: 'the registry did not answer as expected; the gateway log has the details' })
@@ -98,4 +99,21 @@ t.test('/metrics on the API port needs credentials unless metrics.public', async
   t.match(authorized.body, /gateway_http_request_duration_seconds/)
   const open = await startGateway(t, { registries: { default: { url: registry.url } }, config: { metrics: { public: true } } })
   t.equal((await open.app.inject({ method: 'GET', url: '/metrics' })).statusCode, 200, 'metrics.public: true')
+})
+
+t.test('behind a trusted load balancer (trustProxy) each client has its own failed-authentication budget; others cannot pick theirs', async t => {
+  const registry = await countingRegistry(t)
+  const config = { limits: { failedAuthPerWindow: 2 } }
+  const behind = await startGateway(t, { registries: { default: { url: registry.url } }, config: { ...config, trustProxy: ['127.0.0.1/32'] } })
+  const from = (address: string, key: string): ReturnType<typeof behind.rest> => behind.rest('GET', '/me', { key, headers: { 'x-forwarded-for': address } })
+  t.equal((await from('10.0.0.1', 'rdg_wrong')).status, 401)
+  t.equal((await from('10.0.0.1', 'rdg_wrong')).status, 401)
+  t.equal((await from('10.0.0.1', ADMIN_KEY)).status, 429, 'the guessing client is out of budget')
+  t.equal((await from('10.0.0.2', ADMIN_KEY)).status, 200, 'another client behind the same balancer is not')
+
+  const direct = await startGateway(t, { registries: { default: { url: registry.url } }, config })
+  const claim = (address: string, key: string): ReturnType<typeof direct.rest> => direct.rest('GET', '/me', { key, headers: { 'x-forwarded-for': address } })
+  t.equal((await claim('10.0.0.1', 'rdg_wrong')).status, 401)
+  t.equal((await claim('10.0.0.2', 'rdg_wrong')).status, 401)
+  t.equal((await claim('10.0.0.3', ADMIN_KEY)).status, 429, 'without trustProxy a made-up X-Forwarded-For buys no fresh budget')
 })

@@ -26,3 +26,11 @@ t.test('tag cursors are plain, survive restarts, and still must name a valid pos
   t.throws(() => new CursorCodec().decode(cursor, { ...tags, registry: 'mirror' }, any), { code: 'INVALID_REQUEST' })
   t.throws(() => new CursorCodec().decode('%%%', tags, any), { code: 'INVALID_REQUEST' })
 })
+
+t.test('replicas sharing browse.cursorSecret read each other\'s catalog cursors; another secret cannot', async t => {
+  const secret = 'a-secret-every-replica-holds-0123456789'
+  const cursor = CursorCodec.fromSecret(secret).encode({ ...catalog, after: 'team/next' })
+  t.equal(CursorCodec.fromSecret(secret).decode(cursor, catalog, any), 'team/next')
+  t.throws(() => CursorCodec.fromSecret(`${secret}!`).decode(cursor, catalog, any), { code: 'INVALID_REQUEST' })
+  t.throws(() => new CursorCodec().decode(cursor, catalog, any), { code: 'INVALID_REQUEST' }, 'nor a process without it')
+})

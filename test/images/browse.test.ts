@@ -1,5 +1,5 @@
 /** The read use cases below the transports, against a real registry and a real policy. */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { BrowseCache } from '../../src/images/browse-cache.js'
 import { CursorCodec } from '../../src/images/browse-cursor.js'
 import { listImageTags, listRepositories, PagesInFlight, type BrowseDeps } from '../../src/images/browse.js'
@@ -28,7 +28,7 @@ const dev: Identity = { subject: 'user:dev', groups: [], kind: 'jwt' }
 const stranger: Identity = { subject: 'user:stranger', groups: ['visitors'], kind: 'jwt' }
 const context = { requestId: 'browse-test', transport: 'rest' as const }
 
-function deps (t: Tap.Test, catalogPageSize: number, catalogPagesPerRequest: number): BrowseDeps & { store: ReturnType<typeof memoryTrail>['store'] } {
+function deps (t: Test, catalogPageSize: number, catalogPagesPerRequest: number): BrowseDeps & { store: ReturnType<typeof memoryTrail>['store'] } {
   const { audit, store } = memoryTrail(t)
   return {
     registries: directory(t, { default: registry.url }),
@@ -68,4 +68,25 @@ t.test('tags are filtered by read per tag; a caller with no role is refused and 
   t.match(records.items, [{ subject: 'user:stranger', groups: ['visitors'], action: 'read', outcome: 'denied', name: 'apps/a', tag: '', transport: 'rest', requestId: 'browse-test' }])
   const denied = await rejection(listRepositories(browse, { identity: stranger, context }))
   t.equal(denied.code, 'FORBIDDEN')
+})
+
+t.test('a delete that needs a second person says so on the tag, with the policy\'s reason; a denied one says why', async t => {
+  const gated = loadPolicy(`
+roles:
+  careful:
+    - actions: [read, delete]
+      repositories: ["apps/**"]
+      tags: ["v1"]
+      approval: required
+bindings:
+  - { role: careful, subjects: ["user:dev"] }
+`, 'browse-approval-test.yaml')
+  const browse = { ...deps(t, 1000, 1), policy: () => gated }
+  const page = await listImageTags(browse, { identity: dev, context, repository: 'apps/b' })
+  t.match(page.items[0]?.actions, {
+    delete: { allowed: true, approvalRequired: true, reason: /user:dev may delete apps\/b:v1 in registry default once someone else approves/ },
+    force: { allowed: false, reason: /may not force/ }
+  })
+  const plain = await listImageTags(deps(t, 1000, 1), { identity: dev, context, repository: 'apps/b' })
+  t.same(plain.items[0]?.actions.delete, { allowed: false, reason: plain.items[0]?.actions.delete.reason }, 'no approval flag on a denial')
 })

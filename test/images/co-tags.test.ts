@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { MockAgent } from 'undici'
 import { findCoTags, forEachLimited, ManifestBudget, ScansPerCaller } from '../../src/images/co-tags.js'
 import { RegistryClient } from '../../src/registry/client.js'
@@ -12,7 +12,7 @@ const D = `sha256:${createHash('sha256').update(SAME).digest('hex')}`
 
 const scan = (): { concurrency: number, budget: ManifestBudget } => ({ concurrency: 2, budget: new ManifestBudget(100) })
 
-function client (t: Tap.Test): { mock: MockAgent, registry: RegistryClient } {
+function client (t: Test): { mock: MockAgent, registry: RegistryClient } {
   const mock = new MockAgent()
   mock.disableNetConnect()
   const registry = new RegistryClient({ name: 'mocked', url: ORIGIN, connectTimeoutMs: 100, requestTimeoutMs: 1000, connections: 2, trustedRealmOrigins: [], dispatcher: mock })

@@ -171,6 +171,37 @@ t.test('pending untags: settled by whether the tag still resolves, not by the di
   t.equal((await headManifest(registry.url, image.name, image.digest)).status, 200, 'the untagged manifest is still there, and did not count')
 })
 
+t.test('a pending swap stopped on its placeholder: the untag is finished by deleting the placeholder, the digest stays', async t => {
+  const { store, audit, logger } = memoryTrail(t)
+  const image = await pushImage(target, 'reconcile/stuck', ['stuck', 'kept'], 'schema2')
+  const { placeholderManifest, EMPTY_BLOB } = await import('../../src/registry/untag.js')
+  const { pushBlob } = await import('../../testing/seed.js')
+  await pushBlob(target, 'reconcile/stuck', EMPTY_BLOB)
+  // The swap's PUT landed and the gateway died before its DELETE: the tag names an empty image.
+  const placeholderDigest = await tagManifest(target, 'reconcile/stuck', 'stuck', placeholderManifest(), 'application/vnd.oci.image.manifest.v1+json')
+  const record = await store.append({ ...deletionRecord('default', image, ['stuck'], 'pending'), mode: 'untag', deleteAction: 'untagged', strategy: 'swap' })
+
+  t.same(await reconcilePending({ registries: directory(t, { default: registry.url }), audit }, logger), { settled: 1, left: 0 })
+  t.match(await store.get(record.id), { outcome: 'deleted', errorDetail: new RegExp(`left on the untag's placeholder ${placeholderDigest}, which was deleted`) })
+  t.equal((await headManifest(registry.url, 'reconcile/stuck', 'stuck')).status, 404, 'the tag is gone')
+  t.equal((await headManifest(registry.url, 'reconcile/stuck', placeholderDigest)).status, 404, 'and so is the placeholder')
+  t.equal((await headManifest(registry.url, 'reconcile/stuck', 'kept')).status, 200, 'the co-tag and its digest stay')
+  t.equal((await headManifest(registry.url, 'reconcile/stuck', image.digest)).status, 200)
+})
+
+t.test('placeholders are recognised by their shape alone; anything else is not one', async t => {
+  const { isPlaceholder, placeholderManifest } = await import('../../src/registry/untag.js')
+  t.ok(isPlaceholder(placeholderManifest()))
+  const without = JSON.parse(placeholderManifest().toString()) as Record<string, unknown>
+  t.notOk(isPlaceholder(Buffer.from(JSON.stringify({ ...without, annotations: {} }))), 'no nonce annotation')
+  t.notOk(isPlaceholder(Buffer.from(JSON.stringify({ ...without, layers: [{}] }))), 'layers')
+  t.notOk(isPlaceholder(Buffer.from(JSON.stringify({ ...without, config: { digest: 'sha256:0' } }))), 'another config')
+  t.notOk(isPlaceholder(Buffer.from(JSON.stringify({ ...without, config: undefined }))), 'no config')
+  t.notOk(isPlaceholder(Buffer.from(JSON.stringify({ ...without, layers: 'none' }))), 'layers not a list')
+  t.notOk(isPlaceholder(Buffer.from('null')))
+  t.notOk(isPlaceholder(Buffer.from('not json')))
+})
+
 t.test('a pending untag on a registry that cannot answer now stays pending', async t => {
   const { store, audit, logger } = memoryTrail(t)
   const image = await pushImage(target, 'reconcile/untag-down', ['v1'], 'schema2')

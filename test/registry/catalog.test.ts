@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { RegistryClient } from '../../src/registry/client.js'
 import { startRegistry } from '../../testing/registry-process.js'
 import { pushImage } from '../../testing/seed.js'
@@ -25,7 +25,7 @@ t.teardown(async () => {
   await seeder.stop()
 })
 
-function client (t: Tap.Test, username: string, password: string): RegistryClient {
+function client (t: Test, username: string, password: string): RegistryClient {
   const registryClient = new RegistryClient({
     name: 'tokened',
     url: registry.url,

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { MockAgent } from 'undici'
 import { nextLink, RegistryClient, type TagListLimits } from '../../src/registry/client.js'
 import { parseRetryAfter } from '../../src/registry/errors.js'
@@ -13,7 +13,7 @@ const ORIGIN = 'http://127.0.0.1:5999'
 const manifest = Buffer.from('{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}')
 const digest = `sha256:${createHash('sha256').update(manifest).digest('hex')}`
 
-function setup (t: Tap.Test, options: { credentials?: { username: string, password: string }, trusted?: string[], observer?: RegistryObserver, tagList?: TagListLimits } = {}): { mock: MockAgent, pool: ReturnType<MockAgent['get']>, client: RegistryClient } {
+function setup (t: Test, options: { credentials?: { username: string, password: string }, trusted?: string[], observer?: RegistryObserver, tagList?: TagListLimits } = {}): { mock: MockAgent, pool: ReturnType<MockAgent['get']>, client: RegistryClient } {
   const mock = new MockAgent()
   mock.disableNetConnect()
   const client = new RegistryClient({

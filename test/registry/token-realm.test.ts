@@ -1,10 +1,10 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { RegistryClient } from '../../src/registry/client.js'
 import { rejection } from '../fixtures/rejection.js'
 
 // A hostile registry names a token realm on another origin; the gateway must not contact it unless trusted.
-async function listen (t: Tap.Test, handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<string> {
+async function listen (t: Test, handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<string> {
   const server: Server = createServer(handler)
   await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
   t.teardown(async () => {
@@ -14,7 +14,7 @@ async function listen (t: Tap.Test, handler: (req: IncomingMessage, res: ServerR
   return `http://127.0.0.1:${(server.address() as { port: number }).port}`
 }
 
-async function hostileSetup (t: Tap.Test): Promise<{ registryUrl: string, realmOrigin: string, realmHits: Array<string | undefined> }> {
+async function hostileSetup (t: Test): Promise<{ registryUrl: string, realmOrigin: string, realmHits: Array<string | undefined> }> {
   const realmHits: Array<string | undefined> = []
   // Answers anyone with an anonymous token, as an open token service (or an attacker's target) would.
   const realmOrigin = await listen(t, (req, res) => {
@@ -31,7 +31,7 @@ async function hostileSetup (t: Tap.Test): Promise<{ registryUrl: string, realmO
   return { registryUrl, realmOrigin, realmHits }
 }
 
-function client (t: Tap.Test, url: string, trusted: string[]): RegistryClient {
+function client (t: Test, url: string, trusted: string[]): RegistryClient {
   const registry = new RegistryClient({
     name: 'hostile', url, credentials: { username: 'gateway', password: 'admin-password' }, connectTimeoutMs: 1000, requestTimeoutMs: 2000, connections: 2, trustedRealmOrigins: trusted
   })

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { MockAgent } from 'undici'
 import { RegistryClient, type Manifest } from '../../src/registry/client.js'
 import { EMPTY_DESCRIPTOR, KeyedQueue, PLACEHOLDER_ANNOTATION, placeholderManifest, Untagger } from '../../src/registry/untag.js'
@@ -21,7 +21,7 @@ function sha256 (data: Buffer | string): string {
 
 interface Setup { pool: ReturnType<MockAgent['get']>, client: RegistryClient, placeholder: () => string, puts: Array<{ body: string, type: unknown }> }
 
-function setup (t: Tap.Test, client?: (mock: MockAgent) => RegistryClient): Setup {
+function setup (t: Test, client?: (mock: MockAgent) => RegistryClient): Setup {
   const mock = new MockAgent()
   mock.disableNetConnect()
   const registry = client?.(mock) ?? new RegistryClient({ name: 'mocked', url: ORIGIN, connectTimeoutMs: 100, requestTimeoutMs: 1000, connections: 2, trustedRealmOrigins: [], dispatcher: mock })

@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process'
 import { createServer, type IncomingMessage } from 'node:http'
 import { promisify } from 'node:util'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { request } from 'undici'
 import { startRegistry, type RegistryProcess } from '../../testing/registry-process.js'
 import { pushBlob, pushImage, tagManifest } from '../../testing/seed.js'
@@ -16,7 +16,7 @@ import { startTokenIssuer } from '../fixtures/token-issuer.js'
 
 interface Counted { client: RegistryClient, requests: () => number }
 
-function connect (t: Tap.Test, url: string, options: { credentials?: { username: string, password: string }, trusted?: string[] } = {}): Counted {
+function connect (t: Test, url: string, options: { credentials?: { username: string, password: string }, trusted?: string[] } = {}): Counted {
   let requests = 0
   const observer: RegistryObserver = { request: () => { requests++ }, tokenLookup: () => {} }
   const settings = { name: 'default', url, connectTimeoutMs: 2000, requestTimeoutMs: 10_000, connections: 8, trustedRealmOrigins: options.trusted ?? [], observer }
@@ -42,7 +42,7 @@ async function skopeoRaw (registry: RegistryProcess, name: string, digest: strin
   return stdout
 }
 
-async function started (t: Tap.Test, options: Parameters<typeof startRegistry>[0] = {}): Promise<RegistryProcess> {
+async function started (t: Test, options: Parameters<typeof startRegistry>[0] = {}): Promise<RegistryProcess> {
   const registry = await startRegistry(options)
   t.teardown(async () => { await registry.stop() })
   return registry

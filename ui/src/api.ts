@@ -1,7 +1,7 @@
 // The gateway's REST API as the page uses it. Every call carries the credential in the Authorization header and
 // nowhere else (never a URL, never a cookie); a 401 means the session is over, whatever the screen.
 
-export interface Permission { allowed: boolean, reason?: string }
+export interface Permission { allowed: boolean, approvalRequired?: boolean, reason?: string }
 export interface Platform { os: string, architecture: string, variant?: string, digest: string }
 export interface ImageTag {
   tag: string

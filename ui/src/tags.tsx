@@ -236,7 +236,10 @@ export function Tags ({ api, repository, onBack }: { api: Api, repository: strin
                 <td><code title={item.digest}>{shortDigest(item.digest)}</code></td>
                 <td>{item.coTags.length === 0 ? '—' : item.coTags.join(', ')}</td>
                 <td>{platforms(item.platforms)}</td>
-                <td>{item.protected ? <span class='badge' title={item.actions.delete.reason}>protected</span> : ''}</td>
+                <td>
+                  {item.protected ? <span class='badge' title={item.actions.delete.reason}>protected</span> : ''}
+                  {item.actions.delete.approvalRequired === true ? <span class='badge' title={item.actions.delete.reason}>needs approval</span> : ''}
+                </td>
                 <td>{age(created[item.tag])}</td>
                 <td>{bytes(item.size)}</td>
               </tr>
