@@ -1,5 +1,5 @@
 /** Running cleanup plans against a real registry: the cap, concurrency in order, stale entries, cancel, undo. */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { planCleanup, type CleanupServices } from '../../src/cleanups/plan-cleanup.js'
 import {
   ActiveRuns, cancelCleanup, executeCleanup, restoreCleanup, type CleanupRunEvent, type CleanupRunServices
@@ -40,7 +40,7 @@ const who = (name: string): Identity => ({ subject: `user:${name}`, groups: [], 
 const alice = who('alice')
 const context = { requestId: 'run-test', transport: 'rest' as const }
 
-function setup (t: Tap.Test, overrides: Partial<CleanupRunServices> = {}): { plan: (repositories: string[], rules: CleanupRules) => Promise<CleanupPlan>, run: CleanupRunServices } {
+function setup (t: Test, overrides: Partial<CleanupRunServices> = {}): { plan: (repositories: string[], rules: CleanupRules) => Promise<CleanupPlan>, run: CleanupRunServices } {
   const registries = directory(t, { default: registry.url })
   const { audit } = memoryTrail(t)
   const images = { ...imageServices(registries, audit), authorizer: () => (identity: Identity, action: Parameters<typeof decide>[2], resource: Parameters<typeof decide>[3]) => decide(policy, identity, action, resource) }
