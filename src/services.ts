@@ -11,6 +11,7 @@ import { BrowseCache } from './images/browse-cache.js'
 import { CursorCodec } from './images/browse-cursor.js'
 import type { ImageServices } from './images/delete-image.js'
 import { PlanBook } from './images/approvals.js'
+import { ActiveRuns, DEFAULT_MAX_DELETIONS, DEFAULT_RUN_CONCURRENCY, type CleanupRunServices } from './cleanups/run-cleanup.js'
 import { startAuditHousekeeping, type AuditHousekeeping } from './images/housekeeping.js'
 import { whoAmI, type WhoAmI } from './identity/who-am-i.js'
 import { decide, grantsAnywhere, literalProtectedTags, rolesOf, PolicyStore } from './policy/index.js'
@@ -39,6 +40,8 @@ export interface GatewayServices {
   housekeeping: AuditHousekeeping
   /** What the read API's use cases (catalog, tags, one tag) need. */
   browse: BrowseDeps
+  /** Running cleanup plans: the runs in progress in this process. */
+  cleanupRuns: CleanupRunServices
   /** Stops timers and closes what the services opened themselves (not what the caller supplied). */
   close: () => Promise<void>
 }
@@ -110,6 +113,9 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
     },
     plans: new PlanBook({ ttlMs: 600_000, capacity: 10_000 })
   }
+  const cleanupRuns: CleanupRunServices = {
+    images, concurrency: DEFAULT_RUN_CONCURRENCY, maxDeletions: DEFAULT_MAX_DELETIONS, runs: new ActiveRuns(), now: Date.now
+  }
   const housekeeping = startAuditHousekeeping({ audit, registries, retentionDays: config.audit.retentionDays, logger: log })
   return {
     registries,
@@ -130,7 +136,10 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
       pagesInFlight: new PagesInFlight(config.browse.pagesPerCaller),
       cursors: config.browse.cursorSecret === undefined ? new CursorCodec() : CursorCodec.fromSecret(config.browse.cursorSecret)
     },
+    cleanupRuns,
     close: async () => {
+      // Before the store closes: in-flight removals finish and are settled, the runs end interrupted.
+      await cleanupRuns.runs.stopAll()
       housekeeping.stop()
       await housekeeping.startup
       if (overrides.auditStore === undefined) await auditStore.close()

@@ -14,11 +14,15 @@ import { restoreDeletion } from '../images/restore-deletion.js'
 import type { RestoreDeletionResult } from '../images/shapes.js'
 import { isIndex } from '../registry/media-types.js'
 import type { Identity } from '../policy/types.js'
+import { CLEANUP_ID } from './plan-cleanup.js'
 import { referrerOf } from './rules.js'
 import type { CleanupEntry, CleanupPlan } from './shapes.js'
 
 export const DEFAULT_MAX_DELETIONS = 100
 export const DEFAULT_RUN_CONCURRENCY = 4
+
+/** The abort reason of a gateway that stops: its runs end interrupted, not cancelled. */
+const SHUTDOWN = Symbol('shutdown')
 
 export type TagResult = 'done' | 'stale' | 'failed' | 'skipped'
 
@@ -79,10 +83,10 @@ export class ActiveRuns {
     return this.#active.get(cleanupId)?.finished
   }
 
-  /** Waits for every run in progress, after aborting them (shutdown: in-flight removals finish). */
+  /** Waits for every run in progress, after stopping them (shutdown: in-flight removals finish, the runs end interrupted). */
   async stopAll (): Promise<void> {
     const runs = [...this.#active.values()]
-    for (const run of runs) run.controller.abort()
+    for (const run of runs) run.controller.abort(SHUTDOWN)
     await Promise.allSettled(runs.map(async run => await run.finished))
   }
 
@@ -111,6 +115,16 @@ export function mayManage (services: Pick<CleanupRunServices, 'images'>, identit
   const resources = removals.length === 0 ? cleanup.entries : removals
   return resources.length > 0 && resources.every(entry =>
     authorize(identity, 'admin', { registry: cleanup.registry, repository: entry.repository, tag: entry.tag }).allow)
+}
+
+/** A stored plan as the caller may see it: its planner, or a caller holding `audit` somewhere; anyone else gets NOT_FOUND. */
+export async function loadCleanup (images: ImageServices, identity: Identity, id: string): Promise<CleanupPlan> {
+  if (!CLEANUP_ID.test(id)) throw invalidField('id', `matches ${CLEANUP_ID.source}`, `id must be a cleanup id as POST /cleanups answers it (${CLEANUP_ID.source}).`)
+  const stored = await images.audit.store.getCleanup(id).catch((error: unknown) => { throw new GatewayError('AUDIT_UNAVAILABLE', 'the audit store cannot be read; check the audit database.', { cause: error }) })
+  if (stored === undefined || (stored.createdBy !== identity.subject && !images.mayAuditAnything(identity))) {
+    throw new GatewayError('NOT_FOUND', `no cleanup ${id} that ${identity.subject} may see.`)
+  }
+  return JSON.parse(stored.body) as CleanupPlan
 }
 
 export function notYours (identity: Identity, cleanup: CleanupPlan, verb: string): GatewayError {
@@ -269,7 +283,7 @@ async function perform (
   for (const chains of chainsOf(removals)) {
     await runChains(chains, services.concurrency, execute)
   }
-  run.state = auditLost !== undefined ? 'interrupted' : signal.aborted ? 'cancelled' : 'done'
+  run.state = auditLost !== undefined || (signal.aborted && signal.reason === SHUTDOWN) ? 'interrupted' : signal.aborted ? 'cancelled' : 'done'
   run.finishedAt = new Date(services.now()).toISOString()
   await persisting
   await store.updateCleanupRun(cleanup.id, { state: run.state, finishedAt: run.finishedAt, counts: run.counts }).catch(() => undefined)

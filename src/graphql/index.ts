@@ -18,6 +18,8 @@ import { clientRequestId } from '../http/client-request-id.js'
 import { graphqlErrorFormatter, isGraphQLDocumentError, sendGraphQLDocumentError, sendGraphQLError } from './errors.js'
 import { validationRules } from './limits.js'
 import { browseResolvers } from './browse.js'
+import { cleanupRunResolvers } from './cleanup-runs.js'
+import type { CleanupRunServices } from '../cleanups/run-cleanup.js'
 import type { BrowseDeps } from '../images/browse.js'
 
 /** A bound on parsing work per document: a token is cheap, unbounded documents are not. */
@@ -47,6 +49,8 @@ export interface GraphQLOptions {
   limits: Config['graphql']
   /** The read API (repositories, image, tag). */
   browse: BrowseDeps
+  /** Running cleanup plans (executeCleanup, cancelCleanup, restoreCleanup). */
+  cleanupRuns: CleanupRunServices
 }
 
 /** GraphQL enum values cannot contain '-', so `dry-run` travels as `dry_run`. */
@@ -132,6 +136,7 @@ export const graphqlApi = (options: GraphQLOptions): FastifyPluginAsync => async
       }
     },
     Mutation: {
+      ...cleanupRunResolvers(options.cleanupRuns),
       deleteImage: async (_root: unknown, args: DeleteImageArgs, ctx: MercuriusContext) => deleteResult(await deleteImage(options.images, {
         identity: ctx.identity,
         context: context(ctx),

@@ -2,6 +2,8 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { GatewayServices } from '../services.js'
 import { auditRoutes } from './audit.js'
 import { browseRoutes } from './browse.js'
+import { cleanupRunRoutes } from './cleanup-runs.js'
+import { loadCleanup } from '../cleanups/run-cleanup.js'
 import { imageRoutes } from './images.js'
 import { meRoutes } from './me.js'
 import { planRoutes } from './plans.js'
@@ -13,4 +15,5 @@ export const restApi = (services: GatewayServices): FastifyPluginAsyncTypebox =>
   await app.register(auditRoutes(services.images))
   await app.register(browseRoutes(services.browse))
   await app.register(planRoutes(services.images))
+  await app.register(cleanupRunRoutes({ run: services.cleanupRuns, load: async (identity, id) => await loadCleanup(services.images, identity, id) }))
 }

@@ -37,6 +37,10 @@ export function startAuditHousekeeping (deps: HousekeepingDeps): AuditHousekeepi
     await prune()
     const summary = await reconcilePending(deps, logger)
     if (summary.settled + summary.left > 0) logger.info(summary, 'reconciled pending audit records')
+    // A run still `running` belonged to a gateway that stopped mid-run: its tags are each done (audited, the
+    // pending record just reconciled) or untouched, and it is reported as interrupted, not resumed.
+    const interrupted = await audit.store.interruptCleanupRuns()
+    if (interrupted.length > 0) logger.warn({ cleanups: interrupted }, 'cleanup runs interrupted by a stop are marked interrupted')
   })().catch((error: unknown) => { logger.error({ err: error }, 'audit start-up housekeeping failed') })
   const timer = setInterval(() => { void prune().catch((error: unknown) => { logger.error({ err: error }, 'audit pruning failed') }) }, PRUNE_INTERVAL_MS)
   timer.unref()

@@ -6,6 +6,7 @@ import { AuditActionSchema, AuditEventSchema, AuditOutcomeSchema } from '../../s
 import { MeSchema } from '../../src/identity/who-am-i.js'
 import { DeleteImageResultSchema, PlanApprovalSchema, RestoreResultSchema } from '../../src/images/shapes.js'
 import { ActionPermissionSchema, ImageTagSchema, LabelSchema, PlatformSchema, RepositorySchema, TagActionsSchema, TagDetailSchema } from '../../src/images/browse-shapes.js'
+import { CleanupRunCountsSchema, CleanupRunSchema, RestoreCleanupItemSchema, RestoreCleanupResultSchema } from '../../src/cleanups/run-shapes.js'
 import { canonicalGraphQL, canonicalSchema, loadSdl, withoutFormats } from '../fixtures/shapes.js'
 
 const components = parse(readFileSync(new URL('../../openapi.yaml', import.meta.url), 'utf8')).components.schemas as Record<string, Record<string, unknown>>
@@ -26,7 +27,11 @@ const SHAPES = [
   { name: 'TagActions', schema: TagActionsSchema },
   { name: 'ActionPermission', schema: ActionPermissionSchema },
   { name: 'Platform', schema: PlatformSchema },
-  { name: 'Label', schema: LabelSchema }
+  { name: 'Label', schema: LabelSchema },
+  { name: 'CleanupRun', schema: CleanupRunSchema },
+  { name: 'CleanupRunCounts', schema: CleanupRunCountsSchema },
+  { name: 'RestoreCleanupItem', schema: RestoreCleanupItemSchema },
+  { name: 'RestoreCleanupResult', schema: RestoreCleanupResultSchema }
 ]
 
 for (const { name, schema } of SHAPES) {
