@@ -31,14 +31,16 @@ export const cleanupRunRoutes = (deps: CleanupRunRouteDeps): FastifyPluginAsyncT
   const heartbeatMs = deps.heartbeatMs ?? 15_000
 
   app.post('/cleanups/:id/execute', {
-    schema: { params: CleanupParams, body: Type.Optional(ExecuteCleanupBodySchema), response: { 202: CleanupRunSchema } }
+    schema: { params: CleanupParams, body: ExecuteCleanupBodySchema, response: { 202: CleanupRunSchema } },
+    // The body is optional: none means the configured cap.
+    preValidation: async (request) => { request.body ??= {} }
   }, async (request, reply) => {
     const cleanup = await deps.load(request.identity, request.params.id)
     const run = await executeCleanup(deps.run, {
       identity: request.identity,
       context: { requestId: request.id, ...clientRequestId(request), transport: 'rest' },
       cleanup,
-      ...(request.body?.maxDeletions === undefined ? {} : { maxDeletions: request.body.maxDeletions })
+      ...(request.body.maxDeletions === undefined ? {} : { maxDeletions: request.body.maxDeletions })
     })
     return await reply.code(202).header('location', `/cleanups/${cleanup.id}/events`).send(run)
   })
