@@ -76,6 +76,9 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   const { mattermost } = config.chat
   if (mattermost !== undefined) await app.register(mattermostRoutes({ images: services.images, settings: mattermost, ...deps.mattermost }))
   if (config.ui.enabled) await app.register(uiRoutes({ ui: config.ui, policy: services.policyStore, root: deps.uiRoot }))
-  await app.register(graphqlApi({ images: services.images, whoAmI: services.whoAmI, limits: config.graphql, browse: services.browse, cleanupRuns: services.cleanupRuns }))
+  const graphql = {
+    images: services.images, whoAmI: services.whoAmI, limits: config.graphql, browse: services.browse, cleanups: services.cleanups, cleanupRuns: services.cleanupRuns
+  }
+  await app.register(graphqlApi(graphql))
   return app
 }

@@ -8,6 +8,7 @@ import type { GatewayMetrics, RegistryObserver } from './metrics.js'
 import { ScansPerCaller } from './images/co-tags.js'
 import { PagesInFlight, type BrowseDeps } from './images/browse.js'
 import { BrowseCache } from './images/browse-cache.js'
+import type { CleanupDeps } from './cleanups/cleanups.js'
 import { CursorCodec } from './images/browse-cursor.js'
 import type { ImageServices } from './images/delete-image.js'
 import { PlanBook } from './images/approvals.js'
@@ -40,6 +41,8 @@ export interface GatewayServices {
   housekeeping: AuditHousekeeping
   /** What the read API's use cases (catalog, tags, one tag) need. */
   browse: BrowseDeps
+  /** Cleanups by rule: plans kept in the audit store, named retention policies. */
+  cleanups: CleanupDeps
   /** Running cleanup plans: the runs in progress in this process. */
   cleanupRuns: CleanupRunServices
   /** Stops timers and closes what the services opened themselves (not what the caller supplied). */
@@ -113,6 +116,8 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
     },
     plans: new PlanBook({ ttlMs: 600_000, capacity: 10_000 })
   }
+  // One cache for the read API and cleanups: both read manifests and configs, immutable per digest.
+  const browseCache = new BrowseCache({ entries: config.browse.cacheEntries, tagTtlMs: config.browse.tagTtlMs })
   const cleanupRuns: CleanupRunServices = {
     images, concurrency: DEFAULT_RUN_CONCURRENCY, maxDeletions: DEFAULT_MAX_DELETIONS, runs: new ActiveRuns(), now: Date.now
   }
@@ -129,12 +134,25 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
       registries,
       policy: () => policyStore.current(),
       audit,
-      cache: new BrowseCache({ entries: config.browse.cacheEntries, tagTtlMs: config.browse.tagTtlMs }),
+      cache: browseCache,
       concurrency: config.coTagConcurrency,
       catalogPageSize: config.browse.catalogPageSize,
       catalogPagesPerRequest: config.browse.catalogPagesPerRequest,
       pagesInFlight: new PagesInFlight(config.browse.pagesPerCaller),
       cursors: config.browse.cursorSecret === undefined ? new CursorCodec() : CursorCodec.fromSecret(config.browse.cursorSecret)
+    },
+    cleanups: {
+      registries,
+      policy: () => policyStore.current(),
+      cache: browseCache,
+      concurrency: config.cleanups.concurrency,
+      catalogPageSize: config.browse.catalogPageSize,
+      maxTags: config.cleanups.maxTags,
+      registrySettings: registry => config.registries[registry] as Config['registries'][string],
+      now: Date.now,
+      audit,
+      retention: config.retention.policies,
+      mayAuditAnything: identity => grantsAnywhere(policyStore.current(), identity, 'audit')
     },
     cleanupRuns,
     close: async () => {

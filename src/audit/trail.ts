@@ -1,5 +1,7 @@
 import { GatewayError, isGatewayError } from '../errors.js'
-import type { AuditFilter, AuditImageRef, AuditPage, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, NewAuditRecord } from './types.js'
+import type {
+  AuditFilter, AuditImageRef, AuditPage, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, CleanupRecord, NewAuditRecord
+} from './types.js'
 
 export interface AuditLogger {
   info: (details: object, message: string) => void
@@ -50,6 +52,17 @@ export class AuditTrail {
 
   async list (filter: AuditFilter, page: { limit: number, cursor?: string }, visible: (record: AuditImageRef) => boolean): Promise<AuditPage> {
     return await this.guard(async () => await this.store.list(filter, page, visible))
+  }
+
+  /** A cleanup plan, durable when it resolves (logged by id only: the plan can list thousands of tags). */
+  async saveCleanup (cleanup: CleanupRecord): Promise<void> {
+    await this.guard(async () => { await this.store.saveCleanup(cleanup) })
+    const { id, registry, createdBy, state } = cleanup
+    this.logger.info({ cleanup: { id, registry, createdBy, state } }, `cleanup ${id} ${state}`)
+  }
+
+  async getCleanup (id: string): Promise<CleanupRecord | undefined> {
+    return await this.guard(async () => await this.store.getCleanup(id))
   }
 
   async pending (): Promise<AuditRecord[]> {

@@ -14,7 +14,6 @@ import { restoreDeletion } from '../images/restore-deletion.js'
 import type { RestoreDeletionResult } from '../images/shapes.js'
 import { isIndex } from '../registry/media-types.js'
 import type { Identity } from '../policy/types.js'
-import { CLEANUP_ID } from './plan-cleanup.js'
 import { referrerOf } from './rules.js'
 import type { CleanupEntry, CleanupPlan } from './shapes.js'
 
@@ -115,16 +114,6 @@ export function mayManage (services: Pick<CleanupRunServices, 'images'>, identit
   const resources = removals.length === 0 ? cleanup.entries : removals
   return resources.length > 0 && resources.every(entry =>
     authorize(identity, 'admin', { registry: cleanup.registry, repository: entry.repository, tag: entry.tag }).allow)
-}
-
-/** A stored plan as the caller may see it: its planner, or a caller holding `audit` somewhere; anyone else gets NOT_FOUND. */
-export async function loadCleanup (images: ImageServices, identity: Identity, id: string): Promise<CleanupPlan> {
-  if (!CLEANUP_ID.test(id)) throw invalidField('id', `matches ${CLEANUP_ID.source}`, `id must be a cleanup id as POST /cleanups answers it (${CLEANUP_ID.source}).`)
-  const stored = await images.audit.store.getCleanup(id).catch((error: unknown) => { throw new GatewayError('AUDIT_UNAVAILABLE', 'the audit store cannot be read; check the audit database.', { cause: error }) })
-  if (stored === undefined || (stored.createdBy !== identity.subject && !images.mayAuditAnything(identity))) {
-    throw new GatewayError('NOT_FOUND', `no cleanup ${id} that ${identity.subject} may see.`)
-  }
-  return JSON.parse(stored.body) as CleanupPlan
 }
 
 export function notYours (identity: Identity, cleanup: CleanupPlan, verb: string): GatewayError {

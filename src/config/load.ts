@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs'
 import { Value } from 'typebox/value'
 import { parse as parseYaml } from 'yaml'
+import { compileRules } from '../cleanups/rules.js'
+import type { GatewayError } from '../errors.js'
 import { ConfigSchema, RegistrySchema, type Config } from './schema.js'
 
 export class ConfigError extends Error {
@@ -115,10 +117,28 @@ export function validateConfig (raw: Record<string, unknown>, source: string): C
     const known = Object.keys(config.registries).join(', ')
     throw new ConfigError(`invalid configuration from ${source}:\n  defaultRegistry: must name a key of registries (have: ${known})`)
   }
+  checkRetention(config, source)
   if (config.audit.driver === 'postgres' && config.audit.url === undefined) {
     throw new ConfigError(`invalid configuration from ${source}:\n  audit.url: required with audit.driver postgres (or set DATABASE_URL)`)
   }
   return deepFreeze(config)
+}
+
+/** Named policies are checked as a request would be: a bad pattern fails the start, not the first plan. */
+function checkRetention (config: Config, source: string): void {
+  const seen = new Set<string>()
+  config.retention.policies.forEach((policy, index) => {
+    const at = `retention.policies[${index}]`
+    const fail = (why: string): never => { throw new ConfigError(`invalid configuration from ${source}:\n  ${why}`) }
+    if (seen.has(policy.name)) fail(`${at}.name: ${policy.name} is the name of an earlier policy`)
+    seen.add(policy.name)
+    if (policy.registry !== undefined && config.registries[policy.registry] === undefined) fail(`${at}.registry: must name a key of registries`)
+    try {
+      compileRules(policy.rules, `${at}.rules`)
+    } catch (error) {
+      fail((error as GatewayError).detail)
+    }
+  })
 }
 
 function deepFreeze<T> (value: T): T {

@@ -1,4 +1,5 @@
 import Type, { type Static } from 'typebox'
+import { CleanupRulesSchema } from '../cleanups/shapes.js'
 
 export const RegistrySchema = Type.Object({
   url: Type.String({ pattern: '^https?://[^\\s]+$', description: 'Base URL of the registry, e.g. https://registry.example.com' }),
@@ -145,6 +146,22 @@ export const ConfigSchema = Type.Object({
      * cursor ends with the process that made it; replicas behind one load balancer need the same secret.
      */
     cursorSecret: Type.Optional(Type.String({ minLength: 32 }))
+  }, { additionalProperties: false, default: {} }),
+  /** Cleanups by rule (issue 15): planned per tag through the same core as a single deletion. */
+  cleanups: Type.Object({
+    /** Tags one cleanup may read across its repositories; a bigger one is refused before any manifest is read. */
+    maxTags: Type.Integer({ minimum: 1, maximum: 10_000_000, default: 100_000 }),
+    /** Manifests and configs one cleanup fetches at once. */
+    concurrency: Type.Integer({ minimum: 1, maximum: 256, default: 16 })
+  }, { additionalProperties: false, default: {} }),
+  /** Named cleanup policies: POST /retention/<name>/plan plans one as its caller. */
+  retention: Type.Object({
+    policies: Type.Array(Type.Object({
+      name: Type.String({ pattern: '^[a-z0-9][a-z0-9._-]{0,63}$' }),
+      registry: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+      repositories: Type.Array(Type.String({ minLength: 1, maxLength: 255 }), { minItems: 1, maxItems: 100 }),
+      rules: CleanupRulesSchema
+    }, { additionalProperties: false }), { maxItems: 1000, default: [] })
   }, { additionalProperties: false, default: {} }),
   /** The web page at /ui/. */
   ui: Type.Object({

@@ -18,6 +18,8 @@ import { clientRequestId } from '../http/client-request-id.js'
 import { graphqlErrorFormatter, isGraphQLDocumentError, sendGraphQLDocumentError, sendGraphQLError } from './errors.js'
 import { validationRules } from './limits.js'
 import { browseResolvers } from './browse.js'
+import { cleanupResolvers } from './cleanups.js'
+import type { CleanupDeps } from '../cleanups/cleanups.js'
 import { cleanupRunResolvers } from './cleanup-runs.js'
 import type { CleanupRunServices } from '../cleanups/run-cleanup.js'
 import type { BrowseDeps } from '../images/browse.js'
@@ -49,6 +51,7 @@ export interface GraphQLOptions {
   limits: Config['graphql']
   /** The read API (repositories, image, tag). */
   browse: BrowseDeps
+  cleanups: CleanupDeps
   /** Running cleanup plans (executeCleanup, cancelCleanup, restoreCleanup). */
   cleanupRuns: CleanupRunServices
 }
@@ -112,10 +115,12 @@ function checkQueryString ({ query, variables, operationName }: Record<string, u
  */
 export const graphqlApi = (options: GraphQLOptions): FastifyPluginAsync => async (app) => {
   const browse = browseResolvers(options.browse)
+  const cleanups = cleanupResolvers(options.cleanups)
   const resolvers: IResolvers = {
     Image: browse.Image,
     Query: {
       ...browse.Query,
+      ...cleanups.Query,
       me: (_root: unknown, _args: unknown, ctx: MercuriusContext) => options.whoAmI(ctx.identity),
       auditEvents: async (_root: unknown, args: AuditEventsArgs, ctx: MercuriusContext) => {
         const page = await listAuditEvents(options.images, {
@@ -136,7 +141,8 @@ export const graphqlApi = (options: GraphQLOptions): FastifyPluginAsync => async
       }
     },
     Mutation: {
-      ...cleanupRunResolvers(options.cleanupRuns),
+      ...cleanups.Mutation,
+      ...cleanupRunResolvers(options.cleanupRuns, options.cleanups),
       deleteImage: async (_root: unknown, args: DeleteImageArgs, ctx: MercuriusContext) => deleteResult(await deleteImage(options.images, {
         identity: ctx.identity,
         context: context(ctx),

@@ -2,8 +2,9 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { GatewayServices } from '../services.js'
 import { auditRoutes } from './audit.js'
 import { browseRoutes } from './browse.js'
+import { cleanupRoutes } from './cleanups.js'
 import { cleanupRunRoutes } from './cleanup-runs.js'
-import { loadCleanup } from '../cleanups/run-cleanup.js'
+import { getCleanup } from '../cleanups/cleanups.js'
 import { imageRoutes } from './images.js'
 import { meRoutes } from './me.js'
 import { planRoutes } from './plans.js'
@@ -15,5 +16,6 @@ export const restApi = (services: GatewayServices): FastifyPluginAsyncTypebox =>
   await app.register(auditRoutes(services.images))
   await app.register(browseRoutes(services.browse))
   await app.register(planRoutes(services.images))
-  await app.register(cleanupRunRoutes({ run: services.cleanupRuns, load: async (identity, id) => await loadCleanup(services.images, identity, id) }))
+  await app.register(cleanupRoutes(services.cleanups))
+  await app.register(cleanupRunRoutes({ run: services.cleanupRuns, load: async (identity, id) => await getCleanup(services.cleanups, { identity, id }) }))
 }

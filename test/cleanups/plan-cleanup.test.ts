@@ -1,5 +1,5 @@
 /** Planning cleanups against a real registry: rules judged on seeded creation times, the core's auto plans, signatures. */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { Pool } from 'undici'
 import { planCleanup, type CleanupServices, type PlanCleanupInput } from '../../src/cleanups/plan-cleanup.js'
 import type { CleanupEntry, CleanupPlan, CleanupRules } from '../../src/cleanups/shapes.js'
@@ -53,7 +53,7 @@ const who = (name: string): Identity => ({ subject: `user:${name}`, groups: [], 
 const admin = who('admin')
 const context = { requestId: 'cleanup-test', transport: 'rest' as const }
 
-function services (t: Tap.Test, url = registry.url, overrides: Partial<CleanupServices> = {}): CleanupServices {
+function services (t: Test, url = registry.url, overrides: Partial<CleanupServices> = {}): CleanupServices {
   return {
     registries: directory(t, { default: url }),
     policy: () => policy,
@@ -67,7 +67,7 @@ function services (t: Tap.Test, url = registry.url, overrides: Partial<CleanupSe
   }
 }
 
-async function plan (t: Tap.Test, repositories: string[], rules: CleanupRules, extra: Partial<PlanCleanupInput> = {}, deps = services(t)): Promise<CleanupPlan> {
+async function plan (t: Test, repositories: string[], rules: CleanupRules, extra: Partial<PlanCleanupInput> = {}, deps = services(t)): Promise<CleanupPlan> {
   return await planCleanup(deps, { identity: admin, context, repositories, rules, ...extra })
 }
 
@@ -85,7 +85,7 @@ async function tagsNow (name: string): Promise<string[]> {
 }
 
 /** Runs a cleanup's removals through the single-tag core, in sequence, as part 2 will; answers each result's action. */
-async function execute (t: Tap.Test, result: CleanupPlan): Promise<string[]> {
+async function execute (t: Test, result: CleanupPlan): Promise<string[]> {
   const { audit } = memoryTrail(t)
   const deps = imageServices(directory(t, { default: registry.url }), audit)
   const removals = result.entries.filter(entry => entry.plan !== undefined).sort((a, b) => (a.sequence as number) - (b.sequence as number))

@@ -35,6 +35,8 @@ t.test('the environment alone configures one registry with defaults', async t =>
   t.same(config.audit, { driver: 'sqlite', path: './data/audit.db', poolSize: 10, statementTimeoutMs: 10_000, retentionDays: 90, listScanLimit: 1000 })
   t.same({ pages: config.tagListMaxPages, bytes: config.tagListMaxBytes, scan: config.coTagScanLimit }, { pages: 10000, bytes: 33554432, scan: 50000 }, 'co-tag check limits')
   t.ok(Object.isFrozen(config.registries.default), 'config is frozen')
+  t.same(config.cleanups, { maxTags: 100_000, concurrency: 16 })
+  t.same(config.retention, { policies: [] })
 })
 
 t.test('the example file is valid and documents every key', async t => {
@@ -97,7 +99,15 @@ t.test('errors name the key and the rule', async t => {
     ['registries: { default: { url: "http://x", untagStrategy: delete-by-tag } }', {}, /registries\.default\.untagStrategy/],
     ['registries: { default: { url: "http://x" } }', { REGISTRY_DEFAULT_MODE: 'everything' }, /registries\.default\.defaultMode/],
     ['- a list', {}, /must be a YAML mapping/],
-    ['registries: [unclosed', {}, /not valid YAML/]
+    ['registries: [unclosed', {}, /not valid YAML/],
+    ['registries: { default: { url: "http://x" } }\nretention: { policies: [{ name: a, repositories: [app], rules: { select: [{ regex: "(a)\\\\1" }] } }] }', {},
+      /retention\.policies\[0\]\.rules\.select\[0\]\.regex is refused: .*linear-time engine/],
+    ['registries: { default: { url: "http://x" } }\nretention: { policies: [{ name: a, repositories: [app], rules: {} }, { name: a, repositories: [b], rules: {} }] }', {},
+      /retention\.policies\[1\]\.name: a is the name of an earlier policy/],
+    ['registries: { default: { url: "http://x" } }\nretention: { policies: [{ name: a, registry: nope, repositories: [app], rules: {} }] }', {},
+      /retention\.policies\[0\]\.registry: must name a key of registries/],
+    ['registries: { default: { url: "http://x" } }\nretention: { policies: [{ name: a, repositories: [app], rules: { deleteOlderThan: soon } }] }', {},
+      /retention\.policies\.0\.rules\.deleteOlderThan|retention\.policies\[0\]\.rules\.deleteOlderThan/]
   ]
   for (const [text, env, expected] of cases) {
     const path = file('bad.yaml', text)

@@ -6,6 +6,7 @@ import { AuditActionSchema, AuditEventSchema, AuditOutcomeSchema } from '../../s
 import { MeSchema } from '../../src/identity/who-am-i.js'
 import { DeleteImageResultSchema, PlanApprovalSchema, RestoreResultSchema } from '../../src/images/shapes.js'
 import { ActionPermissionSchema, ImageTagSchema, LabelSchema, PlatformSchema, RepositorySchema, TagActionsSchema, TagDetailSchema } from '../../src/images/browse-shapes.js'
+import { CleanupDeletionPlanSchema, CleanupEntrySchema, CleanupPlanSchema, CleanupRulesSchema, CleanupTotalsSchema, TagMatchSchema } from '../../src/cleanups/shapes.js'
 import { CleanupRunCountsSchema, CleanupRunSchema, RestoreCleanupItemSchema, RestoreCleanupResultSchema } from '../../src/cleanups/run-shapes.js'
 import { canonicalGraphQL, canonicalSchema, loadSdl, withoutFormats } from '../fixtures/shapes.js'
 
@@ -28,11 +29,25 @@ const SHAPES = [
   { name: 'ActionPermission', schema: ActionPermissionSchema },
   { name: 'Platform', schema: PlatformSchema },
   { name: 'Label', schema: LabelSchema },
+  { name: 'CleanupPlan', schema: CleanupPlanSchema },
+  { name: 'CleanupEntry', schema: CleanupEntrySchema },
+  { name: 'CleanupDeletionPlan', schema: CleanupDeletionPlanSchema },
+  { name: 'CleanupTotals', schema: CleanupTotalsSchema },
+  { name: 'CleanupRules', schema: CleanupRulesSchema },
+  { name: 'TagMatch', schema: TagMatchSchema },
   { name: 'CleanupRun', schema: CleanupRunSchema },
   { name: 'CleanupRunCounts', schema: CleanupRunCountsSchema },
   { name: 'RestoreCleanupItem', schema: RestoreCleanupItemSchema },
   { name: 'RestoreCleanupResult', schema: RestoreCleanupResultSchema }
 ]
+
+t.test('the GraphQL inputs of planCleanup take the fields the REST body does', async t => {
+  const input = (name: string): string[] => Object.keys((sdl.getType(name) as unknown as { getFields: () => Record<string, unknown> }).getFields()).sort()
+  t.same(input('CleanupRulesInput'), Object.keys(CleanupRulesSchema.properties).sort())
+  t.same(input('TagMatchInput'), Object.keys(TagMatchSchema.properties).sort())
+  t.same(input('KeepInput'), Object.keys((CleanupRulesSchema.properties.keep as unknown as { properties: object }).properties).sort())
+  t.same(input('GroupByInput'), Object.keys((CleanupRulesSchema.properties.groupBy as unknown as { properties: object }).properties).sort())
+})
 
 for (const { name, schema } of SHAPES) {
   t.test(`${name}: openapi.yaml and the SDL say what the code answers`, async t => {

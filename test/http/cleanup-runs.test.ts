@@ -124,6 +124,8 @@ t.test('execute: capped (400, nothing run), raised (202), followed by events, au
   const again = await post(gateway, `/cleanups/${plan.id}/execute`, KEYS.alice)
   t.match(again, { status: 409, body: { code: 'CLEANUP_RUN_EXISTS' } })
   t.match(await events(gateway, plan.id), { events: [['state', { state: 'done' }], ['end', { state: 'done', counts: { done: 3 } }]] }, 'a finished run: state and end at once')
+  t.match(await gateway.rest('GET', `/cleanups/${plan.id}`, { key: KEYS.alice }), { status: 200, body: { id: plan.id, state: 'planned', run: { state: 'done', counts: { done: 3 } } } },
+    'the plan shows its run')
 
   const audit = await gateway.rest('GET', `/audit?cleanupId=${plan.id}`, { key: KEYS.auditor })
   t.equal(audit.status, 200)

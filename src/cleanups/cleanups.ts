@@ -1,0 +1,108 @@
+/**
+ * The cleanup use cases every edge calls: plan a cleanup from a request or a named retention policy, keep the plan
+ * in the audit store, show it again by id. The request is checked here against its TypeBox shape, so REST,
+ * GraphQL and the CLI refuse the same bad input with the same field and rule.
+ */
+import { Value } from 'typebox/value'
+import type { AuditTrail } from '../audit/trail.js'
+import { GatewayError, invalidField } from '../errors.js'
+import { grantsAnywhere } from '../policy/index.js'
+import type { Identity } from '../policy/types.js'
+import type { RequestContext } from '../images/attempt.js'
+import { CLEANUP_ID, planCleanup, type CleanupServices } from './plan-cleanup.js'
+import { CleanupRequestSchema, type CleanupPlan, type CleanupRequest, type CleanupRules } from './shapes.js'
+
+export interface RetentionPolicy {
+  name: string
+  registry?: string
+  repositories: readonly string[]
+  rules: CleanupRules
+}
+
+export interface CleanupDeps extends CleanupServices {
+  audit: AuditTrail
+  /** Named policies from the configuration (`retention.policies[]`). */
+  retention: readonly RetentionPolicy[]
+  /** Whether the caller holds `audit` somewhere: such a caller may look at anyone's cleanup plans. */
+  mayAuditAnything: (identity: Identity) => boolean
+}
+
+interface Caller {
+  identity: Identity
+  context: RequestContext
+  /** The request's: a caller that goes away stops the reading. */
+  signal: AbortSignal
+}
+
+/** JSON Pointer (/rules/select/0/regex) to the dotted path a 400 names (rules.select[0].regex). */
+function fieldOf (pointer: string): string {
+  return pointer.split('/').slice(1).reduce((path, part) => /^\d+$/.test(part) ? `${path}[${part}]` : path === '' ? part : `${path}.${part}`, '')
+}
+
+export function checkCleanupRequest (body: unknown): CleanupRequest {
+  if (Value.Check(CleanupRequestSchema, body)) return body
+  // TypeBox reports an unknown field twice: as the false schema it meets (keyword boolean), then by its name.
+  const error = [...Value.Errors(CleanupRequestSchema, body)].find(each => each.keyword !== 'boolean') as NonNullable<ReturnType<typeof Value.Errors>[number]>
+  const unknown = error.keyword === 'additionalProperties' ? (error.params as { additionalProperties: string[] }).additionalProperties : []
+  const field = fieldOf(error.instancePath) || 'body'
+  const rule = unknown.length > 0 ? `no field ${unknown.join(', ')}` : error.message
+  throw invalidField(field, rule, `${field}: ${rule}.`)
+}
+
+/** A caller who may delete nothing anywhere would get a plan that refuses every tag: refused at once instead. */
+function checkMayDelete (deps: CleanupDeps, identity: Identity): void {
+  if (grantsAnywhere(deps.policy(), identity, 'delete')) return
+  throw new GatewayError('FORBIDDEN', `${identity.subject} may delete no tag anywhere, so a cleanup plan could only refuse every tag; ask for the delete action on the repositories to clean.`,
+    { extras: { subject: identity.subject, action: 'delete' } })
+}
+
+async function plannedAndKept (deps: CleanupDeps, caller: Caller, request: CleanupRequest, named?: { policy: string, field: string }): Promise<CleanupPlan> {
+  checkMayDelete(deps, caller.identity)
+  const plan = await planCleanup(deps, {
+    identity: caller.identity,
+    context: caller.context,
+    ...(request.registry === undefined ? {} : { registry: request.registry }),
+    repositories: request.repositories,
+    rules: request.rules,
+    ...(named === undefined ? {} : { policyName: named.policy, rulesField: named.field }),
+    signal: caller.signal
+  })
+  const { id, registry, createdBy, createdAt, state } = plan
+  await deps.audit.saveCleanup({ id, registry, createdBy, createdAt, state, body: JSON.stringify(plan) })
+  return plan
+}
+
+/** `POST /cleanups`: plans the cleanup the body describes, keeps it, answers it. Nothing in the registry changes. */
+export async function createCleanup (deps: CleanupDeps, input: Caller & { body: unknown }): Promise<CleanupPlan> {
+  return await plannedAndKept(deps, input, checkCleanupRequest(input.body))
+}
+
+/** `POST /retention/<name>/plan`: the same for a policy of the configuration, planned as the caller. */
+export async function planRetentionPolicy (deps: CleanupDeps, input: Caller & { name: string }): Promise<CleanupPlan> {
+  const index = deps.retention.findIndex(policy => policy.name === input.name)
+  const policy = deps.retention[index]
+  if (policy === undefined) {
+    const known = deps.retention.map(each => each.name)
+    const has = known.length === 0 ? 'none' : known.join(', ')
+    throw new GatewayError('NOT_FOUND', `no retention policy is named ${JSON.stringify(input.name.slice(0, 64))}; the configuration has ${has}.`)
+  }
+  const request: CleanupRequest = {
+    ...(policy.registry === undefined ? {} : { registry: policy.registry }), repositories: [...policy.repositories], rules: policy.rules
+  }
+  return await plannedAndKept(deps, input, request, { policy: policy.name, field: `retention.policies[${index}].rules` })
+}
+
+/** `GET /cleanups/<id>`: the plan as it was made, for whoever made it or may audit; anyone else is told it does not exist. */
+export async function getCleanup (deps: CleanupDeps, input: { identity: Identity, id: string }): Promise<CleanupPlan> {
+  if (!CLEANUP_ID.test(input.id)) {
+    throw invalidField('id', `matches ${CLEANUP_ID.source}`, `id must be a cleanup id as POST /cleanups answers it (${CLEANUP_ID.source}).`)
+  }
+  const stored = await deps.audit.getCleanup(input.id)
+  if (stored === undefined || (stored.createdBy !== input.identity.subject && !deps.mayAuditAnything(input.identity))) {
+    throw new GatewayError('NOT_FOUND', `no cleanup ${input.id} that ${input.identity.subject} may see.`)
+  }
+  const plan = JSON.parse(stored.body) as CleanupPlan
+  // Part 2's hook: a plan that ran (or was cancelled) shows its run.
+  const run = await deps.audit.store.getCleanupRun(plan.id)
+  return run === undefined ? plan : { ...plan, run }
+}

@@ -1,0 +1,153 @@
+/** POST /cleanups, GET /cleanups/<id>, POST /retention/<name>/plan and GraphQL planCleanup against a real registry. */
+import t from 'tap'
+import { planRetentionPolicy, type CleanupDeps } from '../../src/cleanups/cleanups.js'
+import { REGEX_RULE } from '../../src/cleanups/rules.js'
+import { rejection } from '../fixtures/rejection.js'
+import { startRegistry } from '../../testing/registry-process.js'
+import { daysBefore, pushCreated } from '../fixtures/cleanup-seed.js'
+import { ADMIN_KEY, countingDispatcher, sha256Hex, startGateway, type Gateway } from '../fixtures/gateway.js'
+
+const registry = await startRegistry()
+t.teardown(async () => { await registry.stop() })
+const NAME = 'web/app'
+const now = Date.now()
+for (const [tag, days] of [['pr-1', 30], ['pr-2', 20], ['pr-3', 10]] as const) await pushCreated({ url: registry.url }, NAME, [tag], daysBefore(now, days))
+await pushCreated({ url: registry.url }, NAME, ['main', 'latest'], daysBefore(now, 40))
+
+const KEYS = { ci: 'rdg_cleanup-test-ci-key-00000000000001', reader: 'rdg_cleanup-test-reader-key-000000002', auditor: 'rdg_cleanup-test-auditor-key-00000003' }
+const POLICY = `
+apiKeys:
+  - { name: admin, sha256: ${sha256Hex(ADMIN_KEY)} }
+  - { name: ci, sha256: ${sha256Hex(KEYS.ci)} }
+  - { name: reader, sha256: ${sha256Hex(KEYS.reader)} }
+  - { name: auditor, sha256: ${sha256Hex(KEYS.auditor)} }
+roles:
+  admin: [{ actions: ["*"], repositories: ["**"] }]
+  ci: [{ actions: [delete], repositories: ["web/**"], tags: ["pr-*"] }, { actions: [read], repositories: ["web/**"] }]
+  reader: [{ actions: [read], repositories: ["**"] }]
+  auditor: [{ actions: [audit, read], repositories: ["**"] }]
+bindings:
+  - { role: admin, subjects: ["apikey:admin"] }
+  - { role: ci, subjects: ["apikey:ci"] }
+  - { role: reader, subjects: ["apikey:reader"] }
+  - { role: auditor, subjects: ["apikey:auditor"] }
+protectedTags:
+  - { tags: ["latest"] }
+`
+const RETENTION = {
+  policies: [
+    { name: 'previews', repositories: [NAME], rules: { select: [{ glob: 'pr-*' }], keep: { newest: 1 } } },
+    { name: 'old-previews', registry: 'default', repositories: ['web/*'], rules: { select: [{ glob: 'pr-*' }], deleteOlderThan: '15d' } }
+  ]
+}
+const counted = countingDispatcher(t)
+const gateway: Gateway = await startGateway(t, {
+  registries: { default: { url: registry.url } },
+  policy: POLICY,
+  dispatcher: counted.dispatcher,
+  config: { retention: RETENTION }
+})
+const RULES = { select: [{ glob: 'pr-*' }, { glob: 'main' }, { glob: 'latest' }], keep: { newest: 2 } }
+
+async function tagsNow (): Promise<string[]> {
+  const response = await fetch(`${registry.url}/v2/${NAME}/tags/list`)
+  return ((await response.json()) as { tags: string[] }).tags.sort()
+}
+
+t.test('POST /cleanups plans and keeps; GET shows it to its maker and to auditors only; nothing is deleted', async t => {
+  const reply = await gateway.rest('POST', '/cleanups', { body: { repositories: [NAME], rules: RULES } })
+  t.equal(reply.status, 201)
+  t.equal(reply.headers.location, `/cleanups/${reply.body.id as string}`)
+  const plan = reply.body
+  const outcomes = Object.fromEntries((plan.entries as Array<{ tag: string, outcome: string, rule: string }>).map(entry => [entry.tag, `${entry.outcome} ${entry.rule}`]))
+  t.same(outcomes, { latest: 'keep protected', main: 'remove select[1]', 'pr-1': 'remove select[0]', 'pr-2': 'keep keep.newest', 'pr-3': 'keep keep.newest' })
+  t.match(plan.entries.find((entry: { tag: string }) => entry.tag === 'main'), { plan: { action: 'untagged', sharedWith: ['latest'], mode: 'auto', strategy: 'swap' } })
+  t.match(plan, { state: 'planned', registry: 'default', createdBy: 'apikey:admin', totals: { repositories: 1, tags: 5, remove: 2, keep: 3, refuse: 0, deletedDigests: 1, untagged: 1 } })
+  t.same(await tagsNow(), ['latest', 'main', 'pr-1', 'pr-2', 'pr-3'], 'planning deletes nothing')
+
+  const again = await gateway.rest('GET', `/cleanups/${plan.id as string}`)
+  t.equal(again.status, 200)
+  t.same(again.body, plan, 'the plan as it was made')
+  t.equal((await gateway.rest('GET', `/cleanups/${plan.id as string}`, { key: KEYS.auditor })).status, 200, 'an auditor may look')
+  const stranger = await gateway.rest('GET', `/cleanups/${plan.id as string}`, { key: KEYS.ci })
+  t.match(stranger, { status: 404, body: { code: 'NOT_FOUND' } }, 'anyone else is told it does not exist')
+  t.match(await gateway.rest('GET', `/cleanups/cleanup_${'0'.repeat(32)}`), { status: 404, body: { code: 'NOT_FOUND' } })
+})
+
+t.test('a key that may delete only pr-* is refused main in the policy\'s words', async t => {
+  const reply = await gateway.rest('POST', '/cleanups', { key: KEYS.ci, body: { registry: 'default', repositories: ['web/**'], rules: { select: [{ glob: 'main' }, { glob: 'pr-1' }] } } })
+  t.equal(reply.status, 201)
+  const main = reply.body.entries.find((entry: { tag: string }) => entry.tag === 'main')
+  t.match(main, { outcome: 'refuse', rule: 'select[0]', reason: /^apikey:ci may not delete web\/app:main in registry default: no rule of roles \[ci\] allows delete on tag main/ })
+  t.notOk('plan' in main)
+  t.match(reply.body.totals, { refuse: 1, remove: 1 })
+})
+
+t.test('POST /retention/<name>/plan plans a configured policy; an unknown name is 404', async t => {
+  const reply = await gateway.rest('POST', '/retention/previews/plan')
+  t.equal(reply.status, 201)
+  t.match(reply.body, { policy: 'previews', repositories: [NAME], rules: RETENTION.policies[0]?.rules, totals: { remove: 2, keep: 3 } })
+  const old = await gateway.rest('POST', '/retention/old-previews/plan', { key: KEYS.ci })
+  t.match(old, { status: 201, body: { policy: 'old-previews', registry: 'default', createdBy: 'apikey:ci', totals: { remove: 2, keep: 3 } } })
+  const unknown = await gateway.rest('POST', '/retention/nightly/plan')
+  t.match(unknown, { status: 404, body: { code: 'NOT_FOUND', detail: 'no retention policy is named "nightly"; the configuration has previews, old-previews.' } })
+  const none = await rejection(planRetentionPolicy({ retention: [] } as unknown as CleanupDeps, { identity: { subject: 'apikey:x', groups: [], kind: 'apikey' }, context: { requestId: 'r', transport: 'rest' }, name: 'any', signal: AbortSignal.timeout(1000) }))
+  t.equal(none.detail, 'no retention policy is named "any"; the configuration has none.')
+})
+
+t.test('refusals: a read-only key, bad and catastrophic regexes, unknown fields, a bad id; none reaches the registry', async t => {
+  const before = counted.requests.length
+  const readOnly = await gateway.rest('POST', '/cleanups', { key: KEYS.reader, body: { repositories: [NAME], rules: {} } })
+  t.match(readOnly, { status: 403, body: { code: 'FORBIDDEN', detail: /^apikey:reader may delete no tag anywhere/ } })
+  const cases: Array<[object | undefined, string, string | RegExp]> = [
+    [{ repositories: [NAME], rules: { select: [{ regex: '(' }] } }, 'rules.select[0].regex', REGEX_RULE],
+    [{ repositories: [NAME], rules: { exclude: [{ regex: '^(a+)+\\1$' }] } }, 'rules.exclude[0].regex', REGEX_RULE],
+    [{ repositories: [NAME], rules: { keep: { tags: [{ regex: '(?=(a+)+b)' }] } } }, 'rules.keep.tags[0].regex', REGEX_RULE],
+    [{ repositories: [NAME], rules: { colour: 'red' } }, 'rules', 'no field colour'],
+    [{ repositories: [], rules: {} }, 'repositories', /fewer than 1|at least 1|minItems|1 items/],
+    [{ repositories: [NAME], rules: { deleteOlderThan: 'two weeks' } }, 'rules.deleteOlderThan', /pattern/],
+    [{ repositories: [NAME], rules: { select: [{ semver: 'newest' }] } }, 'rules.select[0].semver', 'a semver range (npm syntax)'],
+    [{ repositories: ['Bad_Name'], rules: {} }, 'repositories[0]', 'a repository name or glob'],
+    [{ repositories: [NAME, ''], rules: {} }, 'repositories[1]', /fewer than 1|at least 1|minLength|1 char/],
+    [undefined, 'body', /object/]
+  ]
+  for (const [body, field, rule] of cases) {
+    const reply = await gateway.rest('POST', '/cleanups', body === undefined ? {} : { body })
+    t.equal(reply.status, 400, JSON.stringify(body))
+    t.match(reply.body, { code: 'INVALID_REQUEST', field, rule }, JSON.stringify(body))
+  }
+  t.match(await gateway.rest('GET', '/cleanups/not-an-id'), { status: 400, body: { code: 'INVALID_REQUEST', field: 'id' } })
+  t.equal(counted.requests.length, before, 'no registry request for any of them')
+})
+
+const PLAN_MUTATION = `mutation Plan($repositories: [String!]!, $rules: CleanupRulesInput!, $registry: String) {
+  planCleanup(registry: $registry, repositories: $repositories, rules: $rules) {
+    id state registry repositories policy createdBy createdAt
+    rules { select { glob regex semver } exclude { glob } groupBy { regex capture } keep { tags { glob } newest newerThan } deleteOlderThan referrers orphanedReferrers }
+    entries { repository tag digest mediaType created outcome rule reason sequence
+      plan { id registry repository tag digest mediaType mode force action strategy removedTags sharedWith referencedBy { digest tags } decisions { action tag allow reason } hiddenTags } }
+    totals { repositories tags remove keep refuse deletedDigests untagged hiddenTags }
+  }
+}`
+
+t.test('GraphQL planCleanup, cleanup(id) and planRetention answer what REST does', async t => {
+  const rules = { ...RULES, groupBy: null, referrers: 'delete', orphanedReferrers: null }
+  const reply = await gateway.gql(PLAN_MUTATION, { repositories: [NAME], rules, registry: null })
+  t.equal(reply.status, 200, JSON.stringify(reply.body.errors))
+  const plan = reply.body.data.planCleanup
+  t.match(plan, { state: 'planned', rules: { select: [{ glob: 'pr-*' }, { glob: 'main' }, { glob: 'latest' }], referrers: 'delete', groupBy: null }, totals: { remove: 2 } })
+  t.match(plan.entries.find((entry: { tag: string }) => entry.tag === 'main'), { outcome: 'remove', plan: { mode: 'AUTO', action: 'UNTAGGED', strategy: 'SWAP' } })
+  t.match(plan.entries.find((entry: { tag: string }) => entry.tag === 'pr-1'), { plan: { action: 'DELETED_DIGEST', strategy: 'DIGEST' } })
+  t.equal(plan.entries.find((entry: { tag: string }) => entry.tag === 'latest').plan, null)
+
+  const shown = await gateway.gql('query Show($id: String!) { cleanup(id: $id) { id totals { remove } entries { tag plan { action } } } }', { id: plan.id })
+  t.match(shown.body.data.cleanup, { id: plan.id, totals: { remove: 2 } })
+  t.ok(shown.body.data.cleanup.entries.some((entry: { plan: { action: string } | null }) => entry.plan?.action === 'DELETED_DIGEST'))
+
+  const named = await gateway.gql('mutation { planRetention(name: "previews") { policy totals { remove } } }')
+  t.same(named.body.data.planRetention, { policy: 'previews', totals: { remove: 2 } })
+  const unknown = await gateway.gql('mutation { planRetention(name: "nightly") { id } }')
+  t.match(unknown.body.errors, [{ extensions: { code: 'NOT_FOUND' } }])
+  const bad = await gateway.gql(PLAN_MUTATION, { repositories: [NAME], rules: { select: [{ regex: '(a)\\1' }] } })
+  t.match(bad.body.errors, [{ extensions: { code: 'INVALID_REQUEST', field: 'rules.select[0].regex', rule: REGEX_RULE } }])
+})
