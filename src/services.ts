@@ -12,7 +12,7 @@ import type { CleanupDeps } from './cleanups/cleanups.js'
 import { CursorCodec } from './images/browse-cursor.js'
 import type { ImageServices } from './images/delete-image.js'
 import { PlanBook } from './images/approvals.js'
-import { ActiveRuns, DEFAULT_MAX_DELETIONS, DEFAULT_RUN_CONCURRENCY, type CleanupRunServices } from './cleanups/run-cleanup.js'
+import { ActiveRuns, type CleanupRunServices } from './cleanups/run-cleanup.js'
 import { startAuditHousekeeping, type AuditHousekeeping } from './images/housekeeping.js'
 import { whoAmI, type WhoAmI } from './identity/who-am-i.js'
 import { decide, grantsAnywhere, literalProtectedTags, rolesOf, PolicyStore } from './policy/index.js'
@@ -119,7 +119,7 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
   // One cache for the read API and cleanups: both read manifests and configs, immutable per digest.
   const browseCache = new BrowseCache({ entries: config.browse.cacheEntries, tagTtlMs: config.browse.tagTtlMs })
   const cleanupRuns: CleanupRunServices = {
-    images, concurrency: DEFAULT_RUN_CONCURRENCY, maxDeletions: DEFAULT_MAX_DELETIONS, runs: new ActiveRuns(), now: Date.now
+    images, concurrency: config.cleanups.runConcurrency, maxDeletions: config.cleanups.maxDeletions, runs: new ActiveRuns(), now: Date.now
   }
   const housekeeping = startAuditHousekeeping({ audit, registries, retentionDays: config.audit.retentionDays, logger: log })
   return {

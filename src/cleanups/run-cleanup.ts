@@ -17,9 +17,6 @@ import type { Identity } from '../policy/types.js'
 import { referrerOf } from './rules.js'
 import type { CleanupEntry, CleanupPlan } from './shapes.js'
 
-export const DEFAULT_MAX_DELETIONS = 100
-export const DEFAULT_RUN_CONCURRENCY = 4
-
 /** The abort reason of a gateway that stops: its runs end interrupted, not cancelled. */
 const SHUTDOWN = Symbol('shutdown')
 
