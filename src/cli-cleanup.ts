@@ -43,16 +43,14 @@ function options (args: string[]): { file: string, gateway: string, apiKey: stri
   return { file: positionals[0] as string, gateway: gateway.replace(/\/+$/, ''), apiKey, ...(max === undefined ? {} : { maxDeletions: Number(max) }) }
 }
 
-async function call (gateway: string, apiKey: string, method: string, path: string, body?: unknown): Promise<unknown> {
-  const response = await fetch(gateway + path, {
-    method,
-    headers: { 'x-api-key': apiKey, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) })
-  })
-  const answer = await response.json() as { detail?: string, code?: string, field?: string }
+async function call (gateway: string, apiKey: string, path: string, body: unknown): Promise<unknown> {
+  const method = 'POST'
+  const response = await fetch(gateway + path, { method, headers: { 'x-api-key': apiKey, 'content-type': 'application/json' }, body: JSON.stringify(body) })
+  // A refusal is problem+json, with the catalogue's code and detail (and the field of a 400).
+  const answer = await response.json() as { detail: string, code: string, field?: string }
   if (!response.ok) {
     const field = answer.field === undefined ? '' : ` (field ${answer.field})`
-    throw new Error(`${method} ${path}: ${response.status} ${answer.code ?? ''}${field}: ${answer.detail ?? ''}`)
+    throw new Error(`${method} ${path}: ${response.status} ${answer.code}${field}: ${answer.detail}`)
   }
   return answer
 }
@@ -68,8 +66,7 @@ function table (plan: Plan): string {
       lines.push(`  ${`${entry.repository}:${entry.tag}`.padEnd(width)}  ${entry.rule}${action}: ${entry.reason}`)
     }
   }
-  const hidden = plan.totals.hiddenTags > 0 ? `, ${plan.totals.hiddenTags} tags you may not read left out` : ''
-  lines.push(`cleanup ${plan.id}: ${plan.totals.remove} to remove, ${plan.totals.keep} kept, ${plan.totals.refuse} refused${hidden}`)
+  lines.push(`cleanup ${plan.id}: ${plan.totals.remove} to remove, ${plan.totals.keep} kept, ${plan.totals.refuse} refused, ${plan.totals.hiddenTags} not shown (you may not read them)`)
   return lines.join('\n')
 }
 
@@ -92,13 +89,13 @@ async function follow (gateway: string, apiKey: string, plan: Plan, io: CleanupC
     while ((boundary = buffer.indexOf('\n\n')) !== -1) {
       const block = buffer.slice(0, boundary)
       buffer = buffer.slice(boundary + 2)
-      const event = /^event: (\w+)$/m.exec(block)?.[1]
-      const data = /^data: (.*)$/m.exec(block)?.[1]
-      if (event === undefined || data === undefined) continue
-      const parsed = JSON.parse(data) as { tag?: string, repository?: string, result?: string, detail?: string, state: string, counts: Counts }
+      // Heartbeats (comment lines) and the opening state event carry nothing to show.
+      const event = /^event: (tag|end)$/m.exec(block)?.[1]
+      if (event === undefined) continue
+      const parsed = JSON.parse((/^data: (.*)$/m.exec(block) as RegExpExecArray)[1] as string) as { tag?: string, repository?: string, result?: string, detail?: string, state: string, counts: Counts }
       if (event === 'tag') {
         if (io.progress !== undefined) io.progress(bar(parsed.counts, total))
-        else io.out(`${parsed.result as string} ${parsed.repository as string}:${parsed.tag as string}${parsed.detail === undefined ? '' : `: ${parsed.detail}`}`)
+        else io.out([`${parsed.result as string} ${parsed.repository as string}:${parsed.tag as string}`, parsed.detail].filter(Boolean).join(': '))
       }
       if (event === 'end') end = { state: parsed.state, counts: parsed.counts }
     }
@@ -117,13 +114,13 @@ export async function cleanupCommand (args: string[], io: CleanupCliIo): Promise
   } catch (error) {
     throw new CleanupUsageError(`cleanup: cannot read ${file}: ${(error as Error).message}`)
   }
-  const plan = await call(gateway, apiKey, 'POST', '/cleanups', request) as Plan
+  const plan = await call(gateway, apiKey, '/cleanups', request) as Plan
   io.out(table(plan))
   if (subcommand === 'plan') return 0
-  await call(gateway, apiKey, 'POST', `/cleanups/${plan.id}/execute`, maxDeletions === undefined ? {} : { maxDeletions })
+  await call(gateway, apiKey, `/cleanups/${plan.id}/execute`, maxDeletions === undefined ? {} : { maxDeletions })
   const end = await follow(gateway, apiKey, plan, io)
   if (io.progress !== undefined) io.progress(`${bar(end.counts, plan.totals.remove)}\n`)
   const { done, stale, failed, skipped } = end.counts
   io.out(`cleanup ${plan.id} ${end.state}: ${done} removed, ${stale} stale, ${failed} failed, ${skipped} skipped (undo: POST /cleanups/${plan.id}/restore)`)
-  return end.state === 'done' && failed === 0 ? 0 : 1
+  return Number(end.state !== 'done' || failed > 0)
 }

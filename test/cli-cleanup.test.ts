@@ -47,7 +47,7 @@ t.test('plan prints removed, kept and refused tags with rule and reason; nothing
   const file = await seed('cli/plan')
   const { code, out, err } = await run(['cleanup', 'plan', file, ...connection])
   t.equal(code, 0, err)
-  t.match(out, /^REMOVED \(2\)\n {2}cli\/plan:pr-1 {2}select\[0\] \[deleted-digest\]: .*\n {2}cli\/plan:pr-2 .*\nKEPT \(1\)\n {2}cli\/plan:release {2}select: no select rule matches it\nREFUSED \(0\)\ncleanup cleanup_[0-9a-f]{32}: 2 to remove, 1 kept, 0 refused$/)
+  t.match(out, /^REMOVED \(2\)\n {2}cli\/plan:pr-1 {2}select\[0\] \[deleted-digest\]: .*\n {2}cli\/plan:pr-2 .*\nKEPT \(1\)\n {2}cli\/plan:release {2}select: no select rule matches it\nREFUSED \(0\)\ncleanup cleanup_[0-9a-f]{32}: 2 to remove, 1 kept, 0 refused, 0 not shown \(you may not read them\)$/)
   t.same(await tagsNow('cli/plan'), ['pr-1', 'pr-2', 'release'])
 })
 
@@ -89,4 +89,5 @@ t.test('usage errors', async t => {
   const bad = join(dir, 'bad.yaml')
   writeFileSync(bad, 'repositories: []\nrules: {}\n')
   t.match(await run(['cleanup', 'plan', bad, ...connection]), { code: 1, err: /POST \/cleanups: 400 INVALID_REQUEST \(field repositories\)/ })
+  t.match(await run(['cleanup', 'plan', bad, '--gateway', url, '--api-key', 'rdg_not-a-key']), { code: 1, err: /POST \/cleanups: 401 UNAUTHENTICATED: / }, 'no field to name')
 })

@@ -91,6 +91,8 @@ export const cleanupRunRoutes = (deps: CleanupRunRouteDeps): FastifyPluginAsyncT
       for (;;) {
         const event = events.shift()
         if (event === undefined) {
+          // The client hung up mid-run (inject-based tests cannot hang up half-way).
+          /* c8 ignore next */
           if (stream.writableEnded || reply.raw.destroyed) break
           await new Promise<void>(resolve => { wake = resolve })
           continue

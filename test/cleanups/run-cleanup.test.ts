@@ -10,7 +10,7 @@ import { decide } from '../../src/policy/index.js'
 import { loadPolicy } from '../../src/policy/load.js'
 import type { Identity } from '../../src/policy/types.js'
 import { startRegistry } from '../../testing/registry-process.js'
-import { daysBefore, pushCreated, pushReferrer, referrerTag } from '../fixtures/cleanup-seed.js'
+import { daysBefore, pushCreated, pushIndex, pushReferrer, referrerTag } from '../fixtures/cleanup-seed.js'
 import { rejection } from '../fixtures/rejection.js'
 import { directory, imageServices, memoryTrail, registryClient } from '../fixtures/use-case.js'
 
@@ -158,13 +158,16 @@ t.test('stale entries are skipped and reported; a signature stays when its subje
   const old = await pushCreated(target, name, ['pr-1'], ago(30))
   await pushCreated(target, name, ['pr-2'], ago(30))
   await pushReferrer(target, name, old.digest, 'sig')
+  await pushIndex(target, name, ['pr-9'], { amd64: ago(30), arm64: ago(31) })
   const { plan, run } = setup(t)
   const cleanup = await plan([name], { select: [{ glob: 'pr-*' }] })
   t.match(cleanup.entries.find(entry => entry.tag === referrerTag(old.digest, 'sig')), { outcome: 'remove', rule: 'referrers' })
   await pushCreated(target, name, ['pr-1'], ago(1))
   await executeCleanup(run, { identity: alice, context, cleanup })
   const events = listen(run, cleanup.id)
-  t.match(await run.runs.finished(cleanup.id), { state: 'done', counts: { done: 1, stale: 2 } })
+  t.match(await run.runs.finished(cleanup.id), { state: 'done', counts: { done: 2, stale: 2 } })
+  t.match(events.find(event => event.type === 'tag' && event.tag === 'pr-9'), { result: 'done', action: 'deleted-digest' }, 'a multi-platform image, first')
+  t.equal(events.find(event => event.type === 'tag')?.tag, 'pr-9', 'indexes run before the rest')
   t.match(events.find(event => event.type === 'tag' && event.tag === 'pr-1'), { result: 'stale', errorCode: 'PLAN_STALE' })
   t.match(events.find(event => event.type === 'tag' && event.tag === referrerTag(old.digest, 'sig')),
     { result: 'stale', detail: /its subject sha256:[0-9a-f]+ was not deleted by this run/ })
@@ -195,4 +198,55 @@ t.test('cancel mid-run: the removal in flight finishes, the rest are skipped; ev
   t.equal(left.length, skipped)
   t.match(await run.images.audit.store.getCleanupRun(cleanup.id), { state: 'cancelled', counts: { done, skipped } })
   t.match(events.at(-1), { type: 'end', state: 'cancelled' })
+})
+
+t.test('a trail that cannot be written: nothing starts; mid-run, the rest are skipped and the run ends interrupted', async t => {
+  const name = 'run/lost'
+  for (const tag of ['pr-1', 'pr-2', 'pr-3', 'pr-4']) await pushCreated(target, name, [tag], ago(30))
+  const closed = setup(t)
+  const plan = await closed.plan([name], { select: [{ glob: 'pr-*' }] })
+  await closed.run.images.audit.store.close()
+  t.match(await rejection(executeCleanup(closed.run, { identity: alice, context, cleanup: plan })), { code: 'AUDIT_UNAVAILABLE' }, 'no run without a store')
+
+  const { run } = setup(t, { concurrency: 1 })
+  await executeCleanup(run, { identity: alice, context, cleanup: plan })
+  const events: CleanupRunEvent[] = []
+  run.runs.subscribe(plan.id, event => {
+    events.push(event)
+    if (events.length === 1) void run.images.audit.store.close()
+  })
+  const finished = await run.runs.finished(plan.id)
+  t.match(finished, { state: 'interrupted', counts: { done: 1, failed: 1, skipped: 2 } })
+  t.match(events[1], { type: 'tag', result: 'failed', errorCode: 'AUDIT_UNAVAILABLE' })
+  t.equal((await tagsNow(name)).length, 3, 'only the audited removal happened')
+})
+
+t.test('undo reports a deletion it cannot put back and restores the rest', async t => {
+  const name = 'run/undo'
+  for (const tag of ['pr-1', 'pr-2']) await pushCreated(target, name, [tag], ago(30))
+  const { plan, run } = setup(t)
+  const cleanup = await plan([name], { select: [{ glob: 'pr-*' }] })
+  await executeCleanup(run, { identity: alice, context, cleanup })
+  await run.runs.finished(cleanup.id)
+  await pushCreated(target, name, ['pr-2'], ago(0))
+  const results = await restoreCleanup(run, { identity: alice, context, cleanup })
+  t.match(results.find(item => item.tag === 'pr-2'), { result: 'failed', errorCode: 'TAG_EXISTS' }, 'pr-2 points elsewhere now')
+  t.match(results.find(item => item.tag === 'pr-1'), { result: 'restored' })
+  const restores = await run.images.audit.list({ cleanupId: cleanup.id, action: 'restore' }, { limit: 10 }, () => true)
+  t.ok(restores.items.length >= 1 && restores.items.every(item => item.cleanupId === cleanup.id), 'restores carry the cleanup id too')
+})
+
+t.test('a gateway that stops: in-flight removals finish, the rest are skipped, the run ends interrupted', async t => {
+  const name = 'run/stop'
+  for (const tag of ['pr-1', 'pr-2', 'pr-3']) await pushCreated(target, name, [tag], ago(30))
+  const { plan, run } = setup(t, { concurrency: 1 })
+  const cleanup = await plan([name], { select: [{ glob: 'pr-*' }] })
+  await executeCleanup(run, { identity: alice, context, cleanup })
+  const stopped = new Promise<void>(resolve => {
+    run.runs.subscribe(cleanup.id, () => { void run.runs.stopAll().then(resolve) })
+  })
+  await stopped
+  t.match(await run.images.audit.store.getCleanupRun(cleanup.id), { state: 'interrupted', counts: { done: 1, skipped: 2 } })
+  t.equal(run.runs.finished(cleanup.id), undefined, 'no longer in progress')
+  t.equal((await tagsNow(name)).length, 2, 'the one removal in flight finished; the others untouched')
 })

@@ -172,3 +172,11 @@ t.test('refusals: another caller\'s cleanup, a low-privilege key, execute after 
   const refused = await gateway.gql('mutation($id: String!) { executeCleanup(id: $id) { state } }', { id: second.id }, { key: KEYS.alice })
   t.match(refused.body.errors, [{ extensions: { code: 'CLEANUP_RUN_EXISTS' } }])
 })
+
+t.test('a run a stopped gateway left running is marked interrupted at the next start', async t => {
+  const cleanupId = 'cleanup_0000000000000000000000000000000f'
+  const counts = { done: 1, stale: 0, failed: 0, skipped: 0 }
+  t.equal(await store.claimCleanupRun({ cleanupId, state: 'running', startedBy: 'apikey:alice', startedAt: new Date().toISOString(), maxDeletions: 100, counts }), true)
+  await startGateway(t, { registries: { default: { url: registry.url } }, policy: POLICY, auditPath })
+  t.match(await store.getCleanupRun(cleanupId), { state: 'interrupted', finishedAt: /^\d{4}-/, counts })
+})
