@@ -2,7 +2,7 @@
  * `npm run bench`: starts its own registry (docker-registry on a free loopback port), seeds it, runs the
  * scenarios of the performance issues against the gateway as a separate process over real HTTP, prints a table
  * and writes bench-results/latest.json. `--quick` runs smaller repositories and fewer rounds (a smoke test).
- * `--only=untag` (or a comma-separated list of latency, guard, rejections, rss, untag, audit-list, browse, ui) runs only those scenarios
+ * `--only=untag` (or a comma-separated list of latency, guard, rejections, rss, untag, audit-list, browse, ui, cleanup-run) runs only those scenarios
  * and writes bench-results/only-<names>.json.
  */
 import { execFileSync } from 'node:child_process'
@@ -13,6 +13,7 @@ import { Pool } from 'undici'
 import { startRegistry, type RegistryProcess } from '../testing/registry-process.js'
 import { measureAuditList, seedAuditTrail, type AuditListResult } from './audit-list.js'
 import { browseRows, measureBrowse, type BrowseResult } from './browse.js'
+import { cleanupRunRows, measureCleanupRun, type CleanupRunResult } from './cleanup-run.js'
 import { startGateway, type BenchGateway } from './gateway.js'
 import { measureGuard, type GuardResult } from './guard.js'
 import { measureDeleteLatency } from './latency.js'
@@ -25,7 +26,7 @@ import { measureUi, uiRows, type UiResult } from './ui.js'
 import { measureUntag, tagsNeeded, untagRows, type UntagResult } from './untag.js'
 
 const quick = process.argv.includes('--quick')
-const SCENARIOS = ['latency', 'guard', 'rejections', 'rss', 'untag', 'audit-list', 'browse', 'ui'] as const
+const SCENARIOS = ['latency', 'guard', 'rejections', 'rss', 'untag', 'audit-list', 'browse', 'ui', 'cleanup-run'] as const
 type Scenario = typeof SCENARIOS[number]
 const only = process.argv.find(arg => arg.startsWith('--only='))?.slice('--only='.length).split(',')
 const unknownScenario = only?.find(name => !(SCENARIOS as readonly string[]).includes(name))
@@ -40,7 +41,8 @@ const settings = {
   untag: { sizes: quick ? [300, 1000] : [300, 10_000], rounds: quick ? 10 : 30, warmupRounds: 3 },
   auditList: { records: quick ? 50_000 : 500_000, rounds: 30, concurrency: 10, durationMs: 3000 },
   browse: { tags: 100, coldRounds: quick ? 5 : 30, warmRounds: quick ? 10 : 30 },
-  ui: { tags: 1000, warmRounds: quick ? 3 : 10 }
+  ui: { tags: 1000, warmRounds: quick ? 3 : 10 },
+  cleanupRun: { removals: quick ? 200 : 1000 }
 }
 
 interface Row { scenario: string, value: string, target: string, ok: boolean | undefined }
@@ -110,6 +112,17 @@ async function runUi (registryUrl: string, seed: (name: string, count: number, s
   cleanups.push(async () => { await gateway.close() })
   progress.begin(`(8) web page, ${settings.ui.tags} tags in chromium`)
   const result = await measureUi({ gateway, repository, warmRounds: settings.ui.warmRounds, progress })
+  await gateway.close()
+  return result
+}
+
+async function runCleanupRun (registryUrl: string, pool: Pool, seed: (name: string, count: number, shared: boolean) => Promise<SeededRepository>): Promise<CleanupRunResult> {
+  const throughGateway = await seed('bench/cleanup-run-gateway', settings.cleanupRun.removals, false)
+  const floor = await seed('bench/cleanup-run-floor', settings.cleanupRun.removals, false)
+  progress.begin('(9) cleanup run: starting a gateway and planning')
+  const gateway = await startGateway(registryUrl)
+  cleanups.push(async () => { await gateway.close() })
+  const result = await measureCleanupRun({ gateway, pool, throughGateway, floor, progress })
   await gateway.close()
   return result
 }
@@ -209,6 +222,7 @@ async function main (): Promise<void> {
   const auditList = runs('audit-list') ? await runAuditList(registry.url) : undefined
   const browse = runs('browse') ? await runBrowse(registry.url, seed) : undefined
   const ui = runs('ui') ? await runUi(registry.url, seed) : undefined
+  const cleanupRun = runs('cleanup-run') ? await runCleanupRun(registry.url, pool, seed) : undefined
   progress.end()
 
   const rows: Row[] = [
@@ -240,7 +254,8 @@ async function main (): Promise<void> {
     ...untag.flatMap(untagRows),
     ...(auditList === undefined ? [] : auditListRows(auditList)),
     ...(browse === undefined ? [] : browseRows(browse)),
-    ...(ui === undefined ? [] : uiRows(ui))
+    ...(ui === undefined ? [] : uiRows(ui)),
+    ...(cleanupRun === undefined ? [] : cleanupRunRows(cleanupRun))
   ]
   const width = Math.max(...rows.map(row => row.scenario.length))
   const valueWidth = Math.max(...rows.map(row => row.value.length))
@@ -272,6 +287,7 @@ async function main (): Promise<void> {
     auditList,
     browse,
     ui,
+    cleanupRun,
     targets: rows.filter(row => row.ok !== undefined).map(row => ({ scenario: row.scenario.trim(), value: row.value, target: row.target, ok: row.ok }))
   }
   mkdirSync('bench-results', { recursive: true })
