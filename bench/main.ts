@@ -119,10 +119,11 @@ async function runUi (registryUrl: string, seed: (name: string, count: number, s
 async function runCleanupRun (registryUrl: string, pool: Pool, seed: (name: string, count: number, shared: boolean) => Promise<SeededRepository>): Promise<CleanupRunResult> {
   const throughGateway = await seed('bench/cleanup-run-gateway', settings.cleanupRun.removals, false)
   const floor = await seed('bench/cleanup-run-floor', settings.cleanupRun.removals, false)
+  const unsafeFloor = await seed('bench/cleanup-run-unsafe', settings.cleanupRun.removals, false)
   progress.begin('(9) cleanup run: starting a gateway and planning')
   const gateway = await startGateway(registryUrl)
   cleanups.push(async () => { await gateway.close() })
-  const result = await measureCleanupRun({ gateway, pool, throughGateway, floor, progress })
+  const result = await measureCleanupRun({ gateway, pool, throughGateway, floor, unsafeFloor, progress })
   await gateway.close()
   return result
 }
