@@ -2,7 +2,7 @@
  * `npm run bench`: starts its own registry (docker-registry on a free loopback port), seeds it, runs the
  * scenarios of the performance issues against the gateway as a separate process over real HTTP, prints a table
  * and writes bench-results/latest.json. `--quick` runs smaller repositories and fewer rounds (a smoke test).
- * `--only=untag` (or a comma-separated list of latency, guard, rejections, rss, untag, audit-list, browse, ui, cleanup-run) runs only those scenarios
+ * `--only=untag` (or a comma-separated list of latency, guard, rejections, rss, untag, audit-list, browse, ui, cleanup, cleanup-run) runs only those scenarios
  * and writes bench-results/only-<names>.json.
  */
 import { execFileSync } from 'node:child_process'
@@ -13,6 +13,7 @@ import { Pool } from 'undici'
 import { startRegistry, type RegistryProcess } from '../testing/registry-process.js'
 import { measureAuditList, seedAuditTrail, type AuditListResult } from './audit-list.js'
 import { browseRows, measureBrowse, type BrowseResult } from './browse.js'
+import { cleanupRows, measureCleanupPlan, seedCleanupRepository, type CleanupResult } from './cleanup.js'
 import { cleanupRunRows, measureCleanupRun, type CleanupRunResult } from './cleanup-run.js'
 import { startGateway, type BenchGateway } from './gateway.js'
 import { measureGuard, type GuardResult } from './guard.js'
@@ -26,7 +27,7 @@ import { measureUi, uiRows, type UiResult } from './ui.js'
 import { measureUntag, tagsNeeded, untagRows, type UntagResult } from './untag.js'
 
 const quick = process.argv.includes('--quick')
-const SCENARIOS = ['latency', 'guard', 'rejections', 'rss', 'untag', 'audit-list', 'browse', 'ui', 'cleanup-run'] as const
+const SCENARIOS = ['latency', 'guard', 'rejections', 'rss', 'untag', 'audit-list', 'browse', 'ui', 'cleanup', 'cleanup-run'] as const
 type Scenario = typeof SCENARIOS[number]
 const only = process.argv.find(arg => arg.startsWith('--only='))?.slice('--only='.length).split(',')
 const unknownScenario = only?.find(name => !(SCENARIOS as readonly string[]).includes(name))
@@ -41,7 +42,8 @@ const settings = {
   untag: { sizes: quick ? [300, 1000] : [300, 10_000], rounds: quick ? 10 : 30, warmupRounds: 3 },
   auditList: { records: quick ? 50_000 : 500_000, rounds: 30, concurrency: 10, durationMs: 3000 },
   browse: { tags: 100, coldRounds: quick ? 5 : 30, warmRounds: quick ? 10 : 30 },
-  ui: { tags: 1000, warmRounds: quick ? 3 : 10 },
+  ui: { tags: 1000, coldRounds: quick ? 2 : 5, warmRounds: quick ? 3 : 10 },
+  cleanup: { tags: quick ? 1000 : 10_000, configs: quick ? 100 : 1000, rounds: quick ? 3 : 5 },
   cleanupRun: { removals: quick ? 200 : 1000 }
 }
 
@@ -105,13 +107,29 @@ async function runBrowse (registryUrl: string, seed: (name: string, count: numbe
   return result
 }
 
+async function runCleanup (registryUrl: string, pool: Pool): Promise<CleanupResult> {
+  const { tags, configs, rounds } = settings.cleanup
+  const name = 'bench/cleanup'
+  progress.begin(`(9) cleanup plan: seeding ${tags} tags`)
+  await seedCleanupRepository(registryUrl, pool, name, tags, configs, done => { if (done % 500 === 0) progress.update(`${done}/${tags} tags`) })
+  progress.begin('(9) cleanup plan: starting a gateway')
+  // A one-entry cache: every plan reads its configs again, as the bare client does.
+  const gateway = await startGateway(registryUrl, { config: { browse: { cacheEntries: 1 }, cleanups: { maxTags: tags * 2 } } })
+  cleanups.push(async () => { await gateway.close() })
+  progress.begin(`(9) cleanup plan, ${tags} tags`)
+  const result = await measureCleanupPlan({ registryUrl, gateway, name, tags, configs, rounds, progress })
+  await gateway.close()
+  return result
+}
+
 async function runUi (registryUrl: string, seed: (name: string, count: number, shared: boolean) => Promise<SeededRepository>): Promise<UiResult> {
-  const repository = await seed('bench/ui', settings.ui.tags, false)
+  const repositories: SeededRepository[] = []
+  for (let index = 0; index < settings.ui.coldRounds; index++) repositories.push(await seed(`bench/ui-${index}`, settings.ui.tags, false))
   progress.begin('(8) web page: starting a gateway')
   const gateway = await startGateway(registryUrl)
   cleanups.push(async () => { await gateway.close() })
   progress.begin(`(8) web page, ${settings.ui.tags} tags in chromium`)
-  const result = await measureUi({ gateway, repository, warmRounds: settings.ui.warmRounds, progress })
+  const result = await measureUi({ registryUrl, gateway, repositories, warmRounds: settings.ui.warmRounds, progress })
   await gateway.close()
   return result
 }
@@ -120,7 +138,7 @@ async function runCleanupRun (registryUrl: string, pool: Pool, seed: (name: stri
   const throughGateway = await seed('bench/cleanup-run-gateway', settings.cleanupRun.removals, false)
   const floor = await seed('bench/cleanup-run-floor', settings.cleanupRun.removals, false)
   const unsafeFloor = await seed('bench/cleanup-run-unsafe', settings.cleanupRun.removals, false)
-  progress.begin('(9) cleanup run: starting a gateway and planning')
+  progress.begin('(10) cleanup run: starting a gateway and planning')
   const gateway = await startGateway(registryUrl)
   cleanups.push(async () => { await gateway.close() })
   const result = await measureCleanupRun({ gateway, pool, throughGateway, floor, unsafeFloor, progress })
@@ -223,6 +241,7 @@ async function main (): Promise<void> {
   const auditList = runs('audit-list') ? await runAuditList(registry.url) : undefined
   const browse = runs('browse') ? await runBrowse(registry.url, seed) : undefined
   const ui = runs('ui') ? await runUi(registry.url, seed) : undefined
+  const cleanup = runs('cleanup') ? await runCleanup(registry.url, pool) : undefined
   const cleanupRun = runs('cleanup-run') ? await runCleanupRun(registry.url, pool, seed) : undefined
   progress.end()
 
@@ -256,6 +275,7 @@ async function main (): Promise<void> {
     ...(auditList === undefined ? [] : auditListRows(auditList)),
     ...(browse === undefined ? [] : browseRows(browse)),
     ...(ui === undefined ? [] : uiRows(ui)),
+    ...(cleanup === undefined ? [] : cleanupRows(cleanup)),
     ...(cleanupRun === undefined ? [] : cleanupRunRows(cleanupRun))
   ]
   const width = Math.max(...rows.map(row => row.scenario.length))
@@ -288,6 +308,7 @@ async function main (): Promise<void> {
     auditList,
     browse,
     ui,
+    cleanup,
     cleanupRun,
     targets: rows.filter(row => row.ok !== undefined).map(row => ({ scenario: row.scenario.trim(), value: row.value, target: row.target, ok: row.ok }))
   }

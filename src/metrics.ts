@@ -1,4 +1,4 @@
-import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client'
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { AuditRecord } from './audit/types.js'
 
 /** What the registry client reports of each request it makes. */
@@ -20,6 +20,10 @@ export interface GatewayMetrics extends RegistryObserver {
   httpRequest: (route: string, method: string, status: number, seconds: number) => void
   auditRecord: (record: AuditRecord) => void
   policyReload: (ok: boolean) => void
+  /** A webhook attempt's result per endpoint: delivered, retried (another attempt scheduled) or failed (given up). */
+  webhookAttempt: (endpoint: string, result: 'delivered' | 'retried' | 'failed') => void
+  /** Where the outbox gauge reads its rows per endpoint and status when scraped (the audit store). */
+  watchOutbox: (count: () => Promise<Array<{ endpoint: string, status: string, count: number }>>) => void
 }
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
@@ -60,9 +64,30 @@ export function createMetrics (): GatewayMetrics {
     labelNames: ['registry', 'result'],
     registers: [registry]
   })
+  const webhooks = new Counter({
+    name: 'gateway_webhook_attempts_total',
+    help: 'Webhook delivery attempts by endpoint and result (delivered, retried, failed: given up)',
+    labelNames: ['endpoint', 'result'],
+    registers: [registry]
+  })
+  let countOutbox = async (): Promise<Array<{ endpoint: string, status: string, count: number }>> => []
+  new Gauge({ // eslint-disable-line no-new -- registered with `registry`, which is what reads it
+    name: 'gateway_webhook_outbox',
+    help: 'Webhook deliveries in the outbox by endpoint and status (pending is the queue depth)',
+    labelNames: ['endpoint', 'status'],
+    registers: [registry],
+    async collect () {
+      this.reset()
+      // A store that cannot answer leaves the gauge empty for this scrape rather than failing /metrics.
+      const rows = await countOutbox().catch(() => [])
+      for (const row of rows) this.set({ endpoint: row.endpoint, status: row.status }, row.count)
+    }
+  })
   const reloads = new Counter({ name: 'gateway_policy_reloads_total', help: 'Policy reloads by result', labelNames: ['result'], registers: [registry] })
   // prom-client hashes the label set on every observe; a child per route, method and status is looked up once.
   const httpChildren = new Map<string, ReturnType<typeof http.labels>>()
+  // Likewise per registry, operation and status: a page of tags observes a hundred registry requests.
+  const upstreamChildren = new Map<string, ReturnType<typeof upstream.labels>>()
   return {
     registry,
     httpRequest (route, method, status, seconds) {
@@ -75,7 +100,13 @@ export function createMetrics (): GatewayMetrics {
       child.observe(seconds)
     },
     request (event) {
-      upstream.observe({ registry: event.registry, operation: event.operation, status: String(event.status) }, event.seconds)
+      const key = `${event.status} ${event.operation}\u0000${event.registry}`
+      let child = upstreamChildren.get(key)
+      if (child === undefined) {
+        child = upstream.labels({ registry: event.registry, operation: event.operation, status: String(event.status) })
+        upstreamChildren.set(key, child)
+      }
+      child.observe(event.seconds)
     },
     tokenLookup (registryName, hit) {
       tokens.inc({ registry: registryName, result: hit ? 'hit' : 'miss' })
@@ -88,6 +119,12 @@ export function createMetrics (): GatewayMetrics {
     },
     policyReload (ok) {
       reloads.inc({ result: ok ? 'ok' : 'failed' })
+    },
+    webhookAttempt (endpoint, result) {
+      webhooks.inc({ endpoint, result })
+    },
+    watchOutbox (count) {
+      countOutbox = count
     }
   }
 }

@@ -19,13 +19,16 @@ import { decide, grantsAnywhere, literalProtectedTags, rolesOf, PolicyStore } fr
 import { RegistryClient } from './registry/client.js'
 import { RegistryDirectory } from './registry/directory.js'
 import { KeyedQueue, Untagger } from './registry/untag.js'
+import { webhookRouter } from './notifications/events.js'
+import { startDeliveryWorker, type DeliveryWorker } from './notifications/worker.js'
+import type { OutboxRouter } from './audit/outbox.js'
 
 /** Collaborators a caller of buildApp may supply instead of the ones the configuration names. */
 export interface ServiceOverrides {
   /** Replaces every registry's connection pool (fault injection in tests). */
   dispatcher?: Dispatcher
   policyStore?: PolicyStore
-  /** Replaces the audit store the configuration names. */
+  /** Replaces the audit store the configuration names (open it with `outboxRouter(config)` for webhooks). */
   auditStore?: AuditStore
 }
 
@@ -72,10 +75,16 @@ export function buildRegistries (config: Config, dispatcher?: Dispatcher, observ
   return new RegistryDirectory(clients, config.defaultRegistry)
 }
 
+/** Which outbox rows the configured webhooks want of each record. */
+export function outboxRouter (config: Pick<Config, 'notifications'>): OutboxRouter | undefined {
+  return webhookRouter(config.notifications.webhooks)
+}
+
 /** The configured audit store: SQLite (the default), or PostgreSQL opened (and migrated) in the background. */
-export function openAuditStore (audit: Config['audit']): AuditStore {
-  if (audit.driver !== 'postgres') return openSqliteAuditStore(audit.path, { listScanLimit: audit.listScanLimit })
+export function openAuditStore (audit: Config['audit'], outbox?: OutboxRouter): AuditStore {
+  if (audit.driver !== 'postgres') return openSqliteAuditStore(audit.path, { listScanLimit: audit.listScanLimit, outbox })
   return deferredAuditStore(async () => await openPostgresAuditStore({
+    outbox,
     // validateConfig refuses driver postgres without a URL.
     connectionString: audit.url as string,
     listScanLimit: audit.listScanLimit,
@@ -92,8 +101,24 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
   if (overrides.policyStore === undefined && config.policyFile !== undefined) policyStore.load(config.policyFile)
   if (policyStore.current() === undefined) log.warn('no policy loaded: every request will be denied (set POLICY_FILE or policyFile)')
   const authenticator = createAuthenticator(policyStore, { logger: log })
-  const auditStore = overrides.auditStore ?? openAuditStore(config.audit)
-  const audit = new AuditTrail(auditStore, log, metrics.auditRecord)
+  const auditStore = overrides.auditStore ?? openAuditStore(config.audit, outboxRouter(config))
+  const { notifications } = config
+  const deliveries: DeliveryWorker | undefined = notifications.webhooks.length === 0
+    ? undefined
+    : startDeliveryWorker({
+      store: auditStore,
+      webhooks: notifications.webhooks,
+      logger: log,
+      observer: metrics,
+      pollMs: notifications.pollMs,
+      concurrency: notifications.concurrency,
+      retry: notifications.retry
+    })
+  metrics.watchOutbox(async () => await auditStore.countDeliveries())
+  const audit = new AuditTrail(auditStore, log, record => {
+    metrics.auditRecord(record)
+    deliveries?.nudge()
+  })
   // One lock for every tag-changing request of a repository: digest deletions and untags queue behind each other.
   const locks = new KeyedQueue()
   const images: ImageServices = {
@@ -160,6 +185,7 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
       await cleanupRuns.runs.stopAll()
       housekeeping.stop()
       await housekeeping.startup
+      await deliveries?.stop()
       if (overrides.auditStore === undefined) await auditStore.close()
       authenticator.close()
       if (overrides.policyStore === undefined) policyStore.close()

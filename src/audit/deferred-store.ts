@@ -34,6 +34,10 @@ export function deferredAuditStore (open: () => Promise<AuditStore>): AuditStore
     getCleanupRun: async cleanupId => await (await store()).getCleanupRun(cleanupId),
     interruptCleanupRuns: async () => await (await store()).interruptCleanupRuns(),
     prune: async olderThan => await (await store()).prune(olderThan),
+    claimDeliveries: async (limit, leaseMs) => await (await store()).claimDeliveries(limit, leaseMs),
+    finishDelivery: async (eventId, endpoint, outcome) => await (await store()).finishDelivery(eventId, endpoint, outcome),
+    listDeliveries: async (filter, page, visible) => await (await store()).listDeliveries(filter, page, visible),
+    countDeliveries: async () => await (await store()).countDeliveries(),
     check: async () => { await (await store()).check() },
     async close () {
       if (closed) return

@@ -8,3 +8,7 @@ export type {
   AuditAction, AuditFilter, AuditImageRef, AuditListItem, AuditOutcome, AuditPage, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult,
   NewAuditRecord
 } from './types.js'
+export {
+  OUTBOX_GIVE_UP_MS, type ClaimedDelivery, type Delivery, type DeliveryOutcome, type DeliveryPage, type DeliveryStatus, type OutboxMessage, type OutboxRouter,
+  type OutboxStore
+} from './outbox.js'

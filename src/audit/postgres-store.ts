@@ -4,6 +4,8 @@ import {
 } from './cleanup-sql.js'
 import { CLEANUP_RUN_SQL, claimValues, POSTGRES_CLEANUP_RUNS_MIGRATION, toCleanupRun, updateValues, type CleanupRunRow } from './cleanup-run-sql.js'
 import { newAuditId } from './id.js'
+import { outboxMigration, postgresOutbox } from './outbox-postgres.js'
+import type { OutboxRouter } from './outbox.js'
 import {
   checkLimit, decodeCursor, definedChanges, encodeAuditCursor, filterKeys, filterValues, LIST_CHUNK_ROWS, toIsoTime, windowIndexes, withOptionalColumns
 } from './listing.js'
@@ -54,6 +56,8 @@ const migrations: readonly string[] = [
     id INTEGER PRIMARY KEY CHECK (id = 1),
     checked_at TEXT NOT NULL
   );`,
+  // Webhook deliveries, written in the transaction of the record they announce (src/audit/outbox-postgres.ts).
+  outboxMigration,
   // Cleanup plans (issue 15), kept whole until executed.
   POSTGRES_CLEANUPS_MIGRATION,
   // Cleanup runs (issue 15): each deletion names its cleanup; a run's state and counts.
@@ -167,6 +171,8 @@ export interface PostgresAuditStoreOptions {
   poolSize?: number
   /** Server-side limit on each statement (10 s by default), so a stuck query frees its connection. */
   statementTimeoutMs?: number
+  /** Which webhook deliveries a record produces; none without it. */
+  outbox?: OutboxRouter
 }
 
 type Queryable = Pick<pg.PoolClient, 'query'>
@@ -195,6 +201,10 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
     if (closed) throw new Error('audit store is closed')
   }
 
+  const outbox = postgresOutbox(pool, {
+    now, router: options.outbox, ensureOpen, scanLimit, inTransaction: async work => await inTransaction(pool, work)
+  })
+
   async function find (db: Queryable, id: string, lock = false): Promise<AuditRecord | undefined> {
     const { rows } = await db.query<AuditRow>(`SELECT ${columns} FROM audit_records WHERE id = $1${lock ? ' FOR UPDATE' : ''}`, [id])
     return rows.length === 0 ? undefined : toRecord(rows[0] as AuditRow)
@@ -213,7 +223,9 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
   async function insert (db: Queryable, record: NewAuditRecord): Promise<AuditRecord> {
     const stored = prepareRecord(record)
     await db.query(insertSql, toValues(stored))
-    return await find(db, stored.id) as AuditRecord
+    const inserted = await find(db, stored.id) as AuditRecord
+    await outbox.enqueue(db, inserted)
+    return inserted
   }
 
   /** The scan window, as in the SQLite store: at most $scan rows of one index in id order, the rest only marks rows. */
@@ -233,10 +245,17 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
   }
 
   return {
+    claimDeliveries: outbox.claimDeliveries,
+    finishDelivery: outbox.finishDelivery,
+    listDeliveries: outbox.listDeliveries,
+    countDeliveries: outbox.countDeliveries,
+
     async append (record) {
       ensureOpen()
-      // One autocommitted INSERT: with synchronous_commit on (the default) it is on disk when the query returns.
-      return await insert(pool, record)
+      // The record and its outbox rows commit together (without webhooks, one autocommitted INSERT); with
+      // synchronous_commit on (the default) it is on disk when this returns.
+      if (options.outbox === undefined) return await insert(pool, record)
+      return await inTransaction(pool, async client => await insert(client, record))
     },
 
     async update (id, changes) {
@@ -249,7 +268,9 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
           id, next.outcome, next.digest, next.mediaType, next.removedTags, next.upstreamStatus, next.errorCode,
           next.errorDetail, next.durationMs, next.manifest, next.restoredBy, next.deleteAction, next.strategy
         ].map(value => value ?? null))
-        return await find(client, id) as AuditRecord
+        const updated = await find(client, id) as AuditRecord
+        await outbox.enqueue(client, updated, current)
+        return updated
       })
     },
 
@@ -331,6 +352,7 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
 
     async prune (olderThan) {
       ensureOpen()
+      await outbox.prune(olderThan)
       const result = await pool.query("DELETE FROM audit_records WHERE time < $1 AND outcome <> 'pending'", [olderThan.toISOString()])
       return result.rowCount as number
     },

@@ -6,11 +6,14 @@ import Type, { type Static } from 'typebox'
  */
 export const AuditOutcomeSchema = Type.Union([
   Type.Literal('pending'), Type.Literal('deleted'), Type.Literal('dry-run'), Type.Literal('denied'), Type.Literal('rejected'),
-  Type.Literal('not-found'), Type.Literal('failed'), Type.Literal('restored')
+  Type.Literal('not-found'), Type.Literal('failed'), Type.Literal('restored'), Type.Literal('approved')
 ])
 export type AuditOutcome = Static<typeof AuditOutcomeSchema>
 
-export const AuditActionSchema = Type.Union([Type.Literal('delete'), Type.Literal('dry-run'), Type.Literal('restore'), Type.Literal('read')])
+/** `approve`: a second person approving a plan that needs it (outcome `approved`, or `denied`). */
+export const AuditActionSchema = Type.Union([
+  Type.Literal('delete'), Type.Literal('dry-run'), Type.Literal('restore'), Type.Literal('read'), Type.Literal('approve')
+])
 export type AuditAction = Static<typeof AuditActionSchema>
 
 export const AuditTransportSchema = Type.Union([Type.Literal('rest'), Type.Literal('graphql'), Type.Literal('slack'), Type.Literal('mattermost')])

@@ -4,6 +4,8 @@ import Database from 'better-sqlite3'
 import { cleanupValues, INSERT_CLEANUP_SQLITE, SELECT_CLEANUP_SQLITE, SQLITE_CLEANUPS_MIGRATION, toCleanupRecord, type CleanupRow } from './cleanup-sql.js'
 import { CLEANUP_RUN_SQL, claimValues, SQLITE_CLEANUP_RUNS_MIGRATION, toCleanupRun, updateValues, type CleanupRunRow } from './cleanup-run-sql.js'
 import { newAuditId } from './id.js'
+import { outboxMigration, sqliteOutbox } from './outbox-sqlite.js'
+import type { OutboxRouter } from './outbox.js'
 import {
   checkLimit, decodeCursor, definedChanges, encodeAuditCursor, filterValues, LIST_CHUNK_ROWS, toIsoTime, windowIndexes, withOptionalColumns
 } from './listing.js'
@@ -58,6 +60,8 @@ const migrations: readonly string[] = [
   ALTER TABLE audit_records ADD COLUMN strategy TEXT;`,
   // A deletion a rule required approval for names its approver beside its subject.
   'ALTER TABLE audit_records ADD COLUMN approved_by TEXT;',
+  // Webhook deliveries, written in the transaction of the record they announce (src/audit/outbox-sqlite.ts).
+  outboxMigration,
   // Cleanup plans (issue 15), kept whole until executed.
   SQLITE_CLEANUPS_MIGRATION,
   // Cleanup runs (issue 15): each deletion names its cleanup; a run's state and counts.
@@ -179,6 +183,8 @@ export interface SqliteAuditStoreOptions {
   now?: () => Date
   /** Rows one list call reads at most (1000 by default); a page that hits it ends early with a cursor. */
   listScanLimit?: number
+  /** Which webhook deliveries a record produces; none without it. */
+  outbox?: OutboxRouter
 }
 
 export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOptions = {}): AuditStore {
@@ -188,6 +194,7 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
   // Waits this long for another process (the CLI, a second gateway on the same file) to finish its write.
   const db = new Database(path, { timeout: 5000 })
   let statements: ReturnType<typeof prepareStatements>
+  let outbox: ReturnType<typeof sqliteOutbox>
   try {
     db.pragma('journal_mode = WAL')
     // FULL, not NORMAL: with WAL, NORMAL skips the fsync at commit, so an OS crash or power cut can drop the last
@@ -196,6 +203,7 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
     db.pragma('synchronous = FULL')
     migrate(db)
     statements = prepareStatements(db)
+    outbox = sqliteOutbox(db, { now, router: options.outbox, ensureOpen: () => { ensureOpen() }, scanLimit })
   } catch (error) {
     db.close()
     throw error
@@ -237,7 +245,10 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
   // each caller is answered only after that commit. Under load this turns one sync per denial into one per batch.
   let queued: Array<{ record: AuditRecord, resolve: (stored: AuditRecord) => void, reject: (error: unknown) => void }> = []
   const insertBatch = db.transaction((records: AuditRecord[]) => {
-    for (const record of records) insertRow.run(toParams(record))
+    for (const record of records) {
+      insertRow.run(toParams(record))
+      outbox.enqueue(record)
+    }
   })
   function flushAppends (): void {
     // close() may already have flushed this batch.
@@ -259,7 +270,9 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
     const current = find(id)
     if (current === undefined) throw new Error(`audit record ${id} does not exist`)
     updateRow.run(toParams({ ...current, ...definedChanges(changes) }))
-    return find(id) as AuditRecord
+    const updated = find(id) as AuditRecord
+    outbox.enqueue(updated, current)
+    return updated
   })
 
   const claimTransaction = db.transaction((deletionId: string, restore: NewAuditRecord): ClaimRestoreResult => {
@@ -295,6 +308,11 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
   }
 
   return {
+    claimDeliveries: outbox.claimDeliveries,
+    finishDelivery: outbox.finishDelivery,
+    listDeliveries: outbox.listDeliveries,
+    countDeliveries: outbox.countDeliveries,
+
     async append (record) {
       ensureOpen()
       const prepared = prepareRecord(record)
@@ -381,6 +399,7 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
 
     async prune (olderThan) {
       ensureOpen()
+      outbox.prune(olderThan)
       return deleteOlderThan.run(olderThan.toISOString()).changes
     },
 

@@ -1,3 +1,4 @@
+import type { OutboxStore } from './outbox.js'
 import type { AuditAction, AuditOutcome, AuditTransport, DeleteAction, DeleteMode, DeleteStrategy } from './shapes.js'
 export type { AuditAction, AuditOutcome, AuditTransport, DeleteAction, DeleteMode, DeleteStrategy }
 
@@ -117,7 +118,8 @@ export interface CleanupRun {
 
 export type CleanupRunChanges = { state: CleanupRunState } & Partial<Pick<CleanupRun, 'finishedAt' | 'counts'>>
 
-export interface AuditStore {
+/** Besides the records, the outbox of webhook deliveries those records produce (see outbox.ts). */
+export interface AuditStore extends OutboxStore {
   /** Durable when it resolves. */
   append (record: NewAuditRecord): Promise<AuditRecord>
   /** Rejects when no record has this id. */

@@ -126,6 +126,9 @@ async function repositoriesOf (
 
 /** Reads what the rules need, once per digest: the manifest's summary, and the creation time of each image. */
 class Reader {
+  /** Creation times by config digest: tags on different manifests often share one config (builds of one commit). */
+  private readonly configs = new Map<string, Promise<number | undefined>>()
+
   constructor (
     private readonly services: CleanupServices,
     private readonly client: RegistryClient,
@@ -144,33 +147,34 @@ class Reader {
     return summary
   }
 
-  /** Every tag's manifest, 16 at a time; a tag deleted since the listing is left out. */
-  async tags (tags: readonly string[]): Promise<Map<string, TagRecord>> {
+  /**
+   * Every tag's manifest, 16 at a time, and for the tags `dated` asks about, the creation time of the image, read
+   * as soon as its manifest is (configs once per digest), so configs and manifests share the same 16 slots. A
+   * tag deleted since the listing is left out.
+   */
+  async tags (tags: readonly string[], dated: (tag: string) => boolean): Promise<Map<string, TagRecord>> {
     const records = new Map<string, TagRecord>()
+    const byDigest = new Map<string, Promise<number | undefined>>()
     await forEachLimited(tags, this.services.concurrency, async (tag, signal) => {
+      let summary: ManifestSummary
       try {
-        const summary = await this.summary(tag, signal)
-        records.set(tag, { tag, digest: summary.digest, mediaType: summary.mediaType, summary })
+        summary = await this.summary(tag, signal)
       } catch (error) {
         if (isGatewayError(error) && error.code === 'NOT_FOUND') return
         throw error
       }
-    }, this.signal)
-    return records
-  }
-
-  /** The creation time of each record's image: the config's `created`, an index's annotation, else its first platform's config. */
-  async created (records: readonly TagRecord[]): Promise<void> {
-    const byDigest = new Map<string, Promise<number | undefined>>()
-    await forEachLimited(records, this.services.concurrency, async (record, signal) => {
+      const record: TagRecord = { tag, digest: summary.digest, mediaType: summary.mediaType, summary }
+      records.set(tag, record)
+      if (!dated(tag)) return
       let pending = byDigest.get(record.digest)
       if (pending === undefined) {
-        pending = this.createdOf(record.summary, signal)
+        pending = this.createdOf(summary, signal)
         byDigest.set(record.digest, pending)
       }
       const created = await pending
       if (created !== undefined) record.created = created
     }, this.signal)
+    return records
   }
 
   private async createdOf (summary: ManifestSummary, signal: AbortSignal): Promise<number | undefined> {
@@ -179,6 +183,15 @@ class Reader {
     if (first !== undefined) return await this.createdOf(await this.summary(first, signal), signal)
     const configDigest = summary.configDigest
     if (configDigest === undefined) return undefined
+    let pending = this.configs.get(configDigest)
+    if (pending === undefined) {
+      pending = this.configCreated(configDigest, signal)
+      this.configs.set(configDigest, pending)
+    }
+    return await pending
+  }
+
+  private async configCreated (configDigest: string, signal: AbortSignal): Promise<number | undefined> {
     const { cache } = this.services
     let config = cache.config(this.client.name, configDigest)
     if (config === undefined) {
@@ -278,11 +291,11 @@ async function planRepository (
       { extras: { maxTags: services.maxTags } })
   }
   const reader = new Reader(services, client, repository, input.signal)
-  const records = await reader.tags(listed)
   const readable = (tag: string): boolean => decide(policy, identity, 'read', resource(tag)).allow
+  // Only the tags the rules judge need a time: the ones the caller may read, signatures aside.
+  const records = await reader.tags(listed, tag => referrerOf(tag) === undefined && readable(tag))
   const visible = [...records.values()].filter(record => readable(record.tag))
   const ordinary = visible.filter(record => referrerOf(record.tag) === undefined)
-  await reader.created(ordinary)
 
   const protectedBy = (tag: string): string | undefined => {
     const decision = decide(policy, identity, 'delete', resource(tag))

@@ -188,7 +188,9 @@ function newestPerGroup (selected: readonly TagFacts[], rules: CompiledRules): M
   const groups = new Map<string, TagFacts[]>()
   for (const facts of selected) {
     const group = rules.groupOf(facts.tag)
-    groups.set(group, [...groups.get(group) ?? [], facts])
+    const members = groups.get(group)
+    if (members === undefined) groups.set(group, [facts])
+    else members.push(facts)
   }
   for (const [group, members] of groups) {
     const name = group === '' ? (rules.source.groupBy?.regex === undefined ? 'the repository' : 'the tags groupBy does not match') : `group ${JSON.stringify(group.slice(1))}`

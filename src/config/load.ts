@@ -67,6 +67,7 @@ function applyEnv (raw: Record<string, unknown>, env: Env): void {
     const chat = isObject(raw.chat) ? raw.chat : {}
     raw.chat = { ...chat, mattermost: { ...(isObject(chat.mattermost) ? chat.mattermost : {}), ...Object.fromEntries(mattermost) } }
   }
+  applyWebhookEnv(raw, env)
   const registryEnv: Record<string, string | string[] | undefined> = {
     url: env.REGISTRY_URL,
     username: env.REGISTRY_USERNAME,
@@ -84,6 +85,20 @@ function applyEnv (raw: Record<string, unknown>, env: Env): void {
   registries[name] = entry
   for (const [key, value] of Object.entries(registryEnv)) {
     if (value !== undefined) entry[key] = value
+  }
+}
+
+/** WEBHOOK_<NAME>_SECRET and WEBHOOK_<NAME>_URL fill the webhook of that name (upper case, - as _), so neither need sit in the file. */
+function applyWebhookEnv (raw: Record<string, unknown>, env: Env): void {
+  const notifications = raw.notifications
+  if (!isObject(notifications) || !Array.isArray(notifications.webhooks)) return
+  for (const webhook of notifications.webhooks as unknown[]) {
+    if (!isObject(webhook) || typeof webhook.name !== 'string') continue
+    const prefix = `WEBHOOK_${webhook.name.toUpperCase().replaceAll('-', '_')}_`
+    const secret = env[`${prefix}SECRET`]
+    const url = env[`${prefix}URL`]
+    if (secret !== undefined) webhook.secret = secret
+    if (url !== undefined) webhook.url = url
   }
 }
 
@@ -121,6 +136,8 @@ export function validateConfig (raw: Record<string, unknown>, source: string): C
   if (config.audit.driver === 'postgres' && config.audit.url === undefined) {
     throw new ConfigError(`invalid configuration from ${source}:\n  audit.url: required with audit.driver postgres (or set DATABASE_URL)`)
   }
+  const problems = webhookProblems(config.notifications.webhooks)
+  if (problems.length > 0) throw new ConfigError(`invalid configuration from ${source}:\n${problems.map(problem => `  ${problem}`).join('\n')}`)
   return deepFreeze(config)
 }
 
@@ -139,6 +156,21 @@ function checkRetention (config: Config, source: string): void {
       fail((error as GatewayError).detail)
     }
   })
+}
+
+/** What the schema cannot say: names are unique, and a standard webhook is signed. Never quotes a secret. */
+function webhookProblems (webhooks: Config['notifications']['webhooks']): string[] {
+  const problems: string[] = []
+  const seen = new Set<string>()
+  for (const [index, webhook] of webhooks.entries()) {
+    const path = `notifications.webhooks.${index}`
+    if (seen.has(webhook.name)) problems.push(`${path}.name: ${webhook.name} is the name of an earlier webhook; names must be unique`)
+    seen.add(webhook.name)
+    if (webhook.format === 'standard' && webhook.secret === undefined) {
+      problems.push(`${path}.secret: required with format standard (whsec_ and base64), or set WEBHOOK_${webhook.name.toUpperCase().replaceAll('-', '_')}_SECRET`)
+    }
+  }
+  return problems
 }
 
 function deepFreeze<T> (value: T): T {

@@ -1,5 +1,6 @@
 import Type, { type Static } from 'typebox'
 import { CleanupRulesSchema } from '../cleanups/shapes.js'
+import { WebhookEventNameSchema } from '../notifications/shapes.js'
 
 export const RegistrySchema = Type.Object({
   url: Type.String({ pattern: '^https?://[^\\s]+$', description: 'Base URL of the registry, e.g. https://registry.example.com' }),
@@ -25,6 +26,22 @@ export const RegistrySchema = Type.Object({
     default: 'auto',
     description: 'Delete mode when a request names none'
   })
+}, { additionalProperties: false })
+
+export const WebhookSchema = Type.Object({
+  /** Names the endpoint in metrics, logs and the delivery listing (never the URL, which may hold a token). */
+  name: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$' }),
+  /** Where events are POSTed (env WEBHOOK_<NAME>_URL; a Slack incoming-webhook URL is itself a secret). */
+  url: Type.String({ pattern: '^https?://[^\\s]+$' }),
+  /** Standard Webhooks signing secret, whsec_ and base64 of 24 to 64 bytes (env WEBHOOK_<NAME>_SECRET); never logged. */
+  secret: Type.Optional(Type.String({ pattern: '^whsec_[A-Za-z0-9+/]{32,88}={0,2}$' })),
+  events: Type.Array(WebhookEventNameSchema, {
+    minItems: 1, uniqueItems: true, default: ['deleted', 'untagged', 'restored', 'approved']
+  }),
+  /** standard: the signed JSON event. slack: {text, blocks} for a Slack incoming webhook (unsigned; the URL is the secret). */
+  format: Type.Union([Type.Literal('standard'), Type.Literal('slack')], { default: 'standard' }),
+  /** Each attempt gives up after this long (connect, headers and body together). */
+  timeoutMs: Type.Integer({ minimum: 100, maximum: 60_000, default: 10_000 })
 }, { additionalProperties: false })
 
 export const ConfigSchema = Type.Object({
@@ -129,6 +146,19 @@ export const ConfigSchema = Type.Object({
       maxPlans: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 10_000 })
     }, { additionalProperties: false }))
   }, { additionalProperties: false, default: {} }),
+  /** Signed webhooks, delivered at least once from the outbox in the audit store. */
+  notifications: Type.Object({
+    webhooks: Type.Array(WebhookSchema, { maxItems: 32, default: [] }),
+    /** How often the delivery worker looks for due deliveries (a new audit record wakes it at once). */
+    pollMs: Type.Integer({ minimum: 10, maximum: 60_000, default: 1000 }),
+    /** Deliveries in flight at once, over all endpoints. */
+    concurrency: Type.Integer({ minimum: 1, maximum: 256, default: 16 }),
+    /** Exponential backoff with jitter: the first retry after about firstDelayMs, doubling up to maxDelayMs; 24 h in all. */
+    retry: Type.Object({
+      firstDelayMs: Type.Integer({ minimum: 10, maximum: 3_600_000, default: 5000 }),
+      maxDelayMs: Type.Integer({ minimum: 10, maximum: 86_400_000, default: 3_600_000 })
+    }, { additionalProperties: false, default: {} })
+  }, { additionalProperties: false, default: {} }),
   /** The read API (catalog, tags, one tag). */
   browse: Type.Object({
     /** Manifests, configs and tag resolutions kept each; manifests and configs are immutable per digest. */
@@ -180,3 +210,4 @@ export const ConfigSchema = Type.Object({
 
 export type RegistryConfig = Static<typeof RegistrySchema>
 export type Config = Static<typeof ConfigSchema>
+export type WebhookConfig = Static<typeof WebhookSchema>

@@ -7,6 +7,7 @@ import { cleanupRunRoutes } from './cleanup-runs.js'
 import { getCleanup } from '../cleanups/cleanups.js'
 import { imageRoutes } from './images.js'
 import { meRoutes } from './me.js'
+import { notificationRoutes } from './notifications.js'
 import { planRoutes } from './plans.js'
 
 /** The REST API proper: each route translates a request into a use case call and its result into JSON. */
@@ -18,4 +19,6 @@ export const restApi = (services: GatewayServices): FastifyPluginAsyncTypebox =>
   await app.register(planRoutes(services.images))
   await app.register(cleanupRoutes(services.cleanups))
   await app.register(cleanupRunRoutes({ run: services.cleanupRuns, load: async (identity, id) => await getCleanup(services.cleanups, { identity, id }) }))
+  const { authorizer, mayAuditAnything } = services.images
+  await app.register(notificationRoutes({ store: services.auditStore, authorizer, mayAuditAnything }))
 }

@@ -7,7 +7,7 @@
 import { GatewayError, invalidField } from '../errors.js'
 import { Lru } from '../lru.js'
 import type { Identity } from '../policy/types.js'
-import { denial, type RequestContext } from './attempt.js'
+import { attemptFields, denial, errorFields, type RequestContext } from './attempt.js'
 import { executePlan, type ImageServices } from './delete-image.js'
 import { PLAN_ID, type DeletionPlan } from './plan.js'
 import type { DeleteImageResult, PlanApproval } from './shapes.js'
@@ -74,13 +74,27 @@ function knownPlan (deps: ApprovalDeps, planId: string, nowMs: number): { target
   return plan
 }
 
-/** Records that `identity` approves the plan; refused unless they hold `approve` on the image. */
+/**
+ * Records that `identity` approves the plan; refused unless they hold `approve` on the image. Audited either way, at
+ * approval time (action `approve`, subject the approver, the requester and plan in the reason): an approval is an
+ * act of its own, and webhooks announce it (`image.approved`) before anything runs.
+ */
 export async function approvePlan (deps: ApprovalDeps, input: PlanInput): Promise<PlanApproval> {
   const nowMs = input.nowMs ?? Date.now()
   const { target: plan, requester } = knownPlan(deps, input.planId, nowMs)
   const resource = { registry: plan.registry, repository: plan.repository, tag: plan.tag }
-  const refused = denial(input.identity, 'approve', resource, deps.authorizer()(input.identity, 'approve', resource))
-  if (refused !== undefined) throw refused
+  const decision = deps.authorizer()(input.identity, 'approve', resource)
+  const record = {
+    ...attemptFields(input.identity, input.context, 'approve', { registry: plan.registry, name: plan.repository, tag: plan.tag }),
+    removedTags: [],
+    mode: plan.mode
+  }
+  const refused = denial(input.identity, 'approve', resource, decision)
+  if (refused !== undefined) {
+    await deps.audit.record({ ...record, decision: { allow: false, reason: refused.detail }, ...errorFields(refused) })
+    throw refused
+  }
+  await deps.audit.record({ ...record, decision: { allow: true, reason: `${decision.reason}; approves ${plan.id} of ${requester}` }, outcome: 'approved' })
   const expires = deps.plans.approve(plan.id, requester, input.identity, nowMs)
   return { planId: plan.id, requester, approvedBy: input.identity.subject, expiresAt: new Date(expires).toISOString() }
 }

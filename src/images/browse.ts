@@ -4,8 +4,8 @@
  */
 import type { AuditTrail } from '../audit/trail.js'
 import { GatewayError, isGatewayError, invalidField } from '../errors.js'
-import { decide, decideRepositoryRead } from '../policy/index.js'
-import type { Action, Decision, Identity, Policy, Resource } from '../policy/types.js'
+import { decide, decideRepositoryRead, repositoryDecider } from '../policy/index.js'
+import type { Decision, Identity, Policy } from '../policy/types.js'
 import type { RegistryClient } from '../registry/client.js'
 import type { RegistryDirectory } from '../registry/directory.js'
 import { malformedAnswer } from '../registry/errors.js'
@@ -226,13 +226,20 @@ function permission (decision: Decision): ActionPermission {
   return decision.approval === 'required' ? { allowed: true, approvalRequired: true, reason: decision.reason } : { allowed: true }
 }
 
-function tagActions (policy: Policy | undefined, identity: Identity, resource: Resource): { actions: TagActions, protected: boolean } {
-  const decisions = Object.fromEntries((['delete', 'force', 'restore'] as const).map(action =>
-    [action, decide(policy, identity, action as Action, resource)])) as Record<'delete' | 'force' | 'restore', Decision>
-  return {
-    // Protected tags are refused to every caller before any role is consulted, so the refusal's code tells.
-    protected: decisions.delete.code === 'PROTECTED_TAG',
-    actions: { delete: permission(decisions.delete), force: permission(decisions.force), restore: permission(decisions.restore) }
+/** What the caller may do with each tag of one repository: the policy is walked once per action, not once per tag. */
+function tagActionsOf (
+  policy: Policy | undefined, identity: Identity, registry: string, repository: string
+): (tag: string) => { actions: TagActions, protected: boolean } {
+  const mayDelete = repositoryDecider(policy, identity, 'delete', registry, repository)
+  const mayForce = repositoryDecider(policy, identity, 'force', registry, repository)
+  const mayRestore = repositoryDecider(policy, identity, 'restore', registry, repository)
+  return tag => {
+    const deletion = mayDelete(tag)
+    return {
+      // Protected tags are refused to every caller before any role is consulted, so the refusal's code tells.
+      protected: deletion.code === 'PROTECTED_TAG',
+      actions: { delete: permission(deletion), force: permission(mayForce(tag)), restore: permission(mayRestore(tag)) }
+    }
   }
 }
 
@@ -272,9 +279,8 @@ async function tagPage (
 ): Promise<ImageTagPage & { cursors: string[] }> {
   const { expected, limit, after } = page
   const name = expected.scope
-  const readable = (await client.listTags(name, input.signal, 'pull'))
-    .filter(tag => decide(policy, input.identity, 'read', { registry: client.name, repository: name, tag }).allow)
-    .sort()
+  const mayRead = repositoryDecider(policy, input.identity, 'read', client.name, name)
+  const readable = (await client.listTags(name, input.signal, 'pull')).filter(tag => mayRead(tag).allow).sort()
   const rest = after === undefined ? readable : readable.filter(tag => tag > after)
   const tags = rest.slice(0, limit)
   const found = new Map<string, ManifestSummary>()
@@ -288,10 +294,17 @@ async function tagPage (
     }
   }, input.signal)
   const shown = tags.filter(tag => found.has(tag))
+  const actionsOf = tagActionsOf(policy, input.identity, client.name, name)
+  // The page's tags by digest: co-tags are looked up, not searched for across the page for every tag.
+  const byDigest = new Map<string, string[]>()
+  for (const tag of shown) {
+    const digest = (found.get(tag) as ManifestSummary).digest
+    byDigest.set(digest, [...byDigest.get(digest) ?? [], tag])
+  }
   const items: ImageTag[] = shown.map(tag => {
     const summary = found.get(tag) as ManifestSummary
-    const { protected: isProtected, actions } = tagActions(policy, input.identity, { registry: client.name, repository: name, tag })
-    const coTags = shown.filter(other => other !== tag && found.get(other)?.digest === summary.digest)
+    const { protected: isProtected, actions } = actionsOf(tag)
+    const coTags = (byDigest.get(summary.digest) as string[]).filter(other => other !== tag)
     return { tag, digest: summary.digest, mediaType: summary.mediaType, ...platformsOf(summary), protected: isProtected, coTags, actions }
   })
   const cursorAfter = (tag: string): string => deps.cursors.encode({ ...expected, after: tag })
@@ -330,7 +343,7 @@ export async function getImageTag (deps: BrowseDeps, input: GetTagInput): Promis
     config = summarizeConfig(await client.getBlob(name, summary.configDigest, MAX_CONFIG_BYTES, input.signal), summary.configDigest, client.name)
     deps.cache.setConfig(client.name, summary.configDigest, config)
   }
-  const { protected: isProtected, actions } = tagActions(policy, input.identity, { registry: client.name, repository: name, tag })
+  const { protected: isProtected, actions } = tagActionsOf(policy, input.identity, client.name, name)(tag)
   return {
     registry: client.name,
     name,

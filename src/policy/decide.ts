@@ -44,11 +44,6 @@ export function describeGroups (identity: Identity): string {
 }
 
 /**
- * Default deny: allowed only when a rule of one of the identity's roles covers the action, registry, repository
- * and tag, and no protected-tags entry covers a destructive action. A denial says which of those failed, without
- * showing the rest of the policy.
- */
-/**
  * The tags `protectedTags` names literally (no wildcard) for this repository: few enough to look up one by one
  * right before a DELETE, which is how a protected tag pushed onto the digest meanwhile is still caught.
  */
@@ -57,43 +52,66 @@ export function literalProtectedTags (policy: Policy | undefined, registry: stri
   return [...new Set(entries.flatMap(entry => entry.tags.map(glob => glob.pattern)).filter(pattern => !/[*?]/.test(pattern)))]
 }
 
+/**
+ * Default deny: allowed only when a rule of one of the identity's roles covers the action, registry, repository
+ * and tag, and no protected-tags entry covers a destructive action. A denial says which of those failed, without
+ * showing the rest of the policy.
+ */
 export function decide (policy: Policy | undefined, identity: Identity, action: Action, resource: Resource): Decision {
-  const { registry, repository, tag } = resource
-  const image = `${repository}:${tag}`
-  const deny = (code: 'FORBIDDEN' | 'PROTECTED_TAG', why: string, roles: string[]): Decision => ({
+  return repositoryDecider(policy, identity, action, resource.registry, resource.repository)(resource.tag)
+}
+
+/**
+ * `decide` for one action on one repository, tag by tag: what does not depend on the tag (roles, the rules for
+ * the action, registry and repository, the protected-tags entries that could apply) is worked out once, so a page
+ * of a thousand tags costs a glob match per tag rather than a walk through the whole policy.
+ */
+export function repositoryDecider (
+  policy: Policy | undefined, identity: Identity, action: Action, registry: string, repository: string
+): (tag: string) => Decision {
+  const deny = (tag: string, code: 'FORBIDDEN' | 'PROTECTED_TAG', why: string, roles: string[]): Decision => ({
     allow: false,
     code,
-    reason: `${identity.subject} may not ${action} ${image} in registry ${registry}: ${why}`,
+    reason: `${identity.subject} may not ${action} ${repository}:${tag} in registry ${registry}: ${why}`,
     roles
   })
-  if (policy === undefined) return deny('FORBIDDEN', 'no policy is loaded, so every request is denied', [])
+  if (policy === undefined) return tag => deny(tag, 'FORBIDDEN', 'no policy is loaded, so every request is denied', [])
   const roles = rolesOf(policy, identity)
-
-  if (DESTRUCTIVE.has(action)) {
-    const guard = policy.protectedTags.find(entry =>
-      covers(entry.registries, registry) && covers(entry.repositories, repository) && covers(entry.tags, tag))
-    if (guard !== undefined) return deny('PROTECTED_TAG', `the tag is protected by ${guard.path}; nobody may delete it, admins included`, roles)
+  const guards = DESTRUCTIVE.has(action)
+    ? policy.protectedTags.filter(entry => covers(entry.registries, registry) && covers(entry.repositories, repository))
+    : []
+  const refusal = repositoryRefusal(policy, identity, action, registry, repository, roles)
+  return tag => {
+    const guard = guards.find(entry => covers(entry.tags, tag))
+    if (guard !== undefined) return deny(tag, 'PROTECTED_TAG', `the tag is protected by ${guard.path}; nobody may delete it, admins included`, roles)
+    if (typeof refusal === 'string') return deny(tag, 'FORBIDDEN', refusal, roles)
+    const covering = refusal.rules.filter(rule => covers(rule.tags, tag))
+    // A rule that needs no approval wins: approval is required only when every rule that allows it says so.
+    const granting = covering.find(rule => rule.approval === undefined) ?? covering[0]
+    if (granting === undefined) return deny(tag, 'FORBIDDEN', `${refusal.noRule} on tag ${tag} of ${repository}`, roles)
+    const approval = granting.approval === 'required' ? ' once someone else approves' : ''
+    return {
+      allow: true,
+      ...(granting.approval === undefined ? {} : { approval: granting.approval }),
+      reason: `${identity.subject} may ${action} ${repository}:${tag} in registry ${registry}${approval}: role ${granting.role} allows it (${granting.path})`,
+      roles
+    }
   }
-  if (roles.length === 0) return deny('FORBIDDEN', `subject ${identity.subject} ${describeGroups(identity)}`, roles)
+}
 
+/** Why no tag of the repository can be allowed (in a denial's words), or the rules left for the tag to pick from. */
+function repositoryRefusal (
+  policy: Policy, identity: Identity, action: Action, registry: string, repository: string, roles: string[]
+): string | { rules: Rule[], noRule: string } {
+  if (roles.length === 0) return `subject ${identity.subject} ${describeGroups(identity)}`
   // Bindings can only name roles the policy defines (checked at load).
   const rules = roles.flatMap(role => policy.roles.get(role) as readonly Rule[])
   const noRule = `no rule of roles [${roles.join(', ')}] allows ${action}`
   const forAction = rules.filter(rule => grants(rule.actions, action))
-  if (forAction.length === 0) return deny('FORBIDDEN', noRule, roles)
+  if (forAction.length === 0) return noRule
   const forRegistry = forAction.filter(rule => covers(rule.registries, registry))
-  if (forRegistry.length === 0) return deny('FORBIDDEN', `${noRule} on registry ${registry}`, roles)
+  if (forRegistry.length === 0) return `${noRule} on registry ${registry}`
   const forRepository = forRegistry.filter(rule => covers(rule.repositories, repository))
-  if (forRepository.length === 0) return deny('FORBIDDEN', `${noRule} on repository ${repository}`, roles)
-  const covering = forRepository.filter(rule => covers(rule.tags, tag))
-  // A rule that needs no approval wins: approval is required only when every rule that allows it says so.
-  const granting = covering.find(rule => rule.approval === undefined) ?? covering[0]
-  if (granting === undefined) return deny('FORBIDDEN', `${noRule} on tag ${tag} of ${repository}`, roles)
-  const approval = granting.approval === 'required' ? ' once someone else approves' : ''
-  return {
-    allow: true,
-    ...(granting.approval === undefined ? {} : { approval: granting.approval }),
-    reason: `${identity.subject} may ${action} ${image} in registry ${registry}${approval}: role ${granting.role} allows it (${granting.path})`,
-    roles
-  }
+  if (forRepository.length === 0) return `${noRule} on repository ${repository}`
+  return { rules: forRepository, noRule }
 }

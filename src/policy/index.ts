@@ -1,4 +1,4 @@
-export { decide, literalProtectedTags, rolesOf, subjectsOf } from './decide.js'
+export { decide, literalProtectedTags, repositoryDecider, rolesOf, subjectsOf } from './decide.js'
 export { grantsAnywhere } from './scope.js'
 export { compileGlob, GlobError, type Glob, type GlobKind } from './glob.js'
 export { ASYMMETRIC_ALGORITHMS, DEFAULT_LEEWAY_SECONDS, loadPolicy } from './load.js'

@@ -34,6 +34,10 @@ t.test('opening starts at once; calls wait for it and reach the opened store', a
   t.equal((await store.get(record.id))?.restoredBy, undefined, 'released')
   await store.check()
   t.equal(await store.prune(new Date(0)), 0)
+  t.same(await store.claimDeliveries(5, 1000), [], 'the outbox calls reach the opened store too')
+  t.same((await store.listDeliveries({}, { limit: 5 })).items, [])
+  t.same(await store.countDeliveries(), [])
+  await t.rejects(store.finishDelivery('evt', 'hook', { delivered: true, status: 200 }), /no outbox row/)
   await store.saveCleanup({ id: 'cleanup_1', registry: 'r', createdBy: 'alice', createdAt: '2024-05-01T00:00:00.000Z', state: 'planned', body: '{}' })
   t.equal((await store.getCleanup('cleanup_1'))?.createdBy, 'alice')
   const run = { cleanupId: 'cleanup_1', state: 'running' as const, startedBy: 'alice', startedAt: '2024-05-01T00:00:00.000Z', maxDeletions: 1, counts: { done: 0, stale: 0, failed: 0, skipped: 0 } }

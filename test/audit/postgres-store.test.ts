@@ -1,6 +1,7 @@
 import pg from 'pg'
 import t from 'tap'
 import { openPostgresAuditStore, postgresAuditSchemaVersion } from '../../src/audit/postgres-store.js'
+import type { AuditStore } from '../../src/audit/types.js'
 import { openAuditStore } from '../../src/services.js'
 import { freePort } from '../../testing/ports.js'
 import { startPostgres } from '../../testing/postgres-process.js'
@@ -30,6 +31,13 @@ auditStoreContract(async (t, options) => {
   const store = await openPostgresAuditStore({ connectionString: await freshDatabase(), ...options })
   t.teardown(() => store.close())
   return store
+}, async (t, options) => {
+  const url = await freshDatabase()
+  const stores: [AuditStore, AuditStore] = [
+    await openPostgresAuditStore({ connectionString: url, ...options }), await openPostgresAuditStore({ connectionString: url, ...options })
+  ]
+  t.teardown(async () => { await Promise.all(stores.map(store => store.close())) })
+  return stores
 })
 
 t.test('replicas starting together migrate once, under the advisory lock', async t => {
@@ -130,7 +138,11 @@ t.test('a closed store rejects every call, and closing twice is fine', async t =
     ['claimRestore', () => store.claimRestore('x', attempt())],
     ['releaseRestore', () => store.releaseRestore('x', 'y')],
     ['prune', () => store.prune(new Date())],
-    ['check', () => store.check()]
+    ['check', () => store.check()],
+    ['claimDeliveries', () => store.claimDeliveries(1, 1000)],
+    ['finishDelivery', () => store.finishDelivery('x', 'y', { delivered: true, status: 200 })],
+    ['listDeliveries', () => store.listDeliveries({}, { limit: 1 })],
+    ['countDeliveries', () => store.countDeliveries()]
   ]
   for (const [name, call] of calls) await t.rejects(call(), /audit store is closed/, name)
 })

@@ -4,14 +4,20 @@ import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import Database from 'better-sqlite3'
 import t from 'tap'
-import { auditSchemaVersion, openSqliteAuditStore } from '../../src/audit/index.js'
+import { auditSchemaVersion, openSqliteAuditStore, type AuditStore } from '../../src/audit/index.js'
 import { attempt, auditStoreContract, manifestBytes, start } from '../fixtures/audit-store-contract.js'
 
 // In memory: each test gets its own empty database.
+// In memory: each test gets its own empty database; a pair shares a file, as two processes would.
 auditStoreContract(async (t, options) => {
   const store = openSqliteAuditStore(':memory:', options)
   t.teardown(() => store.close())
   return store
+}, async (t, options) => {
+  const path = join(t.testdir(), 'pair.db')
+  const stores: [AuditStore, AuditStore] = [openSqliteAuditStore(path, options), openSqliteAuditStore(path, options)]
+  t.teardown(async () => { await Promise.all(stores.map(store => store.close())) })
+  return stores
 })
 
 /** A separate process that opens the store, says ready, waits for `go`, claims, and prints the result. */
@@ -98,7 +104,7 @@ t.test('migrations run once: a database that says it is up to date is not migrat
   const check = new Database(fresh, { readonly: true })
   const schema = check.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all()
   check.close()
-  t.same(schema, ['audit_records', 'audit_store_check', 'cleanup_runs', 'cleanups'])
+  t.same(schema, ['audit_outbox', 'audit_records', 'audit_store_check', 'cleanup_runs', 'cleanups', 'sqlite_sequence'])
 })
 
 t.test('finding 9: a database made by the first schema gains clientRequestId and keeps its records', async t => {
@@ -184,7 +190,11 @@ t.test('a closed store rejects every call, and closing twice is fine', async t =
     ['claimRestore', () => store.claimRestore('x', attempt())],
     ['releaseRestore', () => store.releaseRestore('x', 'y')],
     ['prune', () => store.prune(new Date())],
-    ['check', () => store.check()]
+    ['check', () => store.check()],
+    ['claimDeliveries', () => store.claimDeliveries(1, 1000)],
+    ['finishDelivery', () => store.finishDelivery('x', 'y', { delivered: true, status: 200 })],
+    ['listDeliveries', () => store.listDeliveries({}, { limit: 1 })],
+    ['countDeliveries', () => store.countDeliveries()]
   ]
   for (const [name, call] of calls) await t.rejects(call(), /audit store is closed/, name)
 })

@@ -10,7 +10,7 @@ import type { Identity } from '../../src/policy/types.js'
 import { RegistryClient } from '../../src/registry/client.js'
 import { RegistryDirectory } from '../../src/registry/directory.js'
 import { startRegistry } from '../../testing/registry-process.js'
-import { daysBefore, pushCreated, pushIndex, pushReferrer, referrerTag } from '../fixtures/cleanup-seed.js'
+import { daysBefore, pushCreated, pushIndex, pushReferrer, pushSharingConfig, referrerTag } from '../fixtures/cleanup-seed.js'
 import { startFaultProxy } from '../fixtures/fault-proxy.js'
 import { rejection } from '../fixtures/rejection.js'
 import { directory, imageServices, memoryTrail } from '../fixtures/use-case.js'
@@ -267,6 +267,7 @@ t.test('signatures follow their image: removed with a deleted digest, kept with 
 t.test('repositories by glob through the catalog; configs read once per digest and then from the cache', async t => {
   await pushCreated(target, 'clean/globbed-a', ['x-1', 'x-2'], ago(3))
   await pushCreated(target, 'clean/globbed-b', ['y-1'], ago(3))
+  const [y2, y3] = await pushSharingConfig(target, 'clean/globbed-b', ['y-2', 'y-3'], ago(4))
   const proxy = await startFaultProxy(registry.url)
   const pool = new Pool(proxy.url, { connections: 4 })
   t.teardown(async () => { await pool.close(); await proxy.close() })
@@ -275,13 +276,15 @@ t.test('repositories by glob through the catalog; configs read once per digest a
   const deps = services(t, proxy.url, { registries: new RegistryDirectory([client], 'default'), cache })
   t.teardown(async () => { await client.close() })
   const result = await plan(t, ['clean/globbed-*', 'clean/globbed-b'], { keep: { newest: 5 } }, {}, deps)
-  t.same(result.entries.map(entry => `${entry.repository}:${entry.tag}`), ['clean/globbed-a:x-1', 'clean/globbed-a:x-2', 'clean/globbed-b:y-1'])
+  t.same(result.entries.map(entry => `${entry.repository}:${entry.tag}`), ['clean/globbed-a:x-1', 'clean/globbed-a:x-2', 'clean/globbed-b:y-1', 'clean/globbed-b:y-2', 'clean/globbed-b:y-3'])
   t.equal(result.totals.repositories, 2)
+  t.not(y2, y3, 'y-2 and y-3 are two manifests')
+  t.equal(byTag(result)['y-3']?.created, ago(4))
   const blobs = (): number => proxy.requests.filter(entry => entry.path.includes('/blobs/')).length
-  t.equal(blobs(), 2, 'one config per digest: x-1 and x-2 share one')
+  t.equal(blobs(), 3, 'one config per digest: x-1 and x-2 share a manifest, y-2 and y-3 only a config')
   t.ok(proxy.requests.filter(entry => entry.path.startsWith('/v2/_catalog')).length >= 3, 'the catalog was paged')
   await plan(t, ['clean/globbed-a'], { keep: { newest: 5 } }, {}, deps)
-  t.equal(blobs(), 2, 'the second plan reads configs from the cache')
+  t.equal(blobs(), 3, 'the second plan reads configs from the cache')
 
   proxy.fault({ method: 'GET', path: '/v2/clean/globbed-a/manifests/x-2', action: { kind: 'respond', status: 404, body: '{"errors":[{"code":"MANIFEST_UNKNOWN"}]}' } })
   const gone = await plan(t, ['clean/globbed-a'], {}, {}, deps)

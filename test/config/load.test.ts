@@ -133,3 +133,46 @@ t.test('issue 14: audit.driver postgres takes its URL from audit.url or DATABASE
   t.match(loadConfig([], { REGISTRY_URL: 'http://127.0.0.1:1', DATABASE_URL: 'postgresql://h/db' }).audit, { driver: 'sqlite', url: 'postgresql://h/db' },
     'DATABASE_URL alone does not switch the driver')
 })
+
+t.test('issue 13: webhooks take their secret and URL from WEBHOOK_<NAME>_*, need a secret to sign, have unique names', async t => {
+  const secret = `whsec_${Buffer.from('twenty-four bytes or more, ok').toString('base64')}`
+  const path = file('hooks.yaml', `registries:
+  default: { url: "http://127.0.0.1:1" }
+notifications:
+  webhooks:
+    - { name: ci-main, url: "http://127.0.0.1:2/hook" }
+    - { name: chat, url: "http://127.0.0.1:3/hook", format: slack, events: [deleted, refused] }
+`)
+  const config = loadConfig(['--config', path], { WEBHOOK_CI_MAIN_SECRET: secret, WEBHOOK_CHAT_URL: 'https://hooks.slack.com/services/T/B/x' })
+  t.same(config.notifications.webhooks, [
+    { name: 'ci-main', url: 'http://127.0.0.1:2/hook', secret, events: ['deleted', 'untagged', 'restored', 'approved'], format: 'standard', timeoutMs: 10_000 },
+    { name: 'chat', url: 'https://hooks.slack.com/services/T/B/x', events: ['deleted', 'refused'], format: 'slack', timeoutMs: 10_000 }
+  ])
+  t.same(config.notifications.retry, { firstDelayMs: 5000, maxDelayMs: 3_600_000 })
+  t.throws(() => loadConfig(['--config', path], {}), /notifications\.webhooks\.0\.secret: required with format standard .*WEBHOOK_CI_MAIN_SECRET/)
+  const badSecret = 'whsec_short'
+  const error = (() => { try { loadConfig(['--config', path], { WEBHOOK_CI_MAIN_SECRET: badSecret }) } catch (error) { return error as Error } })()
+  t.match(error?.message, /notifications\.webhooks\.0\.secret: must match pattern/)
+  t.notOk(error?.message.includes(badSecret), 'the error never quotes the secret')
+  const twice = file('twice.yaml', `registries:
+  default: { url: "http://127.0.0.1:1" }
+notifications:
+  webhooks:
+    - { name: a, url: "http://127.0.0.1:2/hook", format: slack }
+    - { name: a, url: "http://127.0.0.1:3/hook", format: slack, events: [] }
+`)
+  t.throws(() => loadConfig(['--config', twice], {}), /notifications\.webhooks\.1\.events/, 'an empty event list is refused')
+  const same = file('same.yaml', `registries:
+  default: { url: "http://127.0.0.1:1" }
+notifications:
+  webhooks:
+    - { name: a, url: "http://127.0.0.1:2/hook", format: slack }
+    - { name: a, url: "http://127.0.0.1:3/hook", format: slack }
+`)
+  t.throws(() => loadConfig(['--config', same], {}), /notifications\.webhooks\.1\.name: a is the name of an earlier webhook/)
+  const odd = file('odd.yaml', 'registries:\n  default: { url: "http://127.0.0.1:1" }\nnotifications:\n  webhooks: ["not a webhook", { url: "http://x/" }]\n')
+  t.throws(() => loadConfig(['--config', odd], { WEBHOOK_A_SECRET: secret }), /notifications\.webhooks\.0: must be object/)
+  const tuned = file('tuned.yaml', 'registries:\n  default: { url: "http://127.0.0.1:1" }\nnotifications:\n  pollMs: 50\n')
+  t.equal(loadConfig(['--config', tuned], { WEBHOOK_A_SECRET: secret }).notifications.pollMs, 50)
+  t.same(loadConfig([], { REGISTRY_URL: 'http://127.0.0.1:1', WEBHOOK_A_SECRET: secret }).notifications.webhooks, [], 'no webhooks by default')
+})

@@ -69,6 +69,12 @@ t.test('REST: dry-run, refused without approval, self-approval refused, a second
 
   const audit = await gateway.rest('GET', '/audit?name=plans%2Fapp&outcome=deleted')
   t.match(audit.body.items, [{ subject: 'apikey:requester', approvedBy: 'apikey:approver', decision: { reason: /; approved by apikey:approver: apikey:approver may approve plans\/app:a/ } }], 'the record names both')
+  const approvals = await gateway.rest('GET', '/audit?name=plans%2Fapp&action=approve')
+  t.match(approvals.body.items, [
+    { subject: 'apikey:approver', action: 'approve', outcome: 'approved', tag: 'a', removedTags: [], decision: { allow: true, reason: new RegExp(`approves ${planId} of apikey:requester$`) } },
+    { subject: 'apikey:requester', action: 'approve', outcome: 'approved' },
+    { subject: 'apikey:other', action: 'approve', outcome: 'denied', errorCode: 'FORBIDDEN', decision: { allow: false } }
+  ], 'every approval is audited when it is given (the self-approval is refused later, at execution), and so is a refused one')
 })
 
 t.test('REST: unknown and malformed plan ids', async t => {

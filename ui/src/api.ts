@@ -34,7 +34,7 @@ export interface RestoreResult { auditId: string, deletionId: string, name: stri
 export interface AuditEvent {
   id: string
   time: string
-  action: 'delete' | 'dry-run' | 'restore' | 'read'
+  action: 'delete' | 'dry-run' | 'restore' | 'read' | 'approve'
   registry: string
   name: string
   tag: string
@@ -83,8 +83,8 @@ export class Api {
     return await this.#call('GET', `/repositories${query({ limit: '100', cursor })}`)
   }
 
-  async tags (name: string, cursor?: string): Promise<{ items: ImageTag[], nextCursor?: string }> {
-    return await this.#call('GET', `/images/${encodeURIComponent(name)}${query({ limit: '100', cursor })}`)
+  async tags (name: string, cursor?: string, limit = 100): Promise<{ items: ImageTag[], nextCursor?: string }> {
+    return await this.#call('GET', `/images/${encodeURIComponent(name)}${query({ limit: String(limit), cursor })}`)
   }
 
   async tag (name: string, tag: string): Promise<TagDetail> {
@@ -138,12 +138,15 @@ function imagePath (name: string, tag: string): string {
   return `${name.split('/').map(encodeURIComponent).join('/')}/${encodeURIComponent(tag)}`
 }
 
-/** Loads every page of a listing, handing each to `onPage` as it comes, so the first rows show at once. */
-export async function allPages<T> (load: (cursor?: string) => Promise<{ items: T[], nextCursor?: string }>,
+/**
+ * Loads every page of a listing, handing each to `onPage` as it comes, so the first rows show at once. `load` is
+ * told which page it loads: a listing can ask a small first page, enough to fill the screen, so that it comes fast.
+ */
+export async function allPages<T> (load: (cursor: string | undefined, page: number) => Promise<{ items: T[], nextCursor?: string }>,
   onPage: (items: T[]) => void, maxPages = 200): Promise<void> {
   let cursor: string | undefined
   for (let page = 0; page < maxPages; page++) {
-    const answer = await load(cursor)
+    const answer = await load(cursor, page)
     onPage(answer.items)
     cursor = answer.nextCursor
     if (cursor === undefined) return

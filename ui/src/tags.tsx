@@ -1,4 +1,4 @@
-import { Fragment } from 'preact'
+import { Fragment, type ComponentChildren } from 'preact'
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks'
 import { allPages, ApiError, type Api, type ImageTag, type Plan } from './api.js'
 import { age, bytes, platforms, shortDigest } from './format.js'
@@ -11,6 +11,11 @@ type Outcome = { tag: string, result?: Plan, error?: string }
 
 /** Tags whose age is looked up (one request each) once the list is in; the rest show a dash. */
 const AGE_LOOKUPS = 30
+/**
+ * The first page asks this many tags: about a screenful, so a cold repository shows rows after a quarter of the
+ * registry reads a full page costs (each tag of a page is a manifest the gateway reads). Later pages ask the most.
+ */
+const FIRST_PAGE = 25
 
 function message (failure: unknown): string {
   return failure instanceof Error ? failure.message : String(failure)
@@ -37,20 +42,12 @@ export function Tags ({ api, repository, onBack }: { api: Api, repository: strin
     setLoading(true)
     setError(undefined)
     const loaded: ImageTag[] = []
-    // The first page shows at once; later ones are shown together every so often (and at the end), since each
-    // render diffs every row already there.
-    let shownAt = 0
-    const show = (): void => {
-      if (gone) return
-      shownAt = performance.now()
-      setTags([...loaded])
-    }
-    allPages(cursor => api.tags(repository, cursor), items => {
+    // Every page shows as it comes: a long table renders only the rows in view (TagTable), so a render is cheap.
+    allPages((cursor, page) => api.tags(repository, cursor, page === 0 ? FIRST_PAGE : 100), items => {
       loaded.push(...items)
-      if (shownAt === 0 || performance.now() - shownAt > 400) show()
+      if (!gone) setTags([...loaded])
     })
       .then(async () => {
-        show()
         // Ages come from each image's config: a request per tag, so only for the first rows, two at a time.
         const queue = loaded.slice(0, AGE_LOOKUPS).map(item => item.tag)
         const worker = async (): Promise<void> => {
@@ -213,41 +210,86 @@ export function Tags ({ api, repository, onBack }: { api: Api, repository: strin
       </div>
       {error !== undefined && <p class='error' role='alert'>{error}</p>}
       <p role='status' class='status'>{loading && tags.length === 0 ? 'Loading tags…' : `${shown.length} of ${tags.length} tags${loading ? ' (loading more…)' : ''}, ${selected.size} selected`}</p>
-      <div class='scroll'>
-        <table class='tags'>
-          <caption class='visually-hidden'>Tags of {repository}</caption>
-          <thead>
-            <tr>
-              <th scope='col'><input type='checkbox' aria-label='Select every tag shown' checked={allShownSelected} onChange={toggleAll} /></th>
-              {sortButton('tag', 'Tag')}
-              {sortButton('digest', 'Digest')}
-              <th scope='col'>Co-tags</th>
-              <th scope='col'>Platforms</th>
-              <th scope='col'>Protected</th>
-              {sortButton('age', 'Age')}
-              {sortButton('size', 'Size')}
-            </tr>
-          </thead>
-          <tbody>
-            {shown.map(item => (
-              <tr key={item.tag} class={selected.has(item.tag) ? 'selected' : undefined}>
-                <td><input type='checkbox' aria-label={`Select ${item.tag}`} checked={selected.has(item.tag)} onChange={() => toggle(item.tag)} /></td>
-                <th scope='row'>{item.tag}</th>
-                <td><code title={item.digest}>{shortDigest(item.digest)}</code></td>
-                <td>{item.coTags.length === 0 ? '—' : item.coTags.join(', ')}</td>
-                <td>{platforms(item.platforms)}</td>
-                <td>
-                  {item.protected ? <span class='badge' title={item.actions.delete.reason}>protected</span> : ''}
-                  {item.actions.delete.approvalRequired === true ? <span class='badge' title={item.actions.delete.reason}>needs approval</span> : ''}
-                </td>
-                <td>{age(created[item.tag])}</td>
-                <td>{bytes(item.size)}</td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      </div>
+      <TagTable
+        repository={repository} shown={shown} selected={selected} created={created} allShownSelected={allShownSelected}
+        header={<>{sortButton('tag', 'Tag')}{sortButton('digest', 'Digest')}<th scope='col'>Co-tags</th><th scope='col'>Platforms</th><th scope='col'>Protected</th>{sortButton('age', 'Age')}{sortButton('size', 'Size')}</>}
+        onToggle={toggle} onToggleAll={toggleAll}
+      />
     </section>
+  )
+}
+
+/** Past this many rows the table renders only those in view (and a few around them), in a scrolling box. */
+const WINDOWED_FROM = 200
+/** Rows rendered above and below the ones in view, so that scrolling and Tab find them already there. */
+const OVERSCAN = 20
+
+interface TagTableProps {
+  repository: string
+  shown: ImageTag[]
+  selected: Set<string>
+  created: Record<string, string | undefined>
+  allShownSelected: boolean
+  header: ComponentChildren
+  onToggle: (tag: string) => void
+  onToggleAll: () => void
+}
+
+/**
+ * The tags table. A long one is windowed: rows have one height (their cells do not wrap), so the rows in view
+ * follow from the scroll position, and spacers stand for the others; the table still tells assistive technology
+ * how many rows there are and where each rendered one sits (aria-rowcount, aria-rowindex).
+ */
+function TagTable ({ repository, shown, selected, created, allShownSelected, header, onToggle, onToggleAll }: TagTableProps) {
+  const box = useRef<HTMLDivElement>(null)
+  const [view, setView] = useState({ top: 0, height: 800, rowHeight: 37 })
+  const windowed = shown.length > WINDOWED_FROM
+  const measure = () => {
+    const element = box.current
+    if (element === null) return
+    const row = element.querySelector<HTMLElement>('tbody tr:not(.spacer)')
+    const next = { top: element.scrollTop, height: element.clientHeight, rowHeight: row?.offsetHeight ?? view.rowHeight }
+    if (next.top !== view.top || next.height !== view.height || next.rowHeight !== view.rowHeight) setView(next)
+  }
+  useEffect(measure)
+  const first = windowed ? Math.max(0, Math.floor(view.top / view.rowHeight) - OVERSCAN) : 0
+  const count = windowed ? Math.ceil(view.height / view.rowHeight) + 2 * OVERSCAN : shown.length
+  const rows = shown.slice(first, first + count)
+  const below = shown.length - first - rows.length
+  const spacer = (rowsStoodFor: number) => (
+    <tr class='spacer' aria-hidden='true'><td colSpan={8} style={{ height: `${rowsStoodFor * view.rowHeight}px` }} /></tr>
+  )
+  return (
+    <div class={windowed ? 'scroll windowed' : 'scroll'} ref={box} onScroll={windowed ? measure : undefined}>
+      <table class='tags' aria-rowcount={windowed ? shown.length + 1 : undefined}>
+        <caption class='visually-hidden'>Tags of {repository}</caption>
+        <thead>
+          <tr aria-rowindex={windowed ? 1 : undefined}>
+            <th scope='col'><input type='checkbox' aria-label='Select every tag shown' checked={allShownSelected} onChange={onToggleAll} /></th>
+            {header}
+          </tr>
+        </thead>
+        <tbody>
+          {first > 0 && spacer(first)}
+          {rows.map((item, index) => (
+            <tr key={item.tag} class={selected.has(item.tag) ? 'selected' : undefined} aria-rowindex={windowed ? first + index + 2 : undefined}>
+              <td><input type='checkbox' aria-label={`Select ${item.tag}`} checked={selected.has(item.tag)} onChange={() => onToggle(item.tag)} /></td>
+              <th scope='row'>{item.tag}</th>
+              <td><code title={item.digest}>{shortDigest(item.digest)}</code></td>
+              <td>{item.coTags.length === 0 ? '—' : item.coTags.join(', ')}</td>
+              <td>{platforms(item.platforms)}</td>
+              <td>
+                {item.protected ? <span class='badge' title={item.actions.delete.reason}>protected</span> : ''}
+                {item.actions.delete.approvalRequired === true ? <span class='badge' title={item.actions.delete.reason}>needs approval</span> : ''}
+              </td>
+              <td>{age(created[item.tag])}</td>
+              <td>{bytes(item.size)}</td>
+            </tr>
+          ))}
+          {below > 0 && spacer(below)}
+        </tbody>
+      </table>
+    </div>
   )
 }
 
