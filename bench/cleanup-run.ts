@@ -1,5 +1,5 @@
 /**
- * Scenario 10: executing a cleanup of N removals (1,000; 200 with --quick) through the gateway — POST /cleanups, then
+ * Scenario 13: executing a cleanup of N removals (1,000; 200 with --quick) through the gateway — POST /cleanups, then
  * POST /cleanups/<id>/execute, until the run is done — against two floors, as many removals in flight as the run
  * has (cleanups.runConcurrency, 4): the safe floor makes the registry requests the run's co-tag re-check needs (per
  * removal the tag list, a HEAD of every tag, then the DELETE by digest), the unsafe floor only a HEAD and the DELETE.
@@ -52,7 +52,7 @@ export async function measureCleanupRun (options: {
   const planMs = performance.now() - started
   if (plan.totals.remove !== removals) throw new Error(`the plan removes ${String(plan.totals.remove)} tags, not ${removals}`)
 
-  progress.begin(`(10) cleanup run, ${removals} removals through the gateway`)
+  progress.begin(`(13) cleanup run, ${removals} removals through the gateway`)
   started = performance.now()
   await call(gateway, 'POST', `/cleanups/${String(plan.id)}/execute`, { maxDeletions: removals })
   let run: any
@@ -83,9 +83,9 @@ export async function measureCleanupRun (options: {
     await Promise.all(Array.from({ length: CONCURRENCY }, worker))
     return performance.now() - begun
   }
-  progress.begin(`(10) cleanup run, ${removals} removals by a bare client with the co-tag check`)
+  progress.begin(`(13) cleanup run, ${removals} removals by a bare client with the co-tag check`)
   const floorMs = await bare(options.floor, true)
-  progress.begin(`(10) cleanup run, ${removals} removals by a bare client, HEAD + DELETE only`)
+  progress.begin(`(13) cleanup run, ${removals} removals by a bare client, HEAD + DELETE only`)
   const unsafeFloorMs = await bare(options.unsafeFloor, false)
   return {
     removals,
@@ -102,7 +102,7 @@ export async function measureCleanupRun (options: {
 
 export function cleanupRunRows (result: CleanupRunResult): Array<{ scenario: string, value: string, target: string, ok: boolean | undefined }> {
   return [
-    { scenario: `(10) cleanup run, ${result.removals} removals, ${result.concurrency} at a time (planning ${(result.planMs / 1000).toFixed(1)} s, not timed)`, value: `${(result.runMs / 1000).toFixed(2)} s`, target: '', ok: undefined },
+    { scenario: `(13) cleanup run, ${result.removals} removals, ${result.concurrency} at a time (planning ${(result.planMs / 1000).toFixed(1)} s, not timed)`, value: `${(result.runMs / 1000).toFixed(2)} s`, target: '', ok: undefined },
     { scenario: '    bare client with the co-tag check (list + HEAD every tag + DELETE)', value: `${(result.floorMs / 1000).toFixed(2)} s`, target: '', ok: undefined },
     { scenario: '    bare client, HEAD + DELETE only (unsafe)', value: `${(result.unsafeFloorMs / 1000).toFixed(2)} s`, target: '', ok: undefined },
     { scenario: '    run / safe floor', value: result.ratioToFloor.toFixed(2), target: '<= 1.20', ok: result.ratioToFloor <= 1.2 && result.done === result.removals },

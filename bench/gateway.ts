@@ -11,7 +11,7 @@ export interface BenchGateway extends GatewayProcess {
   auditorKey: string
 }
 
-export async function startGateway (registryUrl: string, options: { logLevel?: string, auditPath?: string, config?: Record<string, unknown> } = {}): Promise<BenchGateway> {
+export async function startGateway (registryUrl: string, options: { logLevel?: string, auditPath?: string, audit?: Record<string, unknown>, config?: Record<string, unknown> } = {}): Promise<BenchGateway> {
   const adminKey = generateApiKey()
   const outsiderKey = generateApiKey()
   const auditorKey = generateApiKey()
@@ -28,7 +28,13 @@ export async function startGateway (registryUrl: string, options: { logLevel?: s
       bindings: [{ role: 'admin', subjects: ['apikey:bench-admin'] }, { role: 'elsewhere', subjects: ['apikey:bench-outsider'] }, { role: 'narrowAuditor', subjects: ['apikey:bench-auditor'] }]
     },
     // The bare app logs nothing either.
-    config: { logLevel: options.logLevel ?? 'warn', coTagConcurrency: 16, ...(options.auditPath === undefined ? {} : { audit: { path: options.auditPath } }), ...options.config }
+    config: {
+      logLevel: options.logLevel ?? 'warn',
+      coTagConcurrency: 16,
+      ...(options.auditPath === undefined ? {} : { audit: { path: options.auditPath } }),
+      ...(options.audit === undefined ? {} : { audit: options.audit }),
+      ...options.config
+    }
   })
   return { ...gateway, adminKey, outsiderKey, auditorKey }
 }

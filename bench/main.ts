@@ -2,7 +2,8 @@
  * `npm run bench`: starts its own registry (docker-registry on a free loopback port), seeds it, runs the
  * scenarios of the performance issues against the gateway as a separate process over real HTTP, prints a table
  * and writes bench-results/latest.json. `--quick` runs smaller repositories and fewer rounds (a smoke test).
- * `--only=untag` (or a comma-separated list of latency, guard, rejections, rss, untag, audit-list, browse, ui, cleanup, cleanup-run) runs only those scenarios
+ * `--only=untag` (or a comma-separated list of latency, guard, rejections, rss, untag, audit-list, browse, ui, pg-latency,
+ * pg-audit-list, replicas, cleanup, cleanup-run) runs only those scenarios
  * and writes bench-results/only-<names>.json.
  */
 import { execFileSync } from 'node:child_process'
@@ -25,9 +26,11 @@ import { seedRepository, type SeededRepository } from './seed-tags.js'
 import { round } from './stats.js'
 import { measureUi, uiRows, type UiResult } from './ui.js'
 import { measureUntag, tagsNeeded, untagRows, type UntagResult } from './untag.js'
+import { measurePgAuditList, measurePgLatency, measureReplicas, seedPostgresTrail, type PgAuditListResult, type PgLatencyResult, type ReplicasResult } from './postgres.js'
+import { startPostgres, type PostgresProcess } from '../testing/postgres-process.js'
 
 const quick = process.argv.includes('--quick')
-const SCENARIOS = ['latency', 'guard', 'rejections', 'rss', 'untag', 'audit-list', 'browse', 'ui', 'cleanup', 'cleanup-run'] as const
+const SCENARIOS = ['latency', 'guard', 'rejections', 'rss', 'untag', 'audit-list', 'browse', 'ui', 'pg-latency', 'pg-audit-list', 'replicas', 'cleanup', 'cleanup-run'] as const
 type Scenario = typeof SCENARIOS[number]
 const only = process.argv.find(arg => arg.startsWith('--only='))?.slice('--only='.length).split(',')
 const unknownScenario = only?.find(name => !(SCENARIOS as readonly string[]).includes(name))
@@ -43,6 +46,9 @@ const settings = {
   auditList: { records: quick ? 50_000 : 500_000, rounds: 30, concurrency: 10, durationMs: 3000 },
   browse: { tags: 100, coldRounds: quick ? 5 : 30, warmRounds: quick ? 10 : 30 },
   ui: { tags: 1000, coldRounds: quick ? 2 : 5, warmRounds: quick ? 3 : 10 },
+  pgLatency: { tags: 50, rounds: quick ? 15 : 60, warmupRounds: 5 },
+  pgAuditList: { records: quick ? 100_000 : 1_000_000, rounds: 30 },
+  replicas: { count: 3, concurrency: 50, sliceMs: quick ? 1000 : 2000, rounds: 3, warmupMs: 1000 },
   cleanup: { tags: quick ? 1000 : 10_000, configs: quick ? 100 : 1000, rounds: quick ? 3 : 5 },
   cleanupRun: { removals: quick ? 200 : 1000 }
 }
@@ -134,16 +140,101 @@ async function runUi (registryUrl: string, seed: (name: string, count: number, s
   return result
 }
 
+/** One PostgreSQL cluster for the issue 14 scenarios, each with a database of its own. */
+let postgresServer: PostgresProcess | undefined
+async function postgresDatabase (name: string): Promise<string> {
+  if (postgresServer === undefined) {
+    progress.begin('starting PostgreSQL')
+    const server = await startPostgres()
+    postgresServer = server
+    cleanups.push(async () => { await server.stop() })
+  }
+  return await postgresServer.createDatabase(name)
+}
+
+async function runPgLatency (registryUrl: string, seed: (name: string, count: number, shared: boolean) => Promise<SeededRepository>): Promise<PgLatencyResult> {
+  const repositories = {
+    sqlite: await seed('bench/pg-latency-sqlite', settings.pgLatency.tags, false),
+    postgres: await seed('bench/pg-latency-postgres', settings.pgLatency.tags, false)
+  }
+  const url = await postgresDatabase('bench_latency')
+  progress.begin('(9) delete latency: starting a gateway on SQLite and one on PostgreSQL')
+  const sqlite = await startGateway(registryUrl)
+  cleanups.push(async () => { await sqlite.close() })
+  const postgres = await startGateway(registryUrl, { audit: { driver: 'postgres', url } })
+  cleanups.push(async () => { await postgres.close() })
+  progress.begin(`(9) delete latency, SQLite vs PostgreSQL, ${settings.pgLatency.tags}-tag repositories`)
+  const result = await measurePgLatency({ registryUrl, sqlite, postgres, repositories, ...settings.pgLatency, progress })
+  await Promise.all([sqlite.close(), postgres.close()])
+  return result
+}
+
+async function runPgAuditList (registryUrl: string): Promise<PgAuditListResult> {
+  const url = await postgresDatabase('bench_audit_list')
+  progress.begin(`(10) audit list on PostgreSQL: seeding ${settings.pgAuditList.records} records`)
+  await seedPostgresTrail(url, settings.pgAuditList.records, progress)
+  progress.begin('(10) audit list on PostgreSQL: starting a gateway')
+  const gateway = await startGateway(registryUrl, { audit: { driver: 'postgres', url } })
+  cleanups.push(async () => { await gateway.close() })
+  progress.begin('(10) audit list on PostgreSQL')
+  const result = await measurePgAuditList({ gateway, ...settings.pgAuditList, progress })
+  await gateway.close()
+  return result
+}
+
 async function runCleanupRun (registryUrl: string, pool: Pool, seed: (name: string, count: number, shared: boolean) => Promise<SeededRepository>): Promise<CleanupRunResult> {
   const throughGateway = await seed('bench/cleanup-run-gateway', settings.cleanupRun.removals, false)
   const floor = await seed('bench/cleanup-run-floor', settings.cleanupRun.removals, false)
   const unsafeFloor = await seed('bench/cleanup-run-unsafe', settings.cleanupRun.removals, false)
-  progress.begin('(10) cleanup run: starting a gateway and planning')
+  progress.begin('(13) cleanup run: starting a gateway and planning')
   const gateway = await startGateway(registryUrl)
   cleanups.push(async () => { await gateway.close() })
   const result = await measureCleanupRun({ gateway, pool, throughGateway, floor, unsafeFloor, progress })
   await gateway.close()
   return result
+}
+
+async function runReplicas (registryUrl: string, seed: (name: string, count: number, shared: boolean) => Promise<SeededRepository>): Promise<ReplicasResult> {
+  const repository = await seed('bench/replicas', 1, false)
+  const url = await postgresDatabase('bench_replicas')
+  const gateways: BenchGateway[] = []
+  for (let index = 0; index < settings.replicas.count; index++) {
+    progress.begin(`(11) replicas: starting gateway ${index + 1}/${settings.replicas.count} on one PostgreSQL database`)
+    const gateway = await startGateway(registryUrl, { audit: { driver: 'postgres', url } })
+    gateways.push(gateway)
+    cleanups.push(async () => { await gateway.close() })
+  }
+  progress.begin('(11) rejected requests, 1 to 3 replicas')
+  const result = await measureReplicas({ gateways, repository: repository.name, ...settings.replicas, progress })
+  await Promise.all(gateways.map(async gateway => { await gateway.close() }))
+  return result
+}
+
+function postgresRows (latency: PgLatencyResult | undefined, list: PgAuditListResult | undefined, replicas: ReplicasResult | undefined): Row[] {
+  return [
+    ...(latency === undefined
+      ? []
+      : [
+          { scenario: `(9) delete, audit in SQLite, median (p95), ${latency.tagsPerRepository} tags`, value: `${latency.sqliteMs.median.toFixed(1)} ms (${latency.sqliteMs.p95.toFixed(1)})`, target: '', ok: undefined },
+          { scenario: '    delete, audit in PostgreSQL, median (p95)', value: `${latency.postgresMs.median.toFixed(1)} ms (${latency.postgresMs.p95.toFixed(1)})`, target: '', ok: undefined },
+          { scenario: '    PostgreSQL / SQLite (median; p95)', value: `${latency.ratio.toFixed(2)} (${latency.ratioP95.toFixed(2)})`, target: '<= 1.10', ok: latency.ratio <= 1.10 }
+        ]),
+    ...(list === undefined
+      ? []
+      : [
+          { scenario: `(10) GET /audit?limit=50 of ${list.records} in PostgreSQL, p95 (median)`, value: `${list.allMs.p95.toFixed(1)} ms (${list.allMs.median.toFixed(1)})`, target: '< 50 ms', ok: list.allMs.p95 < 50 && list.unexpected === 0 },
+          { scenario: '     narrow caller (1 in 100 visible), p95 (median)', value: `${list.narrowMs.p95.toFixed(1)} ms (${list.narrowMs.median.toFixed(1)})`, target: 'reported', ok: undefined },
+          { scenario: '     ?name= filter, p95 (median)', value: `${list.filteredMs.p95.toFixed(1)} ms (${list.filteredMs.median.toFixed(1)})`, target: 'reported', ok: undefined }
+        ]),
+    ...(replicas === undefined
+      ? []
+      : (['invalidReference', 'forbidden'] as const).flatMap(kind => replicas[kind].map(run => ({
+          scenario: `(11) ${kind === 'invalidReference' ? '400 invalid reference' : '403 no rights (audited)'}, ${run.replicas} replica(s)`,
+          value: `${run.rps} req/s`,
+          target: 'reported',
+          ok: run.unexpected === 0 && run.errors === 0 ? undefined : false
+        }))))
+  ]
 }
 
 function auditListRows (result: AuditListResult): Row[] {
@@ -241,6 +332,9 @@ async function main (): Promise<void> {
   const auditList = runs('audit-list') ? await runAuditList(registry.url) : undefined
   const browse = runs('browse') ? await runBrowse(registry.url, seed) : undefined
   const ui = runs('ui') ? await runUi(registry.url, seed) : undefined
+  const pgLatency = runs('pg-latency') ? await runPgLatency(registry.url, seed) : undefined
+  const pgAuditList = runs('pg-audit-list') ? await runPgAuditList(registry.url) : undefined
+  const replicas = runs('replicas') ? await runReplicas(registry.url, seed) : undefined
   const cleanup = runs('cleanup') ? await runCleanup(registry.url, pool) : undefined
   const cleanupRun = runs('cleanup-run') ? await runCleanupRun(registry.url, pool, seed) : undefined
   progress.end()
@@ -275,6 +369,7 @@ async function main (): Promise<void> {
     ...(auditList === undefined ? [] : auditListRows(auditList)),
     ...(browse === undefined ? [] : browseRows(browse)),
     ...(ui === undefined ? [] : uiRows(ui)),
+    ...postgresRows(pgLatency, pgAuditList, replicas),
     ...(cleanup === undefined ? [] : cleanupRows(cleanup)),
     ...(cleanupRun === undefined ? [] : cleanupRunRows(cleanupRun))
   ]
@@ -308,6 +403,9 @@ async function main (): Promise<void> {
     auditList,
     browse,
     ui,
+    pgLatency,
+    pgAuditList,
+    replicas,
     cleanup,
     cleanupRun,
     targets: rows.filter(row => row.ok !== undefined).map(row => ({ scenario: row.scenario.trim(), value: row.value, target: row.target, ok: row.ok }))

@@ -67,7 +67,8 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     authenticate: async credentials => await services.authenticator.authenticate(credentials),
     failedAuth: { perWindow: config.limits.failedAuthPerWindow, windowMs: config.limits.windowMs }
   })
-  await app.register(rateLimitPlugin, { limits: config.limits })
+  const sharedWindows = services.auditStore.shared.hit
+  await app.register(rateLimitPlugin, { limits: config.limits, ...(sharedWindows === undefined ? {} : { sharedWindows }) })
   await app.register(contractRoutes)
   if (config.metrics.enabled && config.metrics.port === undefined) await app.register(metricsRoutes(metrics, { public: config.metrics.public }))
   await app.register(healthRoutes(services.registries, services.auditStore))

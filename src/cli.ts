@@ -32,6 +32,10 @@ Commands:
                                S is apikey:<name>, user:<subject claim>, slack:<team>/<user> or mattermost:<team>/<user>; A is ${ACTIONS.join(', ')};
                                R defaults to "default"; --group adds identity provider groups to a user
                                (group:<g> bindings) or key groups to an API key (keygroup:<g>)
+  audit migrate --from sqlite:PATH --to postgres://… [--batch N]
+                               copy the SQLite audit trail into PostgreSQL (ids, times, manifest bytes kept;
+                               records already there are skipped, so it can run again), then verify counts and
+                               checksums; exit 0 when every record matches, 1 otherwise. Stop the gateway first
   cleanup plan FILE --gateway URL --api-key KEY
                                plan the cleanup FILE describes (registry, repositories, rules; JSON or YAML) on a
                                running gateway and print it: removed, kept and refused tags with rule and reason
@@ -170,6 +174,37 @@ function policyCommand (args: string[], io: CliIo): number {
   throw new UsageError('policy: use "policy check FILE" or "policy explain FILE ..."')
 }
 
+async function auditCommand (args: string[], io: CliIo): Promise<number> {
+  const [subcommand, ...rest] = args
+  if (subcommand !== 'migrate') throw new UsageError('audit: use "audit migrate --from sqlite:PATH --to postgres://…"')
+  const { values, positionals } = asUsage(() => parseArgs({
+    args: rest,
+    options: { from: { type: 'string' }, to: { type: 'string' }, batch: { type: 'string', default: '500' } },
+    allowPositionals: true
+  }))
+  if (positionals.length > 0) throw new UsageError(`audit migrate takes no arguments, got ${positionals.join(' ')}`)
+  if (values.from?.startsWith('sqlite:') !== true || values.from.length === 'sqlite:'.length) throw new UsageError('--from must be sqlite:PATH')
+  if (values.to === undefined || !/^postgres(ql)?:\/\//.test(values.to)) throw new UsageError('--to must be a postgres:// URL')
+  const batchSize = Number(values.batch)
+  if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 10_000) throw new UsageError('--batch must be an integer from 1 to 10000')
+  const from = values.from.slice('sqlite:'.length)
+  // Loaded only here: the other commands need neither database driver.
+  const { migrateSqliteToPostgres, withoutPassword } = await import('./audit/migrate.js')
+  io.out(`audit migrate: ${from} -> ${withoutPassword(values.to)}`)
+  const summary = await migrateSqliteToPostgres({ from, to: values.to, batchSize })
+  io.out(`records in SQLite: ${summary.source}`)
+  io.out(`copied: ${summary.copied}; already in PostgreSQL: ${summary.alreadyThere}`)
+  io.out(`verified: ${summary.verified} of ${summary.source} match in PostgreSQL (fields and manifest bytes)`)
+  io.out(`checksum: SQLite ${summary.sourceChecksum}, PostgreSQL ${summary.targetChecksum}`)
+  if (summary.verified === summary.source) {
+    io.out('ok: every record is in PostgreSQL as it is in SQLite')
+    return EXIT.ok
+  }
+  io.err(`mismatch: ${summary.source - summary.verified} record(s) differ in PostgreSQL, e.g. ${summary.mismatched.join(', ')}; ` +
+    'they were not overwritten: compare them and remove the PostgreSQL copy to copy it again')
+  return EXIT.failed
+}
+
 /** Runs one command; returns the exit code. Never prints a key except the one `apikey` creates. */
 export async function runCli (argv: string[], io: CliIo): Promise<number> {
   const [command, ...args] = argv
@@ -182,6 +217,7 @@ export async function runCli (argv: string[], io: CliIo): Promise<number> {
     if (command === 'serve') return await serveCommand(args, io)
     if (command === 'apikey') return apikeyCommand(args, io)
     if (command === 'policy') return policyCommand(args, io)
+    if (command === 'audit') return await auditCommand(args, io)
     // Cleanups (issue 15): their own block; the work is in cli-cleanup.ts.
     if (command === 'cleanup') return await cleanupCommand(args, io)
     throw new UsageError(`unknown command ${JSON.stringify(command)}`)

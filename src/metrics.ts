@@ -1,5 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
-import type { AuditRecord } from './audit/types.js'
+import type { AuditPoolStats, AuditRecord } from './audit/types.js'
 
 /** What the registry client reports of each request it makes. */
 export interface RegistryRequestEvent {
@@ -20,6 +20,8 @@ export interface GatewayMetrics extends RegistryObserver {
   httpRequest: (route: string, method: string, status: number, seconds: number) => void
   auditRecord: (record: AuditRecord) => void
   policyReload: (ok: boolean) => void
+  /** Reports the audit store's connection pool at each scrape (PostgreSQL only). */
+  auditPool: (stats: () => AuditPoolStats) => void
   /** A webhook attempt's result per endpoint: delivered, retried (another attempt scheduled) or failed (given up). */
   webhookAttempt: (endpoint: string, result: 'delivered' | 'retried' | 'failed') => void
   /** Where the outbox gauge reads its rows per endpoint and status when scraped (the audit store). */
@@ -119,6 +121,21 @@ export function createMetrics (): GatewayMetrics {
     },
     policyReload (ok) {
       reloads.inc({ result: ok ? 'ok' : 'failed' })
+    },
+    auditPool (stats) {
+      // Read at scrape time rather than kept up to date: the pool already counts, and a scrape sees it as it is.
+      const gauges: Array<[keyof AuditPoolStats, string, string]> = [
+        ['total', 'gateway_audit_pool_connections', 'Connections the audit store holds to PostgreSQL, idle or in use'],
+        ['idle', 'gateway_audit_pool_idle_connections', 'Audit store connections open and idle'],
+        ['waiting', 'gateway_audit_pool_waiting_requests', 'Audit store calls waiting for a connection (every one in use)'],
+        ['max', 'gateway_audit_pool_max_connections', 'The audit store pool size (audit.poolSize)']
+      ]
+      for (const [field, name, help] of gauges) {
+        // A second store on this registry (an app rebuilt over shared metrics) replaces the first's gauges.
+        registry.removeSingleMetric(name)
+        // eslint-disable-next-line no-new -- registering it is the point; the registry keeps it
+        new Gauge({ name, help, registers: [registry], collect () { this.set(stats()[field]) } })
+      }
     },
     webhookAttempt (endpoint, result) {
       webhooks.inc({ endpoint, result })

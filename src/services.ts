@@ -1,7 +1,13 @@
+import { randomUUID } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import { hostname } from 'node:os'
+import type { ConnectionOptions } from 'node:tls'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Dispatcher } from 'undici'
 import type { Config } from './config/schema.js'
+import { ReplicaLock } from './audit/shared-state.js'
+import { describePostgresError } from './audit/postgres-errors.js'
+import type { DeferredStoreOptions } from './audit/deferred-store.js'
 import { AuditTrail, deferredAuditStore, openPostgresAuditStore, openSqliteAuditStore, type AuditStore } from './audit/index.js'
 import { createAuthenticator, type Authenticator } from './identity/index.js'
 import type { GatewayMetrics, RegistryObserver } from './metrics.js'
@@ -80,17 +86,43 @@ export function outboxRouter (config: Pick<Config, 'notifications'>): OutboxRout
   return webhookRouter(config.notifications.webhooks)
 }
 
+/** audit.tls as node's TLS options; the files are read now, so a wrong path stops start-up as a registry's caFile does. */
+export function postgresTlsOptions (tls: Config['audit']['tls']): ConnectionOptions | undefined {
+  if (tls === undefined) return undefined
+  const read = (path: string | undefined): string | undefined => path === undefined ? undefined : readFileSync(path, 'utf8')
+  const options: ConnectionOptions = { rejectUnauthorized: tls.rejectUnauthorized }
+  const ca = read(tls.caFile)
+  const cert = read(tls.certFile)
+  const key = read(tls.keyFile)
+  if (ca !== undefined) options.ca = ca
+  if (cert !== undefined) options.cert = cert
+  if (key !== undefined) options.key = key
+  if (tls.servername !== undefined) options.servername = tls.servername
+  return options
+}
+
 /** The configured audit store: SQLite (the default), or PostgreSQL opened (and migrated) in the background. */
-export function openAuditStore (audit: Config['audit'], outbox?: OutboxRouter): AuditStore {
+export function openAuditStore (audit: Config['audit'], outbox?: OutboxRouter, log?: FastifyBaseLogger): AuditStore {
   if (audit.driver !== 'postgres') return openSqliteAuditStore(audit.path, { listScanLimit: audit.listScanLimit, outbox })
+  const tls = postgresTlsOptions(audit.tls)
+  const deferred: DeferredStoreOptions = {
+    retry: audit.connectRetry,
+    poolSize: audit.poolSize,
+    describe: describePostgresError,
+    onOpenFailed: (error, attempt, retryInMs) => {
+      log?.warn({ err: error, attempt, retryInMs }, 'the PostgreSQL audit store did not open; retrying')
+    }
+  }
   return deferredAuditStore(async () => await openPostgresAuditStore({
     outbox,
     // validateConfig refuses driver postgres without a URL.
     connectionString: audit.url as string,
     listScanLimit: audit.listScanLimit,
     poolSize: audit.poolSize,
-    statementTimeoutMs: audit.statementTimeoutMs
-  }))
+    statementTimeoutMs: audit.statementTimeoutMs,
+    lockWaitMs: audit.lockWaitMs,
+    tls
+  }), deferred)
 }
 
 export function createServices (config: Config, overrides: ServiceOverrides, metrics: GatewayMetrics, log: FastifyBaseLogger): GatewayServices {
@@ -101,7 +133,9 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
   if (overrides.policyStore === undefined && config.policyFile !== undefined) policyStore.load(config.policyFile)
   if (policyStore.current() === undefined) log.warn('no policy loaded: every request will be denied (set POLICY_FILE or policyFile)')
   const authenticator = createAuthenticator(policyStore, { logger: log })
-  const auditStore = overrides.auditStore ?? openAuditStore(config.audit, outboxRouter(config))
+  const auditStore = overrides.auditStore ?? openAuditStore(config.audit, outboxRouter(config), log)
+  const poolStats = auditStore.poolStats
+  if (poolStats !== undefined) metrics.auditPool(poolStats)
   const { notifications } = config
   const deliveries: DeliveryWorker | undefined = notifications.webhooks.length === 0
     ? undefined
@@ -119,8 +153,9 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
     metrics.auditRecord(record)
     deliveries?.nudge()
   })
-  // One lock for every tag-changing request of a repository: digest deletions and untags queue behind each other.
-  const locks = new KeyedQueue()
+  // One lock for every tag-changing request of a repository: digest deletions and untags queue behind each other,
+  // on this replica and (PostgreSQL) on every replica sharing the database.
+  const locks = new ReplicaLock(new KeyedQueue(), auditStore.shared)
   const images: ImageServices = {
     registries,
     authorizer: () => {
@@ -137,16 +172,29 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
     locks,
     untagger: new Untagger({ lock: locks }),
     onAuditLost: (error, record) => {
-      log.error({ err: error, auditId: record.id }, 'the registry acted but the audit trail could not record it; the record is reconciled at the next start')
+      log.error({ err: error, auditId: record.id },
+        'the registry acted but the audit trail could not record it; the record is reconciled at the next start or periodic pass')
     },
-    plans: new PlanBook({ ttlMs: 600_000, capacity: 10_000 })
+    plans: new PlanBook({ ttlMs: 600_000, capacity: 10_000, shared: auditStore.shared })
   }
   // One cache for the read API and cleanups: both read manifests and configs, immutable per digest.
   const browseCache = new BrowseCache({ entries: config.browse.cacheEntries, tagTtlMs: config.browse.tagTtlMs })
   const cleanupRuns: CleanupRunServices = {
     images, concurrency: config.cleanups.runConcurrency, maxDeletions: config.cleanups.maxDeletions, runs: new ActiveRuns(), now: Date.now
   }
-  const housekeeping = startAuditHousekeeping({ audit, registries, retentionDays: config.audit.retentionDays, logger: log })
+  const housekeeping = startAuditHousekeeping({
+    audit,
+    registries,
+    retentionDays: config.audit.retentionDays,
+    logger: log,
+    reconcile: {
+      owner: `${hostname()}/${process.pid}/${randomUUID()}`,
+      locks,
+      intervalMs: config.audit.reconcileIntervalMs,
+      inFlightMs: config.audit.reconcileAfterMs,
+      sharedAtStartup: config.audit.driver === 'postgres'
+    }
+  })
   return {
     registries,
     policyStore,
@@ -183,7 +231,7 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
     close: async () => {
       // Before the store closes: in-flight removals finish and are settled, the runs end interrupted.
       await cleanupRuns.runs.stopAll()
-      housekeeping.stop()
+      await housekeeping.stop()
       await housekeeping.startup
       await deliveries?.stop()
       if (overrides.auditStore === undefined) await auditStore.close()

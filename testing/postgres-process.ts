@@ -4,7 +4,7 @@
  * packaged cluster or each other.
  */
 import { execFile, type ChildProcess } from 'node:child_process'
-import { chmod, chown, mkdtemp, readFile, rm } from 'node:fs/promises'
+import { chmod, chown, copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir, userInfo } from 'node:os'
 import { dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -49,14 +49,20 @@ async function portAnswers (port: number): Promise<boolean> {
   })
 }
 
+async function acceptsConnections (bin: string, socketDir: string, port: number): Promise<boolean> {
+  return await execFileAsync(join(bin, 'pg_isready'), ['-q', '-h', socketDir, '-p', String(port), '-U', 'postgres']).then(() => true, () => false)
+}
+
 async function logTail (path: string): Promise<string> {
   return await readFile(path, 'utf8').then(text => text.slice(-LOG_TAIL_CHARS), () => '(no log)')
 }
 
+async function serverUserIds (): Promise<[number, number]> {
+  return [Number((await execFileAsync('id', ['-u', 'postgres'])).stdout.trim()), Number((await execFileAsync('id', ['-g', 'postgres'])).stdout.trim())]
+}
+
 async function initCluster (bin: string, dir: string, dataDir: string): Promise<void> {
-  if (userInfo().uid === 0) {
-    await chown(dir, Number((await execFileAsync('id', ['-u', 'postgres'])).stdout.trim()), Number((await execFileAsync('id', ['-g', 'postgres'])).stdout.trim()))
-  }
+  if (userInfo().uid === 0) await chown(dir, ...await serverUserIds())
   await chmod(dir, 0o700)
   const [initdb, initArgs] = asServerUser(join(bin, 'initdb'), ['-D', dataDir, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8', '--locale=C'])
   try {
@@ -67,8 +73,43 @@ async function initCluster (bin: string, dir: string, dataDir: string): Promise<
   }
 }
 
+/** PEM files the server presents; they are copied next to the data dir, where the server user can read them. */
+export interface PostgresTlsOptions {
+  certFile: string
+  keyFile: string
+  /** CA of the client certificates; with requireClientCert the server asks for and verifies one. */
+  caFile?: string
+  requireClientCert?: boolean
+}
+
+/**
+ * ssl=on, and loopback TCP accepts only TLS (hostssl): a client that does not speak TLS is refused, so a test that
+ * connects knows its connection is encrypted.
+ */
+async function enableTls (dir: string, dataDir: string, tls: PostgresTlsOptions): Promise<string[]> {
+  const files: Array<[string, string | undefined]> = [['server.crt', tls.certFile], ['server.key', tls.keyFile], ['client-ca.crt', tls.caFile]]
+  const ids = userInfo().uid === 0 ? await serverUserIds() : undefined
+  for (const [name, source] of files) {
+    if (source === undefined) continue
+    await copyFile(source, join(dir, name))
+    // The server refuses a key that others can read.
+    await chmod(join(dir, name), 0o600)
+    if (ids !== undefined) await chown(join(dir, name), ...ids)
+  }
+  const clientCert = tls.requireClientCert === true ? ' clientcert=verify-full' : ''
+  await writeFile(join(dataDir, 'pg_hba.conf'), `local all all trust\nhostssl all all ${HOST}/32 trust${clientCert}\n`)
+  return [
+    '-c', 'ssl=on', '-c', `ssl_cert_file=${join(dir, 'server.crt')}`, '-c', `ssl_key_file=${join(dir, 'server.key')}`,
+    ...(tls.caFile === undefined ? [] : ['-c', `ssl_ca_file=${join(dir, 'client-ca.crt')}`])
+  ]
+}
+
 export interface PostgresProcessOptions {
   readyTimeoutMs?: number
+  /** A fresh cluster on this port (e.g. one a gateway was told of before the database existed). */
+  port?: number
+  /** Serve TLS only on TCP (see enableTls). Not with restart. */
+  tls?: PostgresTlsOptions
   /** An earlier instance's dataDir (stopped with keepData) and port: the same cluster starts again, as after an outage. */
   restart?: { dataDir: string, port: number }
 }
@@ -79,10 +120,11 @@ export async function startPostgres (options: PostgresProcessOptions = {}): Prom
   const dataDir = join(dir, 'data')
   const logPath = join(dir, 'postgres.log')
   if (options.restart === undefined) await initCluster(bin, dir, dataDir)
-  const port = options.restart?.port ?? await freePort()
+  const tlsArgs = options.tls === undefined ? [] : await enableTls(dir, dataDir, options.tls)
+  const port = options.restart?.port ?? options.port ?? await freePort()
   // fsync stays on: the audit store's durability is part of what the tests are about.
   const [postgres, args] = asServerUser(join(bin, 'postgres'), [
-    '-D', dataDir, '-p', String(port), '-k', dataDir, '-c', `listen_addresses=${HOST}`, '-c', 'max_connections=100'
+    '-D', dataDir, '-p', String(port), '-k', dataDir, '-c', `listen_addresses=${HOST}`, '-c', 'max_connections=100', ...tlsArgs
   ])
   let child: ChildProcess | undefined
   const stopChild = async (): Promise<void> => {
@@ -97,7 +139,8 @@ export async function startPostgres (options: PostgresProcessOptions = {}): Prom
   try {
     child = await spawnLogged(postgres, args, { logPath })
     const deadline = Date.now() + (options.readyTimeoutMs ?? 20_000)
-    while (!(await portAnswers(port))) {
+    // Listening is not accepting: until recovery ends, connections get "the database system is starting up".
+    while (!(await portAnswers(port)) || !(await acceptsConnections(bin, dataDir, port))) {
       if (exited(child)) throw new Error(`postgres exited with ${String(child.exitCode ?? child.signalCode)}`)
       if (Date.now() > deadline) throw new Error('postgres did not listen in time')
       await sleep(50)
@@ -116,7 +159,8 @@ export async function startPostgres (options: PostgresProcessOptions = {}): Prom
     dataDir,
     async createDatabase (name) {
       if (!/^[a-z_][a-z0-9_]{0,62}$/.test(name)) throw new Error(`not a plain database name: ${name}`)
-      await execFileAsync(join(bin, 'psql'), ['-v', 'ON_ERROR_STOP=1', '-q', '-d', url, '-c', `CREATE DATABASE ${name}`])
+      // Over the Unix socket, which needs no TLS or client certificate whatever the TCP rules are.
+      await execFileAsync(join(bin, 'psql'), ['-v', 'ON_ERROR_STOP=1', '-q', '-h', dataDir, '-p', String(port), '-U', 'postgres', '-d', 'postgres', '-c', `CREATE DATABASE ${name}`])
       return `postgres://postgres@${HOST}:${port}/${name}`
     },
     async stop (stopOptions = {}) {

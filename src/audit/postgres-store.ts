@@ -1,14 +1,18 @@
+import type { ConnectionOptions } from 'node:tls'
 import pg from 'pg'
+import { AuditStoreUnavailable } from './deferred-store.js'
 import {
   cleanupValues, INSERT_CLEANUP_POSTGRES, POSTGRES_CLEANUPS_MIGRATION, SELECT_CLEANUP_POSTGRES, toCleanupRecord, type CleanupRow
 } from './cleanup-sql.js'
 import { CLEANUP_RUN_SQL, claimValues, POSTGRES_CLEANUP_RUNS_MIGRATION, toCleanupRun, updateValues, type CleanupRunRow } from './cleanup-run-sql.js'
 import { newAuditId } from './id.js'
+import { describePostgresError } from './postgres-errors.js'
 import { outboxMigration, postgresOutbox } from './outbox-postgres.js'
 import type { OutboxRouter } from './outbox.js'
 import {
   checkLimit, decodeCursor, definedChanges, encodeAuditCursor, filterKeys, filterValues, LIST_CHUNK_ROWS, toIsoTime, windowIndexes, withOptionalColumns
 } from './listing.js'
+import { postgresSharedState, sharedStateMigration } from './shared-state-postgres.js'
 import type { AuditFilter, AuditRecord, AuditStore, ClaimRestoreResult, NewAuditRecord } from './types.js'
 
 /**
@@ -58,6 +62,8 @@ const migrations: readonly string[] = [
   );`,
   // Webhook deliveries, written in the transaction of the record they announce (src/audit/outbox-postgres.ts).
   outboxMigration,
+  // Issue 14: what replicas share (cross-replica lock, plans, reconcile claims, rate limits): shared-state-postgres.ts.
+  sharedStateMigration,
   // Cleanup plans (issue 15), kept whole until executed.
   POSTGRES_CLEANUPS_MIGRATION,
   // Cleanup runs (issue 15): each deletion names its cleanup; a run's state and counts.
@@ -72,14 +78,15 @@ export const postgresAuditSchemaVersion = migrations.length
  */
 const MIGRATION_LOCK = 7_314_001
 
-const columns = `id, time, request_id, client_request_id, transport, subject, groups, action, registry, name, tag, digest,
+/** Exported with toValues and toRecord for `audit migrate`, which copies records with their ids. */
+export const columns = `id, time, request_id, client_request_id, transport, subject, groups, action, registry, name, tag, digest,
   media_type, removed_tags, mode, delete_action, strategy, decision_allow, decision_reason, outcome, upstream_status,
   error_code, error_detail, duration_ms, manifest, restored_by, restore_of, approved_by, cleanup_id`
 
 /** What a listing reads: everything but the saved manifest bytes, which only a restore needs. */
 const listColumns = columns.replace('manifest,', 'NULL::bytea AS manifest, manifest IS NOT NULL AS manifest_saved,')
 
-interface AuditRow {
+export interface AuditRow {
   id: string
   time: string
   request_id: string
@@ -115,7 +122,7 @@ type ListedRow = AuditRow & { manifest_saved: boolean }
 interface WindowRow { id: string, registry: string, name: string, tag: string, matches: boolean }
 
 /** The row's values in `columns` order; undefined becomes NULL. */
-function toValues (record: AuditRecord): unknown[] {
+export function toValues (record: AuditRecord): unknown[] {
   return [
     record.id, record.time, record.requestId, record.clientRequestId, record.transport, record.subject, record.groups,
     record.action, record.registry, record.name, record.tag, record.digest, record.mediaType, record.removedTags,
@@ -125,7 +132,7 @@ function toValues (record: AuditRecord): unknown[] {
   ].map(value => value ?? null)
 }
 
-function toRecord (row: AuditRow): AuditRecord {
+export function toRecord (row: AuditRow): AuditRecord {
   const record: AuditRecord = {
     id: row.id,
     time: row.time,
@@ -171,9 +178,18 @@ export interface PostgresAuditStoreOptions {
   poolSize?: number
   /** Server-side limit on each statement (10 s by default), so a stuck query frees its connection. */
   statementTimeoutMs?: number
+  /** How long to wait for a connection, new or from the full pool, before the call fails (10 s by default). */
+  connectTimeoutMs?: number
+  /** TLS options (CA, client certificate and key as PEM, rejectUnauthorized, servername); absent: as audit.url says. */
+  tls?: ConnectionOptions
   /** Which webhook deliveries a record produces; none without it. */
   outbox?: OutboxRouter
+  /** How long a replica waits for another replica's repository lock (60 s by default). */
+  lockWaitMs?: number
 }
+
+/** How the gateway's connections show in pg_stat_activity, so an operator can count them. */
+export const POSTGRES_APPLICATION_NAME = 'registry-delete-gateway'
 
 type Queryable = Pick<pg.PoolClient, 'query'>
 
@@ -181,11 +197,13 @@ type Queryable = Pick<pg.PoolClient, 'query'>
 export async function openPostgresAuditStore (options: PostgresAuditStoreOptions): Promise<AuditStore> {
   const now = options.now ?? (() => new Date())
   const scanLimit = options.listScanLimit ?? 1000
-  const pool = new pg.Pool({
+  const connection: pg.PoolConfig = {
     connectionString: options.connectionString,
-    max: options.poolSize ?? 10,
-    statement_timeout: options.statementTimeoutMs ?? 10_000
-  })
+    application_name: POSTGRES_APPLICATION_NAME,
+    connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
+    ...(options.tls === undefined ? {} : { ssl: options.tls })
+  }
+  const pool = new pg.Pool({ ...connection, max: options.poolSize ?? 10, statement_timeout: options.statementTimeoutMs ?? 10_000 })
   // An idle connection the server drops (restart, failover) must not crash the process: the pool discards it and
   // the next query opens a fresh one.
   pool.on('error', () => {})
@@ -200,6 +218,9 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
   function ensureOpen (): void {
     if (closed) throw new Error('audit store is closed')
   }
+  const shared = postgresSharedState(pool, {
+    connection, poolSize: options.poolSize ?? 10, lockWaitMs: options.lockWaitMs ?? 60_000
+  })
 
   const outbox = postgresOutbox(pool, {
     now, router: options.outbox, ensureOpen, scanLimit, inTransaction: async work => await inTransaction(pool, work)
@@ -249,6 +270,7 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
     finishDelivery: outbox.finishDelivery,
     listDeliveries: outbox.listDeliveries,
     countDeliveries: outbox.countDeliveries,
+    shared,
 
     async append (record) {
       ensureOpen()
@@ -381,15 +403,22 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
 
     async check () {
       ensureOpen()
-      await pool.query(`INSERT INTO audit_store_check (id, checked_at) VALUES (1, $1)
-        ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at`, [now().toISOString()])
+      try {
+        await pool.query(`INSERT INTO audit_store_check (id, checked_at) VALUES (1, $1)
+          ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at`, [now().toISOString()])
+      } catch (error) {
+        // /readyz shows why, in words safe to publish, also when the database goes away after start-up.
+        throw new AuditStoreUnavailable(describePostgresError(error), error)
+      }
     },
 
     async close () {
       if (closed) return
       closed = true
-      await pool.end()
-    }
+      await Promise.all([pool.end(), shared.close()])
+    },
+
+    poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount, max: pool.options.max })
   } satisfies AuditStore
 }
 

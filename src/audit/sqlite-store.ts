@@ -9,6 +9,7 @@ import type { OutboxRouter } from './outbox.js'
 import {
   checkLimit, decodeCursor, definedChanges, encodeAuditCursor, filterValues, LIST_CHUNK_ROWS, toIsoTime, windowIndexes, withOptionalColumns
 } from './listing.js'
+import { sharedStateMigration, sqliteSharedState } from './shared-state-sqlite.js'
 import type {
   AuditFilter, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, NewAuditRecord
 } from './types.js'
@@ -62,6 +63,8 @@ const migrations: readonly string[] = [
   'ALTER TABLE audit_records ADD COLUMN approved_by TEXT;',
   // Webhook deliveries, written in the transaction of the record they announce (src/audit/outbox-sqlite.ts).
   outboxMigration,
+  // Issue 14: what replicas share (plans, reconcile claims): shared-state-sqlite.ts.
+  sharedStateMigration,
   // Cleanup plans (issue 15), kept whole until executed.
   SQLITE_CLEANUPS_MIGRATION,
   // Cleanup runs (issue 15): each deletion names its cleanup; a run's state and counts.
@@ -70,7 +73,8 @@ const migrations: readonly string[] = [
 
 export const auditSchemaVersion = migrations.length
 
-const columns = `id, time, request_id, transport, subject, groups, action, registry, name, tag, digest, media_type,
+/** Exported with toRecord for `audit migrate`, which reads a whole file in id order. */
+export const columns = `id, time, request_id, transport, subject, groups, action, registry, name, tag, digest, media_type,
   removed_tags, decision, outcome, upstream_status, error_code, error_detail, duration_ms, manifest, restored_by, restore_of,
   client_request_id, mode, delete_action, strategy, approved_by, cleanup_id`
 
@@ -79,7 +83,7 @@ const listColumns = `id, time, request_id, transport, subject, groups, action, r
   removed_tags, decision, outcome, upstream_status, error_code, error_detail, duration_ms, NULL AS manifest,
   manifest IS NOT NULL AS manifest_saved, restored_by, restore_of, client_request_id, mode, delete_action, strategy, approved_by, cleanup_id`
 
-interface AuditRow {
+export interface AuditRow {
   id: string
   time: string
   request_id: string
@@ -147,7 +151,7 @@ function toParams (record: AuditRecord): RowParams {
   }
 }
 
-function toRecord (row: AuditRow): AuditRecord {
+export function toRecord (row: AuditRow): AuditRecord {
   const record: AuditRecord = {
     id: row.id,
     time: row.time,
@@ -219,6 +223,7 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
   function ensureOpen (): void {
     if (closed) throw new Error('audit store is closed')
   }
+  const shared = sqliteSharedState(db, ensureOpen)
 
   function find (id: string): AuditRecord | undefined {
     const row = selectById.get(id) as AuditRow | undefined
@@ -312,6 +317,7 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
     finishDelivery: outbox.finishDelivery,
     listDeliveries: outbox.listDeliveries,
     countDeliveries: outbox.countDeliveries,
+    shared,
 
     async append (record) {
       ensureOpen()

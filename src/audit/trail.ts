@@ -54,6 +54,11 @@ export class AuditTrail {
     return await this.guard(async () => await this.store.list(filter, page, visible))
   }
 
+  /** Claims the oldest pending record older than `olderThan` for `leaseMs` (see SharedState.claimPending). */
+  async claimPending (owner: string, olderThan: string, leaseMs: number, nowMs: number, after?: string): Promise<string | undefined> {
+    return await this.guard(async () => await this.store.shared.claimPending(owner, olderThan, leaseMs, nowMs, after))
+  }
+
   /** A cleanup plan, durable when it resolves (logged by id only: the plan can list thousands of tags). */
   async saveCleanup (cleanup: CleanupRecord): Promise<void> {
     await this.guard(async () => { await this.store.saveCleanup(cleanup) })
@@ -63,10 +68,6 @@ export class AuditTrail {
 
   async getCleanup (id: string): Promise<CleanupRecord | undefined> {
     return await this.guard(async () => await this.store.getCleanup(id))
-  }
-
-  async pending (): Promise<AuditRecord[]> {
-    return await this.guard(async () => await this.store.pending())
   }
 
   async claimRestore (deletionId: string, restore: NewAuditRecord): Promise<ClaimRestoreResult> {

@@ -1,4 +1,5 @@
 import type { OutboxStore } from './outbox.js'
+import type { SharedState } from './shared-state.js'
 import type { AuditAction, AuditOutcome, AuditTransport, DeleteAction, DeleteMode, DeleteStrategy } from './shapes.js'
 export type { AuditAction, AuditOutcome, AuditTransport, DeleteAction, DeleteMode, DeleteStrategy }
 
@@ -144,6 +145,8 @@ export interface AuditStore extends OutboxStore {
   releaseRestore (deletionId: string, restoreId: string): Promise<void>
   /** Removes records older than `olderThan`, except `pending` ones, which still await reconciliation. */
   prune (olderThan: Date): Promise<number>
+  /** What replicas share beside the trail: the lock, plans, reconcile claims (and rate limits on PostgreSQL). */
+  readonly shared: SharedState
   /** Durable when it resolves; rejects when a cleanup with this id exists already. */
   saveCleanup (cleanup: CleanupRecord): Promise<void>
   getCleanup (id: string): Promise<CleanupRecord | undefined>
@@ -156,4 +159,16 @@ export interface AuditStore extends OutboxStore {
   /** Checks the store can write (for /readyz). */
   check (): Promise<void>
   close (): Promise<void>
+  /** A store with a connection pool (PostgreSQL): its connections now, for /metrics. Zeros while it is not open. */
+  poolStats?: () => AuditPoolStats
+}
+
+export interface AuditPoolStats {
+  /** Open connections, idle or lent out. */
+  total: number
+  idle: number
+  /** Calls waiting for a connection because every one is lent out. */
+  waiting: number
+  /** The pool's size (audit.poolSize). */
+  max: number
 }

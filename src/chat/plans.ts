@@ -1,10 +1,11 @@
 /**
  * What a chat button stands for, kept server-side: the button carries only an opaque, random, single-use id.
- * In memory, bounded, with a TTL: a plan lives minutes and is worthless after a restart (the user runs the command
- * again and gets a fresh plan), and the registry is re-checked before anything runs, so losing one costs a retype,
- * never a wrong deletion. One gateway process per Slack app is assumed; several replicas need a shared store.
+ * Kept in the audit store's database (issue 14), bounded, with a TTL: the click may reach any replica, and taking
+ * is one DELETE … RETURNING, so a double click reaching two replicas runs once. A plan lives minutes, and the
+ * registry is re-checked before anything runs, so losing one costs a retype, never a wrong deletion.
  */
 import { randomBytes } from 'node:crypto'
+import { auditUnavailable, type SharedState } from '../audit/shared-state.js'
 import type { DeleteMode } from '../images/plan.js'
 
 export interface PendingPlan {
@@ -48,56 +49,52 @@ const ID = /^cp_[A-Za-z0-9_-]{32}$/
 export class ChatPlans {
   readonly #ttlMs: number
   readonly #capacity: number
-  // Insertion order is expiry order (one TTL for all), so the oldest and the expired are at the front.
-  readonly #entries = new Map<string, { pending: Pending, expires: number }>()
+  readonly #shared: SharedState
+  /** Which chat these are (`slack`, `mattermost`): kinds are `<namespace>:<kind>`, bounded each. */
+  readonly #namespace: string
 
-  constructor (options: { ttlMs: number, capacity: number }) {
+  constructor (options: { ttlMs: number, capacity: number, shared: SharedState, namespace: string }) {
     this.#ttlMs = options.ttlMs
     this.#capacity = options.capacity
-  }
-
-  get size (): number {
-    return this.#entries.size
+    this.#shared = options.shared
+    this.#namespace = options.namespace
   }
 
   /** Stores it and returns the id to put in the button. */
-  put (pending: Pending, nowMs: number): string {
-    this.#sweep(nowMs)
-    for (const oldest of this.#entries.keys()) {
-      if (this.#entries.size < this.#capacity) break
-      this.#entries.delete(oldest)
-    }
+  async put (pending: Pending, nowMs: number): Promise<string> {
     const id = `cp_${randomBytes(24).toString('base64url')}`
-    this.#entries.set(id, { pending, expires: nowMs + this.#ttlMs })
+    await this.putBack(id, pending, nowMs + this.#ttlMs)
     return id
   }
 
   /**
-   * Removes and returns the entry when `subject` may use it: taking is what makes it single-use, and it happens
-   * synchronously, so two clicks racing each other cannot both get it. Someone else's click leaves it in place.
+   * Removes and returns the entry when `subject` may use it: taking is what makes it single-use, in one statement,
+   * so two clicks racing each other (on any replicas) cannot both get it. Someone else's click leaves it in place;
+   * an approval request is anyone's to take (the use case judges the approver).
    */
-  take<K extends Pending['kind']> (id: unknown, kind: K, subject: string, nowMs: number): TakeResult<Extract<Pending, { kind: K }>> {
-    this.#sweep(nowMs)
-    const entry = typeof id === 'string' && ID.test(id) ? this.#entries.get(id) : undefined
-    if (entry === undefined || entry.pending.kind !== kind || entry.expires <= nowMs) return { refused: 'unknown' }
-    if (kind !== 'approval' && entry.pending.requester !== subject) return { refused: 'not-yours' }
-    this.#entries.delete(id as string)
-    return { found: entry.pending as Extract<Pending, { kind: K }>, expires: entry.expires }
+  async take<K extends Pending['kind']> (id: unknown, kind: K, subject: string, nowMs: number): Promise<TakeResult<Extract<Pending, { kind: K }>>> {
+    if (typeof id !== 'string' || !ID.test(id)) return { refused: 'unknown' }
+    let taken
+    try {
+      taken = await this.#shared.takePlan(`${this.#namespace}:${kind}`, id, nowMs, kind === 'approval' ? undefined : subject)
+    } catch (error) {
+      throw auditUnavailable(error, 'the plans shared by the gateway replicas cannot be read')
+    }
+    if (taken === undefined) return { refused: 'unknown' }
+    if (taken === 'not-yours') return { refused: 'not-yours' }
+    return { found: taken.payload as Extract<Pending, { kind: K }>, expires: taken.expiresMs }
   }
 
   /**
    * Puts back what `take` removed, under the same id and expiry: for a click refused for who clicked (an approver
-   * without `approve`), which must not use up the button for everyone else. Out of expiry order then, which only
-   * delays its sweep; `take` checks the expiry itself.
+   * without `approve`), which must not use up the button for everyone else.
    */
-  putBack (id: string, pending: Pending, expires: number): void {
-    this.#entries.set(id, { pending, expires })
-  }
-
-  #sweep (nowMs: number): void {
-    for (const [id, entry] of this.#entries) {
-      if (entry.expires > nowMs) break
-      this.#entries.delete(id)
+  async putBack (id: string, pending: Pending, expires: number): Promise<void> {
+    try {
+      await this.#shared.putPlan({ kind: `${this.#namespace}:${pending.kind}`, id, payload: pending, requester: pending.requester, expiresMs: expires },
+        this.#capacity, expires - this.#ttlMs)
+    } catch (error) {
+      throw auditUnavailable(error, 'the plans shared by the gateway replicas cannot be written')
     }
   }
 }

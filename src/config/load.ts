@@ -136,6 +136,13 @@ export function validateConfig (raw: Record<string, unknown>, source: string): C
   if (config.audit.driver === 'postgres' && config.audit.url === undefined) {
     throw new ConfigError(`invalid configuration from ${source}:\n  audit.url: required with audit.driver postgres (or set DATABASE_URL)`)
   }
+  if (config.audit.tls !== undefined && config.audit.url !== undefined && /[?&](sslmode|sslrootcert|sslcert|sslkey|ssl)=/.test(config.audit.url)) {
+    throw new ConfigError(`invalid configuration from ${source}:\n  audit.tls: give TLS either in audit.tls or as ssl parameters of audit.url, not both`)
+  }
+  const tls = config.audit.tls
+  if (tls !== undefined && (tls.certFile === undefined) !== (tls.keyFile === undefined)) {
+    throw new ConfigError(`invalid configuration from ${source}:\n  audit.tls: certFile and keyFile go together`)
+  }
   const problems = webhookProblems(config.notifications.webhooks)
   if (problems.length > 0) throw new ConfigError(`invalid configuration from ${source}:\n${problems.map(problem => `  ${problem}`).join('\n')}`)
   return deepFreeze(config)

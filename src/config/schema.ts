@@ -106,6 +106,32 @@ export const ConfigSchema = Type.Object({
     poolSize: Type.Integer({ minimum: 1, maximum: 100, default: 10 }),
     /** PostgreSQL cancels any audit statement that runs longer, so a stuck lock cannot hold a connection forever. */
     statementTimeoutMs: Type.Integer({ minimum: 100, maximum: 600_000, default: 10_000 }),
+    /** PostgreSQL: how long a replica waits for another replica's lock on a repository before answering 503. */
+    lockWaitMs: Type.Integer({ minimum: 100, maximum: 600_000, default: 60_000 }),
+    /** How often every replica looks for `pending` records to reconcile (besides at start-up). */
+    reconcileIntervalMs: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 300_000 }),
+    /** A pending record younger than this may still be in flight on some replica: reconciliation leaves it alone. */
+    reconcileAfterMs: Type.Integer({ minimum: 0, maximum: 86_400_000, default: 300_000 }),
+    /**
+     * TLS to PostgreSQL, as files (PEM) read once at start-up. Alternatively put libpq's sslmode/sslrootcert/sslcert/
+     * sslkey in audit.url; not both, so one place says how the connection is protected.
+     */
+    tls: Type.Optional(Type.Object({
+      /** CA that signed the server's certificate; without it the system's CAs are trusted. */
+      caFile: Type.Optional(Type.String({ minLength: 1 })),
+      /** Client certificate and key, for a server that asks for one (pg_hba clientcert or cert authentication). */
+      certFile: Type.Optional(Type.String({ minLength: 1 })),
+      keyFile: Type.Optional(Type.String({ minLength: 1 })),
+      /** false accepts any server certificate: encrypted but not authenticated. For tests only. */
+      rejectUnauthorized: Type.Boolean({ default: true }),
+      /** The name the server's certificate must carry, when audit.url names the host by address or another name. */
+      servername: Type.Optional(Type.String({ minLength: 1 }))
+    }, { additionalProperties: false })),
+    /** PostgreSQL unreachable at start-up (or when first opened): retry connecting and migrating, doubling the wait up to maxMs. */
+    connectRetry: Type.Object({
+      initialMs: Type.Integer({ minimum: 10, maximum: 60_000, default: 500 }),
+      maxMs: Type.Integer({ minimum: 10, maximum: 600_000, default: 30_000 })
+    }, { additionalProperties: false, default: {} }),
     retentionDays: Type.Integer({ minimum: 1, maximum: 36_500, default: 90 }),
     /** Rows one audit page may read at most, so no caller can make a page scan the whole trail. */
     listScanLimit: Type.Integer({ minimum: 201, maximum: 100_000, default: 1000 })

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
+import { AuditStoreUnavailable } from '../audit/deferred-store.js'
 import type { AuditStore } from '../audit/types.js'
 import type { RegistryDirectory } from '../registry/directory.js'
 
@@ -29,7 +30,9 @@ export const healthRoutes = (registries: RegistryDirectory, auditStore: AuditSto
       } catch (error) {
         // The public answer says which check failed; how (addresses, paths, upstream messages) stays in the log.
         app.log.warn({ check: name, err: error }, 'readiness check failed')
-        return { name, ok: false, detail: `${failure}; the gateway log has the details` }
+        // A store that could not open says why in words made for this (AuditStoreUnavailable.publicDetail).
+        const why = error instanceof AuditStoreUnavailable ? `: ${error.publicDetail}` : ''
+        return { name, ok: false, detail: `${failure}${why}; the gateway log has the details` }
       }
     }))
     return { ready: checks.every(entry => entry.ok), checks }

@@ -2,10 +2,12 @@
  * Approvals over REST (and any edge without chat buttons): a dry-run's plan is remembered for a while with who made
  * it, a second person holding `approve` approves it by its id for that requester, and only the requester's
  * execution then runs with that approver. The delete use case decides whether the approval is needed and valid; this only carries it.
- * In memory, bounded, with a TTL, like chat plans: a plan is worth minutes and is re-checked before it runs.
+ * Kept in the audit store's database (issue 14), bounded, with a TTL: any replica finds a plan another made, and
+ * an approval is taken by one execution only, whichever replica it reaches. A plan is worth minutes and is
+ * re-checked before it runs.
  */
+import { auditUnavailable, type SharedState } from '../audit/shared-state.js'
 import { GatewayError, invalidField } from '../errors.js'
-import { Lru } from '../lru.js'
 import type { Identity } from '../policy/types.js'
 import { attemptFields, denial, errorFields, type RequestContext } from './attempt.js'
 import { executePlan, type ImageServices } from './delete-image.js'
@@ -14,43 +16,59 @@ import type { DeleteImageResult, PlanApproval } from './shapes.js'
 
 type PlanTarget = Pick<DeletionPlan, 'id' | 'registry' | 'repository' | 'tag' | 'mode' | 'force'>
 
+/** A store that cannot answer is the audit database being unusable: 503, never a 500. */
+async function guarded<T> (work: () => Promise<T>): Promise<T> {
+  try {
+    return await work()
+  } catch (error) {
+    throw auditUnavailable(error, 'the plans shared by the gateway replicas cannot be read or written')
+  }
+}
+
 export class PlanBook {
   readonly #ttlMs: number
-  readonly #plans: Lru<string, { target: PlanTarget, requester: string, expires: number }>
-  readonly #approvals: Lru<string, { approver: Identity, requester: string, expires: number }>
+  readonly #capacity: number
+  readonly #shared: SharedState
 
-  constructor (options: { ttlMs: number, capacity: number }) {
+  constructor (options: { ttlMs: number, capacity: number, shared: SharedState }) {
     this.#ttlMs = options.ttlMs
-    this.#plans = new Lru(options.capacity)
-    this.#approvals = new Lru(options.capacity)
+    this.#capacity = options.capacity
+    this.#shared = options.shared
   }
 
   /** The latest dry-run of a plan names its requester: an approval is for them. */
-  remember (plan: PlanTarget, requester: string, nowMs: number): void {
+  async remember (plan: PlanTarget, requester: string, nowMs: number): Promise<void> {
     const { id, registry, repository, tag, mode, force } = plan
-    this.#plans.set(id, { target: { id, registry, repository, tag, mode, force }, requester, expires: nowMs + this.#ttlMs })
+    const target: PlanTarget = { id, registry, repository, tag, mode, force }
+    const stored = { kind: 'plan', id, payload: target, requester, expiresMs: nowMs + this.#ttlMs }
+    await guarded(async () => { await this.#shared.putPlan(stored, this.#capacity, nowMs) })
   }
 
-  find (id: string, nowMs: number): { target: PlanTarget, requester: string } | undefined {
-    const entry = this.#plans.get(id)
-    return entry === undefined || entry.expires <= nowMs ? undefined : entry
+  async find (id: string, nowMs: number): Promise<{ target: PlanTarget, requester: string, expires: number } | undefined> {
+    const stored = await guarded(async () => await this.#shared.peekPlan('plan', id, nowMs))
+    return stored === undefined ? undefined : { target: stored.payload as PlanTarget, requester: stored.requester, expires: stored.expiresMs }
   }
 
-  approve (id: string, requester: string, approver: Identity, nowMs: number): number {
+  async approve (id: string, requester: string, approver: Identity, nowMs: number): Promise<number> {
     const expires = nowMs + this.#ttlMs
-    this.#approvals.set(id, { approver, requester, expires })
+    await guarded(async () => { await this.#shared.putPlan({ kind: 'approval', id, payload: approver, requester, expiresMs: expires }, this.#capacity, nowMs) })
     return expires
   }
 
-  /** The approver of this plan for this requester; nobody else can use the approval. */
-  approver (id: string, requester: string, nowMs: number): Identity | undefined {
-    const entry = this.#approvals.get(id)
-    return entry === undefined || entry.expires <= nowMs || entry.requester !== requester ? undefined : entry.approver
+  /**
+   * Takes this plan's approval for this requester, so that of two executions at once (a double click, two
+   * replicas) only one runs with it. Nobody else can use the approval.
+   */
+  async takeApproval (id: string, requester: string, nowMs: number): Promise<{ approver: Identity, expires: number } | undefined> {
+    const taken = await guarded(async () => await this.#shared.takePlan('approval', id, nowMs, requester))
+    return typeof taken === 'object' ? { approver: taken.payload as Identity, expires: taken.expiresMs } : undefined
   }
 
-  /** An approval is used once: the deletion it allowed happened. */
-  used (id: string): void {
-    this.#approvals.delete(id)
+  /** Puts back an approval whose execution did not delete, so the requester can try again while it lasts. */
+  async putBackApproval (id: string, requester: string, approval: { approver: Identity, expires: number }, nowMs: number): Promise<void> {
+    await guarded(async () => {
+      await this.#shared.putPlan({ kind: 'approval', id, payload: approval.approver, requester, expiresMs: approval.expires }, this.#capacity, nowMs)
+    })
   }
 }
 
@@ -63,9 +81,9 @@ export interface PlanInput {
   nowMs?: number
 }
 
-function knownPlan (deps: ApprovalDeps, planId: string, nowMs: number): { target: PlanTarget, requester: string } {
+async function knownPlan (deps: ApprovalDeps, planId: string, nowMs: number): Promise<{ target: PlanTarget, requester: string }> {
   if (!PLAN_ID.test(planId)) throw invalidField('id', 'plan-id', 'a plan id is plan_ and 40 hex digits, as a dry-run answers it.')
-  const plan = deps.plans.find(planId, nowMs)
+  const plan = await deps.plans.find(planId, nowMs)
   if (plan === undefined) {
     throw new GatewayError('NOT_FOUND', `no dry-run made plan ${planId} in the last minutes; make a dry-run and approve the planId it answers.`, {
       extras: { field: 'id' }
@@ -81,7 +99,7 @@ function knownPlan (deps: ApprovalDeps, planId: string, nowMs: number): { target
  */
 export async function approvePlan (deps: ApprovalDeps, input: PlanInput): Promise<PlanApproval> {
   const nowMs = input.nowMs ?? Date.now()
-  const { target: plan, requester } = knownPlan(deps, input.planId, nowMs)
+  const { target: plan, requester } = await knownPlan(deps, input.planId, nowMs)
   const resource = { registry: plan.registry, repository: plan.repository, tag: plan.tag }
   const decision = deps.authorizer()(input.identity, 'approve', resource)
   const record = {
@@ -95,26 +113,29 @@ export async function approvePlan (deps: ApprovalDeps, input: PlanInput): Promis
     throw refused
   }
   await deps.audit.record({ ...record, decision: { allow: true, reason: `${decision.reason}; approves ${plan.id} of ${requester}` }, outcome: 'approved' })
-  const expires = deps.plans.approve(plan.id, requester, input.identity, nowMs)
+  const expires = await deps.plans.approve(plan.id, requester, input.identity, nowMs)
   return { planId: plan.id, requester, approvedBy: input.identity.subject, expiresAt: new Date(expires).toISOString() }
 }
 
 /**
  * Executes a remembered plan as the caller's deletion, with the plan's approver if there is one. The delete use
  * case refuses an approver who is the caller, and PLAN_STALE if the plan moved; the approval is spent only when
- * the deletion went through.
+ * the deletion went through (taken first, put back otherwise).
  */
 export async function executeApprovedPlan (deps: ApprovalDeps, input: PlanInput & { signal: AbortSignal }): Promise<DeleteImageResult> {
   const nowMs = input.nowMs ?? Date.now()
-  const { target: plan } = knownPlan(deps, input.planId, nowMs)
-  const approvedBy = deps.plans.approver(plan.id, input.identity.subject, nowMs)
-  const result = await executePlan(deps, {
-    identity: input.identity,
-    context: input.context,
-    plan,
-    ...(approvedBy === undefined ? {} : { approvedBy }),
-    signal: input.signal
-  })
-  deps.plans.used(plan.id)
-  return result
+  const { target: plan } = await knownPlan(deps, input.planId, nowMs)
+  const approval = await deps.plans.takeApproval(plan.id, input.identity.subject, nowMs)
+  try {
+    return await executePlan(deps, {
+      identity: input.identity,
+      context: input.context,
+      plan,
+      ...(approval === undefined ? {} : { approvedBy: approval.approver }),
+      signal: input.signal
+    })
+  } catch (error) {
+    if (approval !== undefined) await deps.plans.putBackApproval(plan.id, input.identity.subject, approval, nowMs)
+    throw error
+  }
 }

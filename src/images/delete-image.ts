@@ -40,7 +40,7 @@ export interface ImageServices {
   /** Tag-changing work in one repository, one at a time (the untagger holds the same lock). */
   locks: KeyedLock
   untagger: Untagger
-  /** Told when the registry acted but the audit trail could not record it (reconciled at the next start). */
+  /** Told when the registry acted but the audit trail could not record it (reconciled at the next start or periodic pass). */
   onAuditLost: (error: unknown, record: AuditRecord) => void
   /** Dry-runs' plans and their approvals, for executing a plan by its id later (POST /plans/<id>/…). */
   plans: PlanBook
@@ -411,7 +411,7 @@ async function resolveAndRun (run: Run, readUnderLock: boolean): Promise<DeleteI
   if (refusal !== undefined && !dryRun) throw refusal
   if (input.planId !== undefined && input.planId !== plan.id) throw planStale(run, plan, input.planId)
   if (manifest === undefined) {
-    deps.plans.remember(plan, input.identity.subject, Date.now())
+    await deps.plans.remember(plan, input.identity.subject, Date.now())
     const record = await deps.audit.record({ ...run.attempt, ...run.found, decision: run.decision, outcome: 'dry-run', durationMs: run.elapsed() })
     return { auditId: record.id, ...resultOf(run, plan, true, refusal) }
   }

@@ -1,5 +1,6 @@
 import type { AuditTrail } from '../audit/trail.js'
 import type { RegistryDirectory } from '../registry/directory.js'
+import type { KeyedLock } from '../registry/untag.js'
 import { reconcilePending } from './reconcile.js'
 
 interface HousekeepingLogger {
@@ -11,20 +12,32 @@ interface HousekeepingLogger {
 export interface AuditHousekeeping {
   /** Settles when start-up pruning and reconciliation are done (never rejects: failures are logged). */
   startup: Promise<void>
-  stop: () => void
+  /** Stops the timers; resolves once a reconcile pass under way is over. */
+  stop: () => Promise<void>
 }
 
 const PRUNE_INTERVAL_MS = 6 * 60 * 60 * 1000
 
 /**
  * Prunes records past retention and settles records a stopped gateway left pending, at start and then every few
- * hours. It runs beside serving: a slow registry must not keep the gateway from starting.
+ * hours (pruning) or every `reconcile.intervalMs` (reconciliation, on every replica: each record is claimed by one).
+ * It runs beside serving: a slow registry must not keep the gateway from starting.
  */
 export interface HousekeepingDeps {
   audit: AuditTrail
   registries: RegistryDirectory
   retentionDays: number
   logger: HousekeepingLogger
+  reconcile: {
+    /** This replica's name in reconcile claims. */
+    owner: string
+    locks: KeyedLock
+    intervalMs: number
+    /** Records younger than this are left alone: in flight on some replica (periodic passes always). */
+    inFlightMs: number
+    /** The start-up pass leaves young records too: another replica may be running (PostgreSQL). */
+    sharedAtStartup: boolean
+  }
 }
 
 export function startAuditHousekeeping (deps: HousekeepingDeps): AuditHousekeeping {
@@ -33,16 +46,38 @@ export function startAuditHousekeeping (deps: HousekeepingDeps): AuditHousekeepi
     const removed = await audit.store.prune(new Date(Date.now() - retentionDays * 24 * 60 * 60 * 1000))
     if (removed > 0) logger.info({ removed, retentionDays }, 'pruned old audit records')
   }
+  const { owner, locks, intervalMs, inFlightMs, sharedAtStartup } = deps.reconcile
+  const reconcile = async (graceMs: number): Promise<void> => {
+    const summary = await reconcilePending({ ...deps, owner, locks, inFlightMs: graceMs }, logger)
+    if (summary.settled + summary.left > 0) logger.info(summary, 'reconciled pending audit records')
+  }
   const startup = (async () => {
     await prune()
-    const summary = await reconcilePending(deps, logger)
-    if (summary.settled + summary.left > 0) logger.info(summary, 'reconciled pending audit records')
+    await reconcile(sharedAtStartup ? inFlightMs : 0)
     // A run still `running` belonged to a gateway that stopped mid-run: its tags are each done (audited, the
-    // pending record just reconciled) or untouched, and it is reported as interrupted, not resumed.
-    const interrupted = await audit.store.interruptCleanupRuns()
+    // pending record just reconciled) or untouched, and it is reported as interrupted, not resumed. A store shared
+    // by replicas is left alone: the run may be another replica's, still going.
+    const interrupted = sharedAtStartup ? [] : await audit.store.interruptCleanupRuns()
     if (interrupted.length > 0) logger.warn({ cleanups: interrupted }, 'cleanup runs interrupted by a stop are marked interrupted')
   })().catch((error: unknown) => { logger.error({ err: error }, 'audit start-up housekeeping failed') })
   const timer = setInterval(() => { void prune().catch((error: unknown) => { logger.error({ err: error }, 'audit pruning failed') }) }, PRUNE_INTERVAL_MS)
   timer.unref()
-  return { startup, stop: () => { clearInterval(timer) } }
+  let running: Promise<void> | undefined
+  const pass = (): void => {
+    // One pass at a time: a slow registry must not pile passes up.
+    if (running !== undefined) return
+    running = startup.then(async () => { await reconcile(inFlightMs) })
+      .catch((error: unknown) => { logger.error({ err: error }, 'reconciling pending audit records failed') })
+      .finally(() => { running = undefined })
+  }
+  const reconciler = setInterval(pass, intervalMs)
+  reconciler.unref()
+  return {
+    startup,
+    async stop () {
+      clearInterval(timer)
+      clearInterval(reconciler)
+      await running
+    }
+  }
 }

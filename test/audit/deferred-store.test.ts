@@ -52,17 +52,35 @@ t.test('opening starts at once; calls wait for it and reach the opened store', a
   await t.rejects(store.get(record.id), /audit store is closed/)
 })
 
-t.test('a failed open is not kept: each later call retries until the database answers', async t => {
-  const opener = flakyOpener(2)
-  const store = deferredAuditStore(opener.open)
+t.test('a failed open is retried in the background with doubling, capped waits; calls meanwhile fail at once with the reason', async t => {
+  const opener = flakyOpener(4)
+  const times: number[] = []
+  const failed: Array<[number, number]> = []
+  const store = deferredAuditStore(async () => { times.push(Date.now()); return await opener.open() }, {
+    retry: { initialMs: 40, maxMs: 100 },
+    random: () => 1,
+    describe: error => `described: ${(error as Error).message}`,
+    onOpenFailed: (_error, attempt, retryInMs) => { failed.push([attempt, retryInMs]) }
+  })
   t.teardown(() => store.close())
-  await new Promise(resolve => setTimeout(resolve, 20))
-  await t.rejects(store.check(), /ECONNREFUSED \(attempt 2\)/, 'the reason reaches the caller (/readyz says why)')
-  t.equal(opener.opens(), 2)
+  await t.rejects(store.check(), { name: 'AuditStoreUnavailable', publicDetail: /^described: connect ECONNREFUSED \(attempt 1\) \(attempt 1; retrying, the next in 1 s\)$/ },
+    'the first call waits for the start-up open and gets its reason')
+  await t.rejects(store.append(attempt()), /audit store not open: described/, 'a call between attempts fails at once')
+  t.equal(opener.opens(), 1, 'and does not try again itself')
+  while (opener.inner() === undefined) await new Promise(resolve => setTimeout(resolve, 10))
+  t.same(failed, [[1, 40], [2, 80], [3, 100], [4, 100]], 'waits double up to the cap')
+  const gaps = times.slice(1).map((time, index) => time - (times[index] as number))
+  t.ok(gaps.every((gap, index) => gap >= [40, 80, 100, 100][index]! - 5), `the retries kept the waits (${gaps.join(', ')} ms)`)
   await store.check()
-  t.equal(opener.opens(), 3, 'the third attempt opened it, without a restart')
+  t.equal(opener.opens(), 5, 'the fifth attempt opened it, without a restart')
   await store.append(attempt())
-  t.equal(opener.opens(), 3)
+  t.equal(opener.opens(), 5)
+})
+
+t.test('without options: the default wait and a reason that names nothing', async t => {
+  const store = deferredAuditStore(flakyOpener(1).open)
+  t.teardown(() => store.close())
+  await t.rejects(store.check(), { name: 'AuditStoreUnavailable', publicDetail: /^the store did not open \(attempt 1; retrying, the next in 1 s\)$/ })
 })
 
 t.test('closing while the open failed or is still under way', async t => {
@@ -71,8 +89,28 @@ t.test('closing while the open failed or is still under way', async t => {
   await failed.close()
   await t.rejects(failed.append(attempt()), /audit store is closed/)
 
+  const failingOpener = flakyOpener(1)
+  const failing = deferredAuditStore(failingOpener.open, { retry: { initialMs: 10, maxMs: 10 } })
+  await failing.close()
+  await new Promise(resolve => setTimeout(resolve, 50))
+  t.equal(failingOpener.opens(), 1, 'closed while the open was failing: no retry is scheduled')
+  await t.rejects(failing.check(), /audit store is closed/)
+
   const slow = flakyOpener(0)
   const underway = deferredAuditStore(slow.open)
   await underway.close()
   await t.rejects(slow.inner()!.get('x'), /closed/, 'the store that finished opening after close is closed too')
+})
+
+t.test('issue 14: the shared state is reached through the opened store too', async t => {
+  const opener = flakyOpener(0)
+  const store = deferredAuditStore(opener.open)
+  t.teardown(() => store.close())
+  t.equal(await store.shared.exclusive('k', async () => 'ran'), 'ran')
+  await store.shared.putPlan({ kind: 'k', id: 'p', payload: { a: 1 }, requester: 'alice', expiresMs: 10 }, 5, 0)
+  t.match(await store.shared.peekPlan('k', 'p', 0), { payload: { a: 1 } })
+  t.match(await store.shared.takePlan('k', 'p', 0, 'alice'), { id: 'p' })
+  const pending = await store.append(attempt({ time: '2000-01-01T00:00:00.000Z' }))
+  t.equal(await store.shared.claimPending('me', new Date().toISOString(), 1000, Date.now()), pending.id)
+  await t.rejects(store.shared.hit!('alice', 1000), /keeps no shared rate-limit windows/, 'SQLite under it: no shared windows')
 })

@@ -149,7 +149,7 @@ t.test('a closed store rejects every call, and closing twice is fine', async t =
 
 t.test('issue 14: the configured driver picks the store; PostgreSQL opens in the background and retries', async t => {
   const url = await freshDatabase()
-  const base = { path: ':memory:', retentionDays: 90, listScanLimit: 1000, poolSize: 2, statementTimeoutMs: 5000 }
+  const base = { path: ':memory:', retentionDays: 90, listScanLimit: 1000, poolSize: 2, statementTimeoutMs: 5000, lockWaitMs: 5000, reconcileIntervalMs: 300_000, reconcileAfterMs: 300_000, connectRetry: { initialMs: 500, maxMs: 30_000 } }
   const postgres = openAuditStore({ ...base, driver: 'postgres', url })
   t.teardown(() => postgres.close())
   const record = await postgres.append(attempt())
@@ -162,6 +162,6 @@ t.test('issue 14: the configured driver picks the store; PostgreSQL opens in the
 
   const nowhere = openAuditStore({ ...base, driver: 'postgres', url: `postgres://postgres@127.0.0.1:${await freePort()}/none` })
   t.teardown(() => nowhere.close())
-  await t.rejects(nowhere.check(), /ECONNREFUSED/, 'a database that is down: the check says why')
-  await t.rejects(nowhere.append(attempt()), /ECONNREFUSED/, 'and nothing is written')
+  await t.rejects(nowhere.check(), /PostgreSQL refused the connection/, 'a database that is down: the check says why')
+  await t.rejects(nowhere.append(attempt()), /PostgreSQL refused the connection/, 'and nothing is written')
 })

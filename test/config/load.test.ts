@@ -32,7 +32,7 @@ t.test('the environment alone configures one registry with defaults', async t =>
     untagStrategy: 'swap',
     defaultMode: 'auto'
   })
-  t.same(config.audit, { driver: 'sqlite', path: './data/audit.db', poolSize: 10, statementTimeoutMs: 10_000, retentionDays: 90, listScanLimit: 1000 })
+  t.same(config.audit, { driver: 'sqlite', path: './data/audit.db', poolSize: 10, statementTimeoutMs: 10_000, lockWaitMs: 60_000, reconcileIntervalMs: 300_000, reconcileAfterMs: 300_000, connectRetry: { initialMs: 500, maxMs: 30_000 }, retentionDays: 90, listScanLimit: 1000 })
   t.same({ pages: config.tagListMaxPages, bytes: config.tagListMaxBytes, scan: config.coTagScanLimit }, { pages: 10000, bytes: 33554432, scan: 50000 }, 'co-tag check limits')
   t.ok(Object.isFrozen(config.registries.default), 'config is frozen')
   t.same(config.cleanups, { maxTags: 100_000, concurrency: 16, runConcurrency: 4, maxDeletions: 100 })
@@ -43,7 +43,7 @@ t.test('the example file is valid and documents every key', async t => {
   const config = loadConfig(['--config', new URL('../../config.example.yaml', import.meta.url).pathname], {})
   t.same(Object.keys(config.registries), ['default', 'mirror'])
   t.equal(config.policyFile, './policy.yaml')
-  t.same(config.audit, { driver: 'sqlite', path: './data/audit.db', poolSize: 10, statementTimeoutMs: 10_000, retentionDays: 90, listScanLimit: 1000 })
+  t.same(config.audit, { driver: 'sqlite', path: './data/audit.db', poolSize: 10, statementTimeoutMs: 10_000, lockWaitMs: 60_000, reconcileIntervalMs: 300_000, reconcileAfterMs: 300_000, connectRetry: { initialMs: 500, maxMs: 30_000 }, retentionDays: 90, listScanLimit: 1000 })
   t.equal(loadConfig(['--config', new URL('../../config.example.yaml', import.meta.url).pathname], { AUDIT_DB: 'x.db' }).audit.retentionDays, 90, 'AUDIT_DB keeps the other audit keys')
   t.equal(config.registries.default?.tls.caFile, '/etc/ssl/private-ca.pem')
 })
@@ -132,6 +132,16 @@ t.test('issue 14: audit.driver postgres takes its URL from audit.url or DATABASE
   t.equal(loadConfig([], { REGISTRY_URL: 'http://127.0.0.1:1' }).audit.driver, 'sqlite', 'SQLite stays the default')
   t.match(loadConfig([], { REGISTRY_URL: 'http://127.0.0.1:1', DATABASE_URL: 'postgresql://h/db' }).audit, { driver: 'sqlite', url: 'postgresql://h/db' },
     'DATABASE_URL alone does not switch the driver')
+})
+
+t.test('issue 14: audit.tls names PEM files; TLS is set either there or in the URL, and a client certificate comes with its key', async t => {
+  const path = file('pg-tls.yaml', 'registries:\n  default: { url: "http://127.0.0.1:1" }\naudit:\n  driver: postgres\n  tls: { caFile: /etc/rdg/ca.pem, servername: db.internal }\n')
+  const config = loadConfig([`--config=${path}`], { DATABASE_URL: 'postgres://rdg@10.0.0.5/rdg' })
+  t.same(config.audit.tls, { caFile: '/etc/rdg/ca.pem', servername: 'db.internal', rejectUnauthorized: true })
+  t.throws(() => loadConfig([`--config=${path}`], { DATABASE_URL: 'postgres://rdg@10.0.0.5/rdg?sslmode=verify-full' }), /audit\.tls: give TLS either in audit\.tls or as ssl parameters of audit\.url, not both/)
+  t.equal(loadConfig([], { REGISTRY_URL: 'http://127.0.0.1:1', DATABASE_URL: 'postgres://h/db?sslmode=verify-full' }).audit.tls, undefined, 'the URL alone may say it')
+  const halfPair = file('pg-half.yaml', 'registries:\n  default: { url: "http://127.0.0.1:1" }\naudit:\n  driver: postgres\n  url: postgres://h/db\n  tls: { certFile: /etc/rdg/client.pem }\n')
+  t.throws(() => loadConfig([`--config=${halfPair}`], {}), /audit\.tls: certFile and keyFile go together/)
 })
 
 t.test('issue 13: webhooks take their secret and URL from WEBHOOK_<NAME>_*, need a secret to sign, have unique names', async t => {

@@ -4,6 +4,7 @@
  */
 import t from 'tap'
 import { request } from 'undici'
+import { openSqliteAuditStore } from '../../src/audit/index.js'
 import { PlanBook } from '../../src/images/approvals.js'
 import { startRegistry } from '../../testing/registry-process.js'
 import { pushImage } from '../../testing/seed.js'
@@ -98,16 +99,25 @@ t.test('GraphQL: approvePlan and executePlan; an approved plan whose tag moved i
   t.same(run.body.data.executePlan, { deleted: true, action: 'DELETED_DIGEST', removedTags: ['b'] })
 })
 
-t.test('the plan book forgets plans and approvals after their TTL and keeps a bounded number', async t => {
-  const book = new PlanBook({ ttlMs: 1000, capacity: 1 })
+t.test('the plan book forgets plans and approvals after their TTL, keeps a bounded number, and hands an approval out once', async t => {
+  const store = openSqliteAuditStore(':memory:')
+  t.teardown(() => store.close())
+  const book = new PlanBook({ ttlMs: 1000, capacity: 1, shared: store.shared })
   const plan = { id: 'plan_a', registry: 'default', repository: 'x', tag: 'y', mode: 'auto' as const, force: false }
-  book.remember(plan, 'apikey:a', 0)
-  t.same(book.find('plan_a', 999), { target: plan, requester: 'apikey:a', expires: 1000 })
-  t.equal(book.find('plan_a', 1000), undefined)
-  t.equal(book.approve('plan_a', 'apikey:a', { subject: 'apikey:b', groups: [], kind: 'apikey' }, 0), 1000)
-  t.match(book.approver('plan_a', 'apikey:a', 999), { subject: 'apikey:b' })
-  t.equal(book.approver('plan_a', 'apikey:c', 999), undefined, 'only for the requester')
-  t.equal(book.approver('plan_a', 'apikey:a', 1000), undefined)
-  book.remember({ ...plan, id: 'plan_b' }, 'apikey:a', 0)
-  t.equal(book.find('plan_a', 1), undefined, 'bounded: the older plan went')
+  await book.remember(plan, 'apikey:a', 0)
+  t.same(await book.find('plan_a', 999), { target: plan, requester: 'apikey:a', expires: 1000 })
+  t.equal(await book.find('plan_a', 1000), undefined)
+  t.equal(await book.approve('plan_a', 'apikey:a', { subject: 'apikey:b', groups: [], kind: 'apikey' }, 0), 1000)
+  t.equal(await book.takeApproval('plan_a', 'apikey:c', 999), undefined, 'only for the requester')
+  const approval = await book.takeApproval('plan_a', 'apikey:a', 999)
+  t.match(approval, { approver: { subject: 'apikey:b' }, expires: 1000 })
+  t.equal(await book.takeApproval('plan_a', 'apikey:a', 999), undefined, 'taken once')
+  await book.putBackApproval('plan_a', 'apikey:a', approval!, 500)
+  t.equal(await book.takeApproval('plan_a', 'apikey:a', 1000), undefined, 'put back with its own expiry')
+  await book.remember(plan, 'apikey:a', 0)
+  await book.remember({ ...plan, id: 'plan_b' }, 'apikey:a', 1)
+  t.equal(await book.find('plan_a', 2), undefined, 'bounded: the older plan went')
+  await store.close()
+  const down = await book.find('plan_b', 2).catch((error: unknown) => error)
+  t.match(down, { code: 'AUDIT_UNAVAILABLE' }, 'a store that cannot answer is a 503, not a 500')
 })

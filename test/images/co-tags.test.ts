@@ -98,7 +98,7 @@ t.test('indexes are collected by digest; an index that is not JSON refuses the d
     coTagConcurrency: 2,
     coTagScanLimit: 100,
     coTagScans: new ScansPerCaller(2),
-    plans: new PlanBook({ ttlMs: 600_000, capacity: 100 }),
+    plans: new PlanBook({ ttlMs: 600_000, capacity: 100, shared: store.shared }),
     literalProtectedTags: () => [],
     onAuditLost: () => {}
   }

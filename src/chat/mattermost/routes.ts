@@ -57,7 +57,7 @@ const REFUSED: Record<'unknown' | 'not-yours', string> = {
 export const mattermostRoutes = (deps: MattermostDeps): FastifyPluginAsync => async (app) => {
   const { settings, images } = deps
   const now = deps.now ?? Date.now
-  const plans = new ChatPlans({ ttlMs: settings.planTtlMs, capacity: settings.maxPlans })
+  const plans = new ChatPlans({ ttlMs: settings.planTtlMs, capacity: settings.maxPlans, shared: images.audit.store.shared, namespace: 'mattermost' })
   const actionUrl = `${settings.publicUrl.replace(/\/+$/, '')}${ACTIONS}`
   const button = (action: ButtonAction, name: string, id: string, team: string, style?: 'danger'): Button => ({
     id: action,
@@ -110,7 +110,7 @@ export const mattermostRoutes = (deps: MattermostDeps): FastifyPluginAsync => as
     if (command.kind === 'status') return statusMessage(plan)
     if (!plan.allowed) return deniedMessage(plan)
     const { planId, registry, name: repository, tag, mode, digest } = plan
-    const id = plans.put({ kind: 'delete', planId, registry, repository, tag, mode, digest, approval: false, requester: identity.subject }, now())
+    const id = await plans.put({ kind: 'delete', planId, registry, repository, tag, mode, digest, approval: false, requester: identity.subject }, now())
     const team = form.get('team_id') as string
     return planMessage(plan, [button('delete', 'Delete', id, team, 'danger'), button('cancel', 'Cancel', id, team)])
   })
@@ -121,7 +121,7 @@ export const mattermostRoutes = (deps: MattermostDeps): FastifyPluginAsync => as
     const context = contextOf(request)
     const refused = (taken: { refused: keyof typeof REFUSED }): object => notice(REFUSED[taken.refused])
     if (click.action === 'undo') {
-      const taken = plans.take(click.id, 'undo', identity.subject, now())
+      const taken = await plans.take(click.id, 'undo', identity.subject, now())
       if (!('found' in taken)) return refused(taken)
       const undo = taken.found
       const image = `${undo.repository}:${undo.tag}`
@@ -131,7 +131,7 @@ export const mattermostRoutes = (deps: MattermostDeps): FastifyPluginAsync => as
         return update(`Not restored: ${failureText(error)}`)
       }
     }
-    const taken = plans.take(click.id, 'delete', identity.subject, now())
+    const taken = await plans.take(click.id, 'delete', identity.subject, now())
     if (!('found' in taken)) return refused(taken)
     const plan = taken.found
     if (click.action === 'cancel') return update(`Cancelled: \`${plan.repository}:${plan.tag}\` was not deleted.`)
@@ -140,7 +140,7 @@ export const mattermostRoutes = (deps: MattermostDeps): FastifyPluginAsync => as
         identity, context, plan: { id: plan.planId, registry: plan.registry, repository: plan.repository, tag: plan.tag, mode: plan.mode, force: false }
       })
       const undo = { kind: 'undo' as const, deletionId: result.auditId, registry: result.registry, repository: result.name, tag: result.tag }
-      const undoId = plans.put({ ...undo, requester: identity.subject }, now())
+      const undoId = await plans.put({ ...undo, requester: identity.subject }, now())
       return update(deletedText(result), [button('undo', 'Undo', undoId, click.team)])
     } catch (error) {
       return update(`Not deleted: ${failureText(error)}`)

@@ -90,7 +90,7 @@ export const slackRoutes = (deps: SlackDeps): FastifyPluginAsync => async (app) 
   const { settings, images } = deps
   const now = deps.now ?? Date.now
   const replays = new ReplayGuard(settings.replayCacheSize)
-  const plans = new ChatPlans({ ttlMs: settings.planTtlMs, capacity: settings.maxPlans })
+  const plans = new ChatPlans({ ttlMs: settings.planTtlMs, capacity: settings.maxPlans, shared: images.audit.store.shared, namespace: 'slack' })
   const log: FastifyBaseLogger = app.log
   const post = deps.post ?? responseUrlPoster({
     timeoutMs: settings.postTimeoutMs,
@@ -154,7 +154,7 @@ export const slackRoutes = (deps: SlackDeps): FastifyPluginAsync => async (app) 
         if (!plan.allowed && !approval) return await post(responseUrl, deniedMessage(plan))
         const { planId, registry, name: repository, tag, mode: planned, digest } = plan
         const pending = { kind: 'delete' as const, planId, registry, repository, tag, mode: planned, digest, approval }
-        const id = plans.put({ ...pending, requester: identity.subject }, now())
+        const id = await plans.put({ ...pending, requester: identity.subject }, now())
         await post(responseUrl, planMessage(plan, id, approval))
       } catch (error) {
         await post(responseUrl, ephemeral(`Cannot plan that: ${failureText(error)}`))
@@ -166,7 +166,7 @@ export const slackRoutes = (deps: SlackDeps): FastifyPluginAsync => async (app) 
   /** Runs an approved plan as the requester's, with the clicker as approver; the use case judges the approver. */
   const approve = async (interaction: Interaction, responseUrl: string, context: { requestId: string, transport: 'slack' }): Promise<void> => {
     const approver = interaction.identity
-    const taken = plans.take(interaction.value, 'approval', approver.subject, now())
+    const taken = await plans.take(interaction.value, 'approval', approver.subject, now())
     if (!('found' in taken)) return await post(responseUrl, ephemeral(REFUSED[taken.refused]))
     const plan = taken.found
     const requester: Identity = { subject: plan.requester, groups: plan.groups, kind: 'slack' }
@@ -178,13 +178,13 @@ export const slackRoutes = (deps: SlackDeps): FastifyPluginAsync => async (app) 
         plan: { id: plan.planId, registry: plan.registry, repository: plan.repository, tag: plan.tag, mode: plan.mode, force: false }
       })
       const undo = { kind: 'undo' as const, deletionId: result.auditId, registry: result.registry, repository: result.name, tag: result.tag }
-      await post(responseUrl, deletedMessage(result, plans.put({ ...undo, requester: plan.requester }, now())))
+      await post(responseUrl, deletedMessage(result, await plans.put({ ...undo, requester: plan.requester }, now())))
       const note = `approved deleting \`${result.name}:${result.tag}\` for ${plan.requester}.`
       if (settings.announce) await post(responseUrl, announcement(approver.subject, note))
     } catch (error) {
       // Refused for who clicked (not allowed to approve, or the requester themselves): the request stays for others.
       if (isGatewayError(error) && error.extras.action === 'approve') {
-        plans.putBack(interaction.value as string, plan, taken.expires)
+        await plans.putBack(interaction.value as string, plan, taken.expires)
         return await post(responseUrl, ephemeral(`You cannot approve this: ${failureText(error)}`))
       }
       await post(responseUrl, replacement(`Not deleted: ${failureText(error)}`))
@@ -203,7 +203,7 @@ export const slackRoutes = (deps: SlackDeps): FastifyPluginAsync => async (app) 
     }
     later(async () => {
       if (interaction.action === 'undo') {
-        const taken = plans.take(interaction.value, 'undo', identity.subject, now())
+        const taken = await plans.take(interaction.value, 'undo', identity.subject, now())
         if (await refused(taken) || !('found' in taken)) return
         const undo = taken.found
         const image = `${undo.repository}:${undo.tag}`
@@ -217,11 +217,11 @@ export const slackRoutes = (deps: SlackDeps): FastifyPluginAsync => async (app) 
         return
       }
       if (interaction.action === 'approve') return await approve(interaction, responseUrl, context)
-      const taken = plans.take(interaction.value, 'delete', identity.subject, now())
+      const taken = await plans.take(interaction.value, 'delete', identity.subject, now())
       if (await refused(taken) || !('found' in taken)) return
       const plan = taken.found
       if (interaction.action === 'request_approval') {
-        const id = plans.put({ ...plan, kind: 'approval', groups: identity.groups }, now())
+        const id = await plans.put({ ...plan, kind: 'approval', groups: identity.groups }, now())
         await post(responseUrl, replacement(`Approval requested for \`${plan.repository}:${plan.tag}\`: the request is in the channel.`))
         return await post(responseUrl, approvalRequest(identity.subject, `${plan.repository}:${plan.tag}`, plan.digest, id))
       }
@@ -231,7 +231,7 @@ export const slackRoutes = (deps: SlackDeps): FastifyPluginAsync => async (app) 
           identity, context, plan: { id: plan.planId, registry: plan.registry, repository: plan.repository, tag: plan.tag, mode: plan.mode, force: false }
         })
         const undo = { kind: 'undo' as const, deletionId: result.auditId, registry: result.registry, repository: result.name, tag: result.tag }
-        const undoId = plans.put({ ...undo, requester: identity.subject }, now())
+        const undoId = await plans.put({ ...undo, requester: identity.subject }, now())
         await post(responseUrl, deletedMessage(result, undoId))
         const done = `${result.action === 'untagged' ? 'untagged' : 'deleted'} \`${result.name}:${result.tag}\`.`
         if (settings.announce) await post(responseUrl, announcement(identity.subject, done))

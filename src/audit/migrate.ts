@@ -1,0 +1,116 @@
+import { createHash } from 'node:crypto'
+import Database from 'better-sqlite3'
+import pg from 'pg'
+import { openPostgresAuditStore } from './postgres-store.js'
+import * as postgresRows from './postgres-store.js'
+import { openSqliteAuditStore } from './sqlite-store.js'
+import * as sqliteRows from './sqlite-store.js'
+import type { AuditRecord } from './types.js'
+
+export interface MigrateOptions {
+  /** The SQLite file of the audit trail. */
+  from: string
+  /** postgres://… (libpq ssl parameters work here as in audit.url). */
+  to: string
+  /** Records per transaction. */
+  batchSize: number
+}
+
+export interface MigrateSummary {
+  /** Records in the SQLite file. */
+  source: number
+  /** Inserted by this run. */
+  copied: number
+  /** Already in PostgreSQL with the same id (an earlier run, or a resumed one). */
+  alreadyThere: number
+  /** Source records found in PostgreSQL with identical fields and manifest bytes. */
+  verified: number
+  /** Ids present on both sides whose contents differ (at most 20 listed). */
+  mismatched: string[]
+  /** sha256 over every source record's checksum in id order; the same over the PostgreSQL copies when all match. */
+  sourceChecksum: string
+  targetChecksum: string
+}
+
+/**
+ * One record's checksum, from the fields both stores keep: the same record read from SQLite and from PostgreSQL
+ * hashes the same, and any difference (a field, a byte of the saved manifest) changes it.
+ */
+export function recordChecksum (record: AuditRecord): string {
+  const { manifest, ...fields } = record
+  const canonical = JSON.stringify(Object.fromEntries(Object.entries(fields).sort(([a], [b]) => a < b ? -1 : 1)))
+  const hash = createHash('sha256').update(canonical).update('\0')
+  if (manifest !== undefined) hash.update('manifest\0').update(manifest)
+  return hash.digest('hex')
+}
+
+/**
+ * Copies every record of a SQLite audit trail into PostgreSQL, keeping ids, times and manifest bytes: INSERT … ON
+ * CONFLICT (id) DO NOTHING, so a second run (or one after an interruption) copies only what is missing. Then reads
+ * each source id back from PostgreSQL and compares checksums. Both schemas are brought up to date first, by the
+ * stores' own migrations. Run it with the gateway stopped (or before switching audit.driver): records written to
+ * SQLite after a batch was read are copied by the next run.
+ */
+export async function migrateSqliteToPostgres (options: MigrateOptions): Promise<MigrateSummary> {
+  const batchSize = options.batchSize
+  await openSqliteAuditStore(options.from).close()
+  await (await openPostgresAuditStore({ connectionString: options.to, poolSize: 1 })).close()
+
+  const sqlite = new Database(options.from, { readonly: true, fileMustExist: true })
+  const client = new pg.Client({ connectionString: options.to, application_name: 'registry-delete-gateway audit migrate' })
+  await client.connect()
+  const source = createHash('sha256')
+  const target = createHash('sha256')
+  const summary: MigrateSummary = { source: 0, copied: 0, alreadyThere: 0, verified: 0, mismatched: [], sourceChecksum: '', targetChecksum: '' }
+  try {
+    const page = sqlite.prepare<[string, number], sqliteRows.AuditRow>(`SELECT ${sqliteRows.columns} FROM audit_records WHERE id > ? ORDER BY id LIMIT ?`)
+    const placeholders = postgresRows.columns.split(',').map((_, index) => `$${index + 1}`).join(', ')
+    const insert = `INSERT INTO audit_records (${postgresRows.columns}) VALUES (${placeholders}) ON CONFLICT (id) DO NOTHING`
+    let after = ''
+    for (;;) {
+      const records = page.all(after, batchSize).map(sqliteRows.toRecord)
+      if (records.length === 0) break
+      after = (records.at(-1) as AuditRecord).id
+      await client.query('BEGIN')
+      try {
+        for (const record of records) summary.copied += (await client.query(insert, postgresRows.toValues(record))).rowCount as number
+        const { rows } = await client.query<postgresRows.AuditRow>(`SELECT ${postgresRows.columns} FROM audit_records WHERE id = ANY($1::text[])`,
+          [records.map(record => record.id)])
+        await client.query('COMMIT')
+        // A source id PostgreSQL does not return (deleted meanwhile) keeps an empty checksum and counts as a mismatch.
+        const copies = new Map(records.map(record => [record.id, '']))
+        for (const row of rows) copies.set(row.id, recordChecksum(postgresRows.toRecord(row)))
+        for (const record of records) {
+          const expected = recordChecksum(record)
+          const found = copies.get(record.id) as string
+          source.update(expected)
+          target.update(found)
+          if (found === expected) summary.verified++
+          else if (summary.mismatched.length < 20) summary.mismatched.push(record.id)
+        }
+      } catch (error) {
+        await client.query('ROLLBACK')
+        throw error
+      }
+      summary.source += records.length
+    }
+  } finally {
+    sqlite.close()
+    await client.end()
+  }
+  summary.alreadyThere = summary.source - summary.copied
+  summary.sourceChecksum = source.digest('hex')
+  summary.targetChecksum = target.digest('hex')
+  return summary
+}
+
+/** A connection string as it may be printed: without its password. */
+export function withoutPassword (url: string): string {
+  try {
+    const parsed = new URL(url)
+    if (parsed.password !== '') parsed.password = '***'
+    return parsed.toString()
+  } catch {
+    return 'the PostgreSQL URL (unparsable)'
+  }
+}

@@ -1,0 +1,131 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import pg from 'pg'
+import t from 'tap'
+import { openPostgresAuditStore, openSqliteAuditStore, type AuditRecord } from '../../src/audit/index.js'
+import { recordChecksum, withoutPassword } from '../../src/audit/migrate.js'
+import { runCli } from '../../src/cli.js'
+import { startPostgres } from '../../testing/postgres-process.js'
+import { attempt } from '../fixtures/audit-store-contract.js'
+
+const postgres = await startPostgres()
+t.teardown(() => postgres.stop())
+const dir = mkdtempSync(join(tmpdir(), 'rdg-migrate-'))
+t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+
+async function run (...argv: string[]): Promise<{ code: number, out: string, err: string }> {
+  const out: string[] = []
+  const err: string[] = []
+  const code = await runCli(argv, { out: text => { out.push(text) }, err: text => { err.push(text) } })
+  return { code, out: out.join('\n'), err: err.join('\n') }
+}
+
+/** A SQLite trail with `count` records of every kind: settled and pending deletions with manifest bytes, an undone one, a restore, an approval. */
+async function seedSqlite (path: string, count: number): Promise<AuditRecord[]> {
+  const store = openSqliteAuditStore(path)
+  const records: AuditRecord[] = []
+  for (let index = 0; index < count; index++) {
+    const kind = index % 4
+    records.push(await store.append(attempt({
+      name: `team/app-${index % 7}`,
+      tag: `v${index}`,
+      outcome: kind === 3 ? 'pending' : 'deleted',
+      digest: `sha256:${index.toString(16).padStart(64, '0')}`,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      manifest: Buffer.from(JSON.stringify({ schemaVersion: 2, index, bytes: [0, 255, index % 256] })),
+      durationMs: index / 3,
+      upstreamStatus: 202,
+      ...(kind === 1 ? { approvedBy: 'apikey:approver', clientRequestId: `client-${index}` } : {}),
+      ...(kind === 2 ? { mode: 'untag', deleteAction: 'untagged', strategy: 'swap', groups: [] } : {})
+    })))
+  }
+  const claim = await store.claimRestore((records[0] as AuditRecord).id, attempt({ outcome: 'pending' }))
+  if (claim.ok) records.push(await store.update(claim.restore.id, { outcome: 'restored' }))
+  await store.close()
+  const reopened = openSqliteAuditStore(path)
+  const all = await Promise.all(records.map(async record => await reopened.get(record.id) as AuditRecord))
+  await reopened.close()
+  return all
+}
+
+t.test('issue 14: audit migrate copies every record with its id and manifest bytes, verifies, and a second run copies nothing', async t => {
+  const path = join(dir, 'trail.db')
+  const records = await seedSqlite(path, 1203)
+  const url = await postgres.createDatabase('migrate_twice')
+  const shown = url.replace('postgres@', 'postgres:pw-secret@')
+
+  const first = await run('audit', 'migrate', '--from', `sqlite:${path}`, '--to', shown, '--batch', '250')
+  t.equal(first.code, 0, first.err)
+  t.match(first.out, `audit migrate: ${path} -> postgres://postgres:***@`)
+  t.notMatch(first.out + first.err, /pw-secret/, 'the password is never printed')
+  t.match(first.out, /^records in SQLite: 1204$/m)
+  t.match(first.out, /^copied: 1204; already in PostgreSQL: 0$/m)
+  t.match(first.out, /^verified: 1204 of 1204 match in PostgreSQL/m)
+  const checksums = /^checksum: SQLite ([0-9a-f]{64}), PostgreSQL ([0-9a-f]{64})$/m.exec(first.out)
+  t.equal(checksums?.[1], checksums?.[2], 'both sides hash the same')
+  t.match(first.out, /^ok: every record is in PostgreSQL/m)
+
+  const store = await openPostgresAuditStore({ connectionString: url })
+  t.teardown(() => store.close())
+  for (const record of records) t.equal(recordChecksum(await store.get(record.id) as AuditRecord), recordChecksum(record), `${record.id} as it was`)
+  t.same((await store.get((records[5] as AuditRecord).id))?.manifest, (records[5] as AuditRecord).manifest, 'manifest bytes kept')
+  t.same((await store.pending()).length, records.filter(record => record.outcome === 'pending').length, 'pending records stay pending, for reconciliation')
+  t.equal((await store.get((records[0] as AuditRecord).id))?.restoredBy, records.at(-1)?.id, 'the undo link is kept')
+
+  const second = await run('audit', 'migrate', '--from', `sqlite:${path}`, '--to', url)
+  t.equal(second.code, 0)
+  t.match(second.out, /^copied: 0; already in PostgreSQL: 1204$/m, 'idempotent: nothing copied twice')
+  t.match(second.out, /^verified: 1204 of 1204/m)
+  t.match(second.out, `checksum: SQLite ${checksums?.[1] as string}, PostgreSQL ${checksums?.[1] as string}`)
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  t.teardown(() => client.end())
+  t.equal((await client.query<{ count: number }>('SELECT count(*)::int AS count FROM audit_records')).rows[0]?.count, 1204, 'no duplicates')
+
+  // Records edited in PostgreSQL since: reported, not overwritten.
+  await client.query("UPDATE audit_records SET subject = 'mallory' WHERE id IN (SELECT id FROM audit_records ORDER BY id LIMIT 21)")
+  const third = await run('audit', 'migrate', '--from', `sqlite:${path}`, '--to', url)
+  t.equal(third.code, 1)
+  t.match(third.out, /^verified: 1183 of 1204/m)
+  t.match(third.err, /^mismatch: 21 record\(s\) differ in PostgreSQL, e\.g\. /)
+  t.equal(/e\.g\. ([^;]*);/.exec(third.err)?.[1]?.split(', ').length, 20, 'twenty examples at most')
+  t.equal((await client.query<{ count: number }>("SELECT count(*)::int AS count FROM audit_records WHERE subject = 'mallory'")).rows[0]?.count, 21, 'left as they were')
+})
+
+t.test('issue 14: a record PostgreSQL refuses rolls its batch back and the command fails with the reason', async t => {
+  const path = join(dir, 'nul.db')
+  await seedSqlite(path, 3)
+  const store = openSqliteAuditStore(path)
+  await store.append(attempt({ subject: 'bad\u0000subject' }))
+  await store.close()
+  const url = await postgres.createDatabase('migrate_refused')
+  const result = await run('audit', 'migrate', '--from', `sqlite:${path}`, '--to', url)
+  t.equal(result.code, 1)
+  t.match(result.err, /invalid byte sequence|0x00/)
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  t.teardown(() => client.end())
+  t.equal((await client.query<{ count: number }>('SELECT count(*)::int AS count FROM audit_records')).rows[0]?.count, 0, 'the batch was rolled back')
+})
+
+t.test('issue 14: audit migrate usage errors', async t => {
+  t.match(await run('audit'), { code: 2, err: /^audit: use "audit migrate/ })
+  t.match(await run('audit', 'copy'), { code: 2, err: /^audit: use/ })
+  t.match(await run('audit', 'migrate', '--to', 'postgres://h/db'), { code: 2, err: /^--from must be sqlite:PATH/ })
+  t.match(await run('audit', 'migrate', '--from', 'sqlite:', '--to', 'postgres://h/db'), { code: 2, err: /^--from must be sqlite:PATH/ })
+  t.match(await run('audit', 'migrate', '--from', 'sqlite:x.db'), { code: 2, err: /^--to must be a postgres:\/\/ URL/ })
+  t.match(await run('audit', 'migrate', '--from', 'sqlite:x.db', '--to', 'mysql://h/db'), { code: 2, err: /^--to must be/ })
+  t.match(await run('audit', 'migrate', '--from', 'sqlite:x.db', '--to', 'postgres://h/db', '--batch', '0'), { code: 2, err: /^--batch must be an integer/ })
+  t.match(await run('audit', 'migrate', '--from', 'sqlite:x.db', '--to', 'postgres://h/db', 'extra'), { code: 2, err: /^audit migrate takes no arguments/ })
+  t.match(await run('audit', 'migrate', '--bogus'), { code: 2, err: /bogus/ })
+  const missing = join(dir, 'absent', 'none.db')
+  const result = await run('audit', 'migrate', '--from', `sqlite:${missing}`, '--to', 'postgres://127.0.0.1:1/none')
+  t.equal(result.code, 1, 'a file that cannot be opened fails the command')
+})
+
+t.test('withoutPassword hides the password and nothing else', async t => {
+  t.equal(withoutPassword('postgres://rdg:s3cret@db:5432/rdg?sslmode=verify-full'), 'postgres://rdg:***@db:5432/rdg?sslmode=verify-full')
+  t.equal(withoutPassword('postgres://rdg@db/rdg'), 'postgres://rdg@db/rdg')
+  t.equal(withoutPassword('postgres://rdg:s3cret@[bad/rdg'), 'the PostgreSQL URL (unparsable)')
+})

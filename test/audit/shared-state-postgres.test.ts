@@ -1,0 +1,129 @@
+/**
+ * Issue 14: the shared-state contract on PostgreSQL — two stores (two pools) on one database are two replicas —
+ * and what only PostgreSQL shares: the advisory lock and the rate-limit windows.
+ */
+import pg from 'pg'
+import t, { type Test } from 'tap'
+import type { AuditStore } from '../../src/audit/index.js'
+import { openPostgresAuditStore, type PostgresAuditStoreOptions } from '../../src/audit/postgres-store.js'
+import { ReplicaLock } from '../../src/audit/shared-state.js'
+import { advisoryLockId } from '../../src/audit/shared-state-postgres.js'
+import { KeyedQueue } from '../../src/registry/untag.js'
+import { isGatewayError } from '../../src/errors.js'
+import { startPostgres } from '../../testing/postgres-process.js'
+import { sharedStateContract } from '../fixtures/shared-state-contract.js'
+
+const server = await startPostgres()
+t.teardown(() => server.stop())
+let databases = 0
+const freshDatabase = async (): Promise<string> => await server.createDatabase(`shared_${++databases}`)
+
+async function replicas (t: Test, count: number, options: Partial<PostgresAuditStoreOptions> = {}) {
+  const url = await freshDatabase()
+  const stores: AuditStore[] = []
+  for (let i = 0; i < count; i++) stores.push(await openPostgresAuditStore({ connectionString: url, ...options }))
+  t.teardown(async () => { await Promise.all(stores.map(store => store.close())) })
+  return { url, stores }
+}
+
+sharedStateContract(async (t, options) => {
+  const { stores } = await replicas(t, 2, options)
+  return [stores[0]!, stores[1]!]
+})
+
+const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+
+t.test('advisory lock ids: 64-bit, stable, different per key', async t => {
+  t.equal(advisoryLockId('main\nteam/app'), advisoryLockId('main\nteam/app'))
+  t.not(advisoryLockId('main\nteam/app'), advisoryLockId('main\nteam/api'))
+  const id = BigInt(advisoryLockId('x'))
+  t.ok(id >= -(2n ** 63n) && id < 2n ** 63n)
+})
+
+t.test('one key is held by one replica at a time; other keys do not wait', async t => {
+  const { stores: [a, b] } = await replicas(t, 2)
+  const order: string[] = []
+  let release = (): void => {}
+  const held = a!.shared.exclusive('repo', async () => {
+    order.push('a in')
+    await new Promise<void>(resolve => { release = resolve })
+    order.push('a out')
+  })
+  await sleep(100)
+  const waiting = b!.shared.exclusive('repo', async () => { order.push('b in') })
+  t.equal(await b!.shared.exclusive('other', async () => 'free'), 'free', 'another key is not blocked')
+  await sleep(200)
+  t.same(order, ['a in'], 'b waits while a holds the key')
+  release()
+  await Promise.all([held, waiting])
+  t.same(order, ['a in', 'a out', 'b in'])
+})
+
+t.test('a holder whose connection dies (kill -9 of its replica) frees the lock at once', async t => {
+  const { url, stores: [a, b] } = await replicas(t, 2)
+  let release = (): void => {}
+  const held = a!.shared.exclusive('repo', async () => { await new Promise<void>(resolve => { release = resolve }) })
+  await sleep(100)
+  const admin = new pg.Client({ connectionString: url })
+  await admin.connect()
+  t.teardown(() => admin.end())
+  const { rows } = await admin.query<{ pid: number }>("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
+  t.equal(rows.length, 1, 'the lock is visible in pg_locks')
+  await admin.query('SELECT pg_terminate_backend($1)', [rows[0]!.pid])
+  t.equal(await b!.shared.exclusive('repo', async () => 'got it'), 'got it', 'the other replica takes it without waiting for a lease')
+  release()
+  await held
+  t.equal(await a!.shared.exclusive('repo', async () => 'a again'), 'a again', 'the broken connection was not put back in the pool')
+})
+
+t.test('waiting longer than lockWaitMs, or no database: AUDIT_UNAVAILABLE and the work never runs', async t => {
+  const { stores: [a, b] } = await replicas(t, 2, { lockWaitMs: 200 })
+  let release = (): void => {}
+  const held = a!.shared.exclusive('repo', async () => { await new Promise<void>(resolve => { release = resolve }) })
+  await sleep(100)
+  let ran = false
+  const lock = new ReplicaLock(new KeyedQueue(), b!.shared)
+  const error = await lock.run('repo', async () => { ran = true }).catch((error: unknown) => error)
+  t.ok(isGatewayError(error) && error.code === 'AUDIT_UNAVAILABLE', 'AUDIT_UNAVAILABLE')
+  t.match((error as Error).message, /lock shared by the gateway replicas/)
+  t.equal(ran, false)
+  release()
+  await held
+  t.equal(await lock.run('repo', async () => 7), 7, 'free again')
+  await t.rejects(lock.run('repo', async () => { throw new Error('registry said no') }), /registry said no/, 'the work\'s own error passes unchanged')
+  await b!.close()
+  const closed = await lock.run('repo', async () => { ran = true }).catch((error: unknown) => error)
+  t.ok(isGatewayError(closed) && closed.code === 'AUDIT_UNAVAILABLE')
+  t.equal(ran, false)
+})
+
+t.test('rate-limit windows are shared by replicas and restart when they end', async t => {
+  const { url, stores: [a, b] } = await replicas(t, 2)
+  const first = await a!.shared.hit!('alice', 400)
+  t.equal(first.count, 1)
+  t.ok(first.ttlMs > 300 && first.ttlMs <= 400, `ttl ${first.ttlMs}`)
+  t.equal((await b!.shared.hit!('alice', 400)).count, 2, 'the other replica counts in the same window')
+  t.equal((await b!.shared.hit!('bob', 400)).count, 1, 'per key')
+  await sleep(450)
+  const renewed = await a!.shared.hit!('alice', 400)
+  t.equal(renewed.count, 1, 'a new window')
+  t.ok(renewed.ttlMs > 300)
+  const admin = new pg.Client({ connectionString: url })
+  await admin.connect()
+  t.teardown(() => admin.end())
+  t.equal((await admin.query('SELECT key FROM gateway_rate_limits')).rowCount, 2)
+})
+
+t.test('ended windows are swept every rateSweepEvery hits', async t => {
+  const url = await freshDatabase()
+  const { postgresSharedState } = await import('../../src/audit/shared-state-postgres.js')
+  const store = await openPostgresAuditStore({ connectionString: url })
+  t.teardown(() => store.close())
+  const pool = new pg.Pool({ connectionString: url })
+  const shared = postgresSharedState(pool, { connection: { connectionString: url }, poolSize: 1, lockWaitMs: 1000, rateSweepEvery: 2 })
+  t.teardown(async () => { await shared.close(); await pool.end() })
+  await shared.hit('gone', 50)
+  await sleep(100)
+  await shared.hit('kept', 60_000)
+  t.same((await pool.query('SELECT key FROM gateway_rate_limits')).rows, [{ key: 'kept' }])
+})
