@@ -3,7 +3,7 @@
  * scenarios of the performance issues against the gateway as a separate process over real HTTP, prints a table
  * and writes bench-results/latest.json. `--quick` runs smaller repositories and fewer rounds (a smoke test).
  * `--only=untag` (or a comma-separated list of latency, guard, rejections, rss, untag, audit-list, browse, ui, pg-latency,
- * pg-audit-list, replicas, cleanup) runs only those scenarios
+ * pg-audit-list, replicas, cleanup, cleanup-run) runs only those scenarios
  * and writes bench-results/only-<names>.json.
  */
 import { execFileSync } from 'node:child_process'
@@ -15,6 +15,7 @@ import { startRegistry, type RegistryProcess } from '../testing/registry-process
 import { measureAuditList, seedAuditTrail, type AuditListResult } from './audit-list.js'
 import { browseRows, measureBrowse, type BrowseResult } from './browse.js'
 import { cleanupRows, measureCleanupPlan, seedCleanupRepository, type CleanupResult } from './cleanup.js'
+import { cleanupRunRows, measureCleanupRun, type CleanupRunResult } from './cleanup-run.js'
 import { startGateway, type BenchGateway } from './gateway.js'
 import { measureGuard, type GuardResult } from './guard.js'
 import { measureDeleteLatency } from './latency.js'
@@ -29,7 +30,7 @@ import { measurePgAuditList, measurePgLatency, measureReplicas, seedPostgresTrai
 import { startPostgres, type PostgresProcess } from '../testing/postgres-process.js'
 
 const quick = process.argv.includes('--quick')
-const SCENARIOS = ['latency', 'guard', 'rejections', 'rss', 'untag', 'audit-list', 'browse', 'ui', 'pg-latency', 'pg-audit-list', 'replicas', 'cleanup'] as const
+const SCENARIOS = ['latency', 'guard', 'rejections', 'rss', 'untag', 'audit-list', 'browse', 'ui', 'pg-latency', 'pg-audit-list', 'replicas', 'cleanup', 'cleanup-run'] as const
 type Scenario = typeof SCENARIOS[number]
 const only = process.argv.find(arg => arg.startsWith('--only='))?.slice('--only='.length).split(',')
 const unknownScenario = only?.find(name => !(SCENARIOS as readonly string[]).includes(name))
@@ -48,7 +49,8 @@ const settings = {
   pgLatency: { tags: 50, rounds: quick ? 15 : 60, warmupRounds: 5 },
   pgAuditList: { records: quick ? 100_000 : 1_000_000, rounds: 30 },
   replicas: { count: 3, concurrency: 50, sliceMs: quick ? 1000 : 2000, rounds: 3, warmupMs: 1000 },
-  cleanup: { tags: quick ? 1000 : 10_000, configs: quick ? 100 : 1000, rounds: quick ? 3 : 5 }
+  cleanup: { tags: quick ? 1000 : 10_000, configs: quick ? 100 : 1000, rounds: quick ? 3 : 5 },
+  cleanupRun: { removals: quick ? 200 : 1000 }
 }
 
 interface Row { scenario: string, value: string, target: string, ok: boolean | undefined }
@@ -176,6 +178,18 @@ async function runPgAuditList (registryUrl: string): Promise<PgAuditListResult> 
   cleanups.push(async () => { await gateway.close() })
   progress.begin('(10) audit list on PostgreSQL')
   const result = await measurePgAuditList({ gateway, ...settings.pgAuditList, progress })
+  await gateway.close()
+  return result
+}
+
+async function runCleanupRun (registryUrl: string, pool: Pool, seed: (name: string, count: number, shared: boolean) => Promise<SeededRepository>): Promise<CleanupRunResult> {
+  const throughGateway = await seed('bench/cleanup-run-gateway', settings.cleanupRun.removals, false)
+  const floor = await seed('bench/cleanup-run-floor', settings.cleanupRun.removals, false)
+  const unsafeFloor = await seed('bench/cleanup-run-unsafe', settings.cleanupRun.removals, false)
+  progress.begin('(13) cleanup run: starting a gateway and planning')
+  const gateway = await startGateway(registryUrl)
+  cleanups.push(async () => { await gateway.close() })
+  const result = await measureCleanupRun({ gateway, pool, throughGateway, floor, unsafeFloor, progress })
   await gateway.close()
   return result
 }
@@ -322,6 +336,7 @@ async function main (): Promise<void> {
   const pgAuditList = runs('pg-audit-list') ? await runPgAuditList(registry.url) : undefined
   const replicas = runs('replicas') ? await runReplicas(registry.url, seed) : undefined
   const cleanup = runs('cleanup') ? await runCleanup(registry.url, pool) : undefined
+  const cleanupRun = runs('cleanup-run') ? await runCleanupRun(registry.url, pool, seed) : undefined
   progress.end()
 
   const rows: Row[] = [
@@ -355,7 +370,8 @@ async function main (): Promise<void> {
     ...(browse === undefined ? [] : browseRows(browse)),
     ...(ui === undefined ? [] : uiRows(ui)),
     ...postgresRows(pgLatency, pgAuditList, replicas),
-    ...(cleanup === undefined ? [] : cleanupRows(cleanup))
+    ...(cleanup === undefined ? [] : cleanupRows(cleanup)),
+    ...(cleanupRun === undefined ? [] : cleanupRunRows(cleanupRun))
   ]
   const width = Math.max(...rows.map(row => row.scenario.length))
   const valueWidth = Math.max(...rows.map(row => row.value.length))
@@ -391,6 +407,7 @@ async function main (): Promise<void> {
     pgAuditList,
     replicas,
     cleanup,
+    cleanupRun,
     targets: rows.filter(row => row.ok !== undefined).map(row => ({ scenario: row.scenario.trim(), value: row.value, target: row.target, ok: row.ok }))
   }
   mkdirSync('bench-results', { recursive: true })

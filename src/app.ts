@@ -81,7 +81,9 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
     await app.register(mattermostRoutes({ images: services.images, settings: mattermost, policy: services.policyStore, ...deps.mattermost }))
   }
   if (config.ui.enabled) await app.register(uiRoutes({ ui: config.ui, policy: services.policyStore, root: deps.uiRoot }))
-  const graphql = { images: services.images, whoAmI: services.whoAmI, limits: config.graphql, browse: services.browse, cleanups: services.cleanups }
+  const graphql = {
+    images: services.images, whoAmI: services.whoAmI, limits: config.graphql, browse: services.browse, cleanups: services.cleanups, cleanupRuns: services.cleanupRuns
+  }
   await app.register(graphqlApi(graphql))
   return app
 }

@@ -2,6 +2,7 @@
 import { realpathSync } from 'node:fs'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
+import { cleanupCommand, CleanupUsageError } from './cli-cleanup.js'
 import { generateApiKey, sha256Hex } from './identity/api-key.js'
 import { decide } from './policy/decide.js'
 import { loadPolicy } from './policy/load.js'
@@ -13,6 +14,8 @@ export interface CliIo {
   /** One line or block of normal output, without the trailing newline. */
   out: (text: string) => void
   err: (text: string) => void
+  /** Rewrites the current terminal line (cleanup run's progress bar); absent when stdout is not a terminal. */
+  progress?: (text: string) => void
 }
 
 const EXIT = { ok: 0, failed: 1, usage: 2 } as const
@@ -33,6 +36,12 @@ Commands:
                                copy the SQLite audit trail into PostgreSQL (ids, times, manifest bytes kept;
                                records already there are skipped, so it can run again), then verify counts and
                                checksums; exit 0 when every record matches, 1 otherwise. Stop the gateway first
+  cleanup plan FILE --gateway URL --api-key KEY
+                               plan the cleanup FILE describes (registry, repositories, rules; JSON or YAML) on a
+                               running gateway and print it: removed, kept and refused tags with rule and reason
+  cleanup run FILE --gateway URL --api-key KEY [--max-deletions N]
+                               plan it, execute it and follow it (a progress bar on a terminal, a line per tag
+                               otherwise); exit 0 when every removal was done
   --help                       show this help`
 
 class UsageError extends Error {}
@@ -219,9 +228,11 @@ export async function runCli (argv: string[], io: CliIo): Promise<number> {
     if (command === 'apikey') return apikeyCommand(args, io)
     if (command === 'policy') return policyCommand(args, io)
     if (command === 'audit') return await auditCommand(args, io)
+    // Cleanups (issue 15): their own block; the work is in cli-cleanup.ts.
+    if (command === 'cleanup') return await cleanupCommand(args, io)
     throw new UsageError(`unknown command ${JSON.stringify(command)}`)
   } catch (error) {
-    if (error instanceof UsageError) {
+    if (error instanceof UsageError || error instanceof CleanupUsageError) {
       io.err(`${error.message}\n\n${USAGE}`)
       return EXIT.usage
     }
@@ -243,7 +254,8 @@ export function isMain (scriptPath: string | undefined, moduleUrl: string): bool
 if (isMain(process.argv[1], import.meta.url)) {
   const code = await runCli(process.argv.slice(2), {
     out: text => process.stdout.write(`${text}\n`),
-    err: text => process.stderr.write(`${text}\n`)
+    err: text => process.stderr.write(`${text}\n`),
+    ...(process.stdout.isTTY ? { progress: (text: string) => { process.stdout.write(`\r${text}`) } } : {})
   })
   process.exitCode = code
 }

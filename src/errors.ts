@@ -19,6 +19,7 @@ export const catalogue = {
   NOT_RESTORABLE: { status: 409, title: 'Not a restorable deletion' },
   ALREADY_RESTORED: { status: 409, title: 'Already restored' },
   TAG_EXISTS: { status: 409, title: 'Tag points elsewhere now' },
+  CLEANUP_RUN_EXISTS: { status: 409, title: 'Cleanup already run or cancelled' },
   RESTORE_UNAVAILABLE: { status: 410, title: 'Deleted content is gone' },
   RATE_LIMITED: { status: 429, title: 'Rate limited' },
   /** The caller went away mid-request (nginx's 499): only the audit trail and the logs ever see this code. */

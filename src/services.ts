@@ -18,6 +18,7 @@ import type { CleanupDeps } from './cleanups/cleanups.js'
 import { CursorCodec } from './images/browse-cursor.js'
 import type { ImageServices } from './images/delete-image.js'
 import { PlanBook } from './images/approvals.js'
+import { ActiveRuns, type CleanupRunServices } from './cleanups/run-cleanup.js'
 import { startAuditHousekeeping, type AuditHousekeeping } from './images/housekeeping.js'
 import { whoAmI, type WhoAmI } from './identity/who-am-i.js'
 import { decide, grantsAnywhere, literalProtectedTags, rolesOf, PolicyStore } from './policy/index.js'
@@ -51,6 +52,8 @@ export interface GatewayServices {
   browse: BrowseDeps
   /** Cleanups by rule: plans kept in the audit store, named retention policies. */
   cleanups: CleanupDeps
+  /** Running cleanup plans: the runs in progress in this process. */
+  cleanupRuns: CleanupRunServices
   /** Stops timers and closes what the services opened themselves (not what the caller supplied). */
   close: () => Promise<void>
 }
@@ -176,6 +179,9 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
   }
   // One cache for the read API and cleanups: both read manifests and configs, immutable per digest.
   const browseCache = new BrowseCache({ entries: config.browse.cacheEntries, tagTtlMs: config.browse.tagTtlMs })
+  const cleanupRuns: CleanupRunServices = {
+    images, concurrency: config.cleanups.runConcurrency, maxDeletions: config.cleanups.maxDeletions, runs: new ActiveRuns(), now: Date.now
+  }
   const housekeeping = startAuditHousekeeping({
     audit,
     registries,
@@ -221,7 +227,10 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
       retention: config.retention.policies,
       mayAuditAnything: identity => grantsAnywhere(policyStore.current(), identity, 'audit')
     },
+    cleanupRuns,
     close: async () => {
+      // Before the store closes: in-flight removals finish and are settled, the runs end interrupted.
+      await cleanupRuns.runs.stopAll()
       await housekeeping.stop()
       await housekeeping.startup
       await deliveries?.stop()

@@ -74,7 +74,7 @@ t.test('policy check', async t => {
   t.same(await run('policy', 'check', bad), {
     code: 1,
     out: '',
-    err: `invalid policy ${bad}:\n  roles.admin[0].actions[0]: unknown action "nuke"; actions are read, delete, force, restore, audit, approve, *\n  roles.admin[0].repositories[0]: "Team/**": "T" is not allowed; a repository pattern may use a-z, 0-9, ".", "_", "-", "/" and the wildcards * ** ?`
+    err: `invalid policy ${bad}:\n  roles.admin[0].actions[0]: unknown action "nuke"; actions are read, delete, force, restore, audit, approve, admin, *\n  roles.admin[0].repositories[0]: "Team/**": "T" is not allowed; a repository pattern may use a-z, 0-9, ".", "_", "-", "/" and the wildcards * ** ?`
   })
   const mixed = file('mixed.yaml', `apiKeys: [{ name: a, sha256: ${'a'.repeat(64)}, groups: [ci] }]\nroles:\n  r: [{ actions: [read], repositories: ["**"] }]\nbindings: [{ role: r, subjects: ["group:ci", "group:dev", "keygroup:ci"] }]\n`)
   t.same(await run('policy', 'check', mixed), {

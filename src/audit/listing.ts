@@ -10,10 +10,10 @@ export const LIST_CHUNK_ROWS = 100
  * The filters whose index is ordered by id after them, best first: the scan window walks one of these (or the id
  * index), so it reads only rows that match it and stops after the scan limit.
  */
-export const windowIndexes: ReadonlyArray<ReadonlyArray<keyof AuditFilter>> = [['subject'], ['registry', 'name', 'tag'], ['name', 'tag'], ['outcome']]
+export const windowIndexes: ReadonlyArray<ReadonlyArray<keyof AuditFilter>> = [['cleanupId'], ['subject'], ['registry', 'name', 'tag'], ['name', 'tag'], ['outcome']]
 
 /** Every filter field, in the fixed order each store builds its SQL in. */
-export const filterKeys: ReadonlyArray<keyof AuditFilter> = ['subject', 'registry', 'name', 'tag', 'outcome', 'action', 'since', 'until']
+export const filterKeys: ReadonlyArray<keyof AuditFilter> = ['subject', 'registry', 'name', 'tag', 'outcome', 'action', 'since', 'until', 'cleanupId']
 
 export function invalidRequest (field: string, detail: string): GatewayError {
   return new GatewayError('INVALID_REQUEST', detail, { extras: { field } })
@@ -61,7 +61,7 @@ const OPTIONAL_COLUMNS: ReadonlyArray<[string, keyof AuditRecord]> = [
   ['digest', 'digest'], ['media_type', 'mediaType'], ['upstream_status', 'upstreamStatus'], ['error_code', 'errorCode'],
   ['error_detail', 'errorDetail'], ['duration_ms', 'durationMs'], ['manifest', 'manifest'], ['restored_by', 'restoredBy'],
   ['restore_of', 'restoreOf'], ['client_request_id', 'clientRequestId'], ['mode', 'mode'], ['delete_action', 'deleteAction'],
-  ['strategy', 'strategy'], ['approved_by', 'approvedBy']
+  ['strategy', 'strategy'], ['approved_by', 'approvedBy'], ['cleanup_id', 'cleanupId']
 ]
 
 /** Fills `record`'s optional fields from a row's non-null columns (a record never carries a field set to null). */

@@ -4,6 +4,7 @@ import { AuditStoreUnavailable } from './deferred-store.js'
 import {
   cleanupValues, INSERT_CLEANUP_POSTGRES, POSTGRES_CLEANUPS_MIGRATION, SELECT_CLEANUP_POSTGRES, toCleanupRecord, type CleanupRow
 } from './cleanup-sql.js'
+import { CLEANUP_RUN_SQL, claimValues, POSTGRES_CLEANUP_RUNS_MIGRATION, toCleanupRun, updateValues, type CleanupRunRow } from './cleanup-run-sql.js'
 import { newAuditId } from './id.js'
 import { describePostgresError } from './postgres-errors.js'
 import { outboxMigration, postgresOutbox } from './outbox-postgres.js'
@@ -64,7 +65,9 @@ const migrations: readonly string[] = [
   // Issue 14: what replicas share (cross-replica lock, plans, reconcile claims, rate limits): shared-state-postgres.ts.
   sharedStateMigration,
   // Cleanup plans (issue 15), kept whole until executed.
-  POSTGRES_CLEANUPS_MIGRATION
+  POSTGRES_CLEANUPS_MIGRATION,
+  // Cleanup runs (issue 15): each deletion names its cleanup; a run's state and counts.
+  POSTGRES_CLEANUP_RUNS_MIGRATION
 ]
 
 export const postgresAuditSchemaVersion = migrations.length
@@ -78,7 +81,7 @@ const MIGRATION_LOCK = 7_314_001
 /** Exported with toValues and toRecord for `audit migrate`, which copies records with their ids. */
 export const columns = `id, time, request_id, client_request_id, transport, subject, groups, action, registry, name, tag, digest,
   media_type, removed_tags, mode, delete_action, strategy, decision_allow, decision_reason, outcome, upstream_status,
-  error_code, error_detail, duration_ms, manifest, restored_by, restore_of, approved_by`
+  error_code, error_detail, duration_ms, manifest, restored_by, restore_of, approved_by, cleanup_id`
 
 /** What a listing reads: everything but the saved manifest bytes, which only a restore needs. */
 const listColumns = columns.replace('manifest,', 'NULL::bytea AS manifest, manifest IS NOT NULL AS manifest_saved,')
@@ -112,6 +115,7 @@ export interface AuditRow {
   restored_by: string | null
   restore_of: string | null
   approved_by: string | null
+  cleanup_id: string | null
 }
 
 type ListedRow = AuditRow & { manifest_saved: boolean }
@@ -124,7 +128,7 @@ export function toValues (record: AuditRecord): unknown[] {
     record.action, record.registry, record.name, record.tag, record.digest, record.mediaType, record.removedTags,
     record.mode, record.deleteAction, record.strategy, record.decision.allow, record.decision.reason, record.outcome,
     record.upstreamStatus, record.errorCode, record.errorDetail, record.durationMs, record.manifest, record.restoredBy,
-    record.restoreOf, record.approvedBy
+    record.restoreOf, record.approvedBy, record.cleanupId
   ].map(value => value ?? null)
 }
 
@@ -155,7 +159,8 @@ const filterSql: Record<keyof AuditFilter, string> = {
   outcome: 'outcome =',
   action: 'action =',
   since: 'time >=',
-  until: 'time <'
+  until: 'time <',
+  cleanupId: 'cleanup_id ='
 }
 
 const insertSql = `INSERT INTO audit_records (${columns}) VALUES (${columns.split(',').map((_, i) => `$${i + 1}`).join(', ')})`
@@ -372,6 +377,28 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
       await outbox.prune(olderThan)
       const result = await pool.query("DELETE FROM audit_records WHERE time < $1 AND outcome <> 'pending'", [olderThan.toISOString()])
       return result.rowCount as number
+    },
+
+    async claimCleanupRun (run) {
+      ensureOpen()
+      return (await pool.query(CLEANUP_RUN_SQL.postgres.claim, claimValues(run))).rowCount === 1
+    },
+
+    async updateCleanupRun (cleanupId, changes) {
+      ensureOpen()
+      await pool.query(CLEANUP_RUN_SQL.postgres.update, updateValues(cleanupId, changes))
+    },
+
+    async getCleanupRun (cleanupId) {
+      ensureOpen()
+      const { rows } = await pool.query<CleanupRunRow>(CLEANUP_RUN_SQL.postgres.select, [cleanupId])
+      return rows.length === 0 ? undefined : toCleanupRun(rows[0] as CleanupRunRow)
+    },
+
+    async interruptCleanupRuns () {
+      ensureOpen()
+      const { rows } = await pool.query<{ cleanup_id: string }>(CLEANUP_RUN_SQL.postgres.interrupt, [now().toISOString()])
+      return rows.map(row => row.cleanup_id)
     },
 
     async check () {

@@ -61,6 +61,7 @@ export const AuditEventSchema = Type.Object({
   restoredBy: Type.Optional(Type.String()),
   approvedBy: Type.Optional(Type.String({ description: 'A deletion that needed approval: who approved it (subject is who asked).' })),
   restoreOf: Type.Optional(Type.String()),
+  cleanupId: Type.Optional(Type.String({ description: 'A deletion a cleanup run made: the cleanup\'s id.' })),
   restorable: Type.Boolean()
 })
 export type AuditEvent = Static<typeof AuditEventSchema>

@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
 import { cleanupValues, INSERT_CLEANUP_SQLITE, SELECT_CLEANUP_SQLITE, SQLITE_CLEANUPS_MIGRATION, toCleanupRecord, type CleanupRow } from './cleanup-sql.js'
+import { CLEANUP_RUN_SQL, claimValues, SQLITE_CLEANUP_RUNS_MIGRATION, toCleanupRun, updateValues, type CleanupRunRow } from './cleanup-run-sql.js'
 import { newAuditId } from './id.js'
 import { outboxMigration, sqliteOutbox } from './outbox-sqlite.js'
 import type { OutboxRouter } from './outbox.js'
@@ -65,7 +66,9 @@ const migrations: readonly string[] = [
   // Issue 14: what replicas share (plans, reconcile claims): shared-state-sqlite.ts.
   sharedStateMigration,
   // Cleanup plans (issue 15), kept whole until executed.
-  SQLITE_CLEANUPS_MIGRATION
+  SQLITE_CLEANUPS_MIGRATION,
+  // Cleanup runs (issue 15): each deletion names its cleanup; a run's state and counts.
+  SQLITE_CLEANUP_RUNS_MIGRATION
 ]
 
 export const auditSchemaVersion = migrations.length
@@ -73,12 +76,12 @@ export const auditSchemaVersion = migrations.length
 /** Exported with toRecord for `audit migrate`, which reads a whole file in id order. */
 export const columns = `id, time, request_id, transport, subject, groups, action, registry, name, tag, digest, media_type,
   removed_tags, decision, outcome, upstream_status, error_code, error_detail, duration_ms, manifest, restored_by, restore_of,
-  client_request_id, mode, delete_action, strategy, approved_by`
+  client_request_id, mode, delete_action, strategy, approved_by, cleanup_id`
 
 /** What a listing reads: everything but the saved manifest bytes, which only a restore needs. */
 const listColumns = `id, time, request_id, transport, subject, groups, action, registry, name, tag, digest, media_type,
   removed_tags, decision, outcome, upstream_status, error_code, error_detail, duration_ms, NULL AS manifest,
-  manifest IS NOT NULL AS manifest_saved, restored_by, restore_of, client_request_id, mode, delete_action, strategy, approved_by`
+  manifest IS NOT NULL AS manifest_saved, restored_by, restore_of, client_request_id, mode, delete_action, strategy, approved_by, cleanup_id`
 
 export interface AuditRow {
   id: string
@@ -108,6 +111,7 @@ export interface AuditRow {
   delete_action: AuditRecord['deleteAction'] | null
   strategy: AuditRecord['strategy'] | null
   approved_by: string | null
+  cleanup_id: string | null
 }
 
 type ListedRow = AuditRow & { manifest_saved: number }
@@ -142,7 +146,8 @@ function toParams (record: AuditRecord): RowParams {
     mode: record.mode,
     delete_action: record.deleteAction,
     strategy: record.strategy,
-    approved_by: record.approvedBy
+    approved_by: record.approvedBy,
+    cleanup_id: record.cleanupId
   }
 }
 
@@ -174,7 +179,8 @@ const filterConditions: ReadonlyArray<[keyof AuditFilter, string]> = [
   ['outcome', 'outcome = @outcome'],
   ['action', 'action = @action'],
   ['since', 'time >= @since'],
-  ['until', 'time < @until']
+  ['until', 'time < @until'],
+  ['cleanupId', 'cleanup_id = @cleanupId']
 ]
 
 export interface SqliteAuditStoreOptions {
@@ -208,7 +214,8 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
   }
 
   const {
-    insertRow, updateRow, selectById, selectPending, selectListed, setRestoredBy, clearRestoredBy, deleteOlderThan, recordCheck, insertCleanup, selectCleanup
+    insertRow, updateRow, selectById, selectPending, selectListed, setRestoredBy, clearRestoredBy, deleteOlderThan, recordCheck, insertCleanup, selectCleanup,
+    cleanupRuns
   } = statements
   const listStatements = new Map<string, Database.Statement>()
 
@@ -402,6 +409,27 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
       return deleteOlderThan.run(olderThan.toISOString()).changes
     },
 
+    async claimCleanupRun (run) {
+      ensureOpen()
+      return cleanupRuns.claim.run(...claimValues(run)).changes === 1
+    },
+
+    async updateCleanupRun (cleanupId, changes) {
+      ensureOpen()
+      cleanupRuns.update.run(...updateValues(cleanupId, changes))
+    },
+
+    async getCleanupRun (cleanupId) {
+      ensureOpen()
+      const row = cleanupRuns.select.get(cleanupId) as CleanupRunRow | undefined
+      return row === undefined ? undefined : toCleanupRun(row)
+    },
+
+    async interruptCleanupRuns () {
+      ensureOpen()
+      return (cleanupRuns.interrupt.all(now().toISOString()) as Array<{ cleanup_id: string }>).map(row => row.cleanup_id)
+    },
+
     async check () {
       ensureOpen()
       // A real committed write, fsync included, is what a full disk or a read-only volume would make fail.
@@ -438,7 +466,7 @@ function prepareStatements (db: Database.Database) {
     insertRow: db.prepare(`INSERT INTO audit_records (${columns}) VALUES (@id, @time, @request_id, @transport,
       @subject, @groups, @action, @registry, @name, @tag, @digest, @media_type, @removed_tags, @decision, @outcome,
       @upstream_status, @error_code, @error_detail, @duration_ms, @manifest, @restored_by, @restore_of, @client_request_id,
-      @mode, @delete_action, @strategy, @approved_by)`),
+      @mode, @delete_action, @strategy, @approved_by, @cleanup_id)`),
     updateRow: db.prepare(`UPDATE audit_records SET outcome = @outcome, digest = @digest,
       media_type = @media_type, removed_tags = @removed_tags, upstream_status = @upstream_status,
       error_code = @error_code, error_detail = @error_detail, duration_ms = @duration_ms, manifest = @manifest,
@@ -453,6 +481,12 @@ function prepareStatements (db: Database.Database) {
     recordCheck: db.prepare(`INSERT INTO audit_store_check (id, checked_at) VALUES (1, ?)
       ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at`),
     insertCleanup: db.prepare(INSERT_CLEANUP_SQLITE),
-    selectCleanup: db.prepare(SELECT_CLEANUP_SQLITE)
+    selectCleanup: db.prepare(SELECT_CLEANUP_SQLITE),
+    cleanupRuns: {
+      claim: db.prepare(CLEANUP_RUN_SQL.sqlite.claim),
+      select: db.prepare(CLEANUP_RUN_SQL.sqlite.select),
+      update: db.prepare(CLEANUP_RUN_SQL.sqlite.update),
+      interrupt: db.prepare(CLEANUP_RUN_SQL.sqlite.interrupt)
+    }
   }
 }

@@ -37,6 +37,8 @@ export interface AuditRecord {
   restoreOf?: string
   /** A deletion that needed approval: the approver's subject (the requester is `subject`). */
   approvedBy?: string
+  /** A deletion a cleanup run made: the cleanup's id. */
+  cleanupId?: string
 }
 
 export type NewAuditRecord = Omit<AuditRecord, 'id' | 'time'> & { time?: string }
@@ -57,6 +59,7 @@ export interface AuditFilter {
   action?: AuditAction
   since?: string
   until?: string
+  cleanupId?: string
 }
 
 /** A record as a listing reads it: never the manifest bytes, only whether some were saved. */
@@ -89,6 +92,33 @@ export interface CleanupRecord {
   body: string
 }
 
+export type CleanupRunState = 'running' | 'cancelled' | 'interrupted' | 'done'
+
+/** What a run did so far, tag by tag: every removal of the plan ends in exactly one of these (or none yet). */
+export interface CleanupRunCounts {
+  /** Removed, and audited with the cleanup id. */
+  done: number
+  /** Re-checked at execution and no longer the plan made: PLAN_STALE, nothing changed. */
+  stale: number
+  /** Refused or failed at execution (the error code is in its audit record). */
+  failed: number
+  /** Not attempted: the run was cancelled first. */
+  skipped: number
+}
+
+/** One execution of a cleanup plan; its row is the claim that makes a second execute run nothing. */
+export interface CleanupRun {
+  cleanupId: string
+  state: CleanupRunState
+  startedBy: string
+  startedAt: string
+  finishedAt?: string
+  maxDeletions: number
+  counts: CleanupRunCounts
+}
+
+export type CleanupRunChanges = { state: CleanupRunState } & Partial<Pick<CleanupRun, 'finishedAt' | 'counts'>>
+
 /** Besides the records, the outbox of webhook deliveries those records produce (see outbox.ts). */
 export interface AuditStore extends OutboxStore {
   /** Durable when it resolves. */
@@ -120,6 +150,12 @@ export interface AuditStore extends OutboxStore {
   /** Durable when it resolves; rejects when a cleanup with this id exists already. */
   saveCleanup (cleanup: CleanupRecord): Promise<void>
   getCleanup (id: string): Promise<CleanupRecord | undefined>
+  /** Records a run unless the cleanup has one already: true when this call's run is the one recorded. */
+  claimCleanupRun (run: CleanupRun): Promise<boolean>
+  updateCleanupRun (cleanupId: string, changes: CleanupRunChanges): Promise<void>
+  getCleanupRun (cleanupId: string): Promise<CleanupRun | undefined>
+  /** At start-up: every run still `running` belonged to a process that is gone; marks them interrupted, returns their ids. */
+  interruptCleanupRuns (): Promise<string[]>
   /** Checks the store can write (for /readyz). */
   check (): Promise<void>
   close (): Promise<void>

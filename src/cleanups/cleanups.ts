@@ -101,5 +101,8 @@ export async function getCleanup (deps: CleanupDeps, input: { identity: Identity
   if (stored === undefined || (stored.createdBy !== input.identity.subject && !deps.mayAuditAnything(input.identity))) {
     throw new GatewayError('NOT_FOUND', `no cleanup ${input.id} that ${input.identity.subject} may see.`)
   }
-  return JSON.parse(stored.body) as CleanupPlan
+  const plan = JSON.parse(stored.body) as CleanupPlan
+  // Part 2's hook: a plan that ran (or was cancelled) shows its run.
+  const run = await deps.audit.store.getCleanupRun(plan.id)
+  return run === undefined ? plan : { ...plan, run }
 }

@@ -1,4 +1,5 @@
 import Type, { type Static } from 'typebox'
+import { CleanupRunSchema } from './run-shapes.js'
 
 /**
  * The cleanup rule language, defined once: the REST body and the config's `retention.policies[]` are checked
@@ -133,6 +134,8 @@ export const CleanupPlanSchema = Type.Object({
   createdBy: Type.String(),
   createdAt: Type.String({ format: 'date-time' }),
   entries: Type.Array(CleanupEntrySchema),
-  totals: CleanupTotalsSchema
+  totals: CleanupTotalsSchema,
+  // Part 2's hook: GET /cleanups/<id> shows the run's state and counts once it ran.
+  run: Type.Optional(CleanupRunSchema)
 })
 export type CleanupPlan = Static<typeof CleanupPlanSchema>

@@ -208,7 +208,11 @@ export const ConfigSchema = Type.Object({
     /** Tags one cleanup may read across its repositories; a bigger one is refused before any manifest is read. */
     maxTags: Type.Integer({ minimum: 1, maximum: 10_000_000, default: 100_000 }),
     /** Manifests and configs one cleanup fetches at once. */
-    concurrency: Type.Integer({ minimum: 1, maximum: 256, default: 16 })
+    concurrency: Type.Integer({ minimum: 1, maximum: 256, default: 16 }),
+    /** Removals one run makes at once (part 2: POST /cleanups/<id>/execute). */
+    runConcurrency: Type.Integer({ minimum: 1, maximum: 64, default: 4 }),
+    /** Removals one run may make unless its request raises the cap; a plan that removes more is refused whole. */
+    maxDeletions: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 100 })
   }, { additionalProperties: false, default: {} }),
   /** Named cleanup policies: POST /retention/<name>/plan plans one as its caller. */
   retention: Type.Object({

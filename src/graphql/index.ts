@@ -20,6 +20,8 @@ import { validationRules } from './limits.js'
 import { browseResolvers } from './browse.js'
 import { cleanupResolvers } from './cleanups.js'
 import type { CleanupDeps } from '../cleanups/cleanups.js'
+import { cleanupRunResolvers } from './cleanup-runs.js'
+import type { CleanupRunServices } from '../cleanups/run-cleanup.js'
 import type { BrowseDeps } from '../images/browse.js'
 
 /** A bound on parsing work per document: a token is cheap, unbounded documents are not. */
@@ -50,6 +52,8 @@ export interface GraphQLOptions {
   /** The read API (repositories, image, tag). */
   browse: BrowseDeps
   cleanups: CleanupDeps
+  /** Running cleanup plans (executeCleanup, cancelCleanup, restoreCleanup). */
+  cleanupRuns: CleanupRunServices
 }
 
 /** GraphQL enum values cannot contain '-', so `dry-run` travels as `dry_run`. */
@@ -138,6 +142,7 @@ export const graphqlApi = (options: GraphQLOptions): FastifyPluginAsync => async
     },
     Mutation: {
       ...cleanups.Mutation,
+      ...cleanupRunResolvers(options.cleanupRuns, options.cleanups),
       deleteImage: async (_root: unknown, args: DeleteImageArgs, ctx: MercuriusContext) => deleteResult(await deleteImage(options.images, {
         identity: ctx.identity,
         context: context(ctx),

@@ -16,6 +16,7 @@ export const AuditQuery = Type.Object({
   action: Type.Optional(AuditActionSchema),
   since: Type.Optional(Type.String({ format: 'date-time' })),
   until: Type.Optional(Type.String({ format: 'date-time' })),
+  cleanupId: Type.Optional(Type.String({ pattern: '^cleanup_[0-9a-f]{32}$', description: 'Only the deletions of this cleanup\'s run.' })),
   limit: Type.Integer({ minimum: 1, maximum: MAX_AUDIT_PAGE, default: DEFAULT_AUDIT_PAGE }),
   cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 512 }))
 }, { additionalProperties: false })

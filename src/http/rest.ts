@@ -3,6 +3,8 @@ import type { GatewayServices } from '../services.js'
 import { auditRoutes } from './audit.js'
 import { browseRoutes } from './browse.js'
 import { cleanupRoutes } from './cleanups.js'
+import { cleanupRunRoutes } from './cleanup-runs.js'
+import { getCleanup } from '../cleanups/cleanups.js'
 import { imageRoutes } from './images.js'
 import { meRoutes } from './me.js'
 import { notificationRoutes } from './notifications.js'
@@ -16,6 +18,7 @@ export const restApi = (services: GatewayServices): FastifyPluginAsyncTypebox =>
   await app.register(browseRoutes(services.browse))
   await app.register(planRoutes(services.images))
   await app.register(cleanupRoutes(services.cleanups))
+  await app.register(cleanupRunRoutes({ run: services.cleanupRuns, load: async (identity, id) => await getCleanup(services.cleanups, { identity, id }) }))
   const { authorizer, mayAuditAnything } = services.images
   await app.register(notificationRoutes({ store: services.auditStore, authorizer, mayAuditAnything }))
 }

@@ -17,6 +17,8 @@ export interface RequestContext {
   /** The caller's X-Request-Id, when it sent a well-formed one. */
   clientRequestId?: string
   transport: AuditRecord['transport']
+  /** A cleanup run's deletions carry the cleanup's id into their audit records. */
+  cleanupId?: string
 }
 
 const OUTCOME_OF: Partial<Record<ErrorCode, AuditOutcome>> = {
@@ -44,7 +46,7 @@ export function denial (identity: Identity, action: Action, resource: Resource, 
 }
 
 /** The fields every audit record of one request starts with: who asked, through what, about which tag. */
-export type AttemptFields = Pick<AuditRecord, 'requestId' | 'clientRequestId' | 'transport' | 'subject' | 'groups' | 'action' | 'registry' | 'name' | 'tag'>
+export type AttemptFields = Pick<AuditRecord, 'requestId' | 'clientRequestId' | 'transport' | 'subject' | 'groups' | 'action' | 'registry' | 'name' | 'tag' | 'cleanupId'>
 
 export function attemptFields (
   identity: Identity, context: RequestContext, action: AuditRecord['action'], image: Pick<AuditRecord, 'registry' | 'name' | 'tag'>
@@ -53,6 +55,7 @@ export function attemptFields (
     requestId: context.requestId,
     ...(context.clientRequestId === undefined ? {} : { clientRequestId: context.clientRequestId }),
     transport: context.transport,
+    ...(context.cleanupId === undefined ? {} : { cleanupId: context.cleanupId }),
     subject: identity.subject,
     groups: identity.groups,
     action,

@@ -54,6 +54,11 @@ export function startAuditHousekeeping (deps: HousekeepingDeps): AuditHousekeepi
   const startup = (async () => {
     await prune()
     await reconcile(sharedAtStartup ? inFlightMs : 0)
+    // A run still `running` belonged to a gateway that stopped mid-run: its tags are each done (audited, the
+    // pending record just reconciled) or untouched, and it is reported as interrupted, not resumed. A store shared
+    // by replicas is left alone: the run may be another replica's, still going.
+    const interrupted = sharedAtStartup ? [] : await audit.store.interruptCleanupRuns()
+    if (interrupted.length > 0) logger.warn({ cleanups: interrupted }, 'cleanup runs interrupted by a stop are marked interrupted')
   })().catch((error: unknown) => { logger.error({ err: error }, 'audit start-up housekeeping failed') })
   const timer = setInterval(() => { void prune().catch((error: unknown) => { logger.error({ err: error }, 'audit pruning failed') }) }, PRUNE_INTERVAL_MS)
   timer.unref()

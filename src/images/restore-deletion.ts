@@ -68,6 +68,7 @@ export async function restoreDeletion (deps: RestoreDeletionDeps, input: Restore
     requestId: input.context.requestId,
     ...(input.context.clientRequestId === undefined ? {} : { clientRequestId: input.context.clientRequestId }),
     transport: input.context.transport,
+    ...(input.context.cleanupId === undefined ? {} : { cleanupId: input.context.cleanupId }),
     subject: input.identity.subject,
     groups: input.identity.groups,
     action: 'restore' as const,

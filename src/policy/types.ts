@@ -4,7 +4,7 @@ import type { Glob } from './glob.js'
  * What a caller may ask for. `read` is what a dry-run needs; `force` deletes a digest shared with other tags;
  * `approve` lets a second person run a deletion whose rule requires approval.
  */
-export const ACTIONS = ['read', 'delete', 'force', 'restore', 'audit', 'approve'] as const
+export const ACTIONS = ['read', 'delete', 'force', 'restore', 'audit', 'approve', 'admin'] as const
 export type Action = typeof ACTIONS[number]
 /** A rule may also grant `*`: every action, including ones added later. */
 export type RuleAction = Action | '*'

@@ -40,6 +40,11 @@ t.test('opening starts at once; calls wait for it and reach the opened store', a
   await t.rejects(store.finishDelivery('evt', 'hook', { delivered: true, status: 200 }), /no outbox row/)
   await store.saveCleanup({ id: 'cleanup_1', registry: 'r', createdBy: 'alice', createdAt: '2024-05-01T00:00:00.000Z', state: 'planned', body: '{}' })
   t.equal((await store.getCleanup('cleanup_1'))?.createdBy, 'alice')
+  const run = { cleanupId: 'cleanup_1', state: 'running' as const, startedBy: 'alice', startedAt: '2024-05-01T00:00:00.000Z', maxDeletions: 1, counts: { done: 0, stale: 0, failed: 0, skipped: 0 } }
+  t.equal(await store.claimCleanupRun(run), true)
+  await store.updateCleanupRun('cleanup_1', { state: 'done' })
+  t.equal((await store.getCleanupRun('cleanup_1'))?.state, 'done')
+  t.same(await store.interruptCleanupRuns(), [])
   t.equal(opener.opens(), 1, 'one open shared by every call')
   await store.close()
   await store.close()

@@ -104,7 +104,7 @@ t.test('migrations run once: a database that says it is up to date is not migrat
   const check = new Database(fresh, { readonly: true })
   const schema = check.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all()
   check.close()
-  t.same(schema, ['audit_outbox', 'audit_records', 'audit_store_check', 'cleanups', 'gateway_plans', 'sqlite_sequence'])
+  t.same(schema, ['audit_outbox', 'audit_records', 'audit_store_check', 'cleanup_runs', 'cleanups', 'gateway_plans', 'sqlite_sequence'])
 })
 
 t.test('finding 9: a database made by the first schema gains clientRequestId and keeps its records', async t => {

@@ -8,6 +8,7 @@ import { DeleteImageResultSchema, PlanApprovalSchema, RestoreResultSchema } from
 import { ActionPermissionSchema, ImageTagSchema, LabelSchema, PlatformSchema, RepositorySchema, TagActionsSchema, TagDetailSchema } from '../../src/images/browse-shapes.js'
 import { DeliverySchema, NotificationEventSchema } from '../../src/notifications/shapes.js'
 import { CleanupDeletionPlanSchema, CleanupEntrySchema, CleanupPlanSchema, CleanupRulesSchema, CleanupTotalsSchema, TagMatchSchema } from '../../src/cleanups/shapes.js'
+import { CleanupRunCountsSchema, CleanupRunSchema, RestoreCleanupItemSchema, RestoreCleanupResultSchema } from '../../src/cleanups/run-shapes.js'
 import { canonicalGraphQL, canonicalSchema, loadSdl, withoutFormats } from '../fixtures/shapes.js'
 
 const components = parse(readFileSync(new URL('../../openapi.yaml', import.meta.url), 'utf8')).components.schemas as Record<string, Record<string, unknown>>
@@ -34,7 +35,11 @@ const SHAPES = [
   { name: 'CleanupDeletionPlan', schema: CleanupDeletionPlanSchema },
   { name: 'CleanupTotals', schema: CleanupTotalsSchema },
   { name: 'CleanupRules', schema: CleanupRulesSchema },
-  { name: 'TagMatch', schema: TagMatchSchema }
+  { name: 'TagMatch', schema: TagMatchSchema },
+  { name: 'CleanupRun', schema: CleanupRunSchema },
+  { name: 'CleanupRunCounts', schema: CleanupRunCountsSchema },
+  { name: 'RestoreCleanupItem', schema: RestoreCleanupItemSchema },
+  { name: 'RestoreCleanupResult', schema: RestoreCleanupResultSchema }
 ]
 
 t.test('the GraphQL inputs of planCleanup take the fields the REST body does', async t => {

@@ -130,7 +130,7 @@ t.test('every problem names its path and the rule', async t => {
     [rule('      colour: red'), /roles\.admin\[0\]\.colour: unknown key; a rule has actions, repositories, tags, registries/],
     ['roles:\n  admin: [{ repositories: [a] }]', /roles\.admin\[0\]\.actions: is required/],
     ['roles:\n  admin: [{ actions: [read] }]', /roles\.admin\[0\]\.repositories: is required/],
-    ['roles:\n  admin: [{ actions: [read, nuke], repositories: [a] }]', /roles\.admin\[0\]\.actions\[1\]: unknown action "nuke"; actions are read, delete, force, restore, audit, approve, \*/],
+    ['roles:\n  admin: [{ actions: [read, nuke], repositories: [a] }]', /roles\.admin\[0\]\.actions\[1\]: unknown action "nuke"; actions are read, delete, force, restore, audit, approve, admin, \*/],
     ['roles:\n  admin: [{ actions: [read], repositories: [a, "Team/**"] }]', /roles\.admin\[0\]\.repositories\[1\]: "Team\/\*\*": "T" is not allowed; a repository pattern may use/],
     ['roles:\n  admin: [{ actions: [read], repositories: ["team-**"] }]', /roles\.admin\[0\]\.repositories\[0\]: "team-\*\*": \*\* must be a whole path segment/],
     [rule('      tags: ["**"]'), /roles\.admin\[0\]\.tags\[0\]: "\*\*": \*\* only makes sense in repositories/],

@@ -1,0 +1,112 @@
+import { PassThrough } from 'node:stream'
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import Type from 'typebox'
+import type { CleanupRun } from '../audit/types.js'
+import { cancelCleanup, executeCleanup, restoreCleanup, type CleanupRunEvent, type CleanupRunServices } from '../cleanups/run-cleanup.js'
+import { CleanupRunSchema, ExecuteCleanupBodySchema, RestoreCleanupResultSchema } from '../cleanups/run-shapes.js'
+import type { CleanupPlan } from '../cleanups/shapes.js'
+import type { Identity } from '../policy/types.js'
+import { clientRequestId } from './client-request-id.js'
+
+const CleanupParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) })
+
+export interface CleanupRunRouteDeps {
+  run: CleanupRunServices
+  /** The stored plan as the caller may see it (NOT_FOUND otherwise): the same look-up GET /cleanups/<id> makes. */
+  load: (identity: Identity, id: string) => Promise<CleanupPlan>
+  /** How often the event stream sends a comment line, so proxies keep an idle stream open. */
+  heartbeatMs?: number
+}
+
+function sse (stream: PassThrough, event: string, data: unknown): void {
+  stream.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`)
+}
+
+/**
+ * Running a planned cleanup: `POST /cleanups/<id>/execute` (202, the run goes on in the background), `DELETE
+ * /cleanups/<id>` cancels it, `GET /cleanups/<id>/events` streams its progress (Server-Sent Events), `POST
+ * /cleanups/<id>/restore` undoes what it deleted.
+ */
+export const cleanupRunRoutes = (deps: CleanupRunRouteDeps): FastifyPluginAsyncTypebox => async (app) => {
+  const heartbeatMs = deps.heartbeatMs ?? 15_000
+
+  app.post('/cleanups/:id/execute', {
+    schema: { params: CleanupParams, body: ExecuteCleanupBodySchema, response: { 202: CleanupRunSchema } },
+    // The body is optional: none means the configured cap.
+    preValidation: async (request) => { request.body ??= {} }
+  }, async (request, reply) => {
+    const cleanup = await deps.load(request.identity, request.params.id)
+    const run = await executeCleanup(deps.run, {
+      identity: request.identity,
+      context: { requestId: request.id, ...clientRequestId(request), transport: 'rest' },
+      cleanup,
+      ...(request.body.maxDeletions === undefined ? {} : { maxDeletions: request.body.maxDeletions })
+    })
+    return await reply.code(202).header('location', `/cleanups/${cleanup.id}/events`).send(run)
+  })
+
+  app.delete('/cleanups/:id', { schema: { params: CleanupParams, response: { 200: CleanupRunSchema } } }, async (request) => {
+    const cleanup = await deps.load(request.identity, request.params.id)
+    return await cancelCleanup(deps.run, { identity: request.identity, cleanup })
+  })
+
+  app.post('/cleanups/:id/restore', { schema: { params: CleanupParams, response: { 200: RestoreCleanupResultSchema } } }, async (request) => {
+    const cleanup = await deps.load(request.identity, request.params.id)
+    const items = await restoreCleanup(deps.run, {
+      identity: request.identity,
+      context: { requestId: request.id, ...clientRequestId(request), transport: 'rest' },
+      cleanup
+    })
+    return { cleanupId: cleanup.id, items }
+  })
+
+  app.get('/cleanups/:id/events', { schema: { params: CleanupParams } }, async (request, reply) => {
+    const cleanup = await deps.load(request.identity, request.params.id)
+    const stream = new PassThrough()
+    const events: CleanupRunEvent[] = []
+    let wake: (() => void) | undefined
+    // Listening before the store is read: an event between the two is queued, not lost.
+    const unsubscribe = deps.run.runs.subscribe(cleanup.id, event => {
+      events.push(event)
+      wake?.()
+    })
+    const stored = await deps.run.images.audit.store.getCleanupRun(cleanup.id)
+    const state = stored ?? { cleanupId: cleanup.id, state: 'planned' as const }
+    void reply.header('content-type', 'text/event-stream; charset=utf-8').header('cache-control', 'no-store').send(stream)
+    sse(stream, 'state', state)
+    if (unsubscribe === undefined) {
+      // Not running here: what the store says is the whole story (a planned cleanup, or a finished run).
+      if (stored !== undefined && stored.state !== 'running') sse(stream, 'end', endOf(stored))
+      stream.end()
+      return await reply
+    }
+    const heartbeat = setInterval(() => { stream.write(': heartbeat\n\n') }, heartbeatMs)
+    const stop = (): void => {
+      clearInterval(heartbeat)
+      unsubscribe()
+      wake?.()
+    }
+    reply.raw.on('close', stop)
+    void (async () => {
+      for (;;) {
+        const event = events.shift()
+        if (event === undefined) {
+          // The client hung up mid-run (inject-based tests cannot hang up half-way).
+          /* c8 ignore next */
+          if (stream.writableEnded || reply.raw.destroyed) break
+          await new Promise<void>(resolve => { wake = resolve })
+          continue
+        }
+        sse(stream, event.type, event)
+        if (event.type === 'end') break
+      }
+      stop()
+      stream.end()
+    })()
+    return await reply
+  })
+}
+
+function endOf (run: CleanupRun): CleanupRunEvent {
+  return { type: 'end', cleanupId: run.cleanupId, state: run.state, counts: run.counts }
+}

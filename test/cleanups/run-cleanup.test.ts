@@ -1,0 +1,252 @@
+/** Running cleanup plans against a real registry: the cap, concurrency in order, stale entries, cancel, undo. */
+import t, { type Test } from 'tap'
+import { planCleanup, type CleanupServices } from '../../src/cleanups/plan-cleanup.js'
+import {
+  ActiveRuns, cancelCleanup, executeCleanup, restoreCleanup, type CleanupRunEvent, type CleanupRunServices
+} from '../../src/cleanups/run-cleanup.js'
+import type { CleanupPlan, CleanupRules } from '../../src/cleanups/shapes.js'
+import { BrowseCache } from '../../src/images/browse-cache.js'
+import { decide } from '../../src/policy/index.js'
+import { loadPolicy } from '../../src/policy/load.js'
+import type { Identity } from '../../src/policy/types.js'
+import { startRegistry } from '../../testing/registry-process.js'
+import { daysBefore, pushCreated, pushIndex, pushReferrer, referrerTag } from '../fixtures/cleanup-seed.js'
+import { rejection } from '../fixtures/rejection.js'
+import { directory, imageServices, memoryTrail, registryClient } from '../fixtures/use-case.js'
+
+const registry = await startRegistry()
+t.teardown(async () => { await registry.stop() })
+const target = { url: registry.url }
+const NOW = Date.now()
+const ago = (days: number): string => daysBefore(NOW, days)
+
+const policy = loadPolicy(`
+roles:
+  planner:
+    - actions: [read, delete, restore, audit]
+      repositories: ["run/**"]
+  boss:
+    - actions: [read, delete, restore, audit, admin]
+      repositories: ["run/**"]
+  reader:
+    - actions: [read]
+      repositories: ["run/**"]
+bindings:
+  - { role: planner, subjects: ["user:alice", "user:bob"] }
+  - { role: boss, subjects: ["user:boss"] }
+  - { role: reader, subjects: ["user:reader"] }
+`, 'run-test.yaml')
+const who = (name: string): Identity => ({ subject: `user:${name}`, groups: [], kind: 'jwt' })
+const alice = who('alice')
+const context = { requestId: 'run-test', transport: 'rest' as const }
+
+function setup (t: Test, overrides: Partial<CleanupRunServices> = {}): { plan: (repositories: string[], rules: CleanupRules) => Promise<CleanupPlan>, run: CleanupRunServices } {
+  const registries = directory(t, { default: registry.url })
+  const { audit } = memoryTrail(t)
+  const images = { ...imageServices(registries, audit), authorizer: () => (identity: Identity, action: Parameters<typeof decide>[2], resource: Parameters<typeof decide>[3]) => decide(policy, identity, action, resource) }
+  const planning: CleanupServices = {
+    registries,
+    policy: () => policy,
+    cache: new BrowseCache({ entries: 1000, tagTtlMs: 0 }),
+    concurrency: 16,
+    catalogPageSize: 100,
+    maxTags: 1000,
+    registrySettings: () => ({ untagStrategy: 'swap' }),
+    now: () => NOW
+  }
+  return {
+    plan: async (repositories, rules) => await planCleanup(planning, { identity: alice, context, repositories, rules }),
+    run: { images, concurrency: 4, maxDeletions: 100, runs: new ActiveRuns(), now: Date.now, ...overrides }
+  }
+}
+
+async function tagsNow (name: string): Promise<string[]> {
+  const client = registryClient('check', registry.url)
+  try {
+    return (await client.listTags(name).catch(() => [])).sort()
+  } finally {
+    await client.close()
+  }
+}
+
+function listen (run: CleanupRunServices, cleanupId: string): CleanupRunEvent[] {
+  const events: CleanupRunEvent[] = []
+  run.runs.subscribe(cleanupId, event => { events.push(event) })
+  return events
+}
+
+t.test('the cap refuses a plan that removes more, nothing executed; raised, the run removes every tag, audited with the cleanup id', async t => {
+  const name = 'run/capped'
+  const shared = await pushCreated(target, name, ['pr-1', 'pr-2'], ago(30))
+  for (const tag of ['pr-3', 'pr-4', 'pr-5']) await pushCreated(target, name, [tag], ago(30))
+  await pushCreated(target, name, ['main'], ago(30))
+  const { plan, run } = setup(t, { maxDeletions: 4 })
+  const cleanup = await plan([name], { select: [{ glob: 'pr-*' }] })
+  t.equal(cleanup.totals.remove, 5)
+
+  const capped = await rejection(executeCleanup(run, { identity: alice, context, cleanup }))
+  t.match(capped, { code: 'INVALID_REQUEST', status: 400, extras: { field: 'maxDeletions', rule: 'at least 5' }, detail: /removes 5 tags, more than maxDeletions \(4\); nothing was executed/ })
+  t.equal(await run.images.audit.store.getCleanupRun(cleanup.id), undefined, 'no run recorded')
+  const lowered = await rejection(executeCleanup({ ...run, maxDeletions: 100 }, { identity: alice, context, cleanup, maxDeletions: 2 }))
+  t.match(lowered, { extras: { field: 'maxDeletions' } }, 'the request can lower it too')
+  t.same(await tagsNow(name), ['main', 'pr-1', 'pr-2', 'pr-3', 'pr-4', 'pr-5'], 'untouched')
+
+  const started = await executeCleanup(run, { identity: alice, context, cleanup, maxDeletions: 5 })
+  t.match(started, { cleanupId: cleanup.id, state: 'running', startedBy: 'user:alice', maxDeletions: 5, counts: { done: 0 } })
+  const events = listen(run, cleanup.id)
+  const again = await rejection(executeCleanup(run, { identity: alice, context, cleanup, maxDeletions: 5 }))
+  t.match(again, { code: 'CLEANUP_RUN_EXISTS', status: 409, extras: { state: 'running' } }, 'a second execute runs nothing')
+  const finished = await run.runs.finished(cleanup.id)
+  t.match(finished, { state: 'done', counts: { done: 5, stale: 0, failed: 0, skipped: 0 }, finishedAt: /^\d{4}-/ })
+  t.same(await run.images.audit.store.getCleanupRun(cleanup.id), finished, 'the store has the final state')
+  t.same(await tagsNow(name), ['main'])
+  t.equal(events.length, 6, 'one event per tag, then the end')
+  t.match(events.at(-1), { type: 'end', state: 'done', counts: { done: 5 } })
+  const tagEvents = events.filter(event => event.type === 'tag')
+  t.ok(tagEvents.findIndex(event => event.tag === 'pr-1') < tagEvents.findIndex(event => event.tag === 'pr-2'), 'one digest\'s tags in sequence')
+  t.match(tagEvents.find(event => event.tag === 'pr-2'), { result: 'done', action: 'deleted-digest' })
+
+  const audited = await run.images.audit.list({ cleanupId: cleanup.id }, { limit: 50 }, () => true)
+  t.equal(audited.items.length, 5)
+  t.ok(audited.items.every(item => item.outcome === 'deleted' && item.subject === 'user:alice' && item.cleanupId === cleanup.id), 'each deletion audited as the caller\'s, with the cleanup id')
+  t.match(await rejection(executeCleanup(run, { identity: alice, context, cleanup, maxDeletions: 5 })), { code: 'CLEANUP_RUN_EXISTS', detail: /was run \(done\)/ })
+
+  // Undo of the whole cleanup: newest first, so the digest comes back with pr-2 before pr-1 is put back beside it.
+  const restored = await restoreCleanup(run, { identity: alice, context, cleanup })
+  t.equal(restored.length, 5)
+  t.ok(restored.every(item => item.result === 'restored'), 'every deletion restored')
+  t.same(await tagsNow(name), ['main', 'pr-1', 'pr-2', 'pr-3', 'pr-4', 'pr-5'])
+  const client = registryClient('check', registry.url)
+  t.equal((await client.resolve(name, 'pr-1')).digest, shared.digest, 'the same manifest')
+  await client.close()
+  const twice = await restoreCleanup(run, { identity: alice, context, cleanup })
+  t.same(twice, [], 'nothing left to restore')
+})
+
+t.test('refusals: another caller\'s cleanup, a low-privilege caller, execute after cancel; an admin holder may run it', async t => {
+  const name = 'run/refusals'
+  for (const tag of ['pr-1', 'pr-2']) await pushCreated(target, name, [tag], ago(30))
+  const { plan, run } = setup(t)
+  const cleanup = await plan([name], { select: [{ glob: 'pr-*' }] })
+  t.match(await rejection(executeCleanup(run, { identity: who('bob'), context, cleanup })),
+    { code: 'FORBIDDEN', detail: /user:bob may not execute cleanup cleanup_[0-9a-f]+: only the one who planned it \(user:alice\)/ })
+  t.match(await rejection(executeCleanup(run, { identity: who('reader'), context, cleanup })), { code: 'FORBIDDEN' })
+  t.match(await rejection(cancelCleanup(run, { identity: who('bob'), cleanup })), { code: 'FORBIDDEN', detail: /may not cancel/ })
+  t.match(await rejection(restoreCleanup(run, { identity: who('bob'), context, cleanup })), { code: 'FORBIDDEN', detail: /may not restore/ })
+
+  // A planner whose delete rights are gone by execution time: each removal is refused by the core, and audited.
+  const readerPlan = { ...cleanup, id: 'cleanup_00000000000000000000000000000001', createdBy: 'user:reader' }
+  await executeCleanup(run, { identity: who('reader'), context, cleanup: readerPlan })
+  t.match(await run.runs.finished(readerPlan.id), { state: 'done', counts: { done: 0, failed: 2 } })
+  t.same(await tagsNow(name), ['pr-1', 'pr-2'])
+  const denied = await run.images.audit.list({ cleanupId: readerPlan.id }, { limit: 10 }, () => true)
+  t.ok(denied.items.length === 2 && denied.items.every(item => item.outcome === 'denied'), 'refused per tag, audited')
+
+  const cancelled = await cancelCleanup(run, { identity: alice, cleanup })
+  t.match(cancelled, { state: 'cancelled', counts: { done: 0 } }, 'cancelled before it ran')
+  t.match(await rejection(executeCleanup(run, { identity: alice, context, cleanup })), { code: 'CLEANUP_RUN_EXISTS', detail: /was cancelled/ })
+  t.match(await cancelCleanup(run, { identity: alice, cleanup }), { state: 'cancelled' }, 'cancelling again says so')
+
+  const bossPlan = { ...cleanup, id: 'cleanup_00000000000000000000000000000002' }
+  await executeCleanup(run, { identity: who('boss'), context, cleanup: bossPlan })
+  t.match(await run.runs.finished(bossPlan.id), { state: 'done', startedBy: 'user:boss', counts: { done: 2 } })
+  t.same(await tagsNow(name), [])
+})
+
+t.test('stale entries are skipped and reported; a signature stays when its subject was not deleted', async t => {
+  const name = 'run/stale'
+  const old = await pushCreated(target, name, ['pr-1'], ago(30))
+  await pushCreated(target, name, ['pr-2'], ago(30))
+  await pushReferrer(target, name, old.digest, 'sig')
+  await pushIndex(target, name, ['pr-9'], { amd64: ago(30), arm64: ago(31) })
+  const { plan, run } = setup(t)
+  const cleanup = await plan([name], { select: [{ glob: 'pr-*' }] })
+  t.match(cleanup.entries.find(entry => entry.tag === referrerTag(old.digest, 'sig')), { outcome: 'remove', rule: 'referrers' })
+  await pushCreated(target, name, ['pr-1'], ago(1))
+  await executeCleanup(run, { identity: alice, context, cleanup })
+  const events = listen(run, cleanup.id)
+  t.match(await run.runs.finished(cleanup.id), { state: 'done', counts: { done: 2, stale: 2 } })
+  t.match(events.find(event => event.type === 'tag' && event.tag === 'pr-9'), { result: 'done', action: 'deleted-digest' }, 'a multi-platform image, first')
+  t.equal(events.find(event => event.type === 'tag')?.tag, 'pr-9', 'indexes run before the rest')
+  t.match(events.find(event => event.type === 'tag' && event.tag === 'pr-1'), { result: 'stale', errorCode: 'PLAN_STALE' })
+  t.match(events.find(event => event.type === 'tag' && event.tag === referrerTag(old.digest, 'sig')),
+    { result: 'stale', detail: /its subject sha256:[0-9a-f]+ was not deleted by this run/ })
+  t.same(await tagsNow(name), ['pr-1', referrerTag(old.digest, 'sig')].sort(), 'pr-1 moved on, so it and the signature stay')
+})
+
+t.test('cancel mid-run: the removal in flight finishes, the rest are skipped; every tag is done-and-audited or untouched', async t => {
+  const name = 'run/cancel'
+  const tags = Array.from({ length: 12 }, (_, i) => `pr-${String(i).padStart(2, '0')}`)
+  for (const tag of tags) await pushCreated(target, name, [tag], ago(30))
+  const { plan, run } = setup(t, { concurrency: 1 })
+  const cleanup = await plan([name], { select: [{ glob: 'pr-*' }] })
+  await executeCleanup(run, { identity: alice, context, cleanup })
+  const events: CleanupRunEvent[] = []
+  run.runs.subscribe(cleanup.id, event => {
+    events.push(event)
+    if (events.length === 2) void cancelCleanup(run, { identity: alice, cleanup })
+  })
+  const finished = await run.runs.finished(cleanup.id)
+  t.equal(finished?.state, 'cancelled')
+  const { done, skipped } = finished?.counts ?? { done: 0, skipped: 0 }
+  t.ok(done >= 2 && done <= 3, `the in-flight removal finished (${done} done)`)
+  t.equal(done + skipped, 12)
+  const left = await tagsNow(name)
+  const audited = await run.images.audit.list({ cleanupId: cleanup.id }, { limit: 50 }, () => true)
+  t.same(audited.items.map(item => item.tag).sort(), tags.filter(tag => !left.includes(tag)), 'the tags gone are exactly the audited ones')
+  t.ok(audited.items.every(item => item.outcome === 'deleted'))
+  t.equal(left.length, skipped)
+  t.match(await run.images.audit.store.getCleanupRun(cleanup.id), { state: 'cancelled', counts: { done, skipped } })
+  t.match(events.at(-1), { type: 'end', state: 'cancelled' })
+})
+
+t.test('a trail that cannot be written: nothing starts; mid-run, the rest are skipped and the run ends interrupted', async t => {
+  const name = 'run/lost'
+  for (const tag of ['pr-1', 'pr-2', 'pr-3', 'pr-4']) await pushCreated(target, name, [tag], ago(30))
+  const closed = setup(t)
+  const plan = await closed.plan([name], { select: [{ glob: 'pr-*' }] })
+  await closed.run.images.audit.store.close()
+  t.match(await rejection(executeCleanup(closed.run, { identity: alice, context, cleanup: plan })), { code: 'AUDIT_UNAVAILABLE' }, 'no run without a store')
+
+  const { run } = setup(t, { concurrency: 1 })
+  await executeCleanup(run, { identity: alice, context, cleanup: plan })
+  const events: CleanupRunEvent[] = []
+  run.runs.subscribe(plan.id, event => {
+    events.push(event)
+    if (events.length === 1) void run.images.audit.store.close()
+  })
+  const finished = await run.runs.finished(plan.id)
+  t.match(finished, { state: 'interrupted', counts: { done: 1, failed: 1, skipped: 2 } })
+  t.match(events[1], { type: 'tag', result: 'failed', errorCode: 'AUDIT_UNAVAILABLE' })
+  t.equal((await tagsNow(name)).length, 3, 'only the audited removal happened')
+})
+
+t.test('undo reports a deletion it cannot put back and restores the rest', async t => {
+  const name = 'run/undo'
+  for (const tag of ['pr-1', 'pr-2']) await pushCreated(target, name, [tag], ago(30))
+  const { plan, run } = setup(t)
+  const cleanup = await plan([name], { select: [{ glob: 'pr-*' }] })
+  await executeCleanup(run, { identity: alice, context, cleanup })
+  await run.runs.finished(cleanup.id)
+  await pushCreated(target, name, ['pr-2'], ago(0))
+  const results = await restoreCleanup(run, { identity: alice, context, cleanup })
+  t.match(results.find(item => item.tag === 'pr-2'), { result: 'failed', errorCode: 'TAG_EXISTS' }, 'pr-2 points elsewhere now')
+  t.match(results.find(item => item.tag === 'pr-1'), { result: 'restored' })
+  const restores = await run.images.audit.list({ cleanupId: cleanup.id, action: 'restore' }, { limit: 10 }, () => true)
+  t.ok(restores.items.length >= 1 && restores.items.every(item => item.cleanupId === cleanup.id), 'restores carry the cleanup id too')
+})
+
+t.test('a gateway that stops: in-flight removals finish, the rest are skipped, the run ends interrupted', async t => {
+  const name = 'run/stop'
+  for (const tag of ['pr-1', 'pr-2', 'pr-3']) await pushCreated(target, name, [tag], ago(30))
+  const { plan, run } = setup(t, { concurrency: 1 })
+  const cleanup = await plan([name], { select: [{ glob: 'pr-*' }] })
+  await executeCleanup(run, { identity: alice, context, cleanup })
+  const stopped = new Promise<void>(resolve => {
+    run.runs.subscribe(cleanup.id, () => { void run.runs.stopAll().then(resolve) })
+  })
+  await stopped
+  t.match(await run.images.audit.store.getCleanupRun(cleanup.id), { state: 'interrupted', counts: { done: 1, skipped: 2 } })
+  t.equal(run.runs.finished(cleanup.id), undefined, 'no longer in progress')
+  t.equal((await tagsNow(name)).length, 2, 'the one removal in flight finished; the others untouched')
+})
