@@ -82,7 +82,12 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   }
   if (config.ui.enabled) await app.register(uiRoutes({ ui: config.ui, policy: services.policyStore, root: deps.uiRoot }))
   const graphql = {
-    images: services.images, whoAmI: services.whoAmI, limits: config.graphql, browse: services.browse, cleanups: services.cleanups, cleanupRuns: services.cleanupRuns
+    images: services.images,
+    whoAmI: services.whoAmI,
+    limits: config.graphql,
+    browse: services.browse,
+    cleanups: services.cleanups,
+    cleanupRuns: services.cleanupRuns
   }
   await app.register(graphqlApi(graphql))
   return app

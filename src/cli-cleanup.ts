@@ -37,7 +37,9 @@ function options (args: string[]): { file: string, gateway: string, apiKey: stri
   if (positionals.length !== 1) throw new CleanupUsageError('cleanup: give one FILE with the cleanup request (registry, repositories, rules)')
   const gateway = values.gateway ?? process.env.RDG_GATEWAY_URL
   const apiKey = values['api-key'] ?? process.env.RDG_API_KEY
-  if (gateway === undefined || apiKey === undefined) throw new CleanupUsageError('cleanup: give --gateway URL and --api-key KEY (or RDG_GATEWAY_URL and RDG_API_KEY)')
+  if (gateway === undefined || apiKey === undefined) {
+    throw new CleanupUsageError('cleanup: give --gateway URL and --api-key KEY (or RDG_GATEWAY_URL and RDG_API_KEY)')
+  }
   const max = values['max-deletions']
   if (max !== undefined && !/^[1-9]\d{0,6}$/.test(max)) throw new CleanupUsageError('cleanup: --max-deletions takes a positive integer')
   return { file: positionals[0] as string, gateway: gateway.replace(/\/+$/, ''), apiKey, ...(max === undefined ? {} : { maxDeletions: Number(max) }) }
@@ -92,7 +94,8 @@ async function follow (gateway: string, apiKey: string, plan: Plan, io: CleanupC
       // Heartbeats (comment lines) and the opening state event carry nothing to show.
       const event = /^event: (tag|end)$/m.exec(block)?.[1]
       if (event === undefined) continue
-      const parsed = JSON.parse((/^data: (.*)$/m.exec(block) as RegExpExecArray)[1] as string) as { tag?: string, repository?: string, result?: string, detail?: string, state: string, counts: Counts }
+      type Progress = { tag?: string, repository?: string, result?: string, detail?: string, state: string, counts: Counts }
+      const parsed = JSON.parse((/^data: (.*)$/m.exec(block) as RegExpExecArray)[1] as string) as Progress
       if (event === 'tag') {
         if (io.progress !== undefined) io.progress(bar(parsed.counts, total))
         else io.out([`${parsed.result as string} ${parsed.repository as string}:${parsed.tag as string}`, parsed.detail].filter(Boolean).join(': '))

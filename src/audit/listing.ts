@@ -10,7 +10,9 @@ export const LIST_CHUNK_ROWS = 100
  * The filters whose index is ordered by id after them, best first: the scan window walks one of these (or the id
  * index), so it reads only rows that match it and stops after the scan limit.
  */
-export const windowIndexes: ReadonlyArray<ReadonlyArray<keyof AuditFilter>> = [['cleanupId'], ['subject'], ['registry', 'name', 'tag'], ['name', 'tag'], ['outcome']]
+export const windowIndexes: ReadonlyArray<ReadonlyArray<keyof AuditFilter>> = [
+  ['cleanupId'], ['subject'], ['registry', 'name', 'tag'], ['name', 'tag'], ['outcome']
+]
 
 /** Every filter field, in the fixed order each store builds its SQL in. */
 export const filterKeys: ReadonlyArray<keyof AuditFilter> = ['subject', 'registry', 'name', 'tag', 'outcome', 'action', 'since', 'until', 'cleanupId']

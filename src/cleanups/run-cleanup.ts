@@ -179,7 +179,8 @@ async function guarded<T> (work: () => Promise<T>): Promise<T> {
   try {
     return await work()
   } catch (error) {
-    throw new GatewayError('AUDIT_UNAVAILABLE', 'the audit store cannot record the cleanup run, so nothing more is executed; check the audit database.', { cause: error })
+    throw new GatewayError('AUDIT_UNAVAILABLE',
+      'the audit store cannot record the cleanup run, so nothing more is executed; check the audit database.', { cause: error })
   }
 }
 

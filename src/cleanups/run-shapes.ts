@@ -7,7 +7,9 @@ import { RestoreResultSchema } from '../images/shapes.js'
  */
 export const CleanupRunStateSchema = Type.Union([
   Type.Literal('running'), Type.Literal('cancelled'), Type.Literal('interrupted'), Type.Literal('done')
-], { description: 'running; cancelled (in-flight removals finished, the rest skipped); interrupted (the gateway stopped mid-run: every tag is done and audited, or untouched); done.' })
+], {
+  description: 'running; cancelled (in-flight removals finished, the rest skipped); interrupted (the gateway stopped mid-run: every tag is done and audited, or untouched); done.'
+})
 
 export const CleanupRunCountsSchema = Type.Object({
   done: Type.Integer({ minimum: 0, description: 'Removed, audited with the cleanup id.' }),

@@ -46,7 +46,8 @@ export function denial (identity: Identity, action: Action, resource: Resource, 
 }
 
 /** The fields every audit record of one request starts with: who asked, through what, about which tag. */
-export type AttemptFields = Pick<AuditRecord, 'requestId' | 'clientRequestId' | 'transport' | 'subject' | 'groups' | 'action' | 'registry' | 'name' | 'tag' | 'cleanupId'>
+export type AttemptFields = Pick<AuditRecord,
+  'requestId' | 'clientRequestId' | 'transport' | 'subject' | 'groups' | 'action' | 'registry' | 'name' | 'tag' | 'cleanupId'>
 
 export function attemptFields (
   identity: Identity, context: RequestContext, action: AuditRecord['action'], image: Pick<AuditRecord, 'registry' | 'name' | 'tag'>
