@@ -27,6 +27,8 @@ export interface AppDeps extends ServiceOverrides {
   slack?: Pick<SlackDeps, 'now' | 'post'>
   /** Replaces the Mattermost transport's clock. */
   mattermost?: Pick<MattermostDeps, 'now'>
+  /** Replaces the clock of /readyz's one-second cache (tests). */
+  readinessNow?: () => number
   /** Where the built web page is; dist/ui by default (tests build the page of their own sources elsewhere). */
   uiRoot?: string
 }
@@ -71,7 +73,7 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   await app.register(rateLimitPlugin, { limits: config.limits, ...(sharedWindows === undefined ? {} : { sharedWindows }) })
   await app.register(contractRoutes)
   if (config.metrics.enabled && config.metrics.port === undefined) await app.register(metricsRoutes(metrics, { public: config.metrics.public }))
-  await app.register(healthRoutes(services.registries, services.auditStore))
+  await app.register(healthRoutes(services.registries, services.auditStore, deps.readinessNow))
   await app.register(restApi(services))
   if (config.chat.slack !== undefined) {
     await app.register(slackRoutes({ images: services.images, settings: config.chat.slack, policy: services.policyStore, ...deps.slack }))

@@ -13,7 +13,7 @@ interface ReadinessResult { ready: boolean, checks: Array<{ name: string, ok: bo
 const READINESS_CACHE_MS = 1000
 
 /** Liveness says the process answers; readiness says every configured registry answers and the audit trail is writable. */
-export const healthRoutes = (registries: RegistryDirectory, auditStore: AuditStore): FastifyPluginAsyncTypebox => async (app) => {
+export const healthRoutes = (registries: RegistryDirectory, auditStore: AuditStore, now: () => number = Date.now): FastifyPluginAsyncTypebox => async (app) => {
   app.get('/healthz', { config: { public: true }, schema: { response: { 200: Type.Object({ status: Type.Literal('ok') }) } } },
     async () => ({ status: 'ok' as const }))
 
@@ -41,9 +41,9 @@ export const healthRoutes = (registries: RegistryDirectory, auditStore: AuditSto
   let inFlight: Promise<ReadinessResult> | undefined
   // Callers within a second of the last check get its answer, and concurrent callers share one check.
   const readiness = async (): Promise<ReadinessResult> => {
-    if (last !== undefined && Date.now() - last.at < READINESS_CACHE_MS) return last.result
+    if (last !== undefined && now() - last.at < READINESS_CACHE_MS) return last.result
     inFlight ??= check().then(result => {
-      last = { at: Date.now(), result }
+      last = { at: now(), result }
       return result
     }).finally(() => { inFlight = undefined })
     return await inFlight

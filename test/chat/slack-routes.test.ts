@@ -262,7 +262,7 @@ t.test('chat users are rate-limited one by one, like any caller', async t => {
   t.equal((await client.command('UBOB', 'help')).status, 200, 'another user has a budget of their own')
 })
 
-t.test('forged signatures spend the address\'s failed-authentication budget, then even a good one waits', async t => {
+t.test('forged signatures from Slack\'s shared addresses do not lock genuine Slack requests out', async t => {
   const guarded = await startGateway(t, {
     registries: { default: { url: registry.url } },
     policy: POLICY,
@@ -270,11 +270,12 @@ t.test('forged signatures spend the address\'s failed-authentication budget, the
   })
   const client = slackClient(guarded.app, hooks.url)
   const form = { team_id: 'T1', user_id: 'UALICE', text: 'help' }
-  for (let attempt = 0; attempt < 2; attempt++) {
-    t.match(await client.send('/chat/slack/commands', form, { secret: `guess-${attempt}` }), { status: 401, body: { code: 'UNAUTHENTICATED' } })
+  // Someone else's Slack app aimed at this URL: its requests come from the same Slack addresses, signed wrongly.
+  for (let attempt = 0; attempt < 5; attempt++) {
+    t.match(await client.send('/chat/slack/commands', form, { secret: `another-app-${attempt}` }), { status: 401, body: { code: 'UNAUTHENTICATED' } })
   }
-  t.match(await client.send('/chat/slack/commands', form), { status: 429, body: { code: 'RATE_LIMITED', detail: /too many failed authentication attempts/ } })
-  t.match(await guarded.rest('GET', '/audit?limit=1'), { status: 429 }, 'the same address is refused on every route')
+  t.equal((await client.send('/chat/slack/commands', form)).status, 200, 'the real app still gets through')
+  t.equal((await guarded.rest('GET', '/me')).status, 200, 'and the address keeps its budget for API keys')
 })
 
 t.test('approval: the requester asks, cannot approve their own plan, someone without approve cannot, a second person can', async t => {
