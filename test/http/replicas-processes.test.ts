@@ -24,7 +24,8 @@ import { startFaultProxy } from '../fixtures/fault-proxy.js'
 import { ADMIN_KEY, ADMIN_POLICY } from '../fixtures/gateway.js'
 
 // Three gateways compiled on the fly beside a registry and PostgreSQL take a minute to start on two busy cores.
-t.setTimeout(300_000)
+// Three gateways compile the TypeScript sources on start; on a busy 2-core machine that takes minutes.
+t.setTimeout(600_000)
 const serverFile = fileURLToPath(new URL('../../src/server.ts', import.meta.url))
 const dir = mkdtempSync(join(tmpdir(), 'rdg-replicas-'))
 t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
@@ -59,7 +60,7 @@ async function startReplica (index: number, registryUrl: string): Promise<Replic
   const logPath = join(dir, `replica-${index}.log`)
   const child = await spawnLogged(process.execPath, [...process.execArgv, serverFile, '--config', configFile], { logPath, env })
   const url = `http://${HOST}:${port}`
-  const deadline = Date.now() + 60_000
+  const deadline = Date.now() + 240_000
   while (Date.now() < deadline) {
     const ready = await request(`${url}/readyz`).then(async response => { await response.body.dump(); return response.statusCode === 200 }, () => false)
     if (ready) return { index, url, child, logPath }
