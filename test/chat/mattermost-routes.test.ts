@@ -2,7 +2,7 @@
  * Issue 13: deleting from Mattermost. A test client posts exactly as Mattermost does (token in the form and the
  * Authorization header; unsigned JSON button posts), and the registry is a real distribution 2.8.2.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { request } from 'undici'
 import { buttonMac } from '../../src/chat/mattermost/secrets.js'
 import { startRegistry } from '../../testing/registry-process.js'
@@ -15,6 +15,7 @@ t.teardown(async () => { await registry.stop() })
 const target = { url: registry.url }
 
 const ALICE = `mattermost:${TEAM}/${mmId('alice')}`
+const CAROL = `mattermost:${TEAM}/${mmId('carol')}`
 const POLICY = `
 apiKeys:
   - name: admin
@@ -27,9 +28,12 @@ roles:
     - actions: [delete, restore]
       repositories: ["chat/**"]
   gated:
-    - actions: [delete]
+    - actions: [delete, restore]
       repositories: ["gated/**"]
       approval: required
+  approver:
+    - actions: [approve]
+      repositories: ["gated/**"]
 bindings:
   - role: admin
     subjects: ["apikey:admin"]
@@ -37,6 +41,8 @@ bindings:
     subjects: ["${ALICE}", "mattermost:${TEAM}/${mmId('bob')}"]
   - role: gated
     subjects: ["${ALICE}"]
+  - role: approver
+    subjects: ["${CAROL}", "${ALICE}"]
 protectedTags:
   - tags: [latest]
 `
@@ -96,11 +102,72 @@ t.test('a protected tag: the reason and no button; status shows a plan without b
   t.same(await tagsOf('chat/protected'), ['latest', 'v1'])
 })
 
-t.test('a plan needing approval is refused with the reason and no button', async t => {
-  await pushImage(target, 'gated/app', ['g'], 'schema2')
-  const plan = await mm.command('alice', 'gated/app:g')
-  t.match(plan.body.text, /\*\*Not allowed:\*\* APPROVAL\\_REQUIRED/)
-  t.same(mmButtons(plan.body), {})
+/** Alice plans a gated image and presses Request approval; the answer names the command an approver runs. */
+async function requestApproval (t: Test, image: string): Promise<string> {
+  const plan = (await mm.command('alice', image)).body
+  t.match(plan.attachments[0].text, /\n\*\*Approval required:\*\* someone else who may approve it must confirm\.$/)
+  const buttons = mmButtons(plan)
+  t.same(Object.keys(buttons).sort(), ['cancel', 'request_approval'], 'Request approval takes Delete\'s place')
+  t.match(buttons.request_approval.integration.context, { action: 'request_approval', id: /^cp_/, team: TEAM, mac: /^[A-Za-z0-9_-]{43}$/ })
+  const asked = (await mm.click('alice', buttons.request_approval)).body
+  const id = /an approver runs `\/image-delete approve (cp_[A-Za-z0-9_-]{32})`$/.exec(asked.update?.message)?.[1]
+  t.ok(id, 'the answer gives the approval command')
+  return id as string
+}
+
+t.test('approval: requested by button, refused to the requester and to one without approve, run once for an approver, undone by the requester', async t => {
+  const image = await pushImage(target, 'gated/app', ['g'], 'schema2')
+  const plan = (await mm.command('alice', 'gated/app:g')).body
+  t.match(await mm.click('bob', mmButtons(plan).request_approval), { body: { ephemeral_text: /Only the person who asked/ } }, 'only the requester asks')
+  const asked = (await mm.click('alice', mmButtons(plan).request_approval)).body
+  const expected = new RegExp(`^${ALICE} asks for approval to delete \`gated/app:g\` \\(\`${image.digest}\`, mode auto, registry default\\): ` +
+    'an approver runs `/image-delete approve cp_[A-Za-z0-9_-]{32}`$')
+  t.match(asked, { update: { message: expected, props: { attachments: [] } } })
+  t.match(await mm.click('alice', mmButtons(plan).request_approval), { body: { ephemeral_text: /no longer works/ } }, 'the plan became the request')
+  const id = /approve (cp_\S+)`$/.exec(asked.update.message)?.[1] as string
+
+  t.match(await mm.command('alice', `approve ${id}`), { status: 200, body: { response_type: 'ephemeral', text: /^You cannot approve this: FORBIDDEN: mattermost:t+\/alice0+ may not approve a deletion of their own/ } })
+  t.match(await mm.command('bob', `approve ${id}`), { body: { text: /^You cannot approve this: FORBIDDEN: mattermost:t+\/bob0+ may not approve gated\/app:g/ } })
+  t.same(await tagsOf('gated/app'), ['g'], 'nothing ran yet, and the request is still there')
+
+  const [first, second] = await Promise.all([mm.command('carol', `approve ${id}`), mm.command('carol', `approve ${id}`)])
+  const answers = [first.body, second.body]
+  const approved = answers.find(answer => answer.response_type === 'in_channel')
+  t.match(approved?.attachments?.[0]?.text, new RegExp(`^Deleted \`gated/app@${image.digest}\`.*\nApproved by ${CAROL} for ${ALICE}\\.$`, 's'), 'one approval ran the plan')
+  t.ok(answers.find(answer => /^There is no such approval request/.test(answer.text)), 'the other was told it is gone')
+  t.same(await tagsOf('gated/app'), [])
+  t.match(await mm.command('carol', `approve ${id}`), { body: { response_type: 'ephemeral', text: /^There is no such approval request/ } }, 'approved once')
+
+  const records = await audit('gated/app')
+  t.match(records.filter(record => record.outcome === 'deleted'), [{
+    subject: ALICE, approvedBy: CAROL, transport: 'mattermost', decision: { allow: true, reason: new RegExp(`; approved by ${CAROL}: ${CAROL} may approve gated/app:g`) }
+  }], 'one deletion, the record names both people')
+  t.equal(records.filter(record => record.outcome === 'denied' && record.action === 'delete' && record.transport === 'mattermost').length, 2, 'both refused approvals are audited')
+
+  const undo = mmButtons(approved).undo
+  t.match(undo.integration.context, { action: 'undo', team: TEAM })
+  t.match(await mm.click('carol', undo), { body: { ephemeral_text: /Only the person who asked/ } }, 'Undo is the requester\'s')
+  t.match(await mm.click('alice', undo), { body: { update: { message: `Restored \`gated/app:g\`: \`g\` point at \`${image.digest}\` again.` } } })
+  t.same(await tagsOf('gated/app'), ['g'])
+})
+
+t.test('approval: a moved tag is refused with PLAN_STALE; unknown ids and a bare approve change nothing', async t => {
+  await pushImage(target, 'gated/stale', ['s'], 'schema2')
+  const id = await requestApproval(t, 'gated/stale:s')
+  const moved = await pushImage(target, 'gated/stale', ['s'], 'schema2')
+  t.match(await mm.command('carol', `approve ${id}`), { body: { response_type: 'ephemeral', text: /^Not deleted: PLAN_STALE: / } }, 'an approved plan is still re-checked')
+  t.match(await mm.command('carol', `approve ${id}`), { body: { text: /^There is no such approval request/ } }, 'a stale request is used up')
+  t.same(await tagsOf('gated/stale'), ['s'])
+  const now = await request(`${registry.url}/v2/gated/stale/manifests/s`, { method: 'HEAD', headers: { accept: 'application/vnd.docker.distribution.manifest.v2+json' } })
+  await now.body.dump()
+  t.equal(now.headers['docker-content-digest'], moved.digest)
+
+  t.match(await mm.command('carol', 'approve cp_' + 'x'.repeat(32)), { body: { text: /^There is no such approval request/ } }, 'an id never issued')
+  t.match(await mm.command('carol', 'approve not-an-id'), { body: { text: /^There is no such approval request/ } }, 'a malformed id')
+  t.match(await mm.command('carol', ' approve '), { body: { text: /^Which request\? Give its id\.\n.*`\/image-delete approve <id>`/s } })
+  const plan = (await mm.command('alice', 'gated/stale:s')).body
+  t.match(await mm.click('alice', mmButtons(plan).cancel), { body: { update: { message: 'Cancelled: `gated/stale:s` was not deleted.' } } }, 'a request can be cancelled instead')
+  t.match(await mm.click('alice', mmButtons(plan).request_approval), { body: { ephemeral_text: /no longer works/ } })
 })
 
 t.test('a shared tag: the plan says untag; someone else cannot click; a double click runs once; undo puts it back', async t => {
@@ -144,6 +211,7 @@ t.test('a forged or altered button context is refused before the plan is looked 
   t.match(await mm.click('alice', forged({ mac: undefined })), refused, 'no MAC')
   t.match(await mm.click('alice', forged({ id: 'cp_' + 'x'.repeat(32) })), refused, 'another plan id under this MAC')
   t.match(await mm.click('alice', forged({ action: 'undo' })), refused, 'another action under this MAC')
+  t.match(await mm.click('alice', forged({ action: 'request_approval' })), refused, 'Request approval under a Delete button\'s MAC')
   t.match(await mm.click('alice', forged({ team: mmId('other') })), refused, 'another team under this MAC')
   const otherSecret = buttonMac('some-other-secret-0123456789', { action: 'delete', id: context.id, team: TEAM })
   t.match(await mm.click('alice', forged({ mac: otherSecret })), refused, 'a MAC made with another secret')

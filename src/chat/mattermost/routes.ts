@@ -8,7 +8,7 @@
  */
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import type { Config } from '../../config/schema.js'
-import { GatewayError, invalidField } from '../../errors.js'
+import { GatewayError, invalidField, isGatewayError } from '../../errors.js'
 import { deleteImage, executePlan, type ImageServices } from '../../images/delete-image.js'
 import { restoreDeletion } from '../../images/restore-deletion.js'
 import { chatIdentity } from '../../policy/decide.js'
@@ -16,7 +16,9 @@ import type { Identity, PolicySource } from '../../policy/types.js'
 import { parseCommand } from '../command.js'
 import { deletedText, restoredText } from '../plan-text.js'
 import { ChatPlans } from '../plans.js'
-import { deniedMessage, ephemeral, failureText, HELP, notice, planMessage, statusMessage, update, type Button } from './messages.js'
+import {
+  approvalRequestText, approvedMessage, deniedMessage, ephemeral, escapeMarkdown, failureText, HELP, notice, planMessage, statusMessage, update, type Button
+} from './messages.js'
 import { buttonMac, verifyButtonMac, verifyCommandToken } from './secrets.js'
 
 export type MattermostSettings = NonNullable<Config['chat']['mattermost']>
@@ -33,7 +35,9 @@ const MATTERMOST_ID = /^[a-z0-9]{26}$/
 const COMMANDS = '/chat/mattermost/commands'
 const ACTIONS = '/chat/mattermost/actions'
 type ButtonAction = Button['id']
-const BUTTON_ACTIONS: readonly string[] = ['delete', 'cancel', 'undo']
+const BUTTON_ACTIONS: readonly string[] = ['delete', 'cancel', 'undo', 'request_approval']
+/** `approve <id>`: a word of Mattermost's alone, since an approver cannot see the requester's ephemeral buttons. */
+const APPROVE = /^\s*approve(?:\s+(\S+))?\s*$/
 
 /** What a verified button click says: the signed context, and the clicker's identity. */
 interface Click { action: ButtonAction, id: string, team: string }
@@ -55,6 +59,12 @@ const forged = (): GatewayError => new GatewayError('UNAUTHENTICATED', 'the butt
 const REFUSED: Record<'unknown' | 'not-yours', string> = {
   unknown: 'This button no longer works: it was used, cancelled or it expired. Run the command again for a fresh plan.',
   'not-yours': 'Only the person who asked for this plan can use its buttons.'
+}
+
+const APPROVAL_REFUSED: Record<'unknown' | 'not-yours', string> = {
+  unknown: 'There is no such approval request: it was approved already, or it expired. The requester can ask again.',
+  // Approval requests are taken without a requester check, so this is for completeness of the type alone.
+  'not-yours': 'This approval request is not yours to take.'
 }
 
 export const mattermostRoutes = (deps: MattermostDeps): FastifyPluginAsync => async (app) => {
@@ -96,8 +106,44 @@ export const mattermostRoutes = (deps: MattermostDeps): FastifyPluginAsync => as
 
   const contextOf = (request: FastifyRequest): { requestId: string, transport: 'mattermost' } => ({ requestId: request.id, transport: 'mattermost' })
 
+  /**
+   * Runs a requested plan as the requester's, with the approver named; the use case judges the approver (not the
+   * requester, holding `approve`). A refusal for who asked leaves the request for someone else.
+   */
+  const approve = async (approver: Identity, id: string, context: { requestId: string, transport: 'mattermost' }): Promise<object> => {
+    const taken = await plans.take(id, 'approval', approver.subject, now())
+    if (!('found' in taken)) return ephemeral(APPROVAL_REFUSED[taken.refused])
+    const plan = taken.found
+    const requester: Identity = { subject: plan.requester, groups: plan.groups, kind: 'mattermost' }
+    try {
+      const result = await executePlan(images, {
+        identity: requester,
+        context,
+        approvedBy: approver,
+        plan: { id: plan.planId, registry: plan.registry, repository: plan.repository, tag: plan.tag, mode: plan.mode, force: false }
+      })
+      const undo = { kind: 'undo' as const, deletionId: result.auditId, registry: result.registry, repository: result.name, tag: result.tag }
+      const undoId = await plans.put({ ...undo, requester: plan.requester }, now())
+      // The Undo button is the requester's: its context names their team, so their click matches the plan's owner.
+      const team = /^mattermost:([a-z0-9]{26})\//.exec(plan.requester)?.[1] as string
+      const text = `${deletedText(result)}\nApproved by ${escapeMarkdown(approver.subject)} for ${escapeMarkdown(plan.requester)}.`
+      return approvedMessage(text, [button('undo', 'Undo', undoId, team)])
+    } catch (error) {
+      if (isGatewayError(error) && error.extras.action === 'approve') {
+        await plans.putBack(id, plan, taken.expires)
+        return ephemeral(`You cannot approve this: ${failureText(error)}`)
+      }
+      return ephemeral(`Not deleted: ${failureText(error)}`)
+    }
+  }
+
   app.post(COMMANDS, { config: { signed: true } }, async (request) => {
     const form = request.body as URLSearchParams
+    const approveWord = APPROVE.exec(form.get('text') ?? '')
+    if (approveWord !== null) {
+      const id = approveWord[1]
+      return id === undefined ? ephemeral(`Which request? Give its id.\n${HELP}`) : await approve(request.identity, id, contextOf(request))
+    }
     const command = parseCommand(form.get('text') ?? '')
     if (command.kind === 'help') return ephemeral(HELP)
     if (command.kind === 'unclear') return ephemeral(`I did not understand that.\n${HELP}`)
@@ -111,11 +157,14 @@ export const mattermostRoutes = (deps: MattermostDeps): FastifyPluginAsync => as
       return ephemeral(`Cannot plan that: ${failureText(error)}`)
     }
     if (command.kind === 'status') return statusMessage(plan)
-    if (!plan.allowed) return deniedMessage(plan)
+    // A plan refused only for want of approval gets Request approval; the use case re-checks everything on run.
+    const approval = !plan.allowed && (plan.reason as string).startsWith('APPROVAL_REQUIRED:')
+    if (!plan.allowed && !approval) return deniedMessage(plan)
     const { planId, registry, name: repository, tag, mode, digest } = plan
-    const id = await plans.put({ kind: 'delete', planId, registry, repository, tag, mode, digest, approval: false, requester: identity.subject }, now())
+    const id = await plans.put({ kind: 'delete', planId, registry, repository, tag, mode, digest, approval, requester: identity.subject }, now())
     const team = form.get('team_id') as string
-    return planMessage(plan, [button('delete', 'Delete', id, team, 'danger'), button('cancel', 'Cancel', id, team)])
+    const first = approval ? button('request_approval', 'Request approval', id, team) : button('delete', 'Delete', id, team, 'danger')
+    return planMessage(plan, [first, button('cancel', 'Cancel', id, team)], approval)
   })
 
   app.post(ACTIONS, { config: { signed: true } }, async (request) => {
@@ -138,6 +187,10 @@ export const mattermostRoutes = (deps: MattermostDeps): FastifyPluginAsync => as
     if (!('found' in taken)) return refused(taken)
     const plan = taken.found
     if (click.action === 'cancel') return update(`Cancelled: \`${plan.repository}:${plan.tag}\` was not deleted.`)
+    if (click.action === 'request_approval') {
+      const approvalId = await plans.put({ ...plan, kind: 'approval', groups: identity.groups }, now())
+      return update(approvalRequestText(identity.subject, plan, approvalId))
+    }
     try {
       const result = await executePlan(images, {
         identity, context, plan: { id: plan.planId, registry: plan.registry, repository: plan.repository, tag: plan.tag, mode: plan.mode, force: false }
