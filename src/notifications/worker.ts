@@ -60,7 +60,14 @@ export function startDeliveryWorker (options: DeliveryWorkerOptions): DeliveryWo
   const inFlight = new Set<Promise<void>>()
 
   async function attempt (row: ClaimedDelivery, webhook: WebhookConfig): Promise<DeliveryOutcome> {
-    const body = webhook.format === 'slack' ? JSON.stringify(slackMessage(JSON.parse(row.body) as NotificationEvent)) : row.body
+    let body: string
+    try {
+      body = webhook.format === 'slack' ? JSON.stringify(slackMessage(JSON.parse(row.body) as NotificationEvent)) : row.body
+    } catch (error) {
+      // No attempt could ever send it: given up now, rather than left leased and claimed again forever. The error's
+      // name only, since a JSON.parse message quotes the body.
+      return { delivered: false, error: `the event could not be formatted for this endpoint (${(error as Error).name}): not retried` }
+    }
     const headers = webhook.format === 'slack' ? { 'content-type': 'application/json' } : webhookHeaders(webhook.secret as string, row.eventId, now(), body)
     try {
       const response = await request(webhook.url, {

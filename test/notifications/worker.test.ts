@@ -152,6 +152,33 @@ t.test('slack format: {text, blocks} to the incoming webhook, unsigned, what cal
   t.equal(second?.text, `A deletion of main/team/app:v1 by alice was refused. reason: no rule lets alice delete; audit ${denied.id}`)
 })
 
+t.test('an event the slack formatter cannot read is given up with the reason, not claimed again forever', async t => {
+  const receiver = await startReceiver()
+  t.teardown(() => receiver.down())
+  const webhooks = [hook(receiver.url, { name: 'slack', format: 'slack', secret: undefined }), hook(receiver.url)]
+  const real = openSqliteAuditStore(':memory:', { outbox: webhookRouter(webhooks) })
+  let claims = 0
+  // A row whose body no longer parses (written by another version, or damaged): only the slack endpoint parses it.
+  const store: AuditStore = {
+    ...real,
+    claimDeliveries: async (limit, leaseMs) => (await real.claimDeliveries(limit, leaseMs)).map(row => {
+      if (row.endpoint === 'slack') claims++
+      return { ...row, body: '{"type": "image.deleted", "data": trunc' }
+    })
+  }
+  const { attempts, logs } = setup(t, webhooks, { store })
+  await deletion(real)
+  await until('slack failed', async () => await statusOf(real, 'slack') === 'failed')
+  await until('std delivered', async () => await statusOf(real, 'std') === 'delivered')
+  t.match((await real.listDeliveries({}, { limit: 10 })).items.find(item => item.endpoint === 'slack'),
+    { status: 'failed', attempts: 1, lastError: 'the event could not be formatted for this endpoint (SyntaxError): not retried' })
+  await new Promise(resolve => setTimeout(resolve, 100))
+  t.equal(claims, 1, 'claimed once, not again')
+  t.ok(attempts.includes('slack:failed'), attempts.join(' '))
+  t.notMatch(JSON.stringify(logs), /trunc/, 'the body is not logged')
+  t.equal(receiver.received.length, 1, 'only the standard endpoint got a post')
+})
+
 t.test('the events records make: deleted, untagged, restored, refused; nothing for the rest', async t => {
   const base = { id: '01HX0000000000000000000000', time: '2024-05-01T00:00:00.000Z', ...attempt() } as AuditRecord
   t.equal(eventNameFor({ ...base, outcome: 'deleted' }), 'deleted')
