@@ -106,11 +106,18 @@ export function startDeliveryWorker (options: DeliveryWorkerOptions): DeliveryWo
       : await attempt(row, webhook)
     // Stopping: leave the row leased; the next process claims it when the lease ends.
     if (signal.aborted) return
-    let status: DeliveryStatus
+    let status: DeliveryStatus | 'superseded'
     try {
-      status = await options.store.finishDelivery(row.eventId, row.endpoint, outcome)
+      status = await options.store.finishDelivery(row.eventId, row.endpoint, outcome, row.attempts)
     } catch (error) {
       options.logger.warn({ err: error, endpoint: row.endpoint, eventId: row.eventId }, 'could not record a webhook attempt; it is retried when its lease ends')
+      return
+    }
+    if (status === 'superseded') {
+      // The lease ran out mid-attempt and another claim owns the row: its outcome is recorded, not this one. The
+      // endpoint may have had the event twice; receivers de-duplicate on webhook-id.
+      options.logger.warn({ endpoint: row.endpoint, eventId: row.eventId, attempts: row.attempts, delivered: outcome.delivered },
+        'a webhook attempt outlived its lease; another claim records the row')
       return
     }
     const result = status === 'pending' ? 'retried' : status
