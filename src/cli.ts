@@ -32,10 +32,11 @@ Commands:
                                S is apikey:<name>, user:<subject claim>, slack:<team>/<user> or mattermost:<team>/<user>; A is ${ACTIONS.join(', ')};
                                R defaults to "default"; --group adds identity provider groups to a user
                                (group:<g> bindings) or key groups to an API key (keygroup:<g>)
-  audit migrate --from sqlite:PATH --to postgres://… [--batch N]
+  audit migrate --from sqlite:PATH [--to postgres://…] [--batch N]
                                copy the SQLite audit trail into PostgreSQL (ids, times, manifest bytes kept;
                                records already there are skipped, so it can run again), then verify counts and
-                               checksums; exit 0 when every record matches, 1 otherwise. Stop the gateway first
+                               checksums; exit 0 when every record matches, 1 otherwise. Stop the gateway first.
+                               Without --to, DATABASE_URL is used (keeps the password out of ps)
   cleanup plan FILE --gateway URL --api-key KEY
                                plan the cleanup FILE describes (registry, repositories, rules; JSON or YAML) on a
                                running gateway and print it: removed, kept and refused tags with rule and reason
@@ -194,14 +195,16 @@ async function auditCommand (args: string[], io: CliIo): Promise<number> {
   }))
   if (positionals.length > 0) throw new UsageError(`audit migrate takes no arguments, got ${positionals.join(' ')}`)
   if (values.from?.startsWith('sqlite:') !== true || values.from.length === 'sqlite:'.length) throw new UsageError('--from must be sqlite:PATH')
-  if (values.to === undefined || !/^postgres(ql)?:\/\//.test(values.to)) throw new UsageError('--to must be a postgres:// URL')
+  // DATABASE_URL, as the gateway reads it, keeps the password out of the process list that --to would show it in.
+  const to = values.to ?? process.env.DATABASE_URL
+  if (to === undefined || !/^postgres(ql)?:\/\//.test(to)) throw new UsageError('--to must be a postgres:// URL (or leave it out and set DATABASE_URL)')
   const batchSize = Number(values.batch)
   if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 10_000) throw new UsageError('--batch must be an integer from 1 to 10000')
   const from = values.from.slice('sqlite:'.length)
   // Loaded only here: the other commands need neither database driver.
   const { migrateSqliteToPostgres, withoutPassword } = await import('./audit/migrate.js')
-  io.out(`audit migrate: ${from} -> ${withoutPassword(values.to)}`)
-  const summary = await migrateSqliteToPostgres({ from, to: values.to, batchSize })
+  io.out(`audit migrate: ${from} -> ${withoutPassword(to)}`)
+  const summary = await migrateSqliteToPostgres({ from, to, batchSize })
   io.out(`records in SQLite: ${summary.source}`)
   io.out(`copied: ${summary.copied}; already in PostgreSQL: ${summary.alreadyThere}`)
   io.out(`verified: ${summary.verified} of ${summary.source} match in PostgreSQL (fields and manifest bytes)`)

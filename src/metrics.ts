@@ -24,14 +24,20 @@ export interface GatewayMetrics extends RegistryObserver {
   auditPool: (stats: () => AuditPoolStats) => void
   /** A webhook attempt's result per endpoint: delivered, retried (another attempt scheduled) or failed (given up). */
   webhookAttempt: (endpoint: string, result: 'delivered' | 'retried' | 'failed') => void
-  /** Where the outbox gauge reads its rows per endpoint and status when scraped (the audit store). */
+  /** Where the outbox gauge reads its rows per endpoint and status when scraped (the audit store), at most every 15 s. */
   watchOutbox: (count: () => Promise<Array<{ endpoint: string, status: string, count: number }>>) => void
 }
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 
+/** How long one count of the outbox answers scrapes: /metrics may be public, and the count reads the whole outbox. */
+export const OUTBOX_COUNT_TTL_MS = 15_000
+
+type OutboxCounts = Array<{ endpoint: string, status: string, count: number }>
+
 /** One Prometheus registry per app, so several gateways in one process (tests) never share counters. */
-export function createMetrics (): GatewayMetrics {
+export function createMetrics (options: { now?: () => number } = {}): GatewayMetrics {
+  const now = options.now ?? Date.now
   const registry = new Registry()
   collectDefaultMetrics({ register: registry })
   const http = new Histogram({
@@ -72,7 +78,16 @@ export function createMetrics (): GatewayMetrics {
     labelNames: ['endpoint', 'result'],
     registers: [registry]
   })
-  let countOutbox = async (): Promise<Array<{ endpoint: string, status: string, count: number }>> => []
+  let countOutbox = async (): Promise<OutboxCounts> => []
+  // One count (settled or in flight) serves every scrape for OUTBOX_COUNT_TTL_MS, so scrapes cannot multiply queries.
+  let outboxCount: { at: number, rows: Promise<OutboxCounts> } | undefined
+  const outboxRows = async (): Promise<OutboxCounts> => {
+    if (outboxCount === undefined || now() - outboxCount.at >= OUTBOX_COUNT_TTL_MS) {
+      // A store that cannot answer leaves the gauge empty rather than failing /metrics, and is asked again only later.
+      outboxCount = { at: now(), rows: countOutbox().catch(() => []) }
+    }
+    return await outboxCount.rows
+  }
   new Gauge({ // eslint-disable-line no-new -- registered with `registry`, which is what reads it
     name: 'gateway_webhook_outbox',
     help: 'Webhook deliveries in the outbox by endpoint and status (pending is the queue depth)',
@@ -80,8 +95,7 @@ export function createMetrics (): GatewayMetrics {
     registers: [registry],
     async collect () {
       this.reset()
-      // A store that cannot answer leaves the gauge empty for this scrape rather than failing /metrics.
-      const rows = await countOutbox().catch(() => [])
+      const rows = await outboxRows()
       for (const row of rows) this.set({ endpoint: row.endpoint, status: row.status }, row.count)
     }
   })
@@ -142,6 +156,7 @@ export function createMetrics (): GatewayMetrics {
     },
     watchOutbox (count) {
       countOutbox = count
+      outboxCount = undefined
     }
   }
 }

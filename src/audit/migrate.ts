@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto'
+import { existsSync } from 'node:fs'
 import Database from 'better-sqlite3'
 import pg from 'pg'
 import { openPostgresAuditStore } from './postgres-store.js'
 import * as postgresRows from './postgres-store.js'
-import { openSqliteAuditStore } from './sqlite-store.js'
+import { auditSchemaVersion, migrate } from './sqlite-store.js'
 import * as sqliteRows from './sqlite-store.js'
 import type { AuditRecord } from './types.js'
 
@@ -47,16 +48,21 @@ export function recordChecksum (record: AuditRecord): string {
 /**
  * Copies every record of a SQLite audit trail into PostgreSQL, keeping ids, times and manifest bytes: INSERT … ON
  * CONFLICT (id) DO NOTHING, so a second run (or one after an interruption) copies only what is missing. Then reads
- * each source id back from PostgreSQL and compares checksums. Both schemas are brought up to date first, by the
- * stores' own migrations. Run it with the gateway stopped (or before switching audit.driver): records written to
- * SQLite after a batch was read are copied by the next run.
+ * each source id back from PostgreSQL and compares checksums. The source is only read: a missing file, one that is not
+ * an audit trail, or one from a newer gateway is refused before PostgreSQL is touched, and an older schema is brought up
+ * to date on an in-memory copy. PostgreSQL's schema is brought up to date by its store's migrations. Run it with the
+ * gateway stopped (or before switching audit.driver): records written to SQLite after a batch was read are copied by
+ * the next run.
  */
 export async function migrateSqliteToPostgres (options: MigrateOptions): Promise<MigrateSummary> {
   const batchSize = options.batchSize
-  await openSqliteAuditStore(options.from).close()
-  await (await openPostgresAuditStore({ connectionString: options.to, poolSize: 1 })).close()
-
-  const sqlite = new Database(options.from, { readonly: true, fileMustExist: true })
+  const sqlite = openSource(options.from)
+  try {
+    await (await openPostgresAuditStore({ connectionString: options.to, poolSize: 1 })).close()
+  } catch (error) {
+    sqlite.close()
+    throw error
+  }
   const client = new pg.Client({ connectionString: options.to, application_name: 'registry-delete-gateway audit migrate' })
   await client.connect()
   const source = createHash('sha256')
@@ -104,11 +110,51 @@ export async function migrateSqliteToPostgres (options: MigrateOptions): Promise
   return summary
 }
 
-/** A connection string as it may be printed: without its password. */
+/**
+ * Opens the source trail read-only, never creating or changing it: a mistyped path would otherwise become an empty,
+ * freshly migrated file and the copy of nothing would report ok.
+ */
+function openSource (path: string): Database.Database {
+  if (!existsSync(path)) throw new Error(`audit migrate: ${path} does not exist (the SQLite audit file to copy from)`)
+  const file = new Database(path, { readonly: true, fileMustExist: true })
+  let version: number
+  try {
+    version = file.pragma('user_version', { simple: true }) as number
+  } catch (error) {
+    file.close()
+    throw new Error(`audit migrate: ${path} cannot be read as SQLite: ${(error as Error).message}`)
+  }
+  const refusal = version === 0
+    ? `audit migrate: ${path} is not an audit trail of this gateway (schema version 0)`
+    : version > auditSchemaVersion
+      ? `audit migrate: ${path} has audit schema version ${version}, newer than this gateway knows (${auditSchemaVersion}): ` +
+        'run the migration with a newer gateway'
+      : undefined
+  if (refusal !== undefined) {
+    file.close()
+    throw new Error(refusal)
+  }
+  if (version === auditSchemaVersion) return file
+  // An older trail: its columns are brought up to date on a copy in memory, the file itself stays as it is.
+  const image = file.serialize()
+  file.close()
+  // The header's read and write versions say WAL (2), which an in-memory database cannot open: say rollback (1).
+  image[18] = 1
+  image[19] = 1
+  const copy = new Database(image)
+  migrate(copy)
+  return copy
+}
+
+/** Query parameters that carry a secret in a libpq-style URL. */
+const SECRET_PARAMETERS = ['password', 'sslpassword']
+
+/** A connection string as it may be printed: without its password, in the user part or the query string. */
 export function withoutPassword (url: string): string {
   try {
     const parsed = new URL(url)
     if (parsed.password !== '') parsed.password = '***'
+    for (const name of SECRET_PARAMETERS) if (parsed.searchParams.has(name)) parsed.searchParams.set(name, '***')
     return parsed.toString()
   } catch {
     return 'the PostgreSQL URL (unparsable)'

@@ -80,13 +80,14 @@ export function postgresOutbox (pool: pg.Pool, { now, router, ensureOpen, scanLi
       return rows.sort((a, b) => Number(a.seq) - Number(b.seq)).map(toClaimed)
     },
 
-    async finishDelivery (eventId, endpoint, outcome) {
+    async finishDelivery (eventId, endpoint, outcome, claimed) {
       ensureOpen()
-      return await inTransaction(async (client): Promise<DeliveryStatus> => {
+      return await inTransaction(async (client): Promise<DeliveryStatus | 'superseded'> => {
         const { rows } = await client.query<DeliveryRow>(`SELECT ${rowColumns} FROM audit_outbox WHERE event_id = $1 AND endpoint = $2 FOR UPDATE`,
           [eventId, endpoint])
         const row = rows[0]
         if (row === undefined) throw new Error(`no outbox row for event ${eventId} and endpoint ${endpoint}`)
+        if (claimed !== undefined && row.attempts !== claimed) return 'superseded'
         if (row.status !== 'pending') return row.status
         const status = settledStatus(outcome, row.created_at)
         await client.query(`UPDATE audit_outbox SET status = $2, next_attempt_at = $3, last_status = $4, last_error = $5, finished_at = $6

@@ -72,9 +72,11 @@ export function sqliteOutbox (db: Database.Database, { now, router, ensureOpen, 
     return rows.map(row => toClaimed(lease.get(until, clock.toISOString(), row.seq) as DeliveryRow))
   })
 
-  const settle = db.transaction((eventId: string, endpoint: string, outcome: Parameters<OutboxStore['finishDelivery']>[2]): DeliveryStatus => {
+  const settle = db.transaction((eventId: string, endpoint: string, outcome: Parameters<OutboxStore['finishDelivery']>[2],
+    claimed: number | undefined): DeliveryStatus | 'superseded' => {
     const row = byKey.get(eventId, endpoint) as DeliveryRow | undefined
     if (row === undefined) throw new Error(`no outbox row for event ${eventId} and endpoint ${endpoint}`)
+    if (claimed !== undefined && row.attempts !== claimed) return 'superseded'
     if (row.status !== 'pending') return row.status
     const status = settledStatus(outcome, row.created_at)
     finish.run({
@@ -101,9 +103,9 @@ export function sqliteOutbox (db: Database.Database, { now, router, ensureOpen, 
       ensureOpen()
       return claim.immediate(limit, leaseMs)
     },
-    async finishDelivery (eventId, endpoint, outcome) {
+    async finishDelivery (eventId, endpoint, outcome, claimed) {
       ensureOpen()
-      return settle.immediate(eventId, endpoint, outcome)
+      return settle.immediate(eventId, endpoint, outcome, claimed)
     },
     async listDeliveries (filter, { limit, cursor }, visible) {
       ensureOpen()

@@ -55,9 +55,11 @@ export interface OutboxStore {
   claimDeliveries: (limit: number, leaseMs: number) => Promise<ClaimedDelivery[]>
   /**
    * Records an attempt's outcome on a pending row and answers its status now. A retry later than 24 hours after
-   * the row was written is not scheduled: the row is failed instead.
+   * the row was written is not scheduled: the row is failed instead. `claimed` is the row's `attempts` as the claim
+   * returned it: every claim counts one more, so a different count means the lease ran out and another claim took
+   * the row; then nothing is recorded and the answer is 'superseded' (that claim's outcome is the one that counts).
    */
-  finishDelivery: (eventId: string, endpoint: string, outcome: DeliveryOutcome) => Promise<DeliveryStatus>
+  finishDelivery: (eventId: string, endpoint: string, outcome: DeliveryOutcome, claimed?: number) => Promise<DeliveryStatus | 'superseded'>
   /** Newest first; a page reads at most the store's scan limit of rows, and `visible` hides the rest. */
   listDeliveries: (
     filter: { status?: DeliveryStatus }, page: { limit: number, cursor?: string }, visible?: (image: AuditImageRef) => boolean

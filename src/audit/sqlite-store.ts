@@ -445,7 +445,8 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
   } satisfies AuditStore
 }
 
-function migrate (db: Database.Database): void {
+/** Brings a SQLite audit database's schema up to date (also `audit migrate`, on an in-memory copy of an older source). */
+export function migrate (db: Database.Database): void {
   // IMMEDIATE, so two processes opening a new file at once do not both run the same migration.
   db.transaction(() => {
     const applied = db.pragma('user_version', { simple: true }) as number

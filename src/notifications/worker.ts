@@ -60,7 +60,14 @@ export function startDeliveryWorker (options: DeliveryWorkerOptions): DeliveryWo
   const inFlight = new Set<Promise<void>>()
 
   async function attempt (row: ClaimedDelivery, webhook: WebhookConfig): Promise<DeliveryOutcome> {
-    const body = webhook.format === 'slack' ? JSON.stringify(slackMessage(JSON.parse(row.body) as NotificationEvent)) : row.body
+    let body: string
+    try {
+      body = webhook.format === 'slack' ? JSON.stringify(slackMessage(JSON.parse(row.body) as NotificationEvent)) : row.body
+    } catch (error) {
+      // No attempt could ever send it: given up now, rather than left leased and claimed again forever. The error's
+      // name only, since a JSON.parse message quotes the body.
+      return { delivered: false, error: `the event could not be formatted for this endpoint (${(error as Error).name}): not retried` }
+    }
     const headers = webhook.format === 'slack' ? { 'content-type': 'application/json' } : webhookHeaders(webhook.secret as string, row.eventId, now(), body)
     try {
       const response = await request(webhook.url, {
@@ -99,11 +106,18 @@ export function startDeliveryWorker (options: DeliveryWorkerOptions): DeliveryWo
       : await attempt(row, webhook)
     // Stopping: leave the row leased; the next process claims it when the lease ends.
     if (signal.aborted) return
-    let status: DeliveryStatus
+    let status: DeliveryStatus | 'superseded'
     try {
-      status = await options.store.finishDelivery(row.eventId, row.endpoint, outcome)
+      status = await options.store.finishDelivery(row.eventId, row.endpoint, outcome, row.attempts)
     } catch (error) {
       options.logger.warn({ err: error, endpoint: row.endpoint, eventId: row.eventId }, 'could not record a webhook attempt; it is retried when its lease ends')
+      return
+    }
+    if (status === 'superseded') {
+      // The lease ran out mid-attempt and another claim owns the row: its outcome is recorded, not this one. The
+      // endpoint may have had the event twice; receivers de-duplicate on webhook-id.
+      options.logger.warn({ endpoint: row.endpoint, eventId: row.eventId, attempts: row.attempts, delivered: outcome.delivered },
+        'a webhook attempt outlived its lease; another claim records the row')
       return
     }
     const result = status === 'pending' ? 'retried' : status

@@ -1,9 +1,11 @@
-import { mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import Database from 'better-sqlite3'
 import pg from 'pg'
 import t from 'tap'
 import { openPostgresAuditStore, openSqliteAuditStore, type AuditRecord } from '../../src/audit/index.js'
+import { auditSchemaVersion } from '../../src/audit/sqlite-store.js'
 import { recordChecksum, withoutPassword } from '../../src/audit/migrate.js'
 import { runCli } from '../../src/cli.js'
 import { startPostgres } from '../../testing/postgres-process.js'
@@ -114,18 +116,90 @@ t.test('issue 14: audit migrate usage errors', async t => {
   t.match(await run('audit', 'copy'), { code: 2, err: /^audit: use/ })
   t.match(await run('audit', 'migrate', '--to', 'postgres://h/db'), { code: 2, err: /^--from must be sqlite:PATH/ })
   t.match(await run('audit', 'migrate', '--from', 'sqlite:', '--to', 'postgres://h/db'), { code: 2, err: /^--from must be sqlite:PATH/ })
-  t.match(await run('audit', 'migrate', '--from', 'sqlite:x.db'), { code: 2, err: /^--to must be a postgres:\/\/ URL/ })
+  const saved = process.env.DATABASE_URL
+  delete process.env.DATABASE_URL
+  t.teardown(() => { if (saved !== undefined) process.env.DATABASE_URL = saved })
+  t.match(await run('audit', 'migrate', '--from', 'sqlite:x.db'), { code: 2, err: /^--to must be a postgres:\/\/ URL \(or leave it out and set DATABASE_URL\)/ })
   t.match(await run('audit', 'migrate', '--from', 'sqlite:x.db', '--to', 'mysql://h/db'), { code: 2, err: /^--to must be/ })
   t.match(await run('audit', 'migrate', '--from', 'sqlite:x.db', '--to', 'postgres://h/db', '--batch', '0'), { code: 2, err: /^--batch must be an integer/ })
   t.match(await run('audit', 'migrate', '--from', 'sqlite:x.db', '--to', 'postgres://h/db', 'extra'), { code: 2, err: /^audit migrate takes no arguments/ })
   t.match(await run('audit', 'migrate', '--bogus'), { code: 2, err: /bogus/ })
-  const missing = join(dir, 'absent', 'none.db')
-  const result = await run('audit', 'migrate', '--from', `sqlite:${missing}`, '--to', 'postgres://127.0.0.1:1/none')
-  t.equal(result.code, 1, 'a file that cannot be opened fails the command')
+})
+
+t.test('audit migrate never creates, migrates or writes its source, and refuses one it cannot copy', async t => {
+  const url = await postgres.createDatabase('migrate_source_checks')
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  t.teardown(() => client.end())
+  const tables = async (): Promise<number> =>
+    (await client.query<{ count: number }>("SELECT count(*)::int AS count FROM information_schema.tables WHERE table_name = 'audit_records'")).rows[0]?.count as number
+
+  const typo = join(dir, 'absent', 'trial.db')
+  const missing = await run('audit', 'migrate', '--from', `sqlite:${typo}`, '--to', url)
+  t.equal(missing.code, 1, 'a mistyped path fails')
+  t.match(missing.err, `audit migrate: ${typo} does not exist`)
+  t.notOk(existsSync(typo), 'and is not created')
+  t.notOk(existsSync(join(dir, 'absent')), 'nor its directory')
+  t.equal(await tables(), 0, 'PostgreSQL is not touched')
+
+  const empty = join(dir, 'empty.db')
+  new Database(empty).close()
+  t.match(await run('audit', 'migrate', '--from', `sqlite:${empty}`, '--to', url), { code: 1, err: /is not an audit trail of this gateway \(schema version 0\)/ })
+  const text = join(dir, 'notes.txt')
+  writeFileSync(text, 'not a database at all, just some words that fill more than a header of one hundred bytes.\n'.repeat(20))
+  t.match(await run('audit', 'migrate', '--from', `sqlite:${text}`, '--to', url), { code: 1, err: /cannot be read as SQLite: file is not a database/ })
+
+  const newer = join(dir, 'newer.db')
+  await seedSqlite(newer, 2)
+  const bump = new Database(newer)
+  bump.pragma(`user_version = ${auditSchemaVersion + 1}`)
+  bump.close()
+  const refused = await run('audit', 'migrate', '--from', `sqlite:${newer}`, '--to', url)
+  t.equal(refused.code, 1)
+  t.match(refused.err, `has audit schema version ${auditSchemaVersion + 1}, newer than this gateway knows (${auditSchemaVersion})`)
+  t.equal(await tables(), 0, 'still nothing in PostgreSQL')
+
+  // A trail from before cleanup runs (one migration behind): copied from an up-to-date copy in memory, file unchanged.
+  const older = join(dir, 'older.db')
+  const records = await seedSqlite(older, 5)
+  const downgrade = new Database(older)
+  downgrade.exec('DROP INDEX audit_records_by_cleanup; DROP TABLE cleanup_runs; ALTER TABLE audit_records DROP COLUMN cleanup_id;')
+  downgrade.pragma(`user_version = ${auditSchemaVersion - 1}`)
+  downgrade.close()
+  const copied = await run('audit', 'migrate', '--from', `sqlite:${older}`, '--to', url)
+  t.equal(copied.code, 0, copied.err)
+  t.match(copied.out, `copied: ${records.length}; already in PostgreSQL: 0`)
+  const after = new Database(older, { readonly: true })
+  t.equal(after.pragma('user_version', { simple: true }), auditSchemaVersion - 1, 'the source file is not migrated')
+  t.notOk((after.pragma('table_info(audit_records)') as Array<{ name: string }>).some(column => column.name === 'cleanup_id'))
+  after.close()
+
+  // A good source and an unreachable PostgreSQL: fails with the connection error, the source closed.
+  const unreachable = await run('audit', 'migrate', '--from', `sqlite:${older}`, '--to', 'postgres://127.0.0.1:1/none')
+  t.equal(unreachable.code, 1)
+  t.match(unreachable.err, /ECONNREFUSED|connect/)
+})
+
+t.test('audit migrate takes the target from DATABASE_URL when --to is absent', async t => {
+  const path = join(dir, 'env.db')
+  const records = await seedSqlite(path, 3)
+  const url = await postgres.createDatabase('migrate_env')
+  const saved = process.env.DATABASE_URL
+  process.env.DATABASE_URL = url.replace('postgres@', 'postgres:env-secret@')
+  t.teardown(() => { if (saved === undefined) delete process.env.DATABASE_URL; else process.env.DATABASE_URL = saved })
+  const result = await run('audit', 'migrate', '--from', `sqlite:${path}`)
+  t.equal(result.code, 0, result.err)
+  t.match(result.out, /-> postgres:\/\/postgres:\*\*\*@/)
+  t.notMatch(result.out, /env-secret/)
+  t.match(result.out, `copied: ${records.length}; already in PostgreSQL: 0`)
+  process.env.DATABASE_URL = 'mysql://h/db'
+  t.match(await run('audit', 'migrate', '--from', `sqlite:${path}`), { code: 2, err: /^--to must be a postgres:\/\/ URL/ })
 })
 
 t.test('withoutPassword hides the password and nothing else', async t => {
   t.equal(withoutPassword('postgres://rdg:s3cret@db:5432/rdg?sslmode=verify-full'), 'postgres://rdg:***@db:5432/rdg?sslmode=verify-full')
   t.equal(withoutPassword('postgres://rdg@db/rdg'), 'postgres://rdg@db/rdg')
+  t.equal(withoutPassword('postgres://db/rdg?user=rdg&password=s3cret&sslmode=require&sslpassword=k3y'),
+    'postgres://db/rdg?user=rdg&password=***&sslmode=require&sslpassword=***', 'query-string passwords too')
   t.equal(withoutPassword('postgres://rdg:s3cret@[bad/rdg'), 'the PostgreSQL URL (unparsable)')
 })

@@ -152,6 +152,63 @@ t.test('slack format: {text, blocks} to the incoming webhook, unsigned, what cal
   t.equal(second?.text, `A deletion of main/team/app:v1 by alice was refused. reason: no rule lets alice delete; audit ${denied.id}`)
 })
 
+t.test('an event the slack formatter cannot read is given up with the reason, not claimed again forever', async t => {
+  const receiver = await startReceiver()
+  t.teardown(() => receiver.down())
+  const webhooks = [hook(receiver.url, { name: 'slack', format: 'slack', secret: undefined }), hook(receiver.url)]
+  const real = openSqliteAuditStore(':memory:', { outbox: webhookRouter(webhooks) })
+  let claims = 0
+  // A row whose body no longer parses (written by another version, or damaged): only the slack endpoint parses it.
+  const store: AuditStore = {
+    ...real,
+    claimDeliveries: async (limit, leaseMs) => (await real.claimDeliveries(limit, leaseMs)).map(row => {
+      if (row.endpoint === 'slack') claims++
+      return { ...row, body: '{"type": "image.deleted", "data": trunc' }
+    })
+  }
+  const { attempts, logs } = setup(t, webhooks, { store })
+  await deletion(real)
+  await until('slack failed', async () => await statusOf(real, 'slack') === 'failed')
+  await until('std delivered', async () => await statusOf(real, 'std') === 'delivered')
+  t.match((await real.listDeliveries({}, { limit: 10 })).items.find(item => item.endpoint === 'slack'),
+    { status: 'failed', attempts: 1, lastError: 'the event could not be formatted for this endpoint (SyntaxError): not retried' })
+  await new Promise(resolve => setTimeout(resolve, 100))
+  t.equal(claims, 1, 'claimed once, not again')
+  t.ok(attempts.includes('slack:failed'), attempts.join(' '))
+  t.notMatch(JSON.stringify(logs), /trunc/, 'the body is not logged')
+  t.equal(receiver.received.length, 1, 'only the standard endpoint got a post')
+})
+
+t.test('an attempt that outlived its lease records nothing: the claim that took the row over finishes it', async t => {
+  const receiver = await startReceiver()
+  t.teardown(() => receiver.down())
+  const webhooks = [hook(receiver.url)]
+  let clock = Date.parse('2026-01-01T00:00:00Z')
+  const inner = openSqliteAuditStore(':memory:', { outbox: webhookRouter(webhooks), now: () => new Date(clock) })
+  let takenOver: Awaited<ReturnType<AuditStore['claimDeliveries']>> = []
+  // Right after the worker's claim, its lease runs out and another replica claims the row (attempt 2).
+  const store: AuditStore = {
+    ...inner,
+    claimDeliveries: async (limit, leaseMs) => {
+      const rows = await inner.claimDeliveries(limit, leaseMs)
+      if (rows.length > 0) {
+        clock += leaseMs + 1
+        takenOver = await inner.claimDeliveries(10, leaseMs)
+      }
+      return rows
+    }
+  }
+  const { attempts, logs } = setup(t, webhooks, { store })
+  await deletion(inner)
+  const late = await until('the late finish', () => logs.find(log => log.message === 'a webhook attempt outlived its lease; another claim records the row'))
+  t.match(late.details, { endpoint: 'std', attempts: 1, delivered: true })
+  t.match(takenOver, [{ endpoint: 'std', attempts: 2 }])
+  t.match((await inner.listDeliveries({}, { limit: 1 })).items[0], { status: 'pending', attempts: 2, lastStatus: undefined }, 'attempt 1 recorded nothing')
+  t.same(attempts, [], 'nor counted')
+  t.equal(await inner.finishDelivery(takenOver[0]?.eventId as string, 'std', { delivered: true, status: 204 }, 2), 'delivered')
+  t.equal(receiver.received.length, 1)
+})
+
 t.test('the events records make: deleted, untagged, restored, refused; nothing for the rest', async t => {
   const base = { id: '01HX0000000000000000000000', time: '2024-05-01T00:00:00.000Z', ...attempt() } as AuditRecord
   t.equal(eventNameFor({ ...base, outcome: 'deleted' }), 'deleted')
