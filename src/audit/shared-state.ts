@@ -70,21 +70,23 @@ export function auditUnavailable (cause: unknown, what: string): GatewayError {
 export class ReplicaLock implements KeyedLock {
   /** `onLost` hears of a lock lost while held (connection gone, release failed): the work may have raced another replica. */
   constructor (private readonly local: KeyedLock, private readonly shared: Pick<SharedState, 'exclusive'>,
-    private readonly onLost?: (key: string, cause: unknown) => void) {}
+    private readonly onLost: (key: string, cause: unknown) => void = () => {}) {}
 
   async run<T> (key: string, work: () => Promise<T>): Promise<T> {
     return await this.local.run(key, async () => {
       let held: HeldLock | undefined
+      const reportLoss = (): void => { if (held !== undefined && held.signal.aborted) this.onLost(key, held.signal.reason) }
       try {
-        return await this.shared.exclusive(key, async lock => {
+        const result = await this.shared.exclusive(key, async lock => {
           held = lock
           return await underLock(lock, work)
         })
+        reportLoss()
+        return result
       } catch (error) {
-        if (held !== undefined) throw error
-        throw auditUnavailable(error, 'the lock shared by the gateway replicas cannot be taken')
-      } finally {
-        if (held?.signal.aborted === true) this.onLost?.(key, held.signal.reason)
+        if (held === undefined) throw auditUnavailable(error, 'the lock shared by the gateway replicas cannot be taken')
+        reportLoss()
+        throw error
       }
     })
   }

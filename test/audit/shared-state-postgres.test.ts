@@ -9,7 +9,7 @@ import { openPostgresAuditStore, type PostgresAuditStoreOptions } from '../../sr
 import { ReplicaLock } from '../../src/audit/shared-state.js'
 import { advisoryLockId } from '../../src/audit/shared-state-postgres.js'
 import { KeyedQueue } from '../../src/registry/untag.js'
-import { confirmLockHeld } from '../../src/registry/lock-guard.js'
+import { confirmLockHeld, type HeldLock } from '../../src/registry/lock-guard.js'
 import { RegistryClient } from '../../src/registry/client.js'
 import { createMetrics } from '../../src/metrics.js'
 import { lostLockReporter } from '../../src/services.js'
@@ -131,6 +131,17 @@ t.test('a lock lost mid-work refuses the destructive registry call, and is repor
   t.match(await metrics.registry.getSingleMetricAsString('gateway_replica_locks_lost_total'), /gateway_replica_locks_lost_total 1/)
 
   t.equal(await lock.run('repo', async () => 'again'), 'again', 'a fresh connection takes the lock afterwards')
+
+  const quiet = new ReplicaLock(new KeyedQueue(), a!.shared)
+  t.equal(await quiet.run('repo', async () => {
+    const { rows } = await admin.query<{ pid: number }>("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
+    await admin.query('SELECT pg_terminate_backend($1)', [rows[0]!.pid])
+    await sleep(200)
+    return 'no registry call'
+  }), 'no registry call', 'work that never asks finishes with its own result (and a lock without a reporter tells nobody)')
+  let kept: HeldLock | undefined
+  await a!.shared.exclusive('repo', async held => { kept = held })
+  await t.resolves(kept!.confirm(), 'once released, the lock guards nothing more: work that outlives it is not refused by it')
 })
 
 t.test('waiting longer than lockWaitMs, or no database: AUDIT_UNAVAILABLE and the work never runs', async t => {
