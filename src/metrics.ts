@@ -20,6 +20,8 @@ export interface GatewayMetrics extends RegistryObserver {
   httpRequest: (route: string, method: string, status: number, seconds: number) => void
   auditRecord: (record: AuditRecord) => void
   policyReload: (ok: boolean) => void
+  /** A cross-replica repository lock lost while its work ran (its connection died, or releasing it failed). */
+  lockLost: () => void
   /** Reports the audit store's connection pool at each scrape (PostgreSQL only). */
   auditPool: (stats: () => AuditPoolStats) => void
   /** A webhook attempt's result per endpoint: delivered, retried (another attempt scheduled) or failed (given up). */
@@ -99,6 +101,11 @@ export function createMetrics (options: { now?: () => number } = {}): GatewayMet
       for (const row of rows) this.set({ endpoint: row.endpoint, status: row.status }, row.count)
     }
   })
+  const locksLost = new Counter({
+    name: 'gateway_replica_locks_lost_total',
+    help: 'Repository locks shared by the replicas that were lost while held (connection gone or COMMIT failed)',
+    registers: [registry]
+  })
   const reloads = new Counter({ name: 'gateway_policy_reloads_total', help: 'Policy reloads by result', labelNames: ['result'], registers: [registry] })
   // prom-client hashes the label set on every observe; a child per route, method and status is looked up once.
   const httpChildren = new Map<string, ReturnType<typeof http.labels>>()
@@ -132,6 +139,9 @@ export function createMetrics (options: { now?: () => number } = {}): GatewayMet
       if (record.outcome === 'pending') return
       if (record.action === 'delete') deletions.inc({ registry: record.registry, outcome: record.outcome })
       if (record.action === 'restore') restores.inc({ registry: record.registry, outcome: record.outcome })
+    },
+    lockLost () {
+      locksLost.inc()
     },
     policyReload (ok) {
       reloads.inc({ result: ok ? 'ok' : 'failed' })

@@ -125,6 +125,14 @@ export function openAuditStore (audit: Config['audit'], outbox?: OutboxRouter, l
   }), deferred)
 }
 
+/** A lock lost mid-work may have let two replicas change one repository at once: an operator must hear of it. */
+export function lostLockReporter (metrics: Pick<GatewayMetrics, 'lockLost'>, log: FastifyBaseLogger) {
+  return (key: string, cause: unknown): void => {
+    metrics.lockLost()
+    log.error({ err: cause, lock: key }, 'the repository lock shared by the replicas was lost while held: its work may have overlapped another replica\'s')
+  }
+}
+
 export function createServices (config: Config, overrides: ServiceOverrides, metrics: GatewayMetrics, log: FastifyBaseLogger): GatewayServices {
   const registries = buildRegistries(config, overrides.dispatcher, metrics)
   const policyStore = overrides.policyStore ?? new PolicyStore({ logger: log })
@@ -155,7 +163,7 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
   })
   // One lock for every tag-changing request of a repository: digest deletions and untags queue behind each other,
   // on this replica and (PostgreSQL) on every replica sharing the database.
-  const locks = new ReplicaLock(new KeyedQueue(), auditStore.shared)
+  const locks = new ReplicaLock(new KeyedQueue(), auditStore.shared, lostLockReporter(metrics, log))
   const images: ImageServices = {
     registries,
     authorizer: () => {

@@ -73,6 +73,7 @@ export function deferredAuditStore (open: () => Promise<AuditStore>, options: De
   return {
     append: async record => await (await store()).append(record),
     update: async (id, changes) => await (await store()).update(id, changes),
+    settlePending: async (id, changes) => await (await store()).settlePending(id, changes),
     get: async id => await (await store()).get(id),
     list: async (filter, page, visible) => await (await store()).list(filter, page, visible),
     pending: async () => await (await store()).pending(),

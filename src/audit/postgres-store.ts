@@ -13,7 +13,7 @@ import {
   checkLimit, decodeCursor, definedChanges, encodeAuditCursor, filterKeys, filterValues, LIST_CHUNK_ROWS, toIsoTime, windowIndexes, withOptionalColumns
 } from './listing.js'
 import { postgresSharedState, sharedStateMigration } from './shared-state-postgres.js'
-import type { AuditFilter, AuditRecord, AuditStore, ClaimRestoreResult, NewAuditRecord } from './types.js'
+import type { AuditFilter, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, NewAuditRecord } from './types.js'
 
 /**
  * Applied in order, each in the transaction that records it in audit_schema_migrations. Never edit one that has
@@ -249,6 +249,21 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
     return inserted
   }
 
+  /** Changes a record under its row lock; with onlyPending, a record no longer pending stays as it is (undefined). */
+  async function change (client: Queryable, id: string, changes: AuditRecordChanges, onlyPending: boolean): Promise<AuditRecord | undefined> {
+    const current = await find(client, id, true)
+    if (current === undefined) throw new Error(`audit record ${id} does not exist`)
+    if (onlyPending && current.outcome !== 'pending') return undefined
+    const next = { ...current, ...definedChanges(changes) }
+    await client.query(updateSql, [
+      id, next.outcome, next.digest, next.mediaType, next.removedTags, next.upstreamStatus, next.errorCode,
+      next.errorDetail, next.durationMs, next.manifest, next.restoredBy, next.deleteAction, next.strategy
+    ].map(value => value ?? null))
+    const updated = await find(client, id) as AuditRecord
+    await outbox.enqueue(client, updated, current)
+    return updated
+  }
+
   /** The scan window, as in the SQLite store: at most $scan rows of one index in id order, the rest only marks rows. */
   function windowQuery (filter: Partial<Record<keyof AuditFilter, string>>, cursor: string | undefined, scan: number): [string, unknown[]] {
     const values: unknown[] = []
@@ -282,18 +297,12 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
 
     async update (id, changes) {
       ensureOpen()
-      return await inTransaction(pool, async client => {
-        const current = await find(client, id, true)
-        if (current === undefined) throw new Error(`audit record ${id} does not exist`)
-        const next = { ...current, ...definedChanges(changes) }
-        await client.query(updateSql, [
-          id, next.outcome, next.digest, next.mediaType, next.removedTags, next.upstreamStatus, next.errorCode,
-          next.errorDetail, next.durationMs, next.manifest, next.restoredBy, next.deleteAction, next.strategy
-        ].map(value => value ?? null))
-        const updated = await find(client, id) as AuditRecord
-        await outbox.enqueue(client, updated, current)
-        return updated
-      })
+      return await inTransaction(pool, async client => await change(client, id, changes, false) as AuditRecord)
+    },
+
+    async settlePending (id, changes) {
+      ensureOpen()
+      return await inTransaction(pool, async client => await change(client, id, changes, true))
     },
 
     async get (id) {

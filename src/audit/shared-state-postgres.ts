@@ -12,7 +12,8 @@
  */
 import { createHash } from 'node:crypto'
 import pg from 'pg'
-import type { RateWindow, SharedState, StoredPlan, TakenPlan } from './shared-state.js'
+import type { HeldLock } from '../registry/lock-guard.js'
+import { auditUnavailable, type RateWindow, type SharedState, type StoredPlan, type TakenPlan } from './shared-state.js'
 
 export const sharedStateMigration = `ALTER TABLE audit_records ADD COLUMN reconcile_owner TEXT, ADD COLUMN reconcile_until BIGINT;
   CREATE TABLE gateway_plans (
@@ -66,24 +67,46 @@ export function postgresSharedState (pool: pg.Pool, options: PostgresSharedState
   return {
     async exclusive (key, work) {
       const client = await lockPool.connect()
-      // A connection that breaks while checked out (server restart, failover) emits 'error' on the client, which
-      // would crash the process: the holder learns of it at COMMIT, and the server has freed the lock by then.
-      const ignore = (): void => {}
-      client.on('error', ignore)
+      // A connection that breaks while checked out (server restart, failover, a terminated backend) emits 'error'
+      // and 'end' on the client; unheard, 'error' would crash the process. The server has freed the lock by then,
+      // so the holder is told through the signal and refused at its next confirm().
+      const lost = new AbortController()
+      const loseLock = (cause: unknown): void => { if (!lost.signal.aborted) lost.abort(cause) }
+      const onEnd = (): void => { loseLock(new Error('the lock connection ended')) }
+      client.on('error', loseLock)
+      client.on('end', onEnd)
+      const detach = (): void => {
+        client.off('error', loseLock)
+        client.off('end', onEnd)
+      }
       try {
         await client.query('BEGIN')
+        // A role or database default must not end the lock's transaction while a slow registry keeps it idle.
+        await client.query('SET LOCAL idle_in_transaction_session_timeout = 0')
+        await client.query('SET LOCAL statement_timeout = 0')
         await client.query('SELECT pg_advisory_xact_lock($1::bigint)', [advisoryLockId(key)])
       } catch (error) {
-        client.off('error', ignore)
+        detach()
         client.release(true)
         throw error
       }
+      let released = false
+      const held: HeldLock = {
+        signal: lost.signal,
+        async confirm () {
+          // Work that outlives its lock is no longer guarded by it; the client is back in the pool.
+          if (released) return
+          if (!lost.signal.aborted) await client.query('SELECT 1').catch(loseLock)
+          if (lost.signal.aborted) throw auditUnavailable(lost.signal.reason, 'the lock shared by the gateway replicas was lost mid-work')
+        }
+      }
       try {
-        return await work()
+        return await work(held)
       } finally {
+        released = true
         // Ending the transaction frees the lock; if the connection broke meanwhile, the server already freed it.
-        const done = await client.query('COMMIT').then(() => true, () => false)
-        client.off('error', ignore)
+        const done = await client.query('COMMIT').then(() => !lost.signal.aborted, (error: unknown) => { loseLock(error); return false })
+        detach()
         client.release(!done)
       }
     },

@@ -5,6 +5,7 @@
  */
 import type Database from 'better-sqlite3'
 import type { SharedState, StoredPlan, TakenPlan } from './shared-state.js'
+import { localHeldLock } from '../registry/lock-guard.js'
 
 export const sharedStateMigration = `ALTER TABLE audit_records ADD COLUMN reconcile_owner TEXT;
   ALTER TABLE audit_records ADD COLUMN reconcile_until INTEGER;
@@ -43,7 +44,7 @@ export function sqliteSharedState (db: Database.Database, ensureOpen: () => void
 
   return {
     // One replica per file: the in-process queue in front of this is the whole lock.
-    exclusive: async (_key, work) => await work(),
+    exclusive: async (_key, work) => await work(localHeldLock),
 
     async putPlan (plan, capacity, nowMs) {
       ensureOpen()

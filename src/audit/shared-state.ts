@@ -6,6 +6,7 @@
  */
 import { GatewayError } from '../errors.js'
 import type { KeyedLock } from '../registry/untag.js'
+import { underLock, type HeldLock } from '../registry/lock-guard.js'
 
 /** Something waiting for a later request (a button, an approval): single-use, with an expiry. */
 export interface StoredPlan {
@@ -31,9 +32,10 @@ export interface RateWindow {
 export interface SharedState {
   /**
    * Runs `work` while holding `key` among every replica using this database. Rejects without running `work` when
-   * the lock cannot be taken; once `work` runs, its own result or error is what comes back.
+   * the lock cannot be taken; once `work` runs, its own result or error is what comes back. `work` gets the held
+   * lock, to confirm it still holds it before acting; its signal aborts once the lock is known lost.
    */
-  exclusive: <T>(key: string, work: () => Promise<T>) => Promise<T>
+  exclusive: <T>(key: string, work: (held: HeldLock) => Promise<T>) => Promise<T>
   /** Stores (or replaces) a plan; keeps at most `capacity` unexpired plans of its kind, dropping the soonest to expire. */
   putPlan: (plan: StoredPlan, capacity: number, nowMs: number) => Promise<void>
   /** Reads without taking. */
@@ -66,19 +68,25 @@ export function auditUnavailable (cause: unknown, what: string): GatewayError {
  * taken (database down) is AUDIT_UNAVAILABLE and the work never starts.
  */
 export class ReplicaLock implements KeyedLock {
-  constructor (private readonly local: KeyedLock, private readonly shared: Pick<SharedState, 'exclusive'>) {}
+  /** `onLost` hears of a lock lost while held (connection gone, release failed): the work may have raced another replica. */
+  constructor (private readonly local: KeyedLock, private readonly shared: Pick<SharedState, 'exclusive'>,
+    private readonly onLost: (key: string, cause: unknown) => void = () => {}) {}
 
   async run<T> (key: string, work: () => Promise<T>): Promise<T> {
     return await this.local.run(key, async () => {
-      let started = false
+      let held: HeldLock | undefined
+      const reportLoss = (): void => { if (held !== undefined && held.signal.aborted) this.onLost(key, held.signal.reason) }
       try {
-        return await this.shared.exclusive(key, async () => {
-          started = true
-          return await work()
+        const result = await this.shared.exclusive(key, async lock => {
+          held = lock
+          return await underLock(lock, work)
         })
+        reportLoss()
+        return result
       } catch (error) {
-        if (started) throw error
-        throw auditUnavailable(error, 'the lock shared by the gateway replicas cannot be taken')
+        if (held === undefined) throw auditUnavailable(error, 'the lock shared by the gateway replicas cannot be taken')
+        reportLoss()
+        throw error
       }
     })
   }

@@ -271,9 +271,10 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
 
   // IMMEDIATE takes the write lock before the first read, so a check-then-write cannot interleave with another
   // connection's; a DEFERRED transaction would fail with SQLITE_BUSY instead of waiting.
-  const updateTransaction = db.transaction((id: string, changes: AuditRecordChanges): AuditRecord => {
+  const updateTransaction = db.transaction((id: string, changes: AuditRecordChanges, onlyPending = false): AuditRecord | undefined => {
     const current = find(id)
     if (current === undefined) throw new Error(`audit record ${id} does not exist`)
+    if (onlyPending && current.outcome !== 'pending') return undefined
     updateRow.run(toParams({ ...current, ...definedChanges(changes) }))
     const updated = find(id) as AuditRecord
     outbox.enqueue(updated, current)
@@ -330,7 +331,12 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
 
     async update (id, changes) {
       ensureOpen()
-      return updateTransaction.immediate(id, changes)
+      return updateTransaction.immediate(id, changes) as AuditRecord
+    },
+
+    async settlePending (id, changes) {
+      ensureOpen()
+      return updateTransaction.immediate(id, changes, true)
     },
 
     async get (id) {

@@ -46,6 +46,12 @@ export class AuditTrail {
     return this.log(await this.guard(async () => await this.store.update(id, changes)))
   }
 
+  /** `settle` only while the record is still pending: undefined (nothing written) when it was settled meanwhile. */
+  async settlePending (id: string, changes: AuditRecordChanges): Promise<AuditRecord | undefined> {
+    const settled = await this.guard(async () => await this.store.settlePending(id, changes))
+    return settled === undefined ? undefined : this.log(settled)
+  }
+
   async get (id: string): Promise<AuditRecord | undefined> {
     return await this.guard(async () => await this.store.get(id))
   }

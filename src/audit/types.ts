@@ -125,6 +125,11 @@ export interface AuditStore extends OutboxStore {
   append (record: NewAuditRecord): Promise<AuditRecord>
   /** Rejects when no record has this id. */
   update (id: string, changes: AuditRecordChanges): Promise<AuditRecord>
+  /**
+   * `update`, only while the record is still `pending` (one atomic step): undefined, and nothing changed, when it
+   * was settled meanwhile (by the request itself, or another replica's reconcile). Rejects when no record has this id.
+   */
+  settlePending (id: string, changes: AuditRecordChanges): Promise<AuditRecord | undefined>
   get (id: string): Promise<AuditRecord | undefined>
   /**
    * Newest first. `visible` filters out records the caller may not see. One call reads a bounded number of rows (the

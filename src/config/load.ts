@@ -133,6 +133,7 @@ export function validateConfig (raw: Record<string, unknown>, source: string): C
     throw new ConfigError(`invalid configuration from ${source}:\n  defaultRegistry: must name a key of registries (have: ${known})`)
   }
   checkRetention(config, source)
+  checkReconcileAfter(config, source)
   if (config.audit.driver === 'postgres' && config.audit.url === undefined) {
     throw new ConfigError(`invalid configuration from ${source}:\n  audit.url: required with audit.driver postgres (or set DATABASE_URL)`)
   }
@@ -149,6 +150,21 @@ export function validateConfig (raw: Record<string, unknown>, source: string): C
 }
 
 /** Named policies are checked as a request would be: a bad pattern fails the start, not the first plan. */
+/**
+ * With several replicas a pending record may belong to a request still running elsewhere: one waits up to
+ * lockWaitMs for the repository lock, then its registry calls take up to connectMs + requestMs each. Judging it
+ * sooner would guess over a request that is about to answer, so a shorter reconcileAfterMs is refused, not clamped.
+ */
+function checkReconcileAfter (config: Config, source: string): void {
+  if (config.audit.driver !== 'postgres') return
+  const slowest = Math.max(...Object.values(config.registries).map(registry => registry.timeouts.connectMs + registry.timeouts.requestMs))
+  const minimum = config.audit.lockWaitMs + slowest
+  if (config.audit.reconcileAfterMs < minimum) {
+    throw new ConfigError(`invalid configuration from ${source}:\n  audit.reconcileAfterMs: must be at least ${minimum} with driver postgres ` +
+      `(audit.lockWaitMs ${config.audit.lockWaitMs} + the slowest registry's connectMs + requestMs ${slowest}), so a record still in flight on another replica is not judged`)
+  }
+}
+
 function checkRetention (config: Config, source: string): void {
   const seen = new Set<string>()
   config.retention.policies.forEach((policy, index) => {

@@ -83,11 +83,16 @@ async function reconcileOne (deps: ReconcileDeps, record: AuditRecord, logger: R
     logger.warn({ auditId: record.id, registry: record.registry }, 'pending audit record left for a later pass: its registry cannot tell what happened now')
     return 'left'
   }
-  if (record.action === 'restore') {
-    if (!happened) await deps.audit.releaseRestore(record.restoreOf as string, record.id)
-    await deps.audit.settle(record.id, { outcome: happened ? 'restored' : 'failed', errorDetail: NOTE })
-  } else {
-    await deps.audit.settle(record.id, { outcome: happened ? 'deleted' : 'failed', errorDetail: `${NOTE}${untag?.detail ?? ''}` })
+  // Only while still pending: a request still in flight (its lock lost, or slower than reconcileAfterMs) may have
+  // settled the record with the registry's own answer meanwhile, and that answer wins over this guess.
+  const settled = record.action === 'restore'
+    ? await deps.audit.settlePending(record.id, { outcome: happened ? 'restored' : 'failed', errorDetail: NOTE })
+    : await deps.audit.settlePending(record.id, { outcome: happened ? 'deleted' : 'failed', errorDetail: `${NOTE}${untag?.detail ?? ''}` })
+  if (settled === undefined) {
+    logger.warn({ auditId: record.id, registry: record.registry },
+      'pending audit record settled by its own request while being reconciled: its answer was kept')
+    return 'left'
   }
+  if (record.action === 'restore' && !happened) await deps.audit.releaseRestore(record.restoreOf as string, record.id)
   return 'settled'
 }

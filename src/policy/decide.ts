@@ -80,7 +80,8 @@ export function repositoryDecider (
     allow: false,
     code,
     reason: `${identity.subject} may not ${action} ${repository}:${tag} in registry ${registry}: ${why}`,
-    roles
+    // A copy per decision: the caller owns its decisions, and one changed must not change its siblings.
+    roles: [...roles]
   })
   if (policy === undefined) return tag => deny(tag, 'FORBIDDEN', 'no policy is loaded, so every request is denied', [])
   const roles = rolesOf(policy, identity)
@@ -101,7 +102,7 @@ export function repositoryDecider (
       allow: true,
       ...(granting.approval === undefined ? {} : { approval: granting.approval }),
       reason: `${identity.subject} may ${action} ${repository}:${tag} in registry ${registry}${approval}: role ${granting.role} allows it (${granting.path})`,
-      roles
+      roles: [...roles]
     }
   }
 }

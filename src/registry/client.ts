@@ -6,6 +6,7 @@ import { headerValue as header, readLimited } from './http-body.js'
 import { parseChallenges, type Challenge } from './challenge.js'
 import { malformedAnswer, mapRegistryResponse, mapTransportError, type OperationContext } from './errors.js'
 import { essence, MANIFEST_ACCEPT } from './media-types.js'
+import { confirmLockHeld } from './lock-guard.js'
 import type { RegistryObserver } from '../metrics.js'
 
 export interface RegistryClientOptions {
@@ -269,6 +270,7 @@ export class RegistryClient {
   /** Deletes a manifest by digest; only 202 Accepted counts as done. */
   async deleteManifest (repository: string, digest: string, scope: Scope = 'pull,delete'): Promise<void> {
     const context = { registry: this.name, operation: 'delete', repository, reference: digest }
+    await confirmLockHeld()
     const response = await this.send({ method: 'DELETE', path: this.repositoryPath(repository, `manifests/${digest}`), repository, scope, context })
     if (response.statusCode !== 202) throw await this.failure(response, context)
     await response.body.dump()
@@ -277,6 +279,7 @@ export class RegistryClient {
   /** Puts manifest bytes under a tag; answers the digest the registry stored them as. */
   async putManifest (repository: string, tag: string, bytes: Buffer, mediaType: string, scope: Scope = 'pull,push'): Promise<string> {
     const context = { registry: this.name, operation: 'put manifest', repository, reference: tag }
+    await confirmLockHeld()
     const response = await this.send({
       method: 'PUT', path: this.repositoryPath(repository, `manifests/${tag}`), repository, scope, context, headers: { 'content-type': mediaType }, body: bytes
     })
@@ -376,6 +379,7 @@ export class RegistryClient {
    */
   async deleteTag (repository: string, tag: string): Promise<void> {
     const context = { registry: this.name, operation: 'delete tag', repository, reference: tag }
+    await confirmLockHeld()
     const response = await this.send({ method: 'DELETE', path: this.repositoryPath(repository, `manifests/${tag}`), repository, scope: 'pull,delete', context })
     if (response.statusCode !== 202) throw await this.failure(response, context)
     await response.body.dump()

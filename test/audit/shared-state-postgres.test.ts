@@ -9,6 +9,11 @@ import { openPostgresAuditStore, type PostgresAuditStoreOptions } from '../../sr
 import { ReplicaLock } from '../../src/audit/shared-state.js'
 import { advisoryLockId } from '../../src/audit/shared-state-postgres.js'
 import { KeyedQueue } from '../../src/registry/untag.js'
+import { confirmLockHeld, type HeldLock } from '../../src/registry/lock-guard.js'
+import { RegistryClient } from '../../src/registry/client.js'
+import { createMetrics } from '../../src/metrics.js'
+import { lostLockReporter } from '../../src/services.js'
+import pino from 'pino'
 import { isGatewayError } from '../../src/errors.js'
 import { startPostgres } from '../../testing/postgres-process.js'
 import { sharedStateContract } from '../fixtures/shared-state-contract.js'
@@ -74,6 +79,69 @@ t.test('a holder whose connection dies (kill -9 of its replica) frees the lock a
   release()
   await held
   t.equal(await a!.shared.exclusive('repo', async () => 'a again'), 'a again', 'the broken connection was not put back in the pool')
+})
+
+t.test('a role\'s idle_in_transaction_session_timeout does not end a lock held by slow work', async t => {
+  const { url, stores: [a, b] } = await replicas(t, 2, { lockWaitMs: 200 })
+  const admin = new pg.Client({ connectionString: url })
+  await admin.connect()
+  await admin.query("ALTER ROLE postgres SET idle_in_transaction_session_timeout = '1s'")
+  t.teardown(async () => {
+    await admin.query('ALTER ROLE postgres RESET idle_in_transaction_session_timeout')
+    await admin.end()
+  })
+  let lost: unknown
+  const lock = new ReplicaLock(new KeyedQueue(), a!.shared, (_key, cause) => { lost = cause })
+  const result = await lock.run('repo', async () => {
+    await sleep(2000)
+    const other = await b!.shared.exclusive('repo', async () => 'taken').catch((error: unknown) => error)
+    t.not(other, 'taken', 'after 2 s idle in its transaction the lock is still held')
+    await t.resolves(confirmLockHeld(), 'the lock connection still answers')
+    return 'done'
+  })
+  t.equal(result, 'done')
+  t.equal(lost, undefined, 'the lock was not lost, COMMIT succeeded')
+  t.equal(await b!.shared.exclusive('repo', async () => 'free'), 'free')
+})
+
+t.test('a lock lost mid-work refuses the destructive registry call, and is reported', async t => {
+  const { url, stores: [a] } = await replicas(t, 1)
+  const admin = new pg.Client({ connectionString: url })
+  await admin.connect()
+  t.teardown(() => admin.end())
+  const lines: string[] = []
+  const metrics = createMetrics()
+  const log = pino({ level: 'info' }, { write: (line: string) => { lines.push(line) } })
+  const lock = new ReplicaLock(new KeyedQueue(), a!.shared, lostLockReporter(metrics, log))
+  // Nothing listens there: a call that got past the lock check would fail as unreachable, not AUDIT_UNAVAILABLE.
+  const client = new RegistryClient({ name: 'main', url: 'http://127.0.0.1:9', connectTimeoutMs: 500, requestTimeoutMs: 500, connections: 1, trustedRealmOrigins: [] })
+  t.teardown(() => client.close())
+  const error = await lock.run('repo', async () => {
+    const { rows } = await admin.query<{ pid: number }>("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
+    await admin.query('SELECT pg_terminate_backend($1)', [rows[0]!.pid])
+    await sleep(200)
+    const put = await client.putManifest('team/app', 'v1', Buffer.from('{}'), 'application/json').catch((error: unknown) => error)
+    t.ok(isGatewayError(put) && put.code === 'AUDIT_UNAVAILABLE', 'the PUT is refused')
+    await client.deleteManifest('team/app', `sha256:${'a'.repeat(64)}`)
+  }).catch((error: unknown) => error)
+  t.ok(isGatewayError(error) && error.code === 'AUDIT_UNAVAILABLE', 'the DELETE is refused with AUDIT_UNAVAILABLE')
+  t.match((error as Error).message, /lost mid-work/)
+  const report = lines.map(line => JSON.parse(line) as { level: number, lock: string, msg: string }).find(line => line.level === 50)
+  t.equal(report?.lock, 'repo', 'logged at error level')
+  t.match(await metrics.registry.getSingleMetricAsString('gateway_replica_locks_lost_total'), /gateway_replica_locks_lost_total 1/)
+
+  t.equal(await lock.run('repo', async () => 'again'), 'again', 'a fresh connection takes the lock afterwards')
+
+  const quiet = new ReplicaLock(new KeyedQueue(), a!.shared)
+  t.equal(await quiet.run('repo', async () => {
+    const { rows } = await admin.query<{ pid: number }>("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted")
+    await admin.query('SELECT pg_terminate_backend($1)', [rows[0]!.pid])
+    await sleep(200)
+    return 'no registry call'
+  }), 'no registry call', 'work that never asks finishes with its own result (and a lock without a reporter tells nobody)')
+  let kept: HeldLock | undefined
+  await a!.shared.exclusive('repo', async held => { kept = held })
+  await t.resolves(kept!.confirm(), 'once released, the lock guards nothing more: work that outlives it is not refused by it')
 })
 
 t.test('waiting longer than lockWaitMs, or no database: AUDIT_UNAVAILABLE and the work never runs', async t => {

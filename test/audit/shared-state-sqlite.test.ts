@@ -26,3 +26,13 @@ t.test('SQLite keeps no shared rate-limit windows, and a closed store refuses sh
   await t.rejects(store.shared.takePlan('k', 'i', 0), /closed/)
   await t.rejects(store.shared.claimPending('o', '', 1, 0), /closed/)
 })
+
+t.test('SQLite\'s lock (one replica, the in-process queue) cannot be lost: confirming it always passes', async t => {
+  const store = openSqliteAuditStore(':memory:')
+  t.teardown(() => store.close())
+  const answer = await store.shared.exclusive('repo', async held => {
+    await held.confirm()
+    return held.signal.aborted
+  })
+  t.equal(answer, false)
+})

@@ -134,6 +134,19 @@ t.test('issue 14: audit.driver postgres takes its URL from audit.url or DATABASE
     'DATABASE_URL alone does not switch the driver')
 })
 
+t.test('issue 14: with driver postgres, audit.reconcileAfterMs is above lockWaitMs plus the slowest registry\'s timeouts', async t => {
+  const yaml = (after: number): string => file('reconcile.yaml', `registries:
+  default: { url: "http://127.0.0.1:1", timeouts: { connectMs: 100, requestMs: 400 } }
+  slow: { url: "http://127.0.0.1:2", timeouts: { connectMs: 1000, requestMs: 9000 } }
+audit: { driver: postgres, url: "postgres://h/db", lockWaitMs: 5000, reconcileAfterMs: ${after} }
+`)
+  t.equal(loadConfig(['--config', yaml(15_000)], {}).audit.reconcileAfterMs, 15_000, 'the minimum itself is accepted')
+  t.throws(() => loadConfig(['--config', yaml(14_999)], {}),
+    /audit\.reconcileAfterMs: must be at least 15000 with driver postgres \(audit\.lockWaitMs 5000 \+ the slowest registry's connectMs \+ requestMs 10000\)/)
+  t.equal(loadConfig(['--config', file('sqlite.yaml', 'registries: { default: { url: "http://x" } }\naudit: { reconcileAfterMs: 0 }\n')], {}).audit.reconcileAfterMs, 0,
+    'one SQLite replica has no request in flight elsewhere')
+})
+
 t.test('issue 14: audit.tls names PEM files; TLS is set either there or in the URL, and a client certificate comes with its key', async t => {
   const path = file('pg-tls.yaml', 'registries:\n  default: { url: "http://127.0.0.1:1" }\naudit:\n  driver: postgres\n  tls: { caFile: /etc/rdg/ca.pem, servername: db.internal }\n')
   const config = loadConfig([`--config=${path}`], { DATABASE_URL: 'postgres://rdg@10.0.0.5/rdg' })

@@ -50,9 +50,10 @@ async function startReplica (index: number, registryUrl: string): Promise<Replic
     host: HOST,
     port,
     logLevel: 'warn',
-    registries: { default: { url: registryUrl, defaultMode: 'digest' } },
+    // Shorter timeouts and lock wait than the defaults, so that reconcileAfterMs (at least their sum) fits the kill test's wait.
+    registries: { default: { url: registryUrl, defaultMode: 'digest', timeouts: { connectMs: 1000, requestMs: 4000 } } },
     policyFile,
-    audit: { driver: 'postgres', url: databaseUrl, reconcileIntervalMs: 1000, reconcileAfterMs: 1000 },
+    audit: { driver: 'postgres', url: databaseUrl, lockWaitMs: 5000, reconcileIntervalMs: 1000, reconcileAfterMs: 10_000 },
     limits: { requestsPerWindow: 1_000_000, coTagScansPerCaller: 10_000 }
   }))
   const env: NodeJS.ProcessEnv = { ...process.env }

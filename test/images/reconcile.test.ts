@@ -209,3 +209,22 @@ t.test('a pending untag on a registry that cannot answer now stays pending', asy
   t.same(await reconcilePending({ registries: directory(t, { default: registry.url, flaky: nowhere }), audit }, logger), { settled: 0, left: 1 })
   t.equal((await store.get(record.id))?.outcome, 'pending')
 })
+
+t.test('a record its own request settles while it is being judged keeps the request\'s answer: the conflict is logged', async t => {
+  const { store, audit, logger } = memoryTrail(t)
+  const image = await pushImage(target, 'reconcile/in-flight', ['v1'], 'schema2')
+  const record = await store.append(deletionRecord('default', image, ['v1'], 'pending'))
+  let reads = 0
+  // The second read is the one under the lock: right after it, the request (whose lock was lost) records its answer.
+  const racing = Object.assign(Object.create(audit) as typeof audit, {
+    get: async (id: string) => {
+      const read = await audit.get(id)
+      if (++reads === 2) await store.update(id, { outcome: 'deleted', upstreamStatus: 202 })
+      return read
+    }
+  })
+  t.same(await reconcilePending({ registries: directory(t, { default: registry.url }), audit: racing }, logger), { settled: 0, left: 1 })
+  t.match(await store.get(record.id), { outcome: 'deleted', upstreamStatus: 202 }, 'the image is still there, yet the request\'s answer stays')
+  t.same(logger.warnings.map(warning => warning.details), [{ auditId: record.id, registry: 'default' }])
+  t.match(logger.warnings[0]?.message, /settled by its own request/)
+})

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import t from 'tap'
-import { decide, literalProtectedTags, rolesOf, subjectsOf } from '../../src/policy/decide.js'
+import { decide, literalProtectedTags, repositoryDecider, rolesOf, subjectsOf } from '../../src/policy/decide.js'
 import { loadPolicy } from '../../src/policy/load.js'
 import type { Action, Decision, Identity } from '../../src/policy/types.js'
 
@@ -181,4 +181,14 @@ bindings:
   t.match(decide(gated, b, 'delete', { ...image, tag: 'v1' }), { allow: true, approval: 'required' }, 'where only the gated rule applies')
   t.match(decide(gated, c, 'approve', image), { allow: true, reason: /slack:T1\/UC may approve team-a\/app:pr-1/ })
   t.match(decide(gated, a, 'approve', image), { allow: false, code: 'FORBIDDEN' }, 'delete does not imply approve')
+})
+
+t.test('decisions of one repositoryDecider do not share their roles array', async t => {
+  const decider = repositoryDecider(policy, ciCleaner, 'delete', 'default', 'team-a/app')
+  const first = decider('pr-1')
+  first.roles.push('changed by a caller')
+  t.same(decider('pr-2').roles, ['preview-cleaner', 'auditor'], 'an allowed decision is not changed by its sibling')
+  const denied = repositoryDecider(policy, stranger, 'delete', 'default', 'team-a/app')
+  denied('pr-1').roles.push('changed by a caller')
+  t.same(denied('pr-2').roles, [], 'nor is a denial')
 })
