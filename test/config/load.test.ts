@@ -74,6 +74,8 @@ t.test('environment overrides a file', async t => {
   const cursorSecret = 'cursor-secret-from-the-environment-0123'
   t.match(loadConfig([], { REGISTRY_URL: 'http://127.0.0.1:1', BROWSE_CURSOR_SECRET: cursorSecret }).browse, { cursorSecret, catalogPageSize: 1000 }, 'BROWSE_CURSOR_SECRET')
   t.throws(() => loadConfig([], { REGISTRY_URL: 'http://127.0.0.1:1', BROWSE_CURSOR_SECRET: 'short' }), /cursorSecret/, 'a cursor secret of fewer than 32 characters')
+  const browsing = file('browse.yaml', 'registries:\n  default: { url: "http://127.0.0.1:1" }\nbrowse: { tagTtlMs: 0 }\n')
+  t.match(loadConfig([`--config=${browsing}`], { BROWSE_CURSOR_SECRET: cursorSecret }).browse, { cursorSecret, tagTtlMs: 0 }, 'BROWSE_CURSOR_SECRET keeps the file\'s browse keys')
   const origins = loadConfig([`--config=${path}`], { REGISTRY_TOKEN_REALM_ORIGINS: 'https://auth.docker.io, https://gitlab.example.com,' })
   t.same(origins.registries.main?.tokenRealmOrigins, ['https://auth.docker.io', 'https://gitlab.example.com'], 'REGISTRY_TOKEN_REALM_ORIGINS, comma-separated, for the default registry')
   t.same(origins.registries.other?.tokenRealmOrigins, [])

@@ -153,6 +153,7 @@ t.test('every problem names its path and the rule', async t => {
     [rule('bindings: [{ role: admin, subjects: ["user:a"], when: always }]'), /bindings\[0\]\.when: unknown key; a binding has role, subjects/],
     // chatUsers
     ['chatUsers: {}', /chatUsers: must be a list, not a mapping/],
+    ['chatUsers: [oncall]', /chatUsers\[0\]: must be a chat users entry \(a mapping\), not a string/],
     ['chatUsers: [{ subjects: ["user:bob"], groups: [a] }]', /chatUsers\[0\]\.subjects\[0\]: must be slack:<team id>\/<user id> or mattermost:<team id>\/<user id>/],
     ['chatUsers: [{ subjects: ["slack:U1"], groups: [a] }]', /chatUsers\[0\]\.subjects\[0\]: a Slack subject must be/],
     ['chatUsers: [{ subjects: ["slack:T1/U1"], groups: [""] }]', /chatUsers\[0\]\.groups\[0\]: must not be empty/],
