@@ -6,11 +6,11 @@
 import { Value } from 'typebox/value'
 import type { AuditTrail } from '../audit/trail.js'
 import { GatewayError, invalidField } from '../errors.js'
-import { grantsAnywhere } from '../policy/index.js'
+import { decide, grantsAnywhere } from '../policy/index.js'
 import type { Identity } from '../policy/types.js'
 import type { RequestContext } from '../images/attempt.js'
-import { CLEANUP_ID, planCleanup, type CleanupServices } from './plan-cleanup.js'
-import { CleanupRequestSchema, type CleanupPlan, type CleanupRequest, type CleanupRules } from './shapes.js'
+import { CLEANUP_ID, planCleanup, totalsOf, type CleanupServices } from './plan-cleanup.js'
+import { CleanupRequestSchema, type CleanupDeletionPlan, type CleanupEntry, type CleanupPlan, type CleanupRequest, type CleanupRules } from './shapes.js'
 
 export interface RetentionPolicy {
   name: string
@@ -92,17 +92,74 @@ export async function planRetentionPolicy (deps: CleanupDeps, input: Caller & { 
   return await plannedAndKept(deps, input, request, { policy: policy.name, field: `retention.policies[${index}].rules` })
 }
 
-/** `GET /cleanups/<id>`: the plan as it was made, for whoever made it or may audit; anyone else is told it does not exist. */
-export async function getCleanup (deps: CleanupDeps, input: { identity: Identity, id: string }): Promise<CleanupPlan> {
+/**
+ * A stored plan as someone other than its maker sees it: only the entries whose image the caller may audit, the
+ * tags each plan names filtered the same way, the totals recounted; what is left out is counted in hiddenTags.
+ */
+function auditableView (deps: CleanupDeps, identity: Identity, plan: CleanupPlan): { plan: CleanupPlan, hidden: number } {
+  const policy = deps.policy()
+  const audits = (repository: string, tag: string): boolean => decide(policy, identity, 'audit', { registry: plan.registry, repository, tag }).allow
+  const entries: CleanupEntry[] = []
+  let hidden = 0
+  for (const entry of plan.entries) {
+    if (!audits(entry.repository, entry.tag)) {
+      hidden++
+      continue
+    }
+    entries.push(entry.plan === undefined ? entry : { ...entry, plan: auditablePlan(entry.plan, tag => audits(entry.repository, tag)) })
+  }
+  if (hidden === 0) return { plan, hidden }
+  const repositories = new Set(entries.map(entry => entry.repository)).size
+  return { plan: { ...plan, entries, totals: totalsOf(repositories, entries, plan.totals.hiddenTags + hidden) }, hidden }
+}
+
+function auditablePlan (plan: CleanupDeletionPlan, audits: (tag: string) => boolean): CleanupDeletionPlan {
+  let hidden = 0
+  const shown = (tags: readonly string[]): string[] => tags.filter(tag => audits(tag) || (hidden++, false))
+  const visible = {
+    ...plan,
+    removedTags: shown(plan.removedTags),
+    sharedWith: shown(plan.sharedWith),
+    referencedBy: plan.referencedBy.map(index => ({ digest: index.digest, tags: shown(index.tags) }))
+  }
+  return hidden === 0 ? visible : { ...visible, hiddenTags: (plan.hiddenTags ?? 0) + hidden }
+}
+
+async function visibleCleanup (deps: CleanupDeps, input: { identity: Identity, id: string }): Promise<{ plan: CleanupPlan, hidden: number }> {
   if (!CLEANUP_ID.test(input.id)) {
     throw invalidField('id', `matches ${CLEANUP_ID.source}`, `id must be a cleanup id as POST /cleanups answers it (${CLEANUP_ID.source}).`)
   }
   const stored = await deps.audit.getCleanup(input.id)
-  if (stored === undefined || (stored.createdBy !== input.identity.subject && !deps.mayAuditAnything(input.identity))) {
-    throw new GatewayError('NOT_FOUND', `no cleanup ${input.id} that ${input.identity.subject} may see.`)
-  }
-  const plan = JSON.parse(stored.body) as CleanupPlan
+  const notFound = (): GatewayError => new GatewayError('NOT_FOUND', `no cleanup ${input.id} that ${input.identity.subject} may see.`)
+  const mine = stored?.createdBy === input.identity.subject
+  if (stored === undefined || (!mine && !deps.mayAuditAnything(input.identity))) throw notFound()
+  const made = JSON.parse(stored.body) as CleanupPlan
+  const view = mine ? { plan: made, hidden: 0 } : auditableView(deps, input.identity, made)
+  // Someone else who may audit none of its images learns nothing of it, not even that it exists.
+  if (view.plan.entries.length === 0 && made.entries.length > 0) throw notFound()
   // Part 2's hook: a plan that ran (or was cancelled) shows its run.
-  const run = await deps.audit.store.getCleanupRun(plan.id)
-  return run === undefined ? plan : { ...plan, run }
+  const run = await deps.audit.store.getCleanupRun(made.id)
+  return { plan: run === undefined ? view.plan : { ...view.plan, run }, hidden: view.hidden }
+}
+
+/**
+ * `GET /cleanups/<id>`: the plan as it was made, for whoever made it; someone else who may audit sees the entries
+ * whose images they may audit; anyone else is told it does not exist.
+ */
+export async function getCleanup (deps: CleanupDeps, input: { identity: Identity, id: string }): Promise<CleanupPlan> {
+  return (await visibleCleanup(deps, input)).plan
+}
+
+/**
+ * The plan a run, cancel, restore or event stream works on: the whole of it, so only its maker or someone who may
+ * audit every entry gets it (the run's own checks come after); part of a plan is never run.
+ */
+export async function loadCleanupForRun (deps: CleanupDeps, input: { identity: Identity, id: string }): Promise<CleanupPlan> {
+  const view = await visibleCleanup(deps, input)
+  if (view.hidden > 0) {
+    throw new GatewayError('FORBIDDEN',
+      `${input.identity.subject} may not act on cleanup ${input.id}: it holds ${view.hidden} entries whose images ${input.identity.subject} may not audit; only its maker or someone who may audit all of it may.`,
+      { extras: { subject: input.identity.subject, action: 'audit' } })
+  }
+  return view.plan
 }

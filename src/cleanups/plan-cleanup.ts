@@ -368,7 +368,7 @@ async function subjectGone (client: RegistryClient, repository: string, subject:
   }
 }
 
-function totalsOf (repositories: number, entries: readonly CleanupEntry[], hiddenTags: number): CleanupTotals {
+export function totalsOf (repositories: number, entries: readonly CleanupEntry[], hiddenTags: number): CleanupTotals {
   const count = (test: (entry: CleanupEntry) => boolean): number => entries.filter(test).length
   return {
     repositories,

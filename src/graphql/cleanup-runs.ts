@@ -1,5 +1,5 @@
 import type { MercuriusContext } from 'mercurius'
-import { getCleanup, type CleanupDeps } from '../cleanups/cleanups.js'
+import { loadCleanupForRun, type CleanupDeps } from '../cleanups/cleanups.js'
 import { cancelCleanup, executeCleanup, restoreCleanup, type CleanupRunServices } from '../cleanups/run-cleanup.js'
 import { clientRequestId } from '../http/client-request-id.js'
 import type { RequestContext } from '../images/attempt.js'
@@ -11,7 +11,8 @@ function context (ctx: MercuriusContext): RequestContext {
 
 /** The run mutations: the same use cases as the REST routes in src/http/cleanup-runs.ts. */
 export function cleanupRunResolvers (run: CleanupRunServices, cleanups: CleanupDeps): Record<string, unknown> {
-  const load = async (ctx: MercuriusContext, id: string): ReturnType<typeof getCleanup> => await getCleanup(cleanups, { identity: ctx.identity, id })
+  const load = async (ctx: MercuriusContext, id: string): ReturnType<typeof loadCleanupForRun> =>
+    await loadCleanupForRun(cleanups, { identity: ctx.identity, id })
   return {
     executeCleanup: async (_root: unknown, args: { id: string, maxDeletions?: number | null }, ctx: MercuriusContext) =>
       await executeCleanup(run, {

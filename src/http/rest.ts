@@ -4,7 +4,9 @@ import { auditRoutes } from './audit.js'
 import { browseRoutes } from './browse.js'
 import { cleanupRoutes } from './cleanups.js'
 import { cleanupRunRoutes } from './cleanup-runs.js'
-import { getCleanup } from '../cleanups/cleanups.js'
+import { loadCleanupForRun } from '../cleanups/cleanups.js'
+import type { CleanupPlan } from '../cleanups/shapes.js'
+import type { Identity } from '../policy/types.js'
 import { imageRoutes } from './images.js'
 import { meRoutes } from './me.js'
 import { notificationRoutes } from './notifications.js'
@@ -18,7 +20,8 @@ export const restApi = (services: GatewayServices): FastifyPluginAsyncTypebox =>
   await app.register(browseRoutes(services.browse))
   await app.register(planRoutes(services.images))
   await app.register(cleanupRoutes(services.cleanups))
-  await app.register(cleanupRunRoutes({ run: services.cleanupRuns, load: async (identity, id) => await getCleanup(services.cleanups, { identity, id }) }))
+  const load = async (identity: Identity, id: string): Promise<CleanupPlan> => await loadCleanupForRun(services.cleanups, { identity, id })
+  await app.register(cleanupRunRoutes({ run: services.cleanupRuns, load }))
   const { authorizer, mayAuditAnything } = services.images
   await app.register(notificationRoutes({ store: services.auditStore, authorizer, mayAuditAnything }))
 }

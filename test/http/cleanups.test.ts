@@ -13,24 +13,38 @@ const NAME = 'web/app'
 const now = Date.now()
 for (const [tag, days] of [['pr-1', 30], ['pr-2', 20], ['pr-3', 10]] as const) await pushCreated({ url: registry.url }, NAME, [tag], daysBefore(now, days))
 await pushCreated({ url: registry.url }, NAME, ['main', 'latest'], daysBefore(now, 40))
+const OTHER = 'api/svc'
+await pushCreated({ url: registry.url }, OTHER, ['pr-9'], daysBefore(now, 30))
 
-const KEYS = { ci: 'rdg_cleanup-test-ci-key-00000000000001', reader: 'rdg_cleanup-test-reader-key-000000002', auditor: 'rdg_cleanup-test-auditor-key-00000003' }
+const KEYS = {
+  ci: 'rdg_cleanup-test-ci-key-00000000000001',
+  reader: 'rdg_cleanup-test-reader-key-000000002',
+  auditor: 'rdg_cleanup-test-auditor-key-00000003',
+  webAuditor: 'rdg_cleanup-test-web-auditor-key-000004',
+  apiAuditor: 'rdg_cleanup-test-api-auditor-key-000005'
+}
 const POLICY = `
 apiKeys:
   - { name: admin, sha256: ${sha256Hex(ADMIN_KEY)} }
   - { name: ci, sha256: ${sha256Hex(KEYS.ci)} }
   - { name: reader, sha256: ${sha256Hex(KEYS.reader)} }
   - { name: auditor, sha256: ${sha256Hex(KEYS.auditor)} }
+  - { name: web-auditor, sha256: ${sha256Hex(KEYS.webAuditor)} }
+  - { name: api-auditor, sha256: ${sha256Hex(KEYS.apiAuditor)} }
 roles:
   admin: [{ actions: ["*"], repositories: ["**"] }]
   ci: [{ actions: [delete], repositories: ["web/**"], tags: ["pr-*"] }, { actions: [read], repositories: ["web/**"] }]
   reader: [{ actions: [read], repositories: ["**"] }]
   auditor: [{ actions: [audit, read], repositories: ["**"] }]
+  web-auditor: [{ actions: [audit, read, admin], repositories: ["web/**"], tags: ["pr-*", "main"] }]
+  api-auditor: [{ actions: [audit, read], repositories: ["api/**"] }]
 bindings:
   - { role: admin, subjects: ["apikey:admin"] }
   - { role: ci, subjects: ["apikey:ci"] }
   - { role: reader, subjects: ["apikey:reader"] }
   - { role: auditor, subjects: ["apikey:auditor"] }
+  - { role: web-auditor, subjects: ["apikey:web-auditor"] }
+  - { role: api-auditor, subjects: ["apikey:api-auditor"] }
 protectedTags:
   - { tags: ["latest"] }
 `
@@ -72,6 +86,31 @@ t.test('POST /cleanups plans and keeps; GET shows it to its maker and to auditor
   const stranger = await gateway.rest('GET', `/cleanups/${plan.id as string}`, { key: KEYS.ci })
   t.match(stranger, { status: 404, body: { code: 'NOT_FOUND' } }, 'anyone else is told it does not exist')
   t.match(await gateway.rest('GET', `/cleanups/cleanup_${'0'.repeat(32)}`), { status: 404, body: { code: 'NOT_FOUND' } })
+})
+
+t.test('someone else who may audit sees only the entries of the images they may audit, in REST and GraphQL', async t => {
+  const made = await gateway.rest('POST', '/cleanups', { body: { repositories: [NAME, OTHER], rules: { select: [{ glob: 'pr-*' }, { glob: 'main' }] } } })
+  t.match(made.body.totals, { repositories: 2, tags: 6, remove: 5, keep: 1, hiddenTags: 0 })
+  const id = made.body.id as string
+  const web = await gateway.rest('GET', `/cleanups/${id}`, { key: KEYS.webAuditor })
+  t.equal(web.status, 200)
+  t.same([...new Set(web.body.entries.map((entry: { repository: string }) => entry.repository))], [NAME], 'only web/app')
+  t.match(web.body.totals, { repositories: 1, tags: 4, remove: 4, keep: 0, refuse: 0, untagged: 1, hiddenTags: 2 })
+  t.match(web.body.entries.find((entry: { tag: string }) => entry.tag === 'main').plan, { action: 'untagged', sharedWith: [], hiddenTags: 1 }, 'latest is not named')
+  const api = await gateway.rest('GET', `/cleanups/${id}`, { key: KEYS.apiAuditor })
+  t.same(api.body.entries.map((entry: { repository: string, tag: string }) => `${entry.repository}:${entry.tag}`), [`${OTHER}:pr-9`])
+  t.match(api.body.totals, { repositories: 1, tags: 1, remove: 1, keep: 0, deletedDigests: 1, hiddenTags: 5 })
+  const query = 'query Show($id: String!) { cleanup(id: $id) { entries { repository tag } totals { tags hiddenTags } } }'
+  const shown = await gateway.gql(query, { id }, { key: KEYS.apiAuditor })
+  t.same(shown.body.data.cleanup, { entries: [{ repository: OTHER, tag: 'pr-9' }], totals: { tags: 1, hiddenTags: 5 } })
+  t.same((await gateway.gql(query, { id }, { key: KEYS.auditor })).body.data.cleanup.totals, { tags: 6, hiddenTags: 0 }, 'an auditor of both sees all')
+  // web-auditor holds admin on every web/app tag, yet part of the plan is hidden from it: it runs none of it.
+  const run = await gateway.rest('POST', `/cleanups/${id}/execute`, { key: KEYS.webAuditor, body: {} })
+  t.match(run, { status: 403, body: { code: 'FORBIDDEN', detail: /holds 2 entries whose images apikey:web-auditor may not audit/ } })
+  const onlyWeb = await gateway.rest('POST', '/cleanups', { body: { repositories: [NAME], rules: { select: [{ glob: 'pr-*' }] } } })
+  t.match(await gateway.rest('GET', `/cleanups/${onlyWeb.body.id as string}`, { key: KEYS.apiAuditor }), { status: 404, body: { code: 'NOT_FOUND' } },
+    'a plan none of whose images the caller may audit does not exist for it')
+  t.same(await tagsNow(), ['latest', 'main', 'pr-1', 'pr-2', 'pr-3'], 'nothing ran')
 })
 
 t.test('a key that may delete only pr-* is refused main in the policy\'s words', async t => {
