@@ -15,6 +15,130 @@ export const REGEX_RULE = 'RE2 syntax, run in linear time: no back-references, l
 
 interface CompiledMatch { matches: (tag: string) => boolean }
 
+/**
+ * RE2 runs in time linear in the tag, but compiling costs what the pattern expands to: x{0,1000} is x copied a
+ * thousand times, and nested counts multiply. One request's patterns are held to these together, checked on the
+ * text before any is compiled.
+ */
+export const MAX_REGEXES = 20
+export const MAX_REGEX_CHARS = 4096
+export const MAX_REPETITION = 2000
+export const REPETITION_RULE = `counted repetitions ({m,n}) expanding to at most ${MAX_REPETITION} atoms per cleanup`
+
+/** Where a regex sits in the rules, with its text, in the order compileRules meets them. */
+function regexesOf (rules: CleanupRules, field: string): Array<{ field: string, pattern: string }> {
+  const inList = (matches: readonly TagMatch[] | undefined, at: string): Array<{ field: string, pattern: string }> =>
+    (matches ?? []).flatMap((match, index) => match.regex === undefined ? [] : [{ field: `${at}[${index}].regex`, pattern: match.regex }])
+  return [
+    ...inList(rules.select, `${field}.select`),
+    ...inList(rules.exclude, `${field}.exclude`),
+    ...inList(rules.keep?.tags, `${field}.keep.tags`),
+    ...(rules.groupBy?.regex === undefined ? [] : [{ field: `${field}.groupBy.regex`, pattern: rules.groupBy.regex }])
+  ]
+}
+
+/** A quantifier {m}, {m,} or {m,n} at `at`: the most copies RE2 makes of its atom, else undefined. */
+function countAt (pattern: string, at: number): { copies: number, length: number } | undefined {
+  const found = /^\{(\d+)(,(\d*))?\}/.exec(pattern.slice(at, at + 24))
+  if (found === null) return undefined
+  const least = Number(found[1])
+  const most = found[2] === undefined ? least : found[3] === '' ? least + 1 : Number(found[3])
+  return { copies: Math.max(least, most, 1), length: found[0].length }
+}
+
+/** The end (exclusive) of the character class opening at `at`: a leading ] or ^] is a member, [:name:] is one. */
+function classEnd (pattern: string, at: number): number {
+  let index = at + 1
+  if (pattern[index] === '^') index++
+  if (pattern[index] === ']') index++
+  while (index < pattern.length && pattern[index] !== ']') {
+    if (pattern[index] === '\\') index += 2
+    else if (pattern.startsWith('[:', index)) index = Math.max(pattern.indexOf(':]', index + 2) + 2, index + 1)
+    else index++
+  }
+  return index + 1
+}
+
+/** The end (exclusive) of the escape at `at`: \p{Greek}, \x{41} and \Q…\E run on, the rest are two characters. */
+function escapeEnd (pattern: string, at: number): number {
+  const next = pattern[at + 1]
+  const until = (end: string): number => pattern.indexOf(end, at) < 0 ? pattern.length : pattern.indexOf(end, at) + end.length
+  if ((next === 'p' || next === 'P' || next === 'x') && pattern[at + 2] === '{') return until('}')
+  if (next === 'Q') return until('\\E')
+  return at + 2
+}
+
+/**
+ * Approximately what the counted repetitions of a pattern expand to: the sum, over every {m,n}, of n times the
+ * size of its atom, an atom that is a group counting its own expansion. An estimate from the text: it errs on the
+ * generous side for alternations, which is fine for a limit.
+ */
+export function repetitionOf (pattern: string): number {
+  const frames: Array<{ size: number, last: number }> = [{ size: 0, last: 0 }]
+  let cost = 0
+  let index = 0
+  while (index < pattern.length) {
+    const frame = frames[frames.length - 1] as { size: number, last: number }
+    const char = pattern[index] as string
+    if (char === '(') {
+      frames.push({ size: 0, last: 0 })
+      index++
+      // (?:, (?P<name>, (?<name>, (?i): the group's prefix is no atom.
+      if (pattern[index] === '?') while (index < pattern.length && !':>)'.includes(pattern[index] as string)) index++
+      if (pattern[index] === ':' || pattern[index] === '>') index++
+      continue
+    }
+    let atom = 1
+    if (char === ')') {
+      if (frames.length > 1) frames.pop()
+      const closed = frame.size
+      atom = Math.max(closed, 1)
+      index++
+    } else if (char === '{' && countAt(pattern, index) !== undefined) {
+      const count = countAt(pattern, index) as { copies: number, length: number }
+      cost += count.copies * frame.last
+      frame.size += frame.last * (count.copies - 1)
+      frame.last *= count.copies
+      index += count.length
+      continue
+    } else if (char === '[') {
+      index = classEnd(pattern, index)
+    } else if (char === '\\') {
+      index = escapeEnd(pattern, index)
+    } else {
+      index++
+      if ('|*+?^$'.includes(char)) continue
+    }
+    const into = frames[frames.length - 1] as { size: number, last: number }
+    into.size += atom
+    into.last = atom
+  }
+  return cost
+}
+
+/** One request's regexes, checked together before any is compiled: how many, how long, how far they expand. */
+function checkRegexBudget (rules: CleanupRules, field: string): void {
+  const regexes = regexesOf(rules, field)
+  let chars = 0
+  let expanded = 0
+  regexes.forEach((regex, index) => {
+    if (index >= MAX_REGEXES) {
+      throw invalidField(regex.field, `at most ${MAX_REGEXES} regexes per cleanup`,
+        `${regex.field}: the rules hold ${regexes.length} regexes, at most ${MAX_REGEXES} per cleanup; use globs or fewer, broader patterns.`)
+    }
+    chars += regex.pattern.length
+    if (chars > MAX_REGEX_CHARS) {
+      throw invalidField(regex.field, `at most ${MAX_REGEX_CHARS} characters of regex per cleanup`,
+        `${regex.field}: the rules' regexes are ${chars} characters long up to here, at most ${MAX_REGEX_CHARS} per cleanup.`)
+    }
+    expanded += repetitionOf(regex.pattern)
+    if (expanded > MAX_REPETITION) {
+      throw invalidField(regex.field, REPETITION_RULE,
+        `${regex.field} is refused: the counted repetitions of the rules' regexes expand to about ${expanded} atoms up to here, at most ${MAX_REPETITION} per cleanup; use * or + instead of large counts.`)
+    }
+  })
+}
+
 export interface CompiledRules {
   readonly source: CleanupRules
   /** Undefined: every tag is selected. */
@@ -104,6 +228,7 @@ function compileGroupBy (groupBy: CleanupRules['groupBy'], field: string): (tag:
 
 /** Checks every pattern, range and duration of `rules`; throws INVALID_REQUEST naming the field (under `field`). */
 export function compileRules (rules: CleanupRules, field = 'rules'): CompiledRules {
+  checkRegexBudget(rules, field)
   const keep = rules.keep ?? {}
   return {
     source: rules,

@@ -1,6 +1,8 @@
 /** The rule language as pure functions: compiling refuses what cannot run, judging follows the precedence. */
 import t from 'tap'
-import { compileRules, judgeReferrer, judgeTags, parseDuration, referrerOf, REGEX_RULE, type TagFacts } from '../../src/cleanups/rules.js'
+import {
+  compileRules, judgeReferrer, judgeTags, MAX_REGEX_CHARS, MAX_REGEXES, MAX_REPETITION, parseDuration, referrerOf, REGEX_RULE, repetitionOf, REPETITION_RULE, type TagFacts
+} from '../../src/cleanups/rules.js'
 import type { CleanupRules } from '../../src/cleanups/shapes.js'
 import { rejection } from '../fixtures/rejection.js'
 
@@ -146,4 +148,32 @@ t.test('ties and groups a pattern leaves empty', async t => {
   const optional = judgeTags([{ tag: 'v1', created: daysAgo(1) }, { tag: 'v2', created: daysAgo(2) }], compileRules({ groupBy: { regex: '(rc)?\\d' }, keep: { newest: 1 } }), unprotected)
   t.equal(optional.get('v1')?.reason, 'it is number 1 of the 1 newest of group ""', 'a group that took no part is the empty name, not the unmatched tags')
   t.equal(optional.get('v2')?.remove, true)
+})
+
+t.test('a request\'s regexes are held to a budget before any is compiled: count, length, counted repetitions', async t => {
+  const heavy = '(?:[a-z]{0,1000}){1}'.repeat(49)
+  const started = performance.now()
+  t.match(await refusal({ select: [{ regex: heavy }] }), { code: 'INVALID_REQUEST', extras: { field: 'rules.select[0].regex', rule: REPETITION_RULE } })
+  t.match(await refusal({ exclude: [{ regex: '[a-z]{0,1000}' }, { regex: '(?:(?:a{0,100}){0,100})' }] }),
+    { extras: { field: 'rules.exclude[1].regex', rule: REPETITION_RULE } }, 'nested counts multiply')
+  const many = Array.from({ length: 301 }, () => ({ regex: '^pr-' }))
+  t.match(await refusal({ select: many }), { extras: { field: `rules.select[${MAX_REGEXES}].regex`, rule: `at most ${MAX_REGEXES} regexes per cleanup` } })
+  const long = Array.from({ length: 5 }, () => ({ regex: 'a'.repeat(1000) }))
+  t.match(await refusal({ keep: { tags: long } }), { extras: { field: 'rules.keep.tags[4].regex', rule: `at most ${MAX_REGEX_CHARS} characters of regex per cleanup` } })
+  t.match(await refusal({ groupBy: { regex: '(x{0,999}y{0,999}){2}' } }), { extras: { field: 'rules.groupBy.regex' } })
+  compileRules({ select: [{ regex: `^(?:ab{${MAX_REPETITION / 2}})$` }] })
+  t.ok(performance.now() - started < 200, 'refused without compiling')
+  t.same(judge({ select: [{ regex: '^v\\d{1,3}\\.\\d{1,3}\\.[0-9a-f]{40}$' }] }, [{ tag: `v1.2.${'a'.repeat(40)}` }, { tag: 'v1.2' }]).removed, [`v1.2.${'a'.repeat(40)}`])
+  t.equal(repetitionOf('^sha256-[a-f0-9]{64}(?:\\.sig)?$'), 64)
+  t.equal(repetitionOf('(?:[a-z]{0,1000}){1}'), 2000, 'the outer count copies the inner one')
+  t.equal(repetitionOf('(?:ab){3,}[\\]a]{2}\\p{Greek}{5}\\x{41}\\Q{9}\\E[[:alpha:]]{4}[^]]{1}'), 4 * 2 + 2 + 5 + 4 + 1, 'escapes, classes and open counts')
+  t.equal(repetitionOf('(?P<v>a{3})(?i)\\Qb{9}'), 3, 'group prefixes are no atoms; an unclosed \\Q runs to the end')
+  t.equal(repetitionOf('a{2}\\p{Greek'), 2, 'so does an unclosed \\p{')
+  t.equal(repetitionOf('a)b{2'), 0, 'unbalanced text costs nothing more (RE2 refuses it)')
+  t.match(await refusal({ select: [{ regex: 'a{1500}' }], exclude: [{ regex: 'b{501}' }] }), { extras: { field: 'rules.exclude[0].regex', rule: REPETITION_RULE } },
+    'the expansions of one request add up')
+  const worst = Array.from({ length: MAX_REGEXES }, (_, index) => ({ regex: `^${index}(?:[a-z0-9]{0,${MAX_REPETITION / MAX_REGEXES}})$` }))
+  const timed = performance.now()
+  compileRules({ select: worst })
+  t.ok(performance.now() - timed < 2000, `the worst allowed request compiles in ${Math.round(performance.now() - timed)} ms`)
 })

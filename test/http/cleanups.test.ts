@@ -1,7 +1,7 @@
 /** POST /cleanups, GET /cleanups/<id>, POST /retention/<name>/plan and GraphQL planCleanup against a real registry. */
 import t from 'tap'
 import { planRetentionPolicy, type CleanupDeps } from '../../src/cleanups/cleanups.js'
-import { REGEX_RULE } from '../../src/cleanups/rules.js'
+import { REGEX_RULE, REPETITION_RULE } from '../../src/cleanups/rules.js'
 import { rejection } from '../fixtures/rejection.js'
 import { startRegistry } from '../../testing/registry-process.js'
 import { daysBefore, pushCreated } from '../fixtures/cleanup-seed.js'
@@ -143,6 +143,8 @@ t.test('refusals: a read-only key, bad and catastrophic regexes, unknown fields,
     [{ repositories: [NAME], rules: { exclude: [{ regex: '^(a+)+\\1$' }] } }, 'rules.exclude[0].regex', REGEX_RULE],
     [{ repositories: [NAME], rules: { keep: { tags: [{ regex: '(?=(a+)+b)' }] } } }, 'rules.keep.tags[0].regex', REGEX_RULE],
     [{ repositories: [NAME], rules: { colour: 'red' } }, 'rules', 'no field colour'],
+    [{ repositories: [NAME], rules: { select: [{ regex: '(?:[a-z]{0,1000}){1}'.repeat(49) }] } }, 'rules.select[0].regex', REPETITION_RULE],
+    [{ repositories: [NAME], rules: { select: Array.from({ length: 100 }, () => ({ regex: '^a' })) } }, 'rules.select[20].regex', 'at most 20 regexes per cleanup'],
     [{ repositories: [], rules: {} }, 'repositories', /fewer than 1|at least 1|minItems|1 items/],
     [{ repositories: [NAME], rules: { deleteOlderThan: 'two weeks' } }, 'rules.deleteOlderThan', /pattern/],
     [{ repositories: [NAME], rules: { select: [{ semver: 'newest' }] } }, 'rules.select[0].semver', 'a semver range (npm syntax)'],
