@@ -31,6 +31,16 @@ export const INSERT_CLEANUP_POSTGRES = 'INSERT INTO cleanups (id, registry, crea
 export const SELECT_CLEANUP_SQLITE = 'SELECT id, registry, created_by, created_at, state, body FROM cleanups WHERE id = ?'
 export const SELECT_CLEANUP_POSTGRES = 'SELECT id, registry, created_by, created_at, state, body FROM cleanups WHERE id = $1'
 
+/**
+ * Pruning with the audit records: plans made before the retention cut-off go, with their runs; a plan whose run is
+ * still going stays until it ends. Runs first, so the second statement sees which old plans still have one.
+ */
+export const PRUNE_CLEANUPS_SQLITE = [
+  "DELETE FROM cleanup_runs WHERE state <> 'running' AND cleanup_id IN (SELECT id FROM cleanups WHERE created_at < ?)",
+  'DELETE FROM cleanups WHERE created_at < ? AND NOT EXISTS (SELECT 1 FROM cleanup_runs WHERE cleanup_runs.cleanup_id = cleanups.id)'
+] as const
+export const PRUNE_CLEANUPS_POSTGRES = PRUNE_CLEANUPS_SQLITE.map(sql => sql.replace('?', '$1'))
+
 export interface CleanupRow { id: string, registry: string, created_by: string, created_at: string, state: string, body: string }
 
 export function cleanupValues (cleanup: CleanupRecord): string[] {

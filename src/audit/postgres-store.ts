@@ -2,7 +2,7 @@ import type { ConnectionOptions } from 'node:tls'
 import pg from 'pg'
 import { AuditStoreUnavailable } from './deferred-store.js'
 import {
-  cleanupValues, INSERT_CLEANUP_POSTGRES, POSTGRES_CLEANUPS_MIGRATION, SELECT_CLEANUP_POSTGRES, toCleanupRecord, type CleanupRow
+  cleanupValues, INSERT_CLEANUP_POSTGRES, POSTGRES_CLEANUPS_MIGRATION, PRUNE_CLEANUPS_POSTGRES, SELECT_CLEANUP_POSTGRES, toCleanupRecord, type CleanupRow
 } from './cleanup-sql.js'
 import { CLEANUP_RUN_SQL, claimValues, POSTGRES_CLEANUP_RUNS_MIGRATION, toCleanupRun, updateValues, type CleanupRunRow } from './cleanup-run-sql.js'
 import { newAuditId } from './id.js'
@@ -384,6 +384,7 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
     async prune (olderThan) {
       ensureOpen()
       await outbox.prune(olderThan)
+      for (const sql of PRUNE_CLEANUPS_POSTGRES) await pool.query(sql, [olderThan.toISOString()])
       const result = await pool.query("DELETE FROM audit_records WHERE time < $1 AND outcome <> 'pending'", [olderThan.toISOString()])
       return result.rowCount as number
     },

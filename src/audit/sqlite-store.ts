@@ -1,7 +1,9 @@
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
-import { cleanupValues, INSERT_CLEANUP_SQLITE, SELECT_CLEANUP_SQLITE, SQLITE_CLEANUPS_MIGRATION, toCleanupRecord, type CleanupRow } from './cleanup-sql.js'
+import {
+  cleanupValues, INSERT_CLEANUP_SQLITE, PRUNE_CLEANUPS_SQLITE, SELECT_CLEANUP_SQLITE, SQLITE_CLEANUPS_MIGRATION, toCleanupRecord, type CleanupRow
+} from './cleanup-sql.js'
 import { CLEANUP_RUN_SQL, claimValues, SQLITE_CLEANUP_RUNS_MIGRATION, toCleanupRun, updateValues, type CleanupRunRow } from './cleanup-run-sql.js'
 import { newAuditId } from './id.js'
 import { outboxMigration, sqliteOutbox } from './outbox-sqlite.js'
@@ -215,7 +217,7 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
 
   const {
     insertRow, updateRow, selectById, selectPending, selectListed, setRestoredBy, clearRestoredBy, deleteOlderThan, recordCheck, insertCleanup, selectCleanup,
-    cleanupRuns
+    pruneCleanups, cleanupRuns
   } = statements
   const listStatements = new Map<string, Database.Statement>()
 
@@ -412,6 +414,7 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
     async prune (olderThan) {
       ensureOpen()
       outbox.prune(olderThan)
+      for (const statement of pruneCleanups) statement.run(olderThan.toISOString())
       return deleteOlderThan.run(olderThan.toISOString()).changes
     },
 
@@ -489,6 +492,7 @@ function prepareStatements (db: Database.Database) {
       ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at`),
     insertCleanup: db.prepare(INSERT_CLEANUP_SQLITE),
     selectCleanup: db.prepare(SELECT_CLEANUP_SQLITE),
+    pruneCleanups: PRUNE_CLEANUPS_SQLITE.map(sql => db.prepare(sql)),
     cleanupRuns: {
       claim: db.prepare(CLEANUP_RUN_SQL.sqlite.claim),
       select: db.prepare(CLEANUP_RUN_SQL.sqlite.select),
