@@ -233,6 +233,7 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
       now: Date.now,
       audit,
       retention: config.retention.policies,
+      plansInFlight: new PagesInFlight(config.cleanups.plansPerCaller, 'cleanups being planned', 'cleanups.plansPerCaller'),
       mayAuditAnything: identity => grantsAnywhere(policyStore.current(), identity, 'audit')
     },
     cleanupRuns,

@@ -9,6 +9,7 @@ import { GatewayError, invalidField } from '../errors.js'
 import { decide, grantsAnywhere } from '../policy/index.js'
 import type { Identity } from '../policy/types.js'
 import type { RequestContext } from '../images/attempt.js'
+import type { PagesInFlight } from '../images/browse.js'
 import { CLEANUP_ID, planCleanup, totalsOf, type CleanupServices } from './plan-cleanup.js'
 import { CleanupRequestSchema, type CleanupDeletionPlan, type CleanupEntry, type CleanupPlan, type CleanupRequest, type CleanupRules } from './shapes.js'
 
@@ -23,8 +24,10 @@ export interface CleanupDeps extends CleanupServices {
   audit: AuditTrail
   /** Named policies from the configuration (`retention.policies[]`). */
   retention: readonly RetentionPolicy[]
-  /** Whether the caller holds `audit` somewhere: such a caller may look at anyone's cleanup plans. */
+  /** Whether the caller holds `audit` somewhere: such a caller may look at others' cleanup plans, entry by entry. */
   mayAuditAnything: (identity: Identity) => boolean
+  /** Plans each caller has being made: planning reads every tag's manifest, so one caller may not start many at once. */
+  plansInFlight: PagesInFlight
 }
 
 interface Caller {
@@ -58,7 +61,7 @@ function checkMayDelete (deps: CleanupDeps, identity: Identity): void {
 
 async function plannedAndKept (deps: CleanupDeps, caller: Caller, request: CleanupRequest, named?: { policy: string, field: string }): Promise<CleanupPlan> {
   checkMayDelete(deps, caller.identity)
-  const plan = await planCleanup(deps, {
+  const plan = await deps.plansInFlight.run(caller.identity.subject, async () => await planCleanup(deps, {
     identity: caller.identity,
     context: caller.context,
     ...(request.registry === undefined ? {} : { registry: request.registry }),
@@ -66,7 +69,7 @@ async function plannedAndKept (deps: CleanupDeps, caller: Caller, request: Clean
     rules: request.rules,
     ...(named === undefined ? {} : { policyName: named.policy, rulesField: named.field }),
     signal: caller.signal
-  })
+  }))
   const { id, registry, createdBy, createdAt, state } = plan
   await deps.audit.saveCleanup({ id, registry, createdBy, createdAt, state, body: JSON.stringify(plan) })
   return plan

@@ -209,6 +209,8 @@ export const ConfigSchema = Type.Object({
     maxTags: Type.Integer({ minimum: 1, maximum: 10_000_000, default: 100_000 }),
     /** Manifests and configs one cleanup fetches at once. */
     concurrency: Type.Integer({ minimum: 1, maximum: 256, default: 16 }),
+    /** Cleanups one caller may be planning at once; a further one is 429 at once. */
+    plansPerCaller: Type.Integer({ minimum: 1, maximum: 1000, default: 2 }),
     /** Removals one run makes at once (part 2: POST /cleanups/<id>/execute). */
     runConcurrency: Type.Integer({ minimum: 1, maximum: 64, default: 4 }),
     /** Removals one run may make unless its request raises the cap; a plan that removes more is refused whole. */

@@ -41,13 +41,18 @@ export interface BrowseDeps {
 export class PagesInFlight {
   private readonly running = new Map<string, number>()
 
-  constructor (private readonly limit: number) {}
+  /** `what` and `setting` name the work and the limit's configuration key in the 429's words. */
+  constructor (
+    private readonly limit: number,
+    private readonly what = 'pages of repositories or tags being read',
+    private readonly setting = 'browse.pagesPerCaller'
+  ) {}
 
   async run<T> (subject: string, work: () => Promise<T>): Promise<T> {
     const running = this.running.get(subject) ?? 0
     if (running >= this.limit) {
       throw new GatewayError('RATE_LIMITED',
-        `${subject} already has ${running} pages of repositories or tags being read, the most one caller may have at once (browse.pagesPerCaller); retry after 1 s.`,
+        `${subject} already has ${running} ${this.what}, the most one caller may have at once (${this.setting}); retry after 1 s.`,
         { retryAfter: 1 })
     }
     this.running.set(subject, running + 1)

@@ -35,7 +35,7 @@ t.test('the environment alone configures one registry with defaults', async t =>
   t.same(config.audit, { driver: 'sqlite', path: './data/audit.db', poolSize: 10, statementTimeoutMs: 10_000, lockWaitMs: 60_000, reconcileIntervalMs: 300_000, reconcileAfterMs: 300_000, connectRetry: { initialMs: 500, maxMs: 30_000 }, retentionDays: 90, listScanLimit: 1000 })
   t.same({ pages: config.tagListMaxPages, bytes: config.tagListMaxBytes, scan: config.coTagScanLimit }, { pages: 10000, bytes: 33554432, scan: 50000 }, 'co-tag check limits')
   t.ok(Object.isFrozen(config.registries.default), 'config is frozen')
-  t.same(config.cleanups, { maxTags: 100_000, concurrency: 16, runConcurrency: 4, maxDeletions: 100 })
+  t.same(config.cleanups, { maxTags: 100_000, concurrency: 16, plansPerCaller: 2, runConcurrency: 4, maxDeletions: 100 })
   t.same(config.retention, { policies: [] })
 })
 

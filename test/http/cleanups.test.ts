@@ -55,10 +55,18 @@ const RETENTION = {
   ]
 }
 const counted = countingDispatcher(t)
+/** Holds tag listings while `held` is set: plans stay in flight for as long as a test needs. */
+const gate: { held?: Promise<void>, waiting: number } = { waiting: 0 }
+const gated = counted.dispatcher.compose(dispatch => (options, handler) => {
+  if (gate.held === undefined || !options.path.includes('/tags/list')) return dispatch(options, handler)
+  gate.waiting++
+  void gate.held.then(() => dispatch(options, handler))
+  return true
+})
 const gateway: Gateway = await startGateway(t, {
   registries: { default: { url: registry.url } },
   policy: POLICY,
-  dispatcher: counted.dispatcher,
+  dispatcher: gated,
   config: { retention: RETENTION }
 })
 const RULES = { select: [{ glob: 'pr-*' }, { glob: 'main' }, { glob: 'latest' }], keep: { newest: 2 } }
@@ -111,6 +119,24 @@ t.test('someone else who may audit sees only the entries of the images they may 
   t.match(await gateway.rest('GET', `/cleanups/${onlyWeb.body.id as string}`, { key: KEYS.apiAuditor }), { status: 404, body: { code: 'NOT_FOUND' } },
     'a plan none of whose images the caller may audit does not exist for it')
   t.same(await tagsNow(), ['latest', 'main', 'pr-1', 'pr-2', 'pr-3'], 'nothing ran')
+})
+
+t.test('one caller plans at most cleanups.plansPerCaller cleanups at once; a further one is 429 at once', async t => {
+  let release = (): void => {}
+  gate.held = new Promise(resolve => { release = resolve })
+  gate.waiting = 0
+  const body = { repositories: [NAME], rules: { select: [{ glob: 'pr-*' }] } }
+  const first = gateway.rest('POST', '/cleanups', { body })
+  const second = gateway.rest('POST', '/cleanups', { body })
+  while (gate.waiting < 2) await new Promise(resolve => setTimeout(resolve, 5))
+  const third = await gateway.rest('POST', '/cleanups', { body })
+  t.match(third, { status: 429, headers: { 'retry-after': '1' }, body: { code: 'RATE_LIMITED', detail: /apikey:admin already has 2 cleanups being planned.*cleanups\.plansPerCaller/ } })
+  const named = await gateway.rest('POST', '/retention/previews/plan')
+  t.equal(named.status, 429, 'a retention policy\'s plan counts too')
+  gate.held = undefined
+  release()
+  t.same([(await first).status, (await second).status], [201, 201])
+  t.equal((await gateway.rest('POST', '/cleanups', { body })).status, 201, 'once they end, the caller plans again')
 })
 
 t.test('a key that may delete only pr-* is refused main in the policy\'s words', async t => {
