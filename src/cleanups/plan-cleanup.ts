@@ -214,20 +214,22 @@ function parseTime (value: string): number | undefined {
  */
 class Simulation {
   private readonly tagsOf = new Map<string, Set<string>>()
-  private readonly indexes = new Map<string, string[]>()
+  /** The indexes listing each child, built once: a repository of many indexes would make a scan per removal quadratic. */
+  private readonly parentsOf = new Map<string, Set<string>>()
   readonly deleted = new Set<string>()
 
   constructor (records: Iterable<TagRecord>) {
     for (const record of records) {
       this.tagsOf.set(record.digest, (this.tagsOf.get(record.digest) ?? new Set()).add(record.tag))
+      if (!isIndex(record.mediaType)) continue
       // The summarizer lists every index's children.
-      if (isIndex(record.mediaType)) this.indexes.set(record.digest, record.summary.children as string[])
+      for (const child of record.summary.children as string[]) this.parentsOf.set(child, (this.parentsOf.get(child) ?? new Set()).add(record.digest))
     }
   }
 
   /** Whether the digest is in the repository before the cleanup: tagged, or listed by an index that is. */
   present (digest: string): boolean {
-    return this.tagsOf.has(digest) || [...this.indexes.values()].some(children => children.includes(digest))
+    return this.tagsOf.has(digest) || this.parentsOf.has(digest)
   }
 
   /** The core's `auto` plan for removing `record.tag` now, then applies it. */
@@ -237,8 +239,8 @@ class Simulation {
     const sharedWith = [...onDigest].filter(other => other !== tag).sort()
     const referencedBy = isIndex(mediaType)
       ? []
-      : [...this.indexes].filter(([index, children]) => index !== digest && children.includes(digest) && (this.tagsOf.get(index) as Set<string>).size > 0)
-          .map(([index]) => ({ digest: index, tags: [...this.tagsOf.get(index) as Set<string>].sort() }))
+      : [...this.parentsOf.get(digest) ?? []].filter(index => index !== digest && (this.tagsOf.get(index) as Set<string>).size > 0)
+          .map(index => ({ digest: index, tags: [...this.tagsOf.get(index) as Set<string>].sort() }))
     const common = { ...base, tag, digest, mediaType, mode: 'auto' as const, force: false, sharedWith, referencedBy }
     onDigest.delete(tag)
     if (sharedWith.length > 0 || referencedBy.length > 0) return makePlan({ ...common, action: 'untagged', strategy, removedTags: [tag] })
