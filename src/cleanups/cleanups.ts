@@ -38,14 +38,17 @@ interface Caller {
 }
 
 /** JSON Pointer (/rules/select/0/regex) to the dotted path a 400 names (rules.select[0].regex). */
-function fieldOf (pointer: string): string {
-  return pointer.split('/').slice(1).reduce((path, part) => /^\d+$/.test(part) ? `${path}[${part}]` : path === '' ? part : `${path}.${part}`, '')
+export function fieldOf (pointer: string): string {
+  return pointer.split('/').slice(1).map(part => part.replaceAll('~1', '/').replaceAll('~0', '~')).reduce((path, part) => /^\d+$/.test(part) ? `${path}[${part}]` : path === '' ? part : `${path}.${part}`, '')
 }
 
 export function checkCleanupRequest (body: unknown): CleanupRequest {
   if (Value.Check(CleanupRequestSchema, body)) return body
   // TypeBox reports an unknown field twice: as the false schema it meets (keyword boolean), then by its name.
-  const error = [...Value.Errors(CleanupRequestSchema, body)].find(each => each.keyword !== 'boolean') as NonNullable<ReturnType<typeof Value.Errors>[number]>
+  const error = [...Value.Errors(CleanupRequestSchema, body)].find(each => each.keyword !== 'boolean')
+  // Check failed, so TypeBox has an error to tell; should it ever report none, the body is still refused.
+  /* c8 ignore next */
+  if (error === undefined) throw invalidField('body', 'a cleanup request', 'body is not a cleanup request: {"registry"?, "repositories", "rules"}.')
   const unknown = error.keyword === 'additionalProperties' ? (error.params as { additionalProperties: string[] }).additionalProperties : []
   const field = fieldOf(error.instancePath) || 'body'
   const rule = unknown.length > 0 ? `no field ${unknown.join(', ')}` : error.message
@@ -85,9 +88,8 @@ export async function planRetentionPolicy (deps: CleanupDeps, input: Caller & { 
   const index = deps.retention.findIndex(policy => policy.name === input.name)
   const policy = deps.retention[index]
   if (policy === undefined) {
-    const known = deps.retention.map(each => each.name)
-    const has = known.length === 0 ? 'none' : known.join(', ')
-    throw new GatewayError('NOT_FOUND', `no retention policy is named ${JSON.stringify(input.name.slice(0, 64))}; the configuration has ${has}.`)
+    // The configured names are not told: they say which repositories are cleaned and how, which a caller may not read.
+    throw new GatewayError('NOT_FOUND', `no retention policy is named ${JSON.stringify(input.name.slice(0, 64))}; ask an operator for the names configured.`)
   }
   const request: CleanupRequest = {
     ...(policy.registry === undefined ? {} : { registry: policy.registry }), repositories: [...policy.repositories], rules: policy.rules
@@ -123,7 +125,7 @@ function auditablePlan (plan: CleanupDeletionPlan, audits: (tag: string) => bool
     ...plan,
     removedTags: shown(plan.removedTags),
     sharedWith: shown(plan.sharedWith),
-    referencedBy: plan.referencedBy.map(index => ({ digest: index.digest, tags: shown(index.tags) }))
+    referencedBy: plan.referencedBy.map(index => ({ digest: index.digest, tags: shown(index.tags) })).filter(index => index.tags.length > 0)
   }
   return hidden === 0 ? visible : { ...visible, hiddenTags: (plan.hiddenTags ?? 0) + hidden }
 }

@@ -271,7 +271,8 @@ function visiblePlan (plan: DeletionPlan, readable: (tag: string) => boolean): C
     ...plan,
     removedTags: shown(plan.removedTags),
     sharedWith: shown(plan.sharedWith),
-    referencedBy: plan.referencedBy.map(index => ({ digest: index.digest, tags: shown(index.tags) })),
+    // An index whose every tag is hidden is not named either: its digest would say what the caller may not read.
+    referencedBy: plan.referencedBy.map(index => ({ digest: index.digest, tags: shown(index.tags) })).filter(index => index.tags.length > 0),
     decisions: plan.decisions.map(decision => ({ ...decision }))
   }
   return hidden === 0 ? visible : { ...visible, hiddenTags: hidden }
@@ -288,9 +289,9 @@ async function planRepository (
   const listed = await client.listTags(repository, input.signal)
   budget.left -= listed.length
   if (budget.left < 0) {
-    throw new GatewayError('UPSTREAM_ERROR',
-      `the repositories of this cleanup have more than ${services.maxTags} tags, the most one cleanup may read (cleanups.maxTags); nothing was read further. Narrow the repositories or raise cleanups.maxTags.`,
-      { extras: { maxTags: services.maxTags } })
+    // The request asks for too much, the registry did nothing wrong: a 400 naming the field, not a 502.
+    throw invalidField('repositories', `at most ${services.maxTags} tags per cleanup (cleanups.maxTags)`,
+      `the repositories of this cleanup have more than ${services.maxTags} tags, the most one cleanup may read (cleanups.maxTags); nothing was read further. Narrow the repositories or raise cleanups.maxTags.`)
   }
   const reader = new Reader(services, client, repository, input.signal)
   const readable = (tag: string): boolean => decide(policy, identity, 'read', resource(tag)).allow

@@ -40,7 +40,12 @@ roles:
     - actions: [delete]
       repositories: ["clean/shared"]
       approval: required
+  platforms:
+    - actions: [read, delete]
+      repositories: ["clean/multi"]
+      tags: ["*-amd64", "*-arm64"]
 bindings:
+  - { role: platforms, subjects: ["user:platforms"] }
   - { role: admin, subjects: ["user:admin"] }
   - { role: ci, subjects: ["user:ci"] }
   - { role: narrow, subjects: ["user:narrow"] }
@@ -198,6 +203,9 @@ t.test('a multi-platform image and its platforms\' tags: never break the index, 
   t.match(entries['multi-2-amd64']?.plan, { action: 'untagged', referencedBy: [{ digest: plain.digest, tags: ['multi-2'] }] }, 'its index stays tagged')
   t.match(entries['multi-1-arm64']?.plan, { action: 'untagged', referencedBy: [{ digest: annotated.digest, tags: ['multi-1'] }] })
   t.equal(entries['multi-2-amd64']?.created, ago(40))
+  const blind = byTag(await plan(t, [name], { select: [{ glob: '*-amd64' }] }, { identity: who('platforms') }))
+  t.match(blind['multi-2-amd64']?.plan, { action: 'untagged', hiddenTags: 1 })
+  t.same(blind['multi-2-amd64']?.plan?.referencedBy, [], 'an index whose tags are all hidden is not named')
 
   const all = await plan(t, [name], {})
   const planned = byTag(all)
@@ -300,7 +308,7 @@ t.test('refusals: bad rules and patterns, a repository the caller may not read, 
   t.match(await rejection(plan(t, ['other/app'], {}, { identity: who('ci') })), { code: 'FORBIDDEN', detail: /^user:ci may not read other\/app/ })
   const hidden = await plan(t, ['**'], {}, { identity: who('nobody') })
   t.same(hidden.entries, [], 'a pattern matches only what the caller may read')
-  t.match(await rejection(plan(t, ['clean/branches'], {}, {}, services(t, registry.url, { maxTags: 3 }))), { code: 'UPSTREAM_ERROR', extras: { maxTags: 3 } })
+  t.match(await rejection(plan(t, ['clean/branches'], {}, {}, services(t, registry.url, { maxTags: 3 }))), { code: 'INVALID_REQUEST', extras: { field: 'repositories', rule: 'at most 3 tags per cleanup (cleanups.maxTags)' } })
   t.match(await rejection(plan(t, ['clean/**'], {}, {}, services(t, registry.url, { maxRepositories: 2 }))), { code: 'INVALID_REQUEST', extras: { field: 'repositories' } })
 
   await pushReferrer(target, 'clean/faulty', `sha256:${'1'.repeat(64)}`, 'sig')

@@ -1,6 +1,6 @@
 /** POST /cleanups, GET /cleanups/<id>, POST /retention/<name>/plan and GraphQL planCleanup against a real registry. */
 import t from 'tap'
-import { planRetentionPolicy, type CleanupDeps } from '../../src/cleanups/cleanups.js'
+import { fieldOf, planRetentionPolicy, type CleanupDeps } from '../../src/cleanups/cleanups.js'
 import { REGEX_RULE, REPETITION_RULE } from '../../src/cleanups/rules.js'
 import { rejection } from '../fixtures/rejection.js'
 import { startRegistry } from '../../testing/registry-process.js'
@@ -155,9 +155,10 @@ t.test('POST /retention/<name>/plan plans a configured policy; an unknown name i
   const old = await gateway.rest('POST', '/retention/old-previews/plan', { key: KEYS.ci })
   t.match(old, { status: 201, body: { policy: 'old-previews', registry: 'default', createdBy: 'apikey:ci', totals: { remove: 2, keep: 3 } } })
   const unknown = await gateway.rest('POST', '/retention/nightly/plan')
-  t.match(unknown, { status: 404, body: { code: 'NOT_FOUND', detail: 'no retention policy is named "nightly"; the configuration has previews, old-previews.' } })
+  t.match(unknown, { status: 404, body: { code: 'NOT_FOUND', detail: 'no retention policy is named "nightly"; ask an operator for the names configured.' } })
   const none = await rejection(planRetentionPolicy({ retention: [] } as unknown as CleanupDeps, { identity: { subject: 'apikey:x', groups: [], kind: 'apikey' }, context: { requestId: 'r', transport: 'rest' }, name: 'any', signal: AbortSignal.timeout(1000) }))
-  t.equal(none.detail, 'no retention policy is named "any"; the configuration has none.')
+  t.notMatch(unknown.body.detail, /previews/, 'the configured names are not told')
+  t.equal(none.detail, 'no retention policy is named "any"; ask an operator for the names configured.')
 })
 
 t.test('refusals: a read-only key, bad and catastrophic regexes, unknown fields, a bad id; none reaches the registry', async t => {
@@ -183,6 +184,8 @@ t.test('refusals: a read-only key, bad and catastrophic regexes, unknown fields,
     t.equal(reply.status, 400, JSON.stringify(body))
     t.match(reply.body, { code: 'INVALID_REQUEST', field, rule }, JSON.stringify(body))
   }
+  t.equal(fieldOf('/rules/select/0/regex'), 'rules.select[0].regex')
+  t.equal(fieldOf('/a~1b/c~0d/~01'), 'a/b.c~d.~1', 'JSON-pointer escapes are undone, ~1 before ~0')
   t.match(await gateway.rest('GET', '/cleanups/not-an-id'), { status: 400, body: { code: 'INVALID_REQUEST', field: 'id' } })
   t.equal(counted.requests.length, before, 'no registry request for any of them')
 })
