@@ -6,9 +6,9 @@
  */
 import { randomBytes } from 'node:crypto'
 import { GatewayError, invalidField, isGatewayError } from '../errors.js'
-import { decide, decideRepositoryRead } from '../policy/index.js'
+import { decideRepositoryRead, repositoryDecider } from '../policy/index.js'
 import { compileGlob, GlobError, type Glob } from '../policy/glob.js'
-import type { Identity, Policy, Resource } from '../policy/types.js'
+import type { Identity, Policy } from '../policy/types.js'
 import type { RegistryClient } from '../registry/client.js'
 import type { RegistryDirectory } from '../registry/directory.js'
 import { isIndex } from '../registry/media-types.js'
@@ -285,7 +285,9 @@ async function planRepository (
   repository: string, rules: CompiledRules, budget: { left: number }
 ): Promise<RepositoryPlan> {
   const { identity } = input
-  const resource = (tag: string): Resource => ({ registry: client.name, repository, tag })
+  // Worked out once per repository and action, then a glob match per tag: a repository may hold thousands of tags.
+  const mayRead = repositoryDecider(policy, identity, 'read', client.name, repository)
+  const mayDelete = repositoryDecider(policy, identity, 'delete', client.name, repository)
   const listed = await client.listTags(repository, input.signal)
   budget.left -= listed.length
   if (budget.left < 0) {
@@ -294,14 +296,14 @@ async function planRepository (
       `the repositories of this cleanup have more than ${services.maxTags} tags, the most one cleanup may read (cleanups.maxTags); nothing was read further. Narrow the repositories or raise cleanups.maxTags.`)
   }
   const reader = new Reader(services, client, repository, input.signal)
-  const readable = (tag: string): boolean => decide(policy, identity, 'read', resource(tag)).allow
+  const readable = (tag: string): boolean => mayRead(tag).allow
   // Only the tags the rules judge need a time: the ones the caller may read, signatures aside.
   const records = await reader.tags(listed, tag => referrerOf(tag) === undefined && readable(tag))
   const visible = [...records.values()].filter(record => readable(record.tag))
   const ordinary = visible.filter(record => referrerOf(record.tag) === undefined)
 
   const protectedBy = (tag: string): string | undefined => {
-    const decision = decide(policy, identity, 'delete', resource(tag))
+    const decision = mayDelete(tag)
     return decision.code === 'PROTECTED_TAG' ? decision.reason : undefined
   }
   const now = services.now()
@@ -313,7 +315,7 @@ async function planRepository (
   const plans = new Map<string, CleanupDeletionPlan>()
   const order: string[] = []
   const authorized = (entry: Judged): boolean => {
-    const decision = decide(policy, identity, 'delete', resource(entry.record.tag))
+    const decision = mayDelete(entry.record.tag)
     if (!decision.allow) entry.refusal = decision.reason
     else if (decision.approval === 'required') entry.refusal = `${decision.reason}; a cleanup does not ask for approvals, so it leaves this tag`
     return entry.refusal === undefined
@@ -323,7 +325,7 @@ async function planRepository (
     const removals = entries.filter(entry => entry.verdict.remove && authorized(entry)).sort((a, b) => removalOrder(a.record, b.record))
     for (const { record } of removals) {
       const plan = simulation.remove(record, { registry: client.name, repository }, strategy)
-      plan.decisions.push({ action: 'delete', tag: record.tag, allow: true, reason: decide(policy, identity, 'delete', resource(record.tag)).reason })
+      plan.decisions.push({ action: 'delete', tag: record.tag, allow: true, reason: mayDelete(record.tag).reason })
       plans.set(record.tag, visiblePlan(plan, readable))
       order.push(record.tag)
     }
