@@ -258,7 +258,8 @@ if (isMain(process.argv[1], import.meta.url)) {
   const code = await runCli(process.argv.slice(2), {
     out: text => process.stdout.write(`${text}\n`),
     err: text => process.stderr.write(`${text}\n`),
-    // c8 ignore next -- only a terminal gets the redrawn progress line; the tests run the CLI through pipes
+    // Only a terminal gets the redrawn progress line; the tests run the CLI through pipes.
+    /* c8 ignore next */
     ...(process.stdout.isTTY ? { progress: (text: string) => { process.stdout.write(`\r${text}`) } } : {})
   })
   process.exitCode = code
