@@ -313,11 +313,16 @@ async function tagPage (
     return { tag, digest: summary.digest, mediaType: summary.mediaType, ...platformsOf(summary), protected: isProtected, coTags, actions }
   })
   const cursorAfter = (tag: string): string => deps.cursors.encode({ ...expected, after: tag })
+  let cursors: string[] | undefined
   return {
     registry: client.name,
     name,
     items,
-    cursors: items.map(item => cursorAfter(item.tag)),
+    // Only GraphQL's edges read them (REST answers with nextCursor alone): made on first read, not for every page.
+    get cursors () {
+      cursors ??= items.map(item => cursorAfter(item.tag))
+      return cursors
+    },
     ...(rest.length > limit ? { nextCursor: cursorAfter(tags.at(-1) as string) } : {})
   }
 }

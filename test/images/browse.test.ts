@@ -70,6 +70,36 @@ t.test('tags are filtered by read per tag; a caller with no role is refused and 
   t.equal(denied.code, 'FORBIDDEN')
 })
 
+t.test('a tag page\'s cursors are made when first read, once; each continues after its own tag', async t => {
+  const everything = loadPolicy(`
+roles:
+  reader:
+    - actions: [read]
+      repositories: ["apps/**"]
+bindings:
+  - { role: reader, subjects: ["user:dev"] }
+`, 'browse-cursors-test.yaml')
+  class CountingCodec extends CursorCodec {
+    encoded = 0
+    override encode (cursor: Parameters<CursorCodec['encode']>[0]): string {
+      this.encoded++
+      return super.encode(cursor)
+    }
+  }
+  const cursors = new CountingCodec()
+  const browse = { ...deps(t, 1000, 1), policy: () => everything, cursors }
+  const first = await listImageTags(browse, { identity: dev, context, repository: 'apps/a', limit: 1 })
+  t.same(first.items.map(item => item.tag), ['v1'])
+  t.equal(cursors.encoded, 1, 'only nextCursor is encoded with the page (REST answers with nothing else)')
+  const made = first.cursors
+  t.equal(made.length, 1)
+  t.equal(first.cursors, made, 'read again, the same cursors')
+  t.equal(cursors.encoded, 2)
+  const second = await listImageTags(browse, { identity: dev, context, repository: 'apps/a', limit: 1, cursor: made[0] as string })
+  t.same(second.items.map(item => item.tag), ['v2'], 'v1\'s cursor continues after v1')
+  t.equal(second.nextCursor, undefined)
+})
+
 t.test('a delete that needs a second person says so on the tag, with the policy\'s reason; a denied one says why', async t => {
   const gated = loadPolicy(`
 roles:
