@@ -13,7 +13,7 @@ import { join } from 'node:path'
 import { Pool } from 'undici'
 import { startRegistry, type RegistryProcess } from '../testing/registry-process.js'
 import { measureAuditList, seedAuditTrail, type AuditListResult } from './audit-list.js'
-import { browseRows, measureBrowse, type BrowseResult } from './browse.js'
+import { BROWSE_WARMUP_REGISTRY, browseRows, measureBrowse, type BrowseResult } from './browse.js'
 import { cleanupRows, measureCleanupPlan, seedCleanupRepository, type CleanupResult } from './cleanup.js'
 import { cleanupRunRows, measureCleanupRun, type CleanupRunResult } from './cleanup-run.js'
 import { startGateway, type BenchGateway } from './gateway.js'
@@ -105,7 +105,7 @@ async function runBrowse (registryUrl: string, seed: (name: string, count: numbe
   const repositories: SeededRepository[] = []
   for (let index = 0; index <= settings.browse.coldRounds; index++) repositories.push(await seed(`bench/browse-${index}`, settings.browse.tags, false))
   progress.begin('(7) browse: starting a gateway')
-  const gateway = await startGateway(registryUrl)
+  const gateway = await startGateway(registryUrl, { config: { registries: { default: { url: registryUrl }, [BROWSE_WARMUP_REGISTRY]: { url: registryUrl } } } })
   cleanups.push(async () => { await gateway.close() })
   progress.begin(`(7) browse, pages of ${settings.browse.tags} tags`)
   const result = await measureBrowse({ registryUrl, gateway, repositories, warmRounds: settings.browse.warmRounds, progress })
