@@ -47,7 +47,7 @@ Commands:
 
 class UsageError extends Error {}
 
-const SUBJECT_KINDS = [['apikey:', 'apikey'], ['user:', 'jwt'], ['slack:', 'slack'], ['mattermost:', 'mattermost']] as const
+const SUBJECT_KINDS = [['apikey:', 'apikey'], ['user:', 'jwt'], ['slack:', 'slack'], ['mattermost:', 'mattermost'], ['service:', 'service']] as const
 
 /** Runs a step whose failure means the command line is wrong. */
 function asUsage<T> (step: () => T, prefix = ''): T {
@@ -161,7 +161,7 @@ function explainCommand (args: string[], io: CliIo): number {
   }
   const kind = SUBJECT_KINDS.find(([prefix]) => subject.startsWith(prefix))?.[1]
   if (kind === undefined) {
-    throw new UsageError('--subject must be apikey:<name>, user:<subject claim>, slack:<team id>/<user id> or mattermost:<team id>/<user id>; give groups with --group')
+    throw new UsageError('--subject must be apikey:<name>, user:<subject claim>, slack:<team id>/<user id>, mattermost:<team id>/<user id> or service:<retention.runAs>; give groups with --group')
   }
   if (!(ACTIONS as readonly string[]).includes(action)) throw new UsageError(`--action must be one of ${ACTIONS.join(', ')}`)
   const reference = asUsage(() => parseImageString(image), '--image: ')
