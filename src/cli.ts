@@ -29,7 +29,8 @@ Commands:
   policy check FILE            validate a policy file (exit 0 when valid, 1 with every problem otherwise)
   policy explain FILE --subject S [--group G ...] --action A --image NAME:TAG [--registry R]
                                show whether the policy allows it and why (exit 0 ALLOW, 1 DENY)
-                               S is apikey:<name>, user:<subject claim>, slack:<team>/<user> or mattermost:<team>/<user>; A is ${ACTIONS.join(', ')};
+                               S is apikey:<name>, user:<subject claim>, slack:<team>/<user>, mattermost:<team>/<user>
+                               or service:<runAs>; A is ${ACTIONS.join(', ')};
                                R defaults to "default"; --group adds identity provider groups to a user
                                (group:<g> bindings) or key groups to an API key (keygroup:<g>)
   audit migrate --from sqlite:PATH [--to postgres://…] [--batch N]

@@ -270,4 +270,3 @@ export function startRetentionScheduler (deps: RetentionSchedulerDeps): Retentio
     }
   }
 }
-

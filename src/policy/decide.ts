@@ -10,7 +10,9 @@ import type { Action, Decision, Identity, Policy, Resource, Rule, RuleAction } f
 const DESTRUCTIVE: ReadonlySet<Action> = new Set(['delete', 'force'])
 
 // A service identity has no groups: bindings name it by its subject.
-const GROUP_NAMESPACES: Readonly<Record<Identity['kind'], string>> = { apikey: 'keygroup', jwt: 'group', slack: 'chatgroup', mattermost: 'chatgroup', service: 'service' }
+const GROUP_NAMESPACES: Readonly<Record<Identity['kind'], string>> = {
+  apikey: 'keygroup', jwt: 'group', slack: 'chatgroup', mattermost: 'chatgroup', service: 'service'
+}
 
 /**
  * The subjects bindings can name for an identity: itself and each of its groups. An API key's groups come from
