@@ -207,7 +207,8 @@ t.test('a policy still running here skips its next time; once the gateway closed
   const gateway = await startGateway(t, {
     registries: { default: { url: registry.url, defaultMode: 'auto' } },
     policy: POLICY,
-    config: config(receiver, [retention('slow', 'sched/slow')]),
+    // A webhook that takes no cleanup events: the scheduled runs report to nobody.
+    config: { ...config(receiver, [retention('slow', 'sched/slow')]), notifications: { webhooks: [{ name: 'images', url: receiver.url, secret: SECRET, events: ['deleted'] }] } },
     retentionObserver: (_policy, _at, outcome) => { outcomes.push(outcome) }
   })
   const scheduler = gateway.app.retentionScheduler
@@ -217,6 +218,7 @@ t.test('a policy still running here skips its next time; once the gateway closed
   t.same(await scheduler.runSlot('slow', at + 5 * MINUTE), { outcome: 'busy' })
   t.match(await first, { outcome: 'ran' })
   t.same(outcomes.map(outcome => outcome.outcome), ['busy', 'ran'], 'the observer hears both')
+  t.notOk(receiver.received.some(received => received.body.includes('"cleanup.')), 'no cleanup event for a webhook that did not subscribe')
   await gateway.app.close()
   t.same(await scheduler.runSlot('slow', at + 10 * MINUTE), { outcome: 'failed', errorCode: 'AUDIT_UNAVAILABLE' }, 'after the store closed nothing runs')
 })
