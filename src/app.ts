@@ -17,6 +17,7 @@ import { uiRoutes } from './http/ui.js'
 import { createLogger } from './logging.js'
 import { createMetrics, type GatewayMetrics } from './metrics.js'
 import { createServices, type ServiceOverrides } from './services.js'
+import type { RetentionScheduler } from './cleanups/schedule.js'
 
 export interface AppDeps extends ServiceOverrides {
   /** Shares one set of metrics, e.g. with a separate metrics listener. */
@@ -37,6 +38,8 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** Settles when start-up pruning and reconciliation of pending audit records are done. */
     auditHousekeeping: Promise<void>
+    /** Scheduled retention policies: runSlot runs one scheduled time now (tests, operators' scripts). */
+    retentionScheduler: RetentionScheduler
   }
 }
 
@@ -60,6 +63,7 @@ export async function buildApp (config: Config, deps: AppDeps = {}): Promise<Fas
   const metrics = deps.metrics ?? createMetrics()
   const services = createServices(config, deps, metrics, app.log)
   app.decorate('auditHousekeeping', services.housekeeping.startup)
+  app.decorate('retentionScheduler', services.retentionScheduler)
   app.addHook('onClose', services.close)
   app.setErrorHandler(problemErrorHandler)
   app.setNotFoundHandler(routeNotFound)

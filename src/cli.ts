@@ -29,7 +29,8 @@ Commands:
   policy check FILE            validate a policy file (exit 0 when valid, 1 with every problem otherwise)
   policy explain FILE --subject S [--group G ...] --action A --image NAME:TAG [--registry R]
                                show whether the policy allows it and why (exit 0 ALLOW, 1 DENY)
-                               S is apikey:<name>, user:<subject claim>, slack:<team>/<user> or mattermost:<team>/<user>; A is ${ACTIONS.join(', ')};
+                               S is apikey:<name>, user:<subject claim>, slack:<team>/<user>, mattermost:<team>/<user>
+                               or service:<runAs>; A is ${ACTIONS.join(', ')};
                                R defaults to "default"; --group adds identity provider groups to a user
                                (group:<g> bindings) or key groups to an API key (keygroup:<g>)
   audit migrate --from sqlite:PATH [--to postgres://…] [--batch N]
@@ -47,7 +48,7 @@ Commands:
 
 class UsageError extends Error {}
 
-const SUBJECT_KINDS = [['apikey:', 'apikey'], ['user:', 'jwt'], ['slack:', 'slack'], ['mattermost:', 'mattermost']] as const
+const SUBJECT_KINDS = [['apikey:', 'apikey'], ['user:', 'jwt'], ['slack:', 'slack'], ['mattermost:', 'mattermost'], ['service:', 'service']] as const
 
 /** Runs a step whose failure means the command line is wrong. */
 function asUsage<T> (step: () => T, prefix = ''): T {
@@ -161,7 +162,7 @@ function explainCommand (args: string[], io: CliIo): number {
   }
   const kind = SUBJECT_KINDS.find(([prefix]) => subject.startsWith(prefix))?.[1]
   if (kind === undefined) {
-    throw new UsageError('--subject must be apikey:<name>, user:<subject claim>, slack:<team id>/<user id> or mattermost:<team id>/<user id>; give groups with --group')
+    throw new UsageError('--subject must be apikey:<name>, user:<subject claim>, slack:<team id>/<user id>, mattermost:<team id>/<user id> or service:<retention.runAs>; give groups with --group')
   }
   if (!(ACTIONS as readonly string[]).includes(action)) throw new UsageError(`--action must be one of ${ACTIONS.join(', ')}`)
   const reference = asUsage(() => parseImageString(image), '--image: ')

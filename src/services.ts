@@ -19,6 +19,7 @@ import { CursorCodec } from './images/browse-cursor.js'
 import type { ImageServices } from './images/delete-image.js'
 import { PlanBook } from './images/approvals.js'
 import { ActiveRuns, type CleanupRunServices } from './cleanups/run-cleanup.js'
+import { startRetentionScheduler, type RetentionObserver, type RetentionScheduler } from './cleanups/schedule.js'
 import { startAuditHousekeeping, type AuditHousekeeping } from './images/housekeeping.js'
 import { whoAmI, type WhoAmI } from './identity/who-am-i.js'
 import { decide, grantsAnywhere, literalProtectedTags, rolesOf, PolicyStore } from './policy/index.js'
@@ -36,6 +37,10 @@ export interface ServiceOverrides {
   policyStore?: PolicyStore
   /** Replaces the audit store the configuration names (open it with `outboxRouter(config)` for webhooks). */
   auditStore?: AuditStore
+  /** The clock scheduled retention policies read (tests bring a scheduled time close). */
+  retentionNow?: () => number
+  /** Hears how each scheduled time of a retention policy ended on this replica. */
+  retentionObserver?: RetentionObserver
 }
 
 /** The transport-free core, wired once per app: what every edge (REST, GraphQL, health) is given. */
@@ -54,6 +59,8 @@ export interface GatewayServices {
   cleanups: CleanupDeps
   /** Running cleanup plans: the runs in progress in this process. */
   cleanupRuns: CleanupRunServices
+  /** Retention policies with a schedule, run by themselves. */
+  retentionScheduler: RetentionScheduler
   /** Stops timers and closes what the services opened themselves (not what the caller supplied). */
   close: () => Promise<void>
 }
@@ -190,6 +197,34 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
   const cleanupRuns: CleanupRunServices = {
     images, concurrency: config.cleanups.runConcurrency, maxDeletions: config.cleanups.maxDeletions, runs: new ActiveRuns(), now: Date.now
   }
+  const cleanups: CleanupDeps = {
+    registries,
+    policy: () => policyStore.current(),
+    cache: browseCache,
+    concurrency: config.cleanups.concurrency,
+    catalogPageSize: config.browse.catalogPageSize,
+    maxTags: config.cleanups.maxTags,
+    registrySettings: registry => config.registries[registry] as Config['registries'][string],
+    now: Date.now,
+    audit,
+    retention: config.retention.policies,
+    plansInFlight: new PagesInFlight(config.cleanups.plansPerCaller, 'cleanups being planned', 'cleanups.plansPerCaller'),
+    mayAuditAnything: identity => grantsAnywhere(policyStore.current(), identity, 'audit')
+  }
+  const retentionScheduler = startRetentionScheduler({
+    policies: config.retention.policies,
+    runAs: config.retention.runAs,
+    defaultRegistry: registries.defaultName,
+    cleanups,
+    runs: cleanupRuns,
+    shared: auditStore.shared,
+    outbox: auditStore,
+    webhooks: notifications.webhooks,
+    onPublished: () => { deliveries?.nudge() },
+    now: overrides.retentionNow ?? Date.now,
+    logger: log,
+    ...(overrides.retentionObserver === undefined ? {} : { observer: overrides.retentionObserver })
+  })
   const housekeeping = startAuditHousekeeping({
     audit,
     registries,
@@ -222,24 +257,15 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
       pagesInFlight: new PagesInFlight(config.browse.pagesPerCaller),
       cursors: config.browse.cursorSecret === undefined ? new CursorCodec() : CursorCodec.fromSecret(config.browse.cursorSecret)
     },
-    cleanups: {
-      registries,
-      policy: () => policyStore.current(),
-      cache: browseCache,
-      concurrency: config.cleanups.concurrency,
-      catalogPageSize: config.browse.catalogPageSize,
-      maxTags: config.cleanups.maxTags,
-      registrySettings: registry => config.registries[registry] as Config['registries'][string],
-      now: Date.now,
-      audit,
-      retention: config.retention.policies,
-      plansInFlight: new PagesInFlight(config.cleanups.plansPerCaller, 'cleanups being planned', 'cleanups.plansPerCaller'),
-      mayAuditAnything: identity => grantsAnywhere(policyStore.current(), identity, 'audit')
-    },
+    cleanups,
     cleanupRuns,
+    retentionScheduler,
     close: async () => {
-      // Before the store closes: in-flight removals finish and are settled, the runs end interrupted.
-      await cleanupRuns.runs.stopAll()
+      // Before the store closes: in-flight removals finish and are settled, the runs end interrupted, and a
+      // scheduled run reports how it ended.
+      const runsStopped = cleanupRuns.runs.stopAll()
+      await retentionScheduler.stop()
+      await runsStopped
       await housekeeping.stop()
       await housekeeping.startup
       await deliveries?.stop()

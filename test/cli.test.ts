@@ -130,7 +130,7 @@ t.test('policy explain', async t => {
     [['--action', 'read', '--image', 'a:b'], /^policy explain needs --subject, --action and --image/],
     [['--subject', 'user:a', '--image', 'a:b'], /^policy explain needs/],
     [['--subject', 'user:a', '--action', 'read'], /^policy explain needs/],
-    [['--subject', 'group:ci', '--action', 'read', '--image', 'a:b'], /^--subject must be apikey:<name>, user:<subject claim>, slack:<team id>\/<user id> or mattermost:<team id>\/<user id>; give groups with --group/],
+    [['--subject', 'group:ci', '--action', 'read', '--image', 'a:b'], /^--subject must be apikey:<name>, user:<subject claim>, slack:<team id>\/<user id>, mattermost:<team id>\/<user id> or service:<retention.runAs>; give groups with --group/],
     [['--subject', 'user:a', '--action', 'nuke', '--image', 'a:b'], /^--action must be one of read, delete, force, restore, audit, approve/],
     [['--subject', 'user:a', '--action', 'read', '--image', 'app'], /^--image: image "app" is invalid: must be name:tag/],
     [['--subject', 'user:a', '--action', 'read', '--image', 'App:v1'], /^--image: name "App" is invalid/]

@@ -90,9 +90,11 @@ export function deferredAuditStore (open: () => Promise<AuditStore>, options: De
     finishDelivery: async (eventId, endpoint, outcome, claimed) => await (await store()).finishDelivery(eventId, endpoint, outcome, claimed),
     listDeliveries: async (filter, page, visible) => await (await store()).listDeliveries(filter, page, visible),
     countDeliveries: async () => await (await store()).countDeliveries(),
+    publish: async (image, messages) => { await (await store()).publish(image, messages) },
     check: async () => { await (await store()).check() },
     shared: {
       exclusive: async (key, work) => await (await store()).shared.exclusive(key, work),
+      tryExclusive: async (key, work) => await (await store()).shared.tryExclusive(key, work),
       putPlan: async (plan, capacity, nowMs) => { await (await store()).shared.putPlan(plan, capacity, nowMs) },
       peekPlan: async (kind, id, nowMs) => await (await store()).shared.peekPlan(kind, id, nowMs),
       takePlan: async (kind, id, nowMs, requester) => await (await store()).shared.takePlan(kind, id, nowMs, requester),

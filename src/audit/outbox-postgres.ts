@@ -1,7 +1,7 @@
 import type pg from 'pg'
 import { checkLimit } from './listing.js'
 import {
-  decodeDeliveryCursor, deliveryPage, outboxRows, settledStatus, toClaimed,
+  decodeDeliveryCursor, deliveryPage, messageRows, outboxRows, settledStatus, toClaimed,
   type DeliveryRow, type DeliveryStatus, type OutboxRouter, type OutboxStore
 } from './outbox.js'
 import type { AuditRecord } from './types.js'
@@ -33,6 +33,14 @@ const rowColumns = `seq::float8 AS seq, event_id, endpoint, event_type, registry
 
 type Queryable = Pick<pg.PoolClient, 'query'>
 
+async function insertRows (db: Queryable, rows: ReadonlyArray<Record<string, string>>): Promise<void> {
+  for (const row of rows) {
+    await db.query(`INSERT INTO audit_outbox (event_id, endpoint, event_type, registry, name, tag, body, created_at, next_attempt_at)
+      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (event_id, endpoint) DO NOTHING`,
+    [row.event_id, row.endpoint, row.event_type, row.registry, row.name, row.tag, row.body, row.created_at, row.next_attempt_at])
+  }
+}
+
 export interface PostgresOutboxOptions {
   now: () => Date
   router?: OutboxRouter
@@ -59,11 +67,12 @@ export function postgresOutbox (pool: pg.Pool, { now, router, ensureOpen, scanLi
     async enqueue (db, record, previous) {
       // An update that leaves the outcome as it was announces nothing new.
       if (previous !== undefined && previous.outcome === record.outcome) return
-      for (const row of outboxRows(router, record, now())) {
-        await db.query(`INSERT INTO audit_outbox (event_id, endpoint, event_type, registry, name, tag, body, created_at, next_attempt_at)
-          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (event_id, endpoint) DO NOTHING`,
-        [row.event_id, row.endpoint, row.event_type, row.registry, row.name, row.tag, row.body, row.created_at, row.next_attempt_at])
-      }
+      await insertRows(db, outboxRows(router, record, now()))
+    },
+
+    async publish (image, messages) {
+      ensureOpen()
+      await inTransaction(async client => { await insertRows(client, messageRows(image, messages, now())) })
     },
 
     async prune (olderThan) {

@@ -1,7 +1,7 @@
 import type Database from 'better-sqlite3'
 import { checkLimit } from './listing.js'
 import {
-  decodeDeliveryCursor, deliveryPage, outboxRows, settledStatus, toClaimed,
+  decodeDeliveryCursor, deliveryPage, messageRows, outboxRows, settledStatus, toClaimed,
   type DeliveryRow, type DeliveryStatus, type OutboxRouter, type OutboxStore
 } from './outbox.js'
 import type { AuditRecord } from './types.js'
@@ -63,6 +63,7 @@ export function sqliteOutbox (db: Database.Database, { now, router, ensureOpen, 
   const page = db.prepare(`SELECT ${rowColumns.replace('body', "'' AS body")} FROM audit_outbox
     WHERE (@status IS NULL OR status = @status) AND seq < @before ORDER BY seq DESC LIMIT @window`)
   const deleteFinished = db.prepare("DELETE FROM audit_outbox WHERE created_at < ? AND status <> 'pending'")
+  const publishAll = db.transaction((rows: Array<Record<string, string>>) => { for (const row of rows) insert.run(row) })
   const counts = db.prepare('SELECT endpoint, status, count(*) AS count FROM audit_outbox GROUP BY endpoint, status ORDER BY endpoint, status')
 
   const claim = db.transaction((limit: number, leaseMs: number) => {
@@ -117,6 +118,10 @@ export function sqliteOutbox (db: Database.Database, { now, router, ensureOpen, 
     async countDeliveries () {
       ensureOpen()
       return counts.all() as Array<{ endpoint: string, status: DeliveryStatus, count: number }>
+    },
+    async publish (image, messages) {
+      ensureOpen()
+      publishAll(messageRows(image, messages, now()))
     }
   }
 }

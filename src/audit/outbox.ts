@@ -65,6 +65,11 @@ export interface OutboxStore {
     filter: { status?: DeliveryStatus }, page: { limit: number, cursor?: string }, visible?: (image: AuditImageRef) => boolean
   ) => Promise<DeliveryPage>
   countDeliveries: () => Promise<Array<{ endpoint: string, status: DeliveryStatus, count: number }>>
+  /**
+   * Writes messages that announce no audit record (a scheduled cleanup's report), filed under `image` for the
+   * listing's visibility. Once per event and endpoint: publishing an event again changes nothing.
+   */
+  publish: (image: AuditImageRef, messages: readonly OutboxMessage[]) => Promise<void>
 }
 
 /** After this, a delivery that keeps failing is given up: Standard Webhooks' usual window, and a day of outage. */
@@ -83,15 +88,21 @@ export function decodeDeliveryCursor (cursor: string): number {
 /** The column values of a new outbox row for `record`. */
 export function outboxRows (router: OutboxRouter | undefined, record: AuditRecord, now: Date): Array<Record<string, string>> {
   if (router === undefined) return []
+  return messageRows(record, router(record), now)
+}
+
+/** The column values of new outbox rows for messages filed under `image`. */
+export function messageRows (image: AuditImageRef, messages: readonly OutboxMessage[], now: Date): Array<Record<string, string>> {
   const time = now.toISOString()
-  return router(record).map(message => ({
+  const { registry, name, tag } = image
+  return messages.map(message => ({
     event_id: message.eventId,
     endpoint: message.endpoint,
     event_type: message.eventType,
     body: message.body,
-    registry: record.registry,
-    name: record.name,
-    tag: record.tag,
+    registry,
+    name,
+    tag,
     created_at: time,
     next_attempt_at: time
   }))

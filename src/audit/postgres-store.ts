@@ -285,6 +285,7 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
     finishDelivery: outbox.finishDelivery,
     listDeliveries: outbox.listDeliveries,
     countDeliveries: outbox.countDeliveries,
+    publish: outbox.publish,
     shared,
 
     async append (record) {

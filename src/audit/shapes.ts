@@ -16,7 +16,9 @@ export const AuditActionSchema = Type.Union([
 ])
 export type AuditAction = Static<typeof AuditActionSchema>
 
-export const AuditTransportSchema = Type.Union([Type.Literal('rest'), Type.Literal('graphql'), Type.Literal('slack'), Type.Literal('mattermost')])
+export const AuditTransportSchema = Type.Union([
+  Type.Literal('rest'), Type.Literal('graphql'), Type.Literal('slack'), Type.Literal('mattermost'), Type.Literal('schedule')
+])
 export type AuditTransport = Static<typeof AuditTransportSchema>
 
 /** How a deletion was asked to remove a tag (`mode`), what it did (`action`) and how (`strategy`). */

@@ -43,6 +43,8 @@ export interface PostgresSharedStateOptions {
 }
 
 /** A 64-bit advisory lock id for a key: the first 8 bytes of its SHA-256, as PostgreSQL's signed bigint. */
+const NOT_HELD = Symbol('not held')
+
 export function advisoryLockId (key: string): string {
   return createHash('sha256').update(`registry-delete-gateway\n${key}`).digest().readBigInt64BE(0).toString()
 }
@@ -64,51 +66,71 @@ export function postgresSharedState (pool: pg.Pool, options: PostgresSharedState
   const sweepEvery = options.rateSweepEvery ?? 1000
   let hits = 0
 
-  return {
-    async exclusive (key, work) {
-      const client = await lockPool.connect()
-      // A connection that breaks while checked out (server restart, failover, a terminated backend) emits 'error'
-      // and 'end' on the client; unheard, 'error' would crash the process. The server has freed the lock by then,
-      // so the holder is told through the signal and refused at its next confirm().
-      const lost = new AbortController()
-      const loseLock = (cause: unknown): void => { if (!lost.signal.aborted) lost.abort(cause) }
-      const onEnd = (): void => { loseLock(new Error('the lock connection ended')) }
-      client.on('error', loseLock)
-      client.on('end', onEnd)
-      const detach = (): void => {
-        client.off('error', loseLock)
-        client.off('end', onEnd)
-      }
-      try {
-        await client.query('BEGIN')
-        // A role or database default must not end the lock's transaction while a slow registry keeps it idle.
-        await client.query('SET LOCAL idle_in_transaction_session_timeout = 0')
-        await client.query('SET LOCAL statement_timeout = 0')
+  /** Runs `work` holding `key`; without `wait`, answers NOT_HELD at once when another holds it. */
+  async function locked<T> (key: string, work: (held: HeldLock) => Promise<T>, wait: boolean): Promise<T | typeof NOT_HELD> {
+    const client = await lockPool.connect()
+    // A connection that breaks while checked out (server restart, failover, a terminated backend) emits 'error'
+    // and 'end' on the client; unheard, 'error' would crash the process. The server has freed the lock by then,
+    // so the holder is told through the signal and refused at its next confirm().
+    const lost = new AbortController()
+    const loseLock = (cause: unknown): void => { if (!lost.signal.aborted) lost.abort(cause) }
+    const onEnd = (): void => { loseLock(new Error('the lock connection ended')) }
+    client.on('error', loseLock)
+    client.on('end', onEnd)
+    const detach = (): void => {
+      client.off('error', loseLock)
+      client.off('end', onEnd)
+    }
+    try {
+      await client.query('BEGIN')
+      // A role or database default must not end the lock's transaction while a slow registry keeps it idle.
+      await client.query('SET LOCAL idle_in_transaction_session_timeout = 0')
+      await client.query('SET LOCAL statement_timeout = 0')
+      if (wait) {
         await client.query('SELECT pg_advisory_xact_lock($1::bigint)', [advisoryLockId(key)])
-      } catch (error) {
-        detach()
-        client.release(true)
-        throw error
-      }
-      let released = false
-      const held: HeldLock = {
-        signal: lost.signal,
-        async confirm () {
-          // Work that outlives its lock is no longer guarded by it; the client is back in the pool.
-          if (released) return
-          if (!lost.signal.aborted) await client.query('SELECT 1').catch(loseLock)
-          if (lost.signal.aborted) throw auditUnavailable(lost.signal.reason, 'the lock shared by the gateway replicas was lost mid-work')
+      } else {
+        const { rows } = await client.query<{ held: boolean }>('SELECT pg_try_advisory_xact_lock($1::bigint) AS held', [advisoryLockId(key)])
+        if (rows[0]?.held !== true) {
+          await client.query('COMMIT')
+          detach()
+          client.release()
+          return NOT_HELD
         }
       }
-      try {
-        return await work(held)
-      } finally {
-        released = true
-        // Ending the transaction frees the lock; if the connection broke meanwhile, the server already freed it.
-        const done = await client.query('COMMIT').then(() => !lost.signal.aborted, (error: unknown) => { loseLock(error); return false })
-        detach()
-        client.release(!done)
+    } catch (error) {
+      detach()
+      client.release(true)
+      throw error
+    }
+    let released = false
+    const held: HeldLock = {
+      signal: lost.signal,
+      async confirm () {
+        // Work that outlives its lock is no longer guarded by it; the client is back in the pool.
+        if (released) return
+        if (!lost.signal.aborted) await client.query('SELECT 1').catch(loseLock)
+        if (lost.signal.aborted) throw auditUnavailable(lost.signal.reason, 'the lock shared by the gateway replicas was lost mid-work')
       }
+    }
+    try {
+      return await work(held)
+    } finally {
+      released = true
+      // Ending the transaction frees the lock; if the connection broke meanwhile, the server already freed it.
+      const done = await client.query('COMMIT').then(() => !lost.signal.aborted, (error: unknown) => { loseLock(error); return false })
+      detach()
+      client.release(!done)
+    }
+  }
+
+  return {
+    async exclusive<T> (key: string, work: (held: HeldLock) => Promise<T>): Promise<T> {
+      return await locked(key, work, true) as T
+    },
+
+    async tryExclusive (key, work) {
+      const outcome = await locked(key, work, false)
+      return outcome === NOT_HELD ? { held: false } : { held: true, value: outcome }
     },
 
     async putPlan (plan, capacity, nowMs) {

@@ -42,9 +42,22 @@ export function sqliteSharedState (db: Database.Database, ensureOpen: () => void
     return row?.id
   })
 
+  // tryExclusive's keys held in this process (the one replica of the file).
+  const tried = new Set<string>()
+
   return {
     // One replica per file: the in-process queue in front of this is the whole lock.
     exclusive: async (_key, work) => await work(localHeldLock),
+
+    async tryExclusive (key, work) {
+      if (tried.has(key)) return { held: false }
+      tried.add(key)
+      try {
+        return { held: true, value: await work(localHeldLock) }
+      } finally {
+        tried.delete(key)
+      }
+    },
 
     async putPlan (plan, capacity, nowMs) {
       ensureOpen()

@@ -36,6 +36,11 @@ export interface SharedState {
    * lock, to confirm it still holds it before acting; its signal aborts once the lock is known lost.
    */
   exclusive: <T>(key: string, work: (held: HeldLock) => Promise<T>) => Promise<T>
+  /**
+   * As exclusive, but never waits: while another holder (on any replica) has `key`, answers `{ held: false }` at
+   * once without running `work`. For work that must run on one replica at a time and is pointless to queue.
+   */
+  tryExclusive: <T>(key: string, work: (held: HeldLock) => Promise<T>) => Promise<Exclusively<T>>
   /** Stores (or replaces) a plan; keeps at most `capacity` unexpired plans of its kind, dropping the soonest to expire. */
   putPlan: (plan: StoredPlan, capacity: number, nowMs: number) => Promise<void>
   /** Reads without taking. */
@@ -54,6 +59,8 @@ export interface SharedState {
   /** Counts one request against `key`'s window (PostgreSQL only: SQLite's one replica keeps windows in memory). */
   hit?: (key: string, windowMs: number) => Promise<RateWindow>
 }
+
+export type Exclusively<T> = { held: true, value: T } | { held: false }
 
 /** The shared state could not be reached: the same refusal as an audit trail that cannot write. */
 export function auditUnavailable (cause: unknown, what: string): GatewayError {

@@ -320,6 +320,7 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
     finishDelivery: outbox.finishDelivery,
     listDeliveries: outbox.listDeliveries,
     countDeliveries: outbox.countDeliveries,
+    publish: outbox.publish,
     shared,
 
     async append (record) {

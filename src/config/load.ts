@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs'
 import { Value } from 'typebox/value'
 import { parse as parseYaml } from 'yaml'
 import { compileRules } from '../cleanups/rules.js'
+import { scheduleProblem } from '../cleanups/schedule.js'
 import type { GatewayError } from '../errors.js'
 import { ConfigSchema, RegistrySchema, type Config } from './schema.js'
 
@@ -177,6 +178,10 @@ function checkRetention (config: Config, source: string): void {
       compileRules(policy.rules, `${at}.rules`)
     } catch (error) {
       fail((error as GatewayError).detail)
+    }
+    if (policy.schedule !== undefined) {
+      const problem = scheduleProblem(policy.schedule, policy.timezone)
+      if (problem !== undefined) fail(`${at}.schedule: ${problem}`)
     }
   })
 }

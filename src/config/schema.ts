@@ -36,7 +36,7 @@ export const WebhookSchema = Type.Object({
   /** Standard Webhooks signing secret, whsec_ and base64 of 24 to 64 bytes (env WEBHOOK_<NAME>_SECRET); never logged. */
   secret: Type.Optional(Type.String({ pattern: '^whsec_[A-Za-z0-9+/]{32,88}={0,2}$' })),
   events: Type.Array(WebhookEventNameSchema, {
-    minItems: 1, uniqueItems: true, default: ['deleted', 'untagged', 'restored', 'approved']
+    minItems: 1, uniqueItems: true, default: ['deleted', 'untagged', 'restored', 'approved', 'cleanup.planned', 'cleanup.finished', 'cleanup.failed']
   }),
   /** standard: the signed JSON event. slack: {text, blocks} for a Slack incoming webhook (unsigned; the URL is the secret). */
   format: Type.Union([Type.Literal('standard'), Type.Literal('slack')], { default: 'standard' }),
@@ -216,13 +216,28 @@ export const ConfigSchema = Type.Object({
     /** Removals one run may make unless its request raises the cap; a plan that removes more is refused whole. */
     maxDeletions: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 100 })
   }, { additionalProperties: false, default: {} }),
-  /** Named cleanup policies: POST /retention/<name>/plan plans one as its caller. */
+  /** Named cleanup policies: POST /retention/<name>/plan plans one as its caller; a scheduled one also runs by itself. */
   retention: Type.Object({
+    /**
+     * The service identity scheduled policies run as, `service:<runAs>` in the policy's bindings: its roles decide
+     * what a scheduled run may remove, tag by tag, as for any caller.
+     */
+    runAs: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$', default: 'retention' }),
     policies: Type.Array(Type.Object({
       name: Type.String({ pattern: '^[a-z0-9][a-z0-9._-]{0,63}$' }),
       registry: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
       repositories: Type.Array(Type.String({ minLength: 1, maxLength: 255 }), { minItems: 1, maxItems: 100 }),
-      rules: CleanupRulesSchema
+      rules: CleanupRulesSchema,
+      /** Cron (minute hour day-of-month month day-of-week, or @hourly, @daily, @weekly, @monthly): runs it by itself. */
+      schedule: Type.Optional(Type.String({ minLength: 1, maxLength: 128 })),
+      /** The IANA time zone the schedule is read in. */
+      timezone: Type.String({ minLength: 1, maxLength: 64, default: 'UTC' }),
+      /** The first scheduled run of this policy, and the first after any change to it, only plans and reports. */
+      dryRunFirst: Type.Boolean({ default: false }),
+      /** Overrides retention.runAs for this policy. */
+      runAs: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' })),
+      /** The cap of a scheduled run (cleanups.maxDeletions when absent): a plan removing more is not run, and reported. */
+      maxDeletions: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000 }))
     }, { additionalProperties: false }), { maxItems: 1000, default: [] })
   }, { additionalProperties: false, default: {} }),
   /** The web page at /ui/. */

@@ -1,9 +1,9 @@
 import type { AuditRecord } from '../audit/types.js'
-import type { OutboxRouter } from '../audit/outbox.js'
-import type { NotificationEvent, WebhookEventName } from './shapes.js'
+import type { OutboxMessage, OutboxRouter } from '../audit/outbox.js'
+import type { CleanupNotificationEvent, ImageEventName, NotificationEvent, WebhookEventName } from './shapes.js'
 
 /** Which event a record, as just written, is: a settled deletion, untag or restore, an approval, or a refused attempt. */
-export function eventNameFor (record: AuditRecord): WebhookEventName | undefined {
+export function eventNameFor (record: AuditRecord): ImageEventName | undefined {
   if (record.action === 'approve' && record.outcome === 'approved') return 'approved'
   if (record.action !== 'delete' && record.action !== 'restore') return undefined
   if (record.outcome === 'denied' || record.outcome === 'rejected') return 'refused'
@@ -13,7 +13,7 @@ export function eventNameFor (record: AuditRecord): WebhookEventName | undefined
 }
 
 /** The event of a record: its id and body never change, so every attempt signs the same bytes under the same id. */
-export function toNotificationEvent (record: AuditRecord, name: WebhookEventName): NotificationEvent {
+export function toNotificationEvent (record: AuditRecord, name: ImageEventName): NotificationEvent {
   const optional = {
     approvedBy: record.approvedBy,
     digest: record.digest,
@@ -58,4 +58,11 @@ export function webhookRouter (webhooks: readonly WebhookRoute[]): OutboxRouter 
     const body = JSON.stringify(event)
     return subscribed.map(webhook => ({ endpoint: webhook.name, eventId: event.id, eventType: event.type, body }))
   }
+}
+
+/** A cleanup event's outbox rows: one per webhook subscribed to its type. */
+export function cleanupEventMessages (webhooks: readonly WebhookRoute[], event: CleanupNotificationEvent): OutboxMessage[] {
+  const body = JSON.stringify(event)
+  return webhooks.filter(webhook => webhook.events.includes(event.type))
+    .map(webhook => ({ endpoint: webhook.name, eventId: event.id, eventType: event.type, body }))
 }

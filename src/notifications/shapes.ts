@@ -1,5 +1,7 @@
 import Type, { type Static } from 'typebox'
 import { AuditTransportSchema, DeleteActionSchema, DeleteModeSchema, DeleteStrategySchema } from '../audit/shapes.js'
+import { CleanupRunCountsSchema, CleanupRunStateSchema } from '../cleanups/run-shapes.js'
+import { CleanupTotalsSchema } from '../cleanups/shapes.js'
 
 /**
  * What a webhook receives, defined once: the delivery worker sends it, and tests hold openapi.yaml
@@ -10,11 +12,20 @@ export const NotificationEventTypeSchema = Type.Union([
 ])
 export type NotificationEventType = Static<typeof NotificationEventTypeSchema>
 
-/** The names a webhook subscribes with (`events` in its configuration): the event types without `image.`. */
+/** What a scheduled retention policy reports: its dry run's plan, its run's end, or why it could not run. */
+export const CleanupEventTypeSchema = Type.Union([Type.Literal('cleanup.planned'), Type.Literal('cleanup.finished'), Type.Literal('cleanup.failed')])
+export type CleanupEventType = Static<typeof CleanupEventTypeSchema>
+
+/**
+ * The names a webhook subscribes with (`events` in its configuration): the image event types without `image.`,
+ * and the cleanup event types whole.
+ */
 export const WebhookEventNameSchema = Type.Union([
-  Type.Literal('deleted'), Type.Literal('untagged'), Type.Literal('restored'), Type.Literal('refused'), Type.Literal('approved')
+  Type.Literal('deleted'), Type.Literal('untagged'), Type.Literal('restored'), Type.Literal('refused'), Type.Literal('approved'),
+  Type.Literal('cleanup.planned'), Type.Literal('cleanup.finished'), Type.Literal('cleanup.failed')
 ])
 export type WebhookEventName = Static<typeof WebhookEventNameSchema>
+export type ImageEventName = Exclude<WebhookEventName, CleanupEventType>
 
 export const NotificationEventSchema = Type.Object({
   id: Type.String({ description: 'Stable per event: also the webhook-id header. Receivers dedupe on it (delivery is at least once).' }),
@@ -39,6 +50,27 @@ export const NotificationEventSchema = Type.Object({
   })
 })
 export type NotificationEvent = Static<typeof NotificationEventSchema>
+
+export const CleanupNotificationEventSchema = Type.Object({
+  id: Type.String({ description: 'Stable per event: also the webhook-id header. Receivers dedupe on it (delivery is at least once).' }),
+  type: CleanupEventTypeSchema,
+  timestamp: Type.String({ format: 'date-time', description: 'When it happened.' }),
+  data: Type.Object({
+    policy: Type.String({ description: 'The retention policy (retention.policies[].name).' }),
+    scheduledFor: Type.String({ format: 'date-time', description: 'The time of the schedule this run is for.' }),
+    subject: Type.String({ description: 'The service identity it ran as.' }),
+    registry: Type.String(),
+    repositories: Type.Array(Type.String(), { description: 'The repository patterns of the policy.' }),
+    cleanupId: Type.Optional(Type.String({ description: 'The plan: GET /cleanups/<id>; its deletions carry it in the audit trail.' })),
+    dryRun: Type.Boolean({ description: 'Planned only: the first run of a new or changed policy with dryRunFirst.' }),
+    totals: Type.Optional(CleanupTotalsSchema),
+    state: Type.Optional(CleanupRunStateSchema),
+    counts: Type.Optional(CleanupRunCountsSchema),
+    errorCode: Type.Optional(Type.String({ description: 'cleanup.failed: the catalogue code of what stopped it.' })),
+    detail: Type.Optional(Type.String({ description: 'cleanup.failed: why, in words.' }))
+  })
+})
+export type CleanupNotificationEvent = Static<typeof CleanupNotificationEventSchema>
 
 export const DeliveryStatusSchema = Type.Union([Type.Literal('pending'), Type.Literal('delivered'), Type.Literal('failed')])
 

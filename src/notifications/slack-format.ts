@@ -1,4 +1,4 @@
-import type { NotificationEvent } from './shapes.js'
+import type { CleanupNotificationEvent, NotificationEvent } from './shapes.js'
 
 const VERBS: Record<NotificationEvent['type'], string> = {
   'image.deleted': 'deleted',
@@ -14,7 +14,8 @@ function escape (text: string): string {
 }
 
 /** The event as a Slack incoming webhook takes it: a plain `text` fallback and one section block. */
-export function slackMessage (event: NotificationEvent): { text: string, blocks: unknown[] } {
+export function slackMessage (event: NotificationEvent | CleanupNotificationEvent): { text: string, blocks: unknown[] } {
+  if (isCleanupEvent(event)) return section(...cleanupLines(event))
   const { data } = event
   const image = `${data.registry}/${data.name}:${data.tag}`
   const who = data.approvedBy === undefined ? data.subject : `${data.subject} (approved by ${data.approvedBy})`
@@ -27,9 +28,29 @@ export function slackMessage (event: NotificationEvent): { text: string, blocks:
     ...(event.type === 'image.refused' ? [`reason: ${data.reason}`] : []),
     `audit ${data.auditId}`
   ]
-  const text = `${head}. ${details.join('; ')}`
+  return section(head, details)
+}
+
+function section (head: string, details: readonly string[]): { text: string, blocks: unknown[] } {
   return {
-    text: escape(text),
+    text: escape(`${head}. ${details.join('; ')}`),
     blocks: [{ type: 'section', text: { type: 'mrkdwn', text: escape(`*${head}*\n${details.join('\n')}`) } }]
   }
+}
+
+function isCleanupEvent (event: NotificationEvent | CleanupNotificationEvent): event is CleanupNotificationEvent {
+  return event.type.startsWith('cleanup.')
+}
+
+function cleanupLines (event: CleanupNotificationEvent): [string, string[]] {
+  const { data } = event
+  const what = `Retention policy ${data.policy} (${data.registry}: ${data.repositories.join(', ')})`
+  const plan = data.cleanupId === undefined ? [] : [`cleanup ${data.cleanupId}`]
+  if (event.type === 'cleanup.failed') return [`${what} did not run`, [`${data.errorCode ?? 'error'}: ${data.detail ?? ''}`, ...plan]]
+  if (event.type === 'cleanup.planned') {
+    const totals = data.totals as NonNullable<typeof data.totals>
+    return [`${what} planned a dry run`, [`would remove ${totals.remove}, keep ${totals.keep}, refuse ${totals.refuse} of ${totals.tags} tags`, ...plan]]
+  }
+  const counts = data.counts as NonNullable<typeof data.counts>
+  return [`${what} ran: ${data.state ?? 'done'}`, [`done ${counts.done}, stale ${counts.stale}, failed ${counts.failed}, skipped ${counts.skipped}`, ...plan]]
 }

@@ -9,7 +9,10 @@ import type { Action, Decision, Identity, Policy, Resource, Rule, RuleAction } f
 /** Actions that remove tags, which protected tags refuse to everyone. */
 const DESTRUCTIVE: ReadonlySet<Action> = new Set(['delete', 'force'])
 
-const GROUP_NAMESPACES: Readonly<Record<Identity['kind'], string>> = { apikey: 'keygroup', jwt: 'group', slack: 'chatgroup', mattermost: 'chatgroup' }
+// A service identity has no groups: bindings name it by its subject.
+const GROUP_NAMESPACES: Readonly<Record<Identity['kind'], string>> = {
+  apikey: 'keygroup', jwt: 'group', slack: 'chatgroup', mattermost: 'chatgroup', service: 'service'
+}
 
 /**
  * The subjects bindings can name for an identity: itself and each of its groups. An API key's groups come from

@@ -19,8 +19,9 @@ const MAX_MAX_LIFETIME_SECONDS = 366 * 86_400
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
 const NAME_RULE = 'must be 1-64 letters, digits, ".", "_" or "-", starting with a letter or digit'
 const SHA256_HEX = /^[0-9a-fA-F]{64}$/
-const SUBJECT = /^(apikey|user|group|keygroup|chatgroup|slack|mattermost):(.+)$/
-const SUBJECT_RULE = 'must be apikey:<name>, user:<subject claim value>, group:<identity provider group>, keygroup:<API key group>, chatgroup:<chat users group>, slack:<team id>/<user id> or mattermost:<team id>/<user id>'
+const SERVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
+const SUBJECT = /^(apikey|user|group|keygroup|chatgroup|slack|mattermost|service):(.+)$/
+const SUBJECT_RULE = 'must be apikey:<name>, user:<subject claim value>, group:<identity provider group>, keygroup:<API key group>, chatgroup:<chat users group>, slack:<team id>/<user id>, mattermost:<team id>/<user id> or service:<retention.runAs>'
 /** Slack's team and user ids: upper-case letters and digits. */
 export const SLACK_USER = /^[A-Z0-9]{1,32}\/[A-Z0-9]{1,32}$/
 /** Mattermost's team and user ids: 26 lower-case letters and digits. */
@@ -204,6 +205,7 @@ function readSubject (checker: Checker, value: string, path: string): string | u
   const match = SUBJECT.exec(value)
   if (match === null) return checker.fail(path, SUBJECT_RULE)
   if (match[1] === 'apikey' && !NAME.test(match[2] as string)) return checker.fail(path, `the API key name ${NAME_RULE}`)
+  if (match[1] === 'service' && !SERVICE_NAME.test(match[2] as string)) return checker.fail(path, 'a service subject must be service:<name> as retention.runAs names it (letters, digits, . _ -)')
   if (match[1] === 'slack' && !SLACK_USER.test(match[2] as string)) return checker.fail(path, 'a Slack subject must be slack:<team id>/<user id>, e.g. slack:T0123ABCD/U0456EFGH')
   if (match[1] === 'mattermost' && !MATTERMOST_USER.test(match[2] as string)) return checker.fail(path, 'a Mattermost subject must be mattermost:<team id>/<user id> (26 lower-case letters and digits each)')
   return value

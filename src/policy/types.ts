@@ -10,10 +10,13 @@ export type Action = typeof ACTIONS[number]
 export type RuleAction = Action | '*'
 
 export interface Identity {
-  /** `apikey:<name>`, `user:<claim value>`, `slack:<team id>/<user id>` or `mattermost:<team id>/<user id>`. */
+  /**
+   * `apikey:<name>`, `user:<claim value>`, `slack:<team id>/<user id>`, `mattermost:<team id>/<user id>`, or
+   * `service:<name>` for the gateway's own scheduled work (retention.runAs).
+   */
   subject: string
   groups: string[]
-  kind: 'apikey' | 'jwt' | 'slack' | 'mattermost'
+  kind: 'apikey' | 'jwt' | 'slack' | 'mattermost' | 'service'
 }
 
 export interface Resource {

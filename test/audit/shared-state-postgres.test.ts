@@ -64,6 +64,17 @@ t.test('one key is held by one replica at a time; other keys do not wait', async
   t.same(order, ['a in', 'a out', 'b in'])
 })
 
+t.test('tryExclusive on another replica passes while one holds the key, without waiting for lockWaitMs', async t => {
+  const { stores: [a, b] } = await replicas(t, 2, { lockWaitMs: 60_000 })
+  let release = (): void => {}
+  const held = a!.shared.exclusive('policy', async () => { await new Promise<void>(resolve => { release = resolve }) })
+  await sleep(100)
+  t.same(await b!.shared.tryExclusive('policy', async () => 'ran'), { held: false })
+  release()
+  await held
+  t.same(await b!.shared.tryExclusive('policy', async () => 'ran'), { held: true, value: 'ran' })
+})
+
 t.test('a holder whose connection dies (kill -9 of its replica) frees the lock at once', async t => {
   const { url, stores: [a, b] } = await replicas(t, 2)
   let release = (): void => {}

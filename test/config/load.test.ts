@@ -36,7 +36,7 @@ t.test('the environment alone configures one registry with defaults', async t =>
   t.same({ pages: config.tagListMaxPages, bytes: config.tagListMaxBytes, scan: config.coTagScanLimit }, { pages: 10000, bytes: 33554432, scan: 50000 }, 'co-tag check limits')
   t.ok(Object.isFrozen(config.registries.default), 'config is frozen')
   t.same(config.cleanups, { maxTags: 100_000, concurrency: 16, plansPerCaller: 2, runConcurrency: 4, maxDeletions: 100 })
-  t.same(config.retention, { policies: [] })
+  t.same(config.retention, { runAs: 'retention', policies: [] })
 })
 
 t.test('the example file is valid and documents every key', async t => {
@@ -170,7 +170,7 @@ notifications:
 `)
   const config = loadConfig(['--config', path], { WEBHOOK_CI_MAIN_SECRET: secret, WEBHOOK_CHAT_URL: 'https://hooks.slack.com/services/T/B/x' })
   t.same(config.notifications.webhooks, [
-    { name: 'ci-main', url: 'http://127.0.0.1:2/hook', secret, events: ['deleted', 'untagged', 'restored', 'approved'], format: 'standard', timeoutMs: 10_000 },
+    { name: 'ci-main', url: 'http://127.0.0.1:2/hook', secret, events: ['deleted', 'untagged', 'restored', 'approved', 'cleanup.planned', 'cleanup.finished', 'cleanup.failed'], format: 'standard', timeoutMs: 10_000 },
     { name: 'chat', url: 'https://hooks.slack.com/services/T/B/x', events: ['deleted', 'refused'], format: 'slack', timeoutMs: 10_000 }
   ])
   t.same(config.notifications.retry, { firstDelayMs: 5000, maxDelayMs: 3_600_000 })

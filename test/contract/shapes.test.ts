@@ -6,7 +6,7 @@ import { AuditActionSchema, AuditEventSchema, AuditOutcomeSchema } from '../../s
 import { MeSchema } from '../../src/identity/who-am-i.js'
 import { DeleteImageResultSchema, PlanApprovalSchema, RestoreResultSchema } from '../../src/images/shapes.js'
 import { ActionPermissionSchema, ImageTagSchema, LabelSchema, PlatformSchema, RepositorySchema, TagActionsSchema, TagDetailSchema } from '../../src/images/browse-shapes.js'
-import { DeliverySchema, NotificationEventSchema } from '../../src/notifications/shapes.js'
+import { CleanupNotificationEventSchema, DeliverySchema, NotificationEventSchema } from '../../src/notifications/shapes.js'
 import { CleanupDeletionPlanSchema, CleanupEntrySchema, CleanupPlanSchema, CleanupRulesSchema, CleanupTotalsSchema, TagMatchSchema } from '../../src/cleanups/shapes.js'
 import { CleanupRunCountsSchema, CleanupRunSchema, RestoreCleanupItemSchema, RestoreCleanupResultSchema } from '../../src/cleanups/run-shapes.js'
 import { canonicalGraphQL, canonicalSchema, loadSdl, withoutFormats } from '../fixtures/shapes.js'
@@ -59,7 +59,9 @@ for (const { name, schema } of SHAPES) {
 }
 
 /** Shapes only REST speaks (webhooks are not GraphQL): openapi.yaml alone is held to them. */
-for (const { name, schema } of [{ name: 'NotificationEvent', schema: NotificationEventSchema }, { name: 'Delivery', schema: DeliverySchema }]) {
+for (const { name, schema } of [
+  { name: 'NotificationEvent', schema: NotificationEventSchema }, { name: 'CleanupNotificationEvent', schema: CleanupNotificationEventSchema }, { name: 'Delivery', schema: DeliverySchema }
+]) {
   t.test(`${name}: openapi.yaml says what the code sends`, async t => {
     t.same(canonicalSchema(components[name] as Record<string, unknown>, components), canonicalSchema(schema as unknown as Record<string, unknown>))
   })
