@@ -197,7 +197,8 @@ t.test('a look for stale cleanup runs that takes long is not overlapped, and sto
     cleanupRuns: { staleAfterMs: 60_000, intervalMs: 10 }
   })
   await housekeeping.startup
-  while (calls === 0) await sleep(10)
+  const called = (): boolean => calls > 0
+  while (!called()) await sleep(10)
   await sleep(100)
   t.equal(calls, 1, 'the next ticks found the look still under way')
   let stopped = false
