@@ -113,13 +113,13 @@ export const cleanupRunRoutes = (deps: CleanupRunRouteDeps): FastifyPluginAsyncT
   })
 }
 
+type Socket = { destroyed: boolean, on: (event: 'close', listener: () => void) => unknown }
+
 /**
  * Another replica's run, read from the store every cleanups.pollMs: a `progress` event (state and counts) whenever
  * they change, then `end`. The store keeps counts, not tags, so this stream has no per-tag events. A run whose
  * owner died ends once some replica marks it interrupted (cleanups.staleAfterMs).
  */
-type Socket = { destroyed: boolean, on: (event: 'close', listener: () => void) => unknown }
-
 function follow (stream: PassThrough, socket: Socket, first: CleanupRun, heartbeatMs: number, run: CleanupRunServices): void {
   const heartbeat = setInterval(() => { stream.write(': heartbeat\n\n') }, heartbeatMs)
   let timer: NodeJS.Timeout | undefined
