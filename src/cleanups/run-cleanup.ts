@@ -203,19 +203,21 @@ export function isLive (run: Pick<CleanupRun, 'state'>): boolean {
 
 /**
  * Cancels a run, on whichever replica it goes on, or a cleanup not yet run (it then never runs). The cancel is
- * written to the store first, so the run's owner sees it at its next heartbeat even if it is another replica; this
- * replica's own run is stopped at once. A run elsewhere is waited for up to cleanups.cancelWaitMs: the answer is the
+ * written to the store, so the run's owner sees it at its next heartbeat if it is another replica; this replica's
+ * own run is stopped at once. A run elsewhere is waited for up to cleanups.cancelWaitMs: the answer is the
  * run as it ended, or, still stopping, `cancelling` (the HTTP route answers 202 then).
  */
 export async function cancelCleanup (services: CleanupRunServices, input: { identity: Identity, cleanup: CleanupPlan }): Promise<CleanupRun> {
   const { cleanup, identity } = input
   if (!mayManage(services, identity, cleanup)) throw notYours(identity, cleanup, 'cancel')
   const store = services.images.audit.store
-  const running = await guarded(async () => await store.requestCleanupCancel(cleanup.id, identity.subject))
   if (services.runs.cancel(cleanup.id)) {
-    return await (services.runs.finished(cleanup.id) as Promise<CleanupRun>)
+    const finished = services.runs.finished(cleanup.id) as Promise<CleanupRun>
+    // This replica's own run stops at once; who asked is recorded when the store can (its run ends either way).
+    await store.requestCleanupCancel(cleanup.id, identity.subject).catch(() => false)
+    return await finished
   }
-  if (running) return await stopped(services, cleanup.id)
+  if (await guarded(async () => await store.requestCleanupCancel(cleanup.id, identity.subject))) return await stopped(services, cleanup.id)
   const now = new Date(services.now()).toISOString()
   const run: CleanupRun = {
     cleanupId: cleanup.id, state: 'cancelled', startedBy: identity.subject, startedAt: now, finishedAt: now, maxDeletions: 0, counts: noCounts()

@@ -279,6 +279,10 @@ function watchedBeats (run: CleanupRunServices): {
   let unhang = (): void => {}
   const hung = new Promise<void>(resolve => { unhang = resolve })
   const watched = Object.assign(Object.create(store) as typeof store, {
+    requestCleanupCancel: async (id: string, by: string) => {
+      if (mode.now === 'fail') throw new Error('the database does not answer')
+      return await store.requestCleanupCancel(id, by)
+    },
     heartbeatCleanupRun: async (id: string) => {
       answers.push(mode.now)
       if (mode.now === 'fail') throw new Error('the database does not answer')
@@ -393,4 +397,22 @@ t.test('a cancel asked through the store by another replica: it waits for the ru
   const answer = await waiting
   t.match(answer, { state: 'cancelled', cancelRequestedBy: 'user:alice' }, 'waited for the run to stop; the first cancel is the one recorded')
   t.equal(answer.counts.done + answer.counts.skipped, 3)
+})
+
+t.test('a cancel of this replica\'s own run stops it even when the store cannot record who asked', async t => {
+  const proxy = await startFaultProxy(registry.url)
+  t.teardown(() => proxy.close())
+  const name = 'run/unrecorded'
+  for (const tag of ['pr-1', 'pr-2']) await pushCreated(target, name, [tag], ago(30))
+  const { plan, run } = setup(t, { concurrency: 1 }, proxy.url)
+  const { services, mode } = watchedBeats(run)
+  const cleanup = await plan([name], { select: [{ glob: 'pr-*' }] })
+  const release = holdDeletes(proxy)
+  await executeCleanup(services, { identity: alice, context, cleanup })
+  await proxy.waitFor(request => request.method === 'DELETE', 30_000)
+  mode.now = 'fail'
+  const cancelling = cancelCleanup(services, { identity: alice, cleanup })
+  release()
+  t.match(await cancelling, { state: 'cancelled', counts: { done: 1, skipped: 1 } })
+  t.notOk((await run.images.audit.store.getCleanupRun(cleanup.id))?.cancelRequestedBy, 'nothing recorded of the request, yet the run stopped')
 })
