@@ -91,8 +91,9 @@ async function follow (gateway: string, apiKey: string, plan: Plan, io: CleanupC
     while ((boundary = buffer.indexOf('\n\n')) !== -1) {
       const block = buffer.slice(0, boundary)
       buffer = buffer.slice(boundary + 2)
-      // Heartbeats (comment lines) and the opening state event carry nothing to show.
-      const event = /^event: (tag|end)$/m.exec(block)?.[1]
+      // Heartbeats (comment lines) and the opening state event carry nothing to show. A replica that does not run the
+      // cleanup (behind a load balancer) sends counts as `progress` instead of per-tag events.
+      const event = /^event: (tag|progress|end)$/m.exec(block)?.[1]
       if (event === undefined) continue
       type Progress = { tag?: string, repository?: string, result?: string, detail?: string, state: string, counts: Counts }
       const parsed = JSON.parse((/^data: (.*)$/m.exec(block) as RegExpExecArray)[1] as string) as Progress
@@ -100,6 +101,7 @@ async function follow (gateway: string, apiKey: string, plan: Plan, io: CleanupC
         if (io.progress !== undefined) io.progress(bar(parsed.counts, total))
         else io.out([`${parsed.result as string} ${parsed.repository as string}:${parsed.tag as string}`, parsed.detail].filter(Boolean).join(': '))
       }
+      if (event === 'progress') (io.progress ?? io.out)(bar(parsed.counts, total))
       if (event === 'end') end = { state: parsed.state, counts: parsed.counts }
     }
   }

@@ -195,7 +195,17 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
   // One cache for the read API and cleanups: both read manifests and configs, immutable per digest.
   const browseCache = new BrowseCache({ entries: config.browse.cacheEntries, tagTtlMs: config.browse.tagTtlMs })
   const cleanupRuns: CleanupRunServices = {
-    images, concurrency: config.cleanups.runConcurrency, maxDeletions: config.cleanups.maxDeletions, runs: new ActiveRuns(), now: Date.now
+    images,
+    concurrency: config.cleanups.runConcurrency,
+    maxDeletions: config.cleanups.maxDeletions,
+    runs: new ActiveRuns(),
+    now: Date.now,
+    replicas: {
+      heartbeatMs: config.cleanups.heartbeatMs,
+      staleAfterMs: config.cleanups.staleAfterMs,
+      cancelWaitMs: config.cleanups.cancelWaitMs,
+      pollMs: config.cleanups.pollMs
+    }
   }
   const cleanups: CleanupDeps = {
     registries,
@@ -236,7 +246,8 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
       intervalMs: config.audit.reconcileIntervalMs,
       inFlightMs: config.audit.reconcileAfterMs,
       sharedAtStartup: config.audit.driver === 'postgres'
-    }
+    },
+    cleanupRuns: { staleAfterMs: config.cleanups.staleAfterMs, intervalMs: config.cleanups.heartbeatMs }
   })
   return {
     registries,

@@ -1,11 +1,13 @@
 /** `cleanup plan` and `cleanup run` against a running gateway and a real registry. */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer, request as httpRequest } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { runCli } from '../src/cli.js'
 import { startRegistry } from '../testing/registry-process.js'
 import { daysBefore, pushCreated } from './fixtures/cleanup-seed.js'
+import { startFaultProxy } from './fixtures/fault-proxy.js'
 import { ADMIN_KEY, startGateway } from './fixtures/gateway.js'
 import { registryClient } from './fixtures/use-case.js'
 
@@ -77,6 +79,56 @@ t.test('run: plain lines without a terminal, a progress bar on one; the cap refu
   writeFileSync(nothing, 'repositories: ["cli/tty"]\nrules:\n  select: [{ glob: "nope-*" }]\n')
   const empty = await run(['cleanup', 'run', nothing, ...connection], true)
   t.match(empty, { code: 0, progress: ['[####################] 0/0 done 0 stale 0 failed 0 skipped 0\n'] }, 'nothing to remove: done at once')
+})
+
+t.test('behind a balancer that sends the event stream to a replica not running the cleanup: progress from its counts', async t => {
+  const proxy = await startFaultProxy(registry.url)
+  t.teardown(() => proxy.close())
+  const auditPath = join(dir, 'replicas.db')
+  const settings = { registries: { default: { url: proxy.url } }, auditPath, config: { cleanups: { runConcurrency: 1, pollMs: 20 } } }
+  const runner = await startGateway(t, settings)
+  const follower = await startGateway(t, settings)
+  const [runnerUrl, followerUrl] = [await runner.app.listen({ host: '127.0.0.1', port: 0 }), await follower.app.listen({ host: '127.0.0.1', port: 0 })]
+  let streams = 0
+  const balancer = createServer((incoming, outgoing) => {
+    const events = (incoming.url ?? '').endsWith('/events')
+    if (events) streams++
+    const forwarded = httpRequest(`${events ? followerUrl : runnerUrl}${incoming.url ?? '/'}`, { method: incoming.method, headers: incoming.headers }, answer => {
+      outgoing.writeHead(answer.statusCode ?? 502, answer.headers)
+      answer.pipe(outgoing)
+    })
+    incoming.pipe(forwarded)
+  })
+  await new Promise<void>(resolve => balancer.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { balancer.closeAllConnections(); balancer.close() })
+  const through = ['--gateway', `http://127.0.0.1:${(balancer.address() as { port: number }).port}`, '--api-key', ADMIN_KEY]
+
+  const deletes = (): number => proxy.requests.filter(request => request.method === 'DELETE').length
+  const hold = (times?: number): () => void => {
+    let release: () => void = () => {}
+    const remove = proxy.fault({ method: 'DELETE', ...(times === undefined ? {} : { times }), action: { kind: 'hold', release: new Promise<void>(resolve => { release = resolve }) } })
+    return () => { remove(); release() }
+  }
+  const until = async (what: () => boolean): Promise<void> => {
+    while (!what()) await new Promise(resolve => setTimeout(resolve, 10))
+  }
+  for (const tty of [false, true]) {
+    const file = await seed(`cli/balanced-${String(tty)}`)
+    // The first removal is held until the follower streams, the second until it has shown the first's counts.
+    const [first, second] = [hold(1), hold()]
+    const lines: string[] = []
+    const out: string[] = []
+    const io = { out: (text: string) => { out.push(text); if (text.startsWith('[')) lines.push(text) }, err: () => {}, ...(tty ? { progress: (text: string) => { lines.push(text) } } : {}) }
+    const [before, deleted] = [streams, deletes()]
+    const running = runCli(['cleanup', 'run', file, ...through], io)
+    await until(() => streams > before && deletes() > deleted)
+    first()
+    await until(() => lines.length > 0)
+    t.match(lines[0], /1\/2 done 1 stale 0 failed 0 skipped 0/, `the follower's counts shown as progress (${tty ? 'terminal' : 'plain'})`)
+    second()
+    t.equal(await running, 0)
+    t.match(out.at(-1), /cleanup cleanup_[0-9a-f]{32} done: 2 removed/)
+  }
 })
 
 t.test('usage errors', async t => {

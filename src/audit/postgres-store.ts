@@ -4,7 +4,9 @@ import { AuditStoreUnavailable } from './deferred-store.js'
 import {
   cleanupValues, INSERT_CLEANUP_POSTGRES, POSTGRES_CLEANUPS_MIGRATION, PRUNE_CLEANUPS_POSTGRES, SELECT_CLEANUP_POSTGRES, toCleanupRecord, type CleanupRow
 } from './cleanup-sql.js'
-import { CLEANUP_RUN_SQL, claimValues, POSTGRES_CLEANUP_RUNS_MIGRATION, toCleanupRun, updateValues, type CleanupRunRow } from './cleanup-run-sql.js'
+import {
+  CLEANUP_RUN_SQL, claimValues, POSTGRES_CLEANUP_RUN_LEASES_MIGRATION, POSTGRES_CLEANUP_RUNS_MIGRATION, toCleanupRun, updateValues, type CleanupRunRow
+} from './cleanup-run-sql.js'
 import { newAuditId } from './id.js'
 import { describePostgresError } from './postgres-errors.js'
 import { outboxMigration, postgresOutbox } from './outbox-postgres.js'
@@ -13,7 +15,7 @@ import {
   checkLimit, decodeCursor, definedChanges, encodeAuditCursor, filterKeys, filterValues, LIST_CHUNK_ROWS, toIsoTime, windowIndexes, withOptionalColumns
 } from './listing.js'
 import { postgresSharedState, sharedStateMigration } from './shared-state-postgres.js'
-import type { AuditFilter, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, NewAuditRecord } from './types.js'
+import type { AuditFilter, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, CleanupRunState, NewAuditRecord } from './types.js'
 
 /**
  * Applied in order, each in the transaction that records it in audit_schema_migrations. Never edit one that has
@@ -67,7 +69,9 @@ const migrations: readonly string[] = [
   // Cleanup plans (issue 15), kept whole until executed.
   POSTGRES_CLEANUPS_MIGRATION,
   // Cleanup runs (issue 15): each deletion names its cleanup; a run's state and counts.
-  POSTGRES_CLEANUP_RUNS_MIGRATION
+  POSTGRES_CLEANUP_RUNS_MIGRATION,
+  // Cleanup runs across replicas: the owner's heartbeat and a cancel asked from anywhere (cleanup-run-sql.ts).
+  POSTGRES_CLEANUP_RUN_LEASES_MIGRATION
 ]
 
 export const postgresAuditSchemaVersion = migrations.length
@@ -397,7 +401,8 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
 
     async updateCleanupRun (cleanupId, changes) {
       ensureOpen()
-      await pool.query(CLEANUP_RUN_SQL.postgres.update, updateValues(cleanupId, changes))
+      const { rows } = await pool.query<{ state: CleanupRunState }>(CLEANUP_RUN_SQL.postgres.update, updateValues(cleanupId, changes))
+      return rows[0]?.state
     },
 
     async getCleanupRun (cleanupId) {
@@ -409,6 +414,24 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
     async interruptCleanupRuns () {
       ensureOpen()
       const { rows } = await pool.query<{ cleanup_id: string }>(CLEANUP_RUN_SQL.postgres.interrupt, [now().toISOString()])
+      return rows.map(row => row.cleanup_id)
+    },
+
+    async heartbeatCleanupRun (cleanupId) {
+      ensureOpen()
+      const { rows } = await pool.query<{ cancel_requested_at: string | null }>(CLEANUP_RUN_SQL.postgres.heartbeat, [cleanupId])
+      const row = rows[0]
+      return row === undefined ? undefined : { cancelRequested: row.cancel_requested_at !== null }
+    },
+
+    async requestCleanupCancel (cleanupId, requestedBy) {
+      ensureOpen()
+      return (await pool.query(CLEANUP_RUN_SQL.postgres.cancel, [now().toISOString(), requestedBy, cleanupId])).rowCount === 1
+    },
+
+    async interruptStaleCleanupRuns (staleAfterMs) {
+      ensureOpen()
+      const { rows } = await pool.query<{ cleanup_id: string }>(CLEANUP_RUN_SQL.postgres.interruptStale, [now().toISOString(), staleAfterMs])
       return rows.map(row => row.cleanup_id)
     },
 

@@ -4,7 +4,9 @@ import Database from 'better-sqlite3'
 import {
   cleanupValues, INSERT_CLEANUP_SQLITE, PRUNE_CLEANUPS_SQLITE, SELECT_CLEANUP_SQLITE, SQLITE_CLEANUPS_MIGRATION, toCleanupRecord, type CleanupRow
 } from './cleanup-sql.js'
-import { CLEANUP_RUN_SQL, claimValues, SQLITE_CLEANUP_RUNS_MIGRATION, toCleanupRun, updateValues, type CleanupRunRow } from './cleanup-run-sql.js'
+import {
+  CLEANUP_RUN_SQL, SQLITE_CLEANUP_RUN_LEASES_MIGRATION, SQLITE_CLEANUP_RUNS_MIGRATION, sqliteClaimValues, toCleanupRun, updateValues, type CleanupRunRow
+} from './cleanup-run-sql.js'
 import { newAuditId } from './id.js'
 import { outboxMigration, sqliteOutbox } from './outbox-sqlite.js'
 import type { OutboxRouter } from './outbox.js'
@@ -13,7 +15,7 @@ import {
 } from './listing.js'
 import { sharedStateMigration, sqliteSharedState } from './shared-state-sqlite.js'
 import type {
-  AuditFilter, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, NewAuditRecord
+  AuditFilter, AuditRecord, AuditRecordChanges, AuditStore, ClaimRestoreResult, CleanupRunState, NewAuditRecord
 } from './types.js'
 
 /**
@@ -70,7 +72,9 @@ const migrations: readonly string[] = [
   // Cleanup plans (issue 15), kept whole until executed.
   SQLITE_CLEANUPS_MIGRATION,
   // Cleanup runs (issue 15): each deletion names its cleanup; a run's state and counts.
-  SQLITE_CLEANUP_RUNS_MIGRATION
+  SQLITE_CLEANUP_RUNS_MIGRATION,
+  // Cleanup runs across replicas: the owner's heartbeat and a cancel asked from anywhere (cleanup-run-sql.ts).
+  SQLITE_CLEANUP_RUN_LEASES_MIGRATION
 ]
 
 export const auditSchemaVersion = migrations.length
@@ -421,12 +425,12 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
 
     async claimCleanupRun (run) {
       ensureOpen()
-      return cleanupRuns.claim.run(...claimValues(run)).changes === 1
+      return cleanupRuns.claim.run(...sqliteClaimValues(run, now())).changes === 1
     },
 
     async updateCleanupRun (cleanupId, changes) {
       ensureOpen()
-      cleanupRuns.update.run(...updateValues(cleanupId, changes))
+      return (cleanupRuns.update.get(...updateValues(cleanupId, changes)) as { state: CleanupRunState } | undefined)?.state
     },
 
     async getCleanupRun (cleanupId) {
@@ -438,6 +442,24 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
     async interruptCleanupRuns () {
       ensureOpen()
       return (cleanupRuns.interrupt.all(now().toISOString()) as Array<{ cleanup_id: string }>).map(row => row.cleanup_id)
+    },
+
+    async heartbeatCleanupRun (cleanupId) {
+      ensureOpen()
+      const row = cleanupRuns.heartbeat.get(now().toISOString(), cleanupId) as { cancel_requested_at: string | null } | undefined
+      return row === undefined ? undefined : { cancelRequested: row.cancel_requested_at !== null }
+    },
+
+    async requestCleanupCancel (cleanupId, requestedBy) {
+      ensureOpen()
+      return cleanupRuns.cancel.all(now().toISOString(), requestedBy, cleanupId).length === 1
+    },
+
+    async interruptStaleCleanupRuns (staleAfterMs) {
+      ensureOpen()
+      const clock = now()
+      const cutoff = new Date(clock.getTime() - staleAfterMs).toISOString()
+      return (cleanupRuns.interruptStale.all(clock.toISOString(), cutoff) as Array<{ cleanup_id: string }>).map(row => row.cleanup_id)
     },
 
     async check () {
@@ -498,7 +520,10 @@ function prepareStatements (db: Database.Database) {
       claim: db.prepare(CLEANUP_RUN_SQL.sqlite.claim),
       select: db.prepare(CLEANUP_RUN_SQL.sqlite.select),
       update: db.prepare(CLEANUP_RUN_SQL.sqlite.update),
-      interrupt: db.prepare(CLEANUP_RUN_SQL.sqlite.interrupt)
+      interrupt: db.prepare(CLEANUP_RUN_SQL.sqlite.interrupt),
+      heartbeat: db.prepare(CLEANUP_RUN_SQL.sqlite.heartbeat),
+      cancel: db.prepare(CLEANUP_RUN_SQL.sqlite.cancel),
+      interruptStale: db.prepare(CLEANUP_RUN_SQL.sqlite.interruptStale)
     }
   }
 }

@@ -92,7 +92,8 @@ export interface CleanupRecord {
   body: string
 }
 
-export type CleanupRunState = 'running' | 'cancelled' | 'interrupted' | 'done'
+/** `cancelling` is how a `running` run with a cancel asked is shown; the store keeps it `running` until it stops. */
+export type CleanupRunState = 'running' | 'cancelling' | 'cancelled' | 'interrupted' | 'done'
 
 /** What a run did so far, tag by tag: every removal of the plan ends in exactly one of these (or none yet). */
 export interface CleanupRunCounts {
@@ -115,6 +116,9 @@ export interface CleanupRun {
   finishedAt?: string
   maxDeletions: number
   counts: CleanupRunCounts
+  /** A cancel asked through the store (from any replica); the replica running it stops at its next heartbeat. */
+  cancelRequestedAt?: string
+  cancelRequestedBy?: string
 }
 
 export type CleanupRunChanges = { state: CleanupRunState } & Partial<Pick<CleanupRun, 'finishedAt' | 'counts'>>
@@ -157,10 +161,26 @@ export interface AuditStore extends OutboxStore {
   getCleanup (id: string): Promise<CleanupRecord | undefined>
   /** Records a run unless the cleanup has one already: true when this call's run is the one recorded. */
   claimCleanupRun (run: CleanupRun): Promise<boolean>
-  updateCleanupRun (cleanupId: string, changes: CleanupRunChanges): Promise<void>
+  /**
+   * Counts are always written; state and finish time only while the run is `running` (a final state stays final, so an
+   * owner that was marked interrupted cannot overwrite it). Answers the state the run has now (undefined: no run).
+   */
+  updateCleanupRun (cleanupId: string, changes: CleanupRunChanges): Promise<CleanupRunState | undefined>
   getCleanupRun (cleanupId: string): Promise<CleanupRun | undefined>
   /** At start-up: every run still `running` belonged to a process that is gone; marks them interrupted, returns their ids. */
   interruptCleanupRuns (): Promise<string[]>
+  /**
+   * The owner's heartbeat, while the run is `running`: answers whether a cancel was asked, or undefined (nothing
+   * written) when the run is no longer running (another replica marked it interrupted).
+   */
+  heartbeatCleanupRun (cleanupId: string): Promise<{ cancelRequested: boolean } | undefined>
+  /** Asks a running run to stop (the first request's time and subject are kept): false when it is not running. */
+  requestCleanupCancel (cleanupId: string, requestedBy: string): Promise<boolean>
+  /**
+   * Marks interrupted, in one conditional UPDATE, every `running` run whose heartbeat is older than `staleAfterMs`
+   * (PostgreSQL: by the database's clock), so a run whose owner beats is never marked. Answers their ids.
+   */
+  interruptStaleCleanupRuns (staleAfterMs: number): Promise<string[]>
   /** Checks the store can write (for /readyz). */
   check (): Promise<void>
   close (): Promise<void>

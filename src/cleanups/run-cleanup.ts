@@ -4,7 +4,9 @@
  * a few at a time. Removals that depend on each other stay in order: multi-platform images before the rest (a
  * child's plan assumes its index is gone), the tags of one digest in sequence (the last one deletes the digest),
  * and a signature only once its subject's deletion happened. The run's state and counts are kept in the audit
- * store, so a restart finds it, marks it interrupted, and the trail tells which tags were done.
+ * store, so a restart finds it, marks it interrupted, and the trail tells which tags were done. With replicas, the
+ * store is also how the others see it: the owner's heartbeat (run-heartbeat.ts) lets any replica mark a dead
+ * owner's run interrupted, and carries a cancel asked on another replica to the owner.
  */
 import type { AuditRecord, CleanupRun, CleanupRunCounts, CleanupRunState } from '../audit/types.js'
 import { GatewayError, invalidField, isGatewayError } from '../errors.js'
@@ -14,6 +16,7 @@ import { restoreDeletion } from '../images/restore-deletion.js'
 import type { RestoreDeletionResult } from '../images/shapes.js'
 import { isIndex } from '../registry/media-types.js'
 import type { Identity } from '../policy/types.js'
+import { LOST, startHeartbeat, type RunReplicaSettings } from './run-heartbeat.js'
 import { referrerOf } from './rules.js'
 import type { CleanupEntry, CleanupPlan } from './shapes.js'
 
@@ -46,6 +49,8 @@ export interface CleanupRunServices {
   maxDeletions: number
   runs: ActiveRuns
   now: () => number
+  /** Heartbeat, staleness, and how a replica that does not run it waits for and follows a run. */
+  replicas: RunReplicaSettings
 }
 
 interface Active {
@@ -158,11 +163,18 @@ export async function executeCleanup (services: CleanupRunServices, input: Execu
     maxDeletions: cap,
     counts: noCounts()
   }
+  const claimedAt = services.now()
   await claim(services, cleanup, run)
   const controller = new AbortController()
   const active: Active = { controller, listeners: new Set(), finished: undefined as unknown as Promise<CleanupRun> }
   services.runs.add(cleanup.id, active)
-  active.finished = perform(services, input, removals, run, controller.signal).finally(() => { services.runs.remove(cleanup.id) })
+  const heartbeat = startHeartbeat({
+    store: services.images.audit.store, cleanupId: cleanup.id, settings: services.replicas, now: services.now, controller, claimedAt
+  })
+  active.finished = perform(services, input, removals, run, controller.signal).finally(async () => {
+    await heartbeat.stop()
+    services.runs.remove(cleanup.id)
+  })
   // The outcome is in the store and the events; a failure of the store itself is logged by perform's caller paths.
   active.finished.catch(() => undefined)
   return { ...run, counts: { ...run.counts } }
@@ -184,14 +196,28 @@ async function guarded<T> (work: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Cancels a run in progress here, or a cleanup not yet run (it then never runs). */
+/** A run that has not ended: `cancelling` is a running run whose cancel is not through yet. */
+export function isLive (run: Pick<CleanupRun, 'state'>): boolean {
+  return run.state === 'running' || run.state === 'cancelling'
+}
+
+/**
+ * Cancels a run, on whichever replica it goes on, or a cleanup not yet run (it then never runs). The cancel is
+ * written to the store, so the run's owner sees it at its next heartbeat if it is another replica; this replica's
+ * own run is stopped at once. A run elsewhere is waited for up to cleanups.cancelWaitMs: the answer is the
+ * run as it ended, or, still stopping, `cancelling` (the HTTP route answers 202 then).
+ */
 export async function cancelCleanup (services: CleanupRunServices, input: { identity: Identity, cleanup: CleanupPlan }): Promise<CleanupRun> {
   const { cleanup, identity } = input
   if (!mayManage(services, identity, cleanup)) throw notYours(identity, cleanup, 'cancel')
   const store = services.images.audit.store
   if (services.runs.cancel(cleanup.id)) {
-    return await (services.runs.finished(cleanup.id) as Promise<CleanupRun>)
+    const finished = services.runs.finished(cleanup.id) as Promise<CleanupRun>
+    // This replica's own run stops at once; who asked is recorded when the store can (its run ends either way).
+    await store.requestCleanupCancel(cleanup.id, identity.subject).catch(() => false)
+    return await finished
   }
+  if (await guarded(async () => await store.requestCleanupCancel(cleanup.id, identity.subject))) return await stopped(services, cleanup.id)
   const now = new Date(services.now()).toISOString()
   const run: CleanupRun = {
     cleanupId: cleanup.id, state: 'cancelled', startedBy: identity.subject, startedAt: now, finishedAt: now, maxDeletions: 0, counts: noCounts()
@@ -199,6 +225,16 @@ export async function cancelCleanup (services: CleanupRunServices, input: { iden
   if (await guarded(async () => await store.claimCleanupRun(run))) return run
   // Already run, cancelled, or interrupted: cancelling changes nothing, and says what it is.
   return await guarded(async () => await store.getCleanupRun(cleanup.id)) as CleanupRun
+}
+
+/** Reads another replica's run until it has ended or cancelWaitMs has passed (on the injected clock). */
+async function stopped (services: CleanupRunServices, cleanupId: string): Promise<CleanupRun> {
+  const deadline = services.now() + services.replicas.cancelWaitMs
+  for (;;) {
+    const run = await guarded(async () => await services.images.audit.store.getCleanupRun(cleanupId)) as CleanupRun
+    if (!isLive(run) || services.now() >= deadline) return run
+    await new Promise(resolve => setTimeout(resolve, services.replicas.pollMs))
+  }
 }
 
 /** Removals that must run one after another (one digest of one repository), and the phase they belong to. */
@@ -272,10 +308,13 @@ async function perform (
   for (const chains of chainsOf(removals)) {
     await runChains(chains, services.concurrency, execute)
   }
-  run.state = auditLost !== undefined || (signal.aborted && signal.reason === SHUTDOWN) ? 'interrupted' : signal.aborted ? 'cancelled' : 'done'
+  const stoppedHere = signal.aborted && (signal.reason === SHUTDOWN || signal.reason === LOST)
+  run.state = auditLost !== undefined || stoppedHere ? 'interrupted' : signal.aborted ? 'cancelled' : 'done'
   run.finishedAt = new Date(services.now()).toISOString()
   await persisting
-  await store.updateCleanupRun(cleanup.id, { state: run.state, finishedAt: run.finishedAt, counts: run.counts }).catch(() => undefined)
+  const stored = await store.updateCleanupRun(cleanup.id, { state: run.state, finishedAt: run.finishedAt, counts: run.counts }).catch(() => undefined)
+  // Another replica's verdict (interrupted, when this one's heartbeat looked dead) stands: the store says how it ended.
+  if (stored !== undefined && stored !== run.state) run.state = stored
   services.runs.emit(cleanup.id, { type: 'end', cleanupId: cleanup.id, state: run.state, counts: { ...run.counts } })
   return { ...run, counts: { ...run.counts } }
 }

@@ -6,9 +6,9 @@ import { RestoreResultSchema } from '../images/shapes.js'
  * them in test/contract/shapes.test.ts.
  */
 export const CleanupRunStateSchema = Type.Union([
-  Type.Literal('running'), Type.Literal('cancelled'), Type.Literal('interrupted'), Type.Literal('done')
+  Type.Literal('running'), Type.Literal('cancelling'), Type.Literal('cancelled'), Type.Literal('interrupted'), Type.Literal('done')
 ], {
-  description: 'running; cancelled (in-flight removals finished, the rest skipped); interrupted (the gateway stopped mid-run: every tag is done and audited, or untouched); done.'
+  description: 'running; cancelling (a cancel was asked and the run has not stopped yet: in-flight removals finish, the rest are skipped); cancelled (in-flight removals finished, the rest skipped); interrupted (the gateway running it stopped mid-run, or stopped beating and another replica marked it: every tag is done and audited, or untouched); done.'
 })
 
 export const CleanupRunCountsSchema = Type.Object({
@@ -25,7 +25,9 @@ export const CleanupRunSchema = Type.Object({
   startedAt: Type.String({ format: 'date-time' }),
   finishedAt: Type.Optional(Type.String({ format: 'date-time' })),
   maxDeletions: Type.Integer({ minimum: 0 }),
-  counts: CleanupRunCountsSchema
+  counts: CleanupRunCountsSchema,
+  cancelRequestedAt: Type.Optional(Type.String({ format: 'date-time', description: 'When a cancel was first asked of the running run (on any replica).' })),
+  cancelRequestedBy: Type.Optional(Type.String({ description: 'Who asked it.' }))
 })
 export type CleanupRunShape = Static<typeof CleanupRunSchema>
 

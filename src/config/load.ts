@@ -135,6 +135,7 @@ export function validateConfig (raw: Record<string, unknown>, source: string): C
   }
   checkRetention(config, source)
   checkReconcileAfter(config, source)
+  checkRunHeartbeat(config, source)
   if (config.audit.driver === 'postgres' && config.audit.url === undefined) {
     throw new ConfigError(`invalid configuration from ${source}:\n  audit.url: required with audit.driver postgres (or set DATABASE_URL)`)
   }
@@ -163,6 +164,18 @@ function checkReconcileAfter (config: Config, source: string): void {
   if (config.audit.reconcileAfterMs < minimum) {
     throw new ConfigError(`invalid configuration from ${source}:\n  audit.reconcileAfterMs: must be at least ${minimum} with driver postgres ` +
       `(audit.lockWaitMs ${config.audit.lockWaitMs} + the slowest registry's connectMs + requestMs ${slowest}), so a record still in flight on another replica is not judged`)
+  }
+}
+
+/**
+ * A run is judged dead after staleAfterMs without a heartbeat, and its owner stops itself one beat before that when
+ * its own beats fail: with fewer than three beats in the bound, one slow beat would stop a live run.
+ */
+function checkRunHeartbeat (config: Config, source: string): void {
+  const { heartbeatMs, staleAfterMs } = config.cleanups
+  if (staleAfterMs < 3 * heartbeatMs) {
+    throw new ConfigError(`invalid configuration from ${source}:\n  cleanups.staleAfterMs: must be at least 3 × cleanups.heartbeatMs (${3 * heartbeatMs}), ` +
+      'so a run whose heartbeat is merely late is not marked interrupted')
   }
 }
 

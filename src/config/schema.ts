@@ -214,7 +214,15 @@ export const ConfigSchema = Type.Object({
     /** Removals one run makes at once (part 2: POST /cleanups/<id>/execute). */
     runConcurrency: Type.Integer({ minimum: 1, maximum: 64, default: 4 }),
     /** Removals one run may make unless its request raises the cap; a plan that removes more is refused whole. */
-    maxDeletions: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 100 })
+    maxDeletions: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 100 }),
+    /** How often the replica running a cleanup writes its heartbeat and reads a cancel asked on another replica. */
+    heartbeatMs: Type.Integer({ minimum: 10, maximum: 600_000, default: 5000 }),
+    /** A running run whose heartbeat is older is marked interrupted by any replica's housekeeping (at least 3 × heartbeatMs). */
+    staleAfterMs: Type.Integer({ minimum: 30, maximum: 3_600_000, default: 30_000 }),
+    /** How long DELETE /cleanups/<id> waits for another replica's run to stop before answering 202 cancelling. */
+    cancelWaitMs: Type.Integer({ minimum: 0, maximum: 600_000, default: 10_000 }),
+    /** How often a replica that does not run a cleanup reads it from the store (cancel's wait, the event stream). */
+    pollMs: Type.Integer({ minimum: 10, maximum: 60_000, default: 1000 })
   }, { additionalProperties: false, default: {} }),
   /** Named cleanup policies: POST /retention/<name>/plan plans one as its caller; a scheduled one also runs by itself. */
   retention: Type.Object({

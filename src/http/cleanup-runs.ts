@@ -2,7 +2,7 @@ import { PassThrough } from 'node:stream'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import Type from 'typebox'
 import type { CleanupRun } from '../audit/types.js'
-import { cancelCleanup, executeCleanup, restoreCleanup, type CleanupRunEvent, type CleanupRunServices } from '../cleanups/run-cleanup.js'
+import { cancelCleanup, executeCleanup, isLive, restoreCleanup, type CleanupRunEvent, type CleanupRunServices } from '../cleanups/run-cleanup.js'
 import { CleanupRunSchema, ExecuteCleanupBodySchema, RestoreCleanupResultSchema } from '../cleanups/run-shapes.js'
 import type { CleanupPlan } from '../cleanups/shapes.js'
 import type { Identity } from '../policy/types.js'
@@ -45,9 +45,11 @@ export const cleanupRunRoutes = (deps: CleanupRunRouteDeps): FastifyPluginAsyncT
     return await reply.code(202).header('location', `/cleanups/${cleanup.id}/events`).send(run)
   })
 
-  app.delete('/cleanups/:id', { schema: { params: CleanupParams, response: { 200: CleanupRunSchema } } }, async (request) => {
+  app.delete('/cleanups/:id', { schema: { params: CleanupParams, response: { 200: CleanupRunSchema, 202: CleanupRunSchema } } }, async (request, reply) => {
     const cleanup = await deps.load(request.identity, request.params.id)
-    return await cancelCleanup(deps.run, { identity: request.identity, cleanup })
+    const run = await cancelCleanup(deps.run, { identity: request.identity, cleanup })
+    // Another replica's run that did not stop within cleanups.cancelWaitMs: accepted, it stops at that replica's next beat.
+    return await reply.code(run.state === 'cancelling' ? 202 : 200).send(run)
   })
 
   app.post('/cleanups/:id/restore', { schema: { params: CleanupParams, response: { 200: RestoreCleanupResultSchema } } }, async (request) => {
@@ -75,9 +77,13 @@ export const cleanupRunRoutes = (deps: CleanupRunRouteDeps): FastifyPluginAsyncT
     void reply.header('content-type', 'text/event-stream; charset=utf-8').header('cache-control', 'no-store').send(stream)
     sse(stream, 'state', state)
     if (unsubscribe === undefined) {
-      // Not running here: what the store says is the whole story (a planned cleanup, or a finished run).
-      if (stored !== undefined && stored.state !== 'running') sse(stream, 'end', endOf(stored))
-      stream.end()
+      // Not running here: a planned cleanup or a finished run is told at once; another replica's run is followed.
+      if (stored === undefined || !isLive(stored)) {
+        if (stored !== undefined) sse(stream, 'end', endOf(stored))
+        stream.end()
+      } else {
+        follow(stream, reply.raw, stored, heartbeatMs, deps.run)
+      }
       return await reply
     }
     const heartbeat = setInterval(() => { stream.write(': heartbeat\n\n') }, heartbeatMs)
@@ -105,6 +111,47 @@ export const cleanupRunRoutes = (deps: CleanupRunRouteDeps): FastifyPluginAsyncT
     })()
     return await reply
   })
+}
+
+type Socket = { destroyed: boolean, on: (event: 'close', listener: () => void) => unknown }
+
+/**
+ * Another replica's run, read from the store every cleanups.pollMs: a `progress` event (state and counts) whenever
+ * they change, then `end`. The store keeps counts, not tags, so this stream has no per-tag events. A run whose
+ * owner died ends once some replica marks it interrupted (cleanups.staleAfterMs).
+ */
+function follow (stream: PassThrough, socket: Socket, first: CleanupRun, heartbeatMs: number, run: CleanupRunServices): void {
+  const heartbeat = setInterval(() => { stream.write(': heartbeat\n\n') }, heartbeatMs)
+  let timer: NodeJS.Timeout | undefined
+  const stop = (): void => {
+    clearInterval(heartbeat)
+    clearTimeout(timer)
+    stream.end()
+  }
+  socket.on('close', stop)
+  let last = JSON.stringify([first.state, first.counts])
+  const poll = async (): Promise<void> => {
+    const now = await run.images.audit.store.getCleanupRun(first.cleanupId) as CleanupRun
+    const seen = JSON.stringify([now.state, now.counts])
+    if (seen !== last) {
+      last = seen
+      if (isLive(now)) sse(stream, 'progress', { type: 'progress', cleanupId: now.cleanupId, state: now.state, counts: now.counts })
+    }
+    if (!isLive(now)) {
+      sse(stream, 'end', endOf(now))
+      stop()
+      return
+    }
+    // The client hung up (inject-based tests cannot hang up half-way).
+    /* c8 ignore next */
+    if (stream.writableEnded || socket.destroyed) return
+    schedule()
+  }
+  const schedule = (): void => {
+    // A store that fails mid-stream ends it: the client's EventSource reconnects and reads the state again.
+    timer = setTimeout(() => { poll().catch(stop) }, run.replicas.pollMs)
+  }
+  schedule()
 }
 
 function endOf (run: CleanupRun): CleanupRunEvent {

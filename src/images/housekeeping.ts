@@ -38,6 +38,8 @@ export interface HousekeepingDeps {
     /** The start-up pass leaves young records too: another replica may be running (PostgreSQL). */
     sharedAtStartup: boolean
   }
+  /** Cleanup runs whose owner stopped beating: looked for every intervalMs, marked interrupted past staleAfterMs. */
+  cleanupRuns: { staleAfterMs: number, intervalMs: number }
 }
 
 export function startAuditHousekeeping (deps: HousekeepingDeps): AuditHousekeeping {
@@ -47,6 +49,7 @@ export function startAuditHousekeeping (deps: HousekeepingDeps): AuditHousekeepi
     if (removed > 0) logger.info({ removed, retentionDays }, 'pruned old audit records')
   }
   const { owner, locks, intervalMs, inFlightMs, sharedAtStartup } = deps.reconcile
+  const { staleAfterMs } = deps.cleanupRuns
   const reconcile = async (graceMs: number): Promise<void> => {
     const summary = await reconcilePending({ ...deps, owner, locks, inFlightMs: graceMs }, logger)
     if (summary.settled + summary.left > 0) logger.info(summary, 'reconciled pending audit records')
@@ -55,11 +58,25 @@ export function startAuditHousekeeping (deps: HousekeepingDeps): AuditHousekeepi
     await prune()
     await reconcile(sharedAtStartup ? inFlightMs : 0)
     // A run still `running` belonged to a gateway that stopped mid-run: its tags are each done (audited, the
-    // pending record just reconciled) or untouched, and it is reported as interrupted, not resumed. A store shared
-    // by replicas is left alone: the run may be another replica's, still going.
-    const interrupted = sharedAtStartup ? [] : await audit.store.interruptCleanupRuns()
+    // pending record just reconciled) or untouched, and it is reported as interrupted, not resumed. In a store
+    // shared by replicas only a run whose heartbeat is stale is: another may be some replica's, still going.
+    const interrupted = sharedAtStartup ? await audit.store.interruptStaleCleanupRuns(staleAfterMs) : await audit.store.interruptCleanupRuns()
     if (interrupted.length > 0) logger.warn({ cleanups: interrupted }, 'cleanup runs interrupted by a stop are marked interrupted')
   })().catch((error: unknown) => { logger.error({ err: error }, 'audit start-up housekeeping failed') })
+  let sweeping: Promise<void> | undefined
+  const sweep = (): void => {
+    // One sweep at a time; a conditional UPDATE, so a run whose owner beat meanwhile is left alone.
+    if (sweeping !== undefined) return
+    sweeping = startup.then(async () => {
+      const interrupted = await audit.store.interruptStaleCleanupRuns(staleAfterMs)
+      if (interrupted.length > 0) {
+        logger.warn({ cleanups: interrupted, staleAfterMs }, 'cleanup runs whose replica stopped beating are marked interrupted (kill -9, a lost node?)')
+      }
+    }).catch((error: unknown) => { logger.error({ err: error }, 'marking stale cleanup runs interrupted failed') })
+      .finally(() => { sweeping = undefined })
+  }
+  const sweeper = setInterval(sweep, deps.cleanupRuns.intervalMs)
+  sweeper.unref()
   const timer = setInterval(() => { void prune().catch((error: unknown) => { logger.error({ err: error }, 'audit pruning failed') }) }, PRUNE_INTERVAL_MS)
   timer.unref()
   let running: Promise<void> | undefined
@@ -77,7 +94,9 @@ export function startAuditHousekeeping (deps: HousekeepingDeps): AuditHousekeepi
     async stop () {
       clearInterval(timer)
       clearInterval(reconciler)
+      clearInterval(sweeper)
       await running
+      await sweeping
     }
   }
 }

@@ -142,7 +142,10 @@ t.test('a closed store rejects every call, and closing twice is fine', async t =
     ['claimDeliveries', () => store.claimDeliveries(1, 1000)],
     ['finishDelivery', () => store.finishDelivery('x', 'y', { delivered: true, status: 200 })],
     ['listDeliveries', () => store.listDeliveries({}, { limit: 1 })],
-    ['countDeliveries', () => store.countDeliveries()]
+    ['countDeliveries', () => store.countDeliveries()],
+    ['heartbeatCleanupRun', () => store.heartbeatCleanupRun('x')],
+    ['requestCleanupCancel', () => store.requestCleanupCancel('x', 'y')],
+    ['interruptStaleCleanupRuns', () => store.interruptStaleCleanupRuns(1000)]
   ]
   for (const [name, call] of calls) await t.rejects(call(), /audit store is closed/, name)
 })
@@ -164,4 +167,27 @@ t.test('issue 14: the configured driver picks the store; PostgreSQL opens in the
   t.teardown(() => nowhere.close())
   await t.rejects(nowhere.check(), /PostgreSQL refused the connection/, 'a database that is down: the check says why')
   await t.rejects(nowhere.append(attempt()), /PostgreSQL refused the connection/, 'and nothing is written')
+})
+
+t.test('a running cleanup run is marked interrupted once its heartbeat is older than the bound, by the database\'s clock, and only then', async t => {
+  const url = await freshDatabase()
+  const store = await openPostgresAuditStore({ connectionString: url })
+  t.teardown(() => store.close())
+  const counts = { done: 0, stale: 0, failed: 0, skipped: 0 }
+  const run = { state: 'running' as const, startedBy: 'alice', startedAt: new Date(start).toISOString(), maxDeletions: 10, counts }
+  const [dead, live, old] = ['d', 'e', 'f'].map(digit => `cleanup_${digit.repeat(32)}`) as [string, string, string]
+  for (const cleanupId of [dead, live, old]) await store.claimCleanupRun({ ...run, cleanupId })
+  await withClient(url, async client => {
+    // Another replica's clock does not matter: only the database's, which the claim and the beats write.
+    await client.query("UPDATE cleanup_runs SET heartbeat_at = heartbeat_at - interval '40 seconds' WHERE cleanup_id = ANY($1)", [[dead, live]])
+    // A run claimed before heartbeats existed has none: its owner may be a gateway that never beats.
+    await client.query('UPDATE cleanup_runs SET heartbeat_at = NULL WHERE cleanup_id = $1', [old])
+  })
+  t.same(await store.heartbeatCleanupRun(live), { cancelRequested: false }, 'the live owner beats')
+  t.same(await store.interruptStaleCleanupRuns(60_000), [], 'nothing is a minute old')
+  t.same(await store.interruptStaleCleanupRuns(30_000), [dead], 'the one that stopped beating 40 s ago')
+  t.same(await store.interruptStaleCleanupRuns(30_000), [], 'once')
+  t.equal((await store.getCleanupRun(live))?.state, 'running')
+  t.equal((await store.getCleanupRun(old))?.state, 'running', 'a run without a heartbeat is left alone')
+  t.equal(await store.heartbeatCleanupRun(dead), undefined, 'its owner, if it comes back, learns the run is not its own any more')
 })

@@ -194,7 +194,10 @@ t.test('a closed store rejects every call, and closing twice is fine', async t =
     ['claimDeliveries', () => store.claimDeliveries(1, 1000)],
     ['finishDelivery', () => store.finishDelivery('x', 'y', { delivered: true, status: 200 })],
     ['listDeliveries', () => store.listDeliveries({}, { limit: 1 })],
-    ['countDeliveries', () => store.countDeliveries()]
+    ['countDeliveries', () => store.countDeliveries()],
+    ['heartbeatCleanupRun', () => store.heartbeatCleanupRun('x')],
+    ['requestCleanupCancel', () => store.requestCleanupCancel('x', 'y')],
+    ['interruptStaleCleanupRuns', () => store.interruptStaleCleanupRuns(1000)]
   ]
   for (const [name, call] of calls) await t.rejects(call(), /audit store is closed/, name)
 })
@@ -215,4 +218,21 @@ t.test('a batch that cannot be written fails every append in it', async t => {
   const results = await Promise.allSettled([store.append(attempt()), store.append(attempt({ upstreamStatus: 'not a number' as unknown as number }))])
   t.same(results.map(result => result.status), ['rejected', 'rejected'], 'one transaction: all or nothing')
   t.same((await store.list({}, { limit: 10 })).items, [])
+})
+
+t.test('a running cleanup run is marked interrupted once its heartbeat is older than the bound, and only then', async t => {
+  let clock = start
+  const store = openSqliteAuditStore(':memory:', { now: () => new Date(clock) })
+  t.teardown(() => store.close())
+  const counts = { done: 0, stale: 0, failed: 0, skipped: 0 }
+  const run = { state: 'running' as const, startedBy: 'alice', startedAt: new Date(start).toISOString(), maxDeletions: 10, counts }
+  const [dead, live] = ['d', 'e'].map(digit => `cleanup_${digit.repeat(32)}`) as [string, string]
+  for (const cleanupId of [dead, live]) await store.claimCleanupRun({ ...run, cleanupId })
+  clock += 40_000
+  t.same(await store.heartbeatCleanupRun(live), { cancelRequested: false })
+  t.same(await store.interruptStaleCleanupRuns(60_000), [], 'nothing is a minute old')
+  t.same(await store.interruptStaleCleanupRuns(30_000), [dead], 'the one that stopped beating 40 s ago')
+  t.match(await store.getCleanupRun(dead), { state: 'interrupted', finishedAt: new Date(clock).toISOString() })
+  t.same(await store.interruptStaleCleanupRuns(30_000), [], 'once')
+  t.equal((await store.getCleanupRun(live))?.state, 'running')
 })

@@ -11,6 +11,7 @@ import { loadPolicy } from '../../src/policy/load.js'
 import type { Identity } from '../../src/policy/types.js'
 import { startRegistry } from '../../testing/registry-process.js'
 import { daysBefore, pushCreated, pushIndex, pushReferrer, referrerTag } from '../fixtures/cleanup-seed.js'
+import { startFaultProxy } from '../fixtures/fault-proxy.js'
 import { rejection } from '../fixtures/rejection.js'
 import { directory, imageServices, memoryTrail, registryClient } from '../fixtures/use-case.js'
 
@@ -40,8 +41,10 @@ const who = (name: string): Identity => ({ subject: `user:${name}`, groups: [], 
 const alice = who('alice')
 const context = { requestId: 'run-test', transport: 'rest' as const }
 
-function setup (t: Test, overrides: Partial<CleanupRunServices> = {}): { plan: (repositories: string[], rules: CleanupRules) => Promise<CleanupPlan>, run: CleanupRunServices } {
-  const registries = directory(t, { default: registry.url })
+function setup (t: Test, overrides: Partial<CleanupRunServices> = {}, registryUrl = registry.url): {
+  plan: (repositories: string[], rules: CleanupRules) => Promise<CleanupPlan>, run: CleanupRunServices
+} {
+  const registries = directory(t, { default: registryUrl })
   const { audit } = memoryTrail(t)
   const images = { ...imageServices(registries, audit), authorizer: () => (identity: Identity, action: Parameters<typeof decide>[2], resource: Parameters<typeof decide>[3]) => decide(policy, identity, action, resource) }
   const planning: CleanupServices = {
@@ -56,7 +59,9 @@ function setup (t: Test, overrides: Partial<CleanupRunServices> = {}): { plan: (
   }
   return {
     plan: async (repositories, rules) => await planCleanup(planning, { identity: alice, context, repositories, rules }),
-    run: { images, concurrency: 4, maxDeletions: 100, runs: new ActiveRuns(), now: Date.now, ...overrides }
+    run: {
+      images, concurrency: 4, maxDeletions: 100, runs: new ActiveRuns(), now: Date.now, replicas: { heartbeatMs: 20, staleAfterMs: 60_000, cancelWaitMs: 5000, pollMs: 10 }, ...overrides
+    }
   }
 }
 
@@ -249,4 +254,165 @@ t.test('a gateway that stops: in-flight removals finish, the rest are skipped, t
   t.match(await run.images.audit.store.getCleanupRun(cleanup.id), { state: 'interrupted', counts: { done: 1, skipped: 2 } })
   t.equal(run.runs.finished(cleanup.id), undefined, 'no longer in progress')
   t.equal((await tagsNow(name)).length, 2, 'the one removal in flight finished; the others untouched')
+})
+
+/** Holds every DELETE the proxy receives from now on; the function returned lets them (and later ones) through. */
+function holdDeletes (proxy: Awaited<ReturnType<typeof startFaultProxy>>): () => void {
+  let release: () => void = () => {}
+  const remove = proxy.fault({ method: 'DELETE', action: { kind: 'hold', release: new Promise<void>(resolve => { release = resolve }) } })
+  return () => {
+    remove()
+    release()
+  }
+}
+
+/**
+ * The run's services over a store whose heartbeats are recorded, and answered as `mode` says: passed to the store,
+ * failed, hung until `unhang`, or blind (never written, always "go on", as a beat that raced a verdict would be).
+ */
+function watchedBeats (run: CleanupRunServices): {
+  services: CleanupRunServices, answers: unknown[], mode: { now: 'pass' | 'fail' | 'hang' | 'blind' }, unhang: () => void
+} {
+  const store = run.images.audit.store
+  const answers: unknown[] = []
+  const mode: { now: 'pass' | 'fail' | 'hang' | 'blind' } = { now: 'pass' }
+  let unhang = (): void => {}
+  const hung = new Promise<void>(resolve => { unhang = resolve })
+  const watched = Object.assign(Object.create(store) as typeof store, {
+    requestCleanupCancel: async (id: string, by: string) => {
+      if (mode.now === 'fail') throw new Error('the database does not answer')
+      return await store.requestCleanupCancel(id, by)
+    },
+    heartbeatCleanupRun: async (id: string) => {
+      answers.push(mode.now)
+      if (mode.now === 'fail') throw new Error('the database does not answer')
+      if (mode.now === 'hang') await hung
+      if (mode.now === 'blind') return { cancelRequested: false }
+      const answer = await store.heartbeatCleanupRun(id)
+      answers.push(answer)
+      return answer
+    }
+  })
+  const audit = Object.assign(Object.create(run.images.audit) as typeof run.images.audit, { store: watched })
+  return { services: { ...run, images: { ...run.images, audit } }, answers, mode, unhang }
+}
+
+const until = async (what: () => boolean): Promise<void> => {
+  while (!what()) await new Promise(resolve => setTimeout(resolve, 10))
+}
+
+t.test('a run another replica marked interrupted stops at its owner\'s next heartbeat: the rest skipped, the verdict kept', async t => {
+  const proxy = await startFaultProxy(registry.url)
+  t.teardown(() => proxy.close())
+  const name = 'run/marked'
+  for (const tag of ['pr-1', 'pr-2', 'pr-3']) await pushCreated(target, name, [tag], ago(30))
+  const { plan, run } = setup(t, { concurrency: 1 }, proxy.url)
+  const { services, answers } = watchedBeats(run)
+  const cleanup = await plan([name], { select: [{ glob: 'pr-*' }] })
+  const release = holdDeletes(proxy)
+  await executeCleanup(services, { identity: alice, context, cleanup })
+  const events = listen(run, cleanup.id)
+  await proxy.waitFor(request => request.method === 'DELETE', 30_000)
+  // What another replica's housekeeping does to a run whose heartbeat looked dead.
+  t.same(await run.images.audit.store.interruptCleanupRuns(), [cleanup.id])
+  await until(() => answers.includes(undefined))
+  release()
+  const finished = await run.runs.finished(cleanup.id)
+  t.match(finished, { state: 'interrupted', counts: { done: 1, skipped: 2 } }, 'the removal in flight finished; nothing more was started')
+  t.match(await run.images.audit.store.getCleanupRun(cleanup.id), { state: 'interrupted', counts: { done: 1, skipped: 2 } }, 'the final counts are written, the state kept')
+  t.match(events.at(-1), { type: 'end', state: 'interrupted' })
+  t.equal((await tagsNow(name)).length, 2)
+})
+
+t.test('an owner whose heartbeats fail or hang stops itself before any replica may judge it dead', async t => {
+  const proxy = await startFaultProxy(registry.url)
+  t.teardown(() => proxy.close())
+  const name = 'run/fenced'
+  for (const tag of ['pr-1', 'pr-2']) await pushCreated(target, name, [tag], ago(30))
+  let offset = 0
+  let clockReads = 0
+  const now = (): number => {
+    clockReads++
+    return Date.now() + offset
+  }
+  const { plan, run } = setup(t, { concurrency: 1, now, replicas: { heartbeatMs: 20, staleAfterMs: 1000, cancelWaitMs: 0, pollMs: 10 } }, proxy.url)
+  const { services, answers, mode, unhang } = watchedBeats(run)
+  const cleanup = await plan([name], { select: [{ glob: 'pr-*' }] })
+  const release = holdDeletes(proxy)
+  await executeCleanup(services, { identity: alice, context, cleanup })
+  await proxy.waitFor(request => request.method === 'DELETE', 30_000)
+  mode.now = 'fail'
+  await until(() => answers.includes('fail'))
+  mode.now = 'hang'
+  await until(() => answers.includes('hang'))
+  // The injected clock passes the bound less one beat since the last good one: the next tick (a beat still hangs,
+  // so none is sent) trips the fence.
+  offset = 1000
+  const reads = clockReads
+  await until(() => clockReads >= reads + 2)
+  t.equal(answers.filter(answer => answer === 'hang').length, 1, 'a hung beat is not sent again')
+  release()
+  unhang()
+  t.match(await run.runs.finished(cleanup.id), { state: 'interrupted', counts: { done: 1, skipped: 1 } })
+  t.equal((await run.images.audit.store.getCleanupRun(cleanup.id))?.state, 'interrupted', 'and says so in the store')
+  t.equal((await tagsNow(name)).length, 1)
+})
+
+t.test('a run marked interrupted between its last beat and its end: the store\'s verdict is the answer', async t => {
+  const proxy = await startFaultProxy(registry.url)
+  t.teardown(() => proxy.close())
+  const name = 'run/raced'
+  await pushCreated(target, name, ['pr-1'], ago(30))
+  const { plan, run } = setup(t, {}, proxy.url)
+  const { services, mode } = watchedBeats(run)
+  mode.now = 'blind'
+  const cleanup = await plan([name], { select: [{ glob: 'pr-*' }] })
+  const release = holdDeletes(proxy)
+  await executeCleanup(services, { identity: alice, context, cleanup })
+  await proxy.waitFor(request => request.method === 'DELETE', 30_000)
+  t.same(await run.images.audit.store.interruptCleanupRuns(), [cleanup.id])
+  release()
+  t.match(await run.runs.finished(cleanup.id), { state: 'interrupted', counts: { done: 1 } }, 'its removals all done, yet interrupted, as every replica sees it')
+  t.match(await run.images.audit.store.getCleanupRun(cleanup.id), { state: 'interrupted', counts: { done: 1 } })
+})
+
+t.test('a cancel asked through the store by another replica: it waits for the run to stop, or answers cancelling', async t => {
+  const proxy = await startFaultProxy(registry.url)
+  t.teardown(() => proxy.close())
+  const name = 'run/elsewhere'
+  for (const tag of ['pr-1', 'pr-2', 'pr-3']) await pushCreated(target, name, [tag], ago(30))
+  const { plan, run } = setup(t, { concurrency: 1 }, proxy.url)
+  // Replica B: the same store, runs of its own.
+  const other: CleanupRunServices = { ...run, runs: new ActiveRuns(), replicas: { ...run.replicas, cancelWaitMs: 0 } }
+  const cleanup = await plan([name], { select: [{ glob: 'pr-*' }] })
+  const release = holdDeletes(proxy)
+  await executeCleanup(run, { identity: alice, context, cleanup })
+  await proxy.waitFor(request => request.method === 'DELETE', 30_000)
+  t.match(await rejection(cancelCleanup(other, { identity: who('bob'), cleanup })), { code: 'FORBIDDEN' }, 'B refuses a caller who may not manage it')
+  t.notOk((await run.images.audit.store.getCleanupRun(cleanup.id))?.cancelRequestedAt, 'and records nothing')
+  t.match(await cancelCleanup(other, { identity: alice, cleanup }), { state: 'cancelling', cancelRequestedBy: 'user:alice' }, 'no wait: still stopping')
+  const waiting = cancelCleanup({ ...other, replicas: { ...run.replicas, cancelWaitMs: 60_000 } }, { identity: who('boss'), cleanup })
+  await new Promise(resolve => setTimeout(resolve, 100))
+  release()
+  const answer = await waiting
+  t.match(answer, { state: 'cancelled', cancelRequestedBy: 'user:alice' }, 'waited for the run to stop; the first cancel is the one recorded')
+  t.equal(answer.counts.done + answer.counts.skipped, 3)
+})
+
+t.test('a cancel of this replica\'s own run stops it even when the store cannot record who asked', async t => {
+  const proxy = await startFaultProxy(registry.url)
+  t.teardown(() => proxy.close())
+  const name = 'run/unrecorded'
+  for (const tag of ['pr-1', 'pr-2']) await pushCreated(target, name, [tag], ago(30))
+  const { plan, run } = setup(t, { concurrency: 1 }, proxy.url)
+  const { services, mode } = watchedBeats(run)
+  const cleanup = await plan([name], { select: [{ glob: 'pr-*' }] })
+  const release = holdDeletes(proxy)
+  await executeCleanup(services, { identity: alice, context, cleanup })
+  await proxy.waitFor(request => request.method === 'DELETE', 30_000)
+  mode.now = 'fail'
+  const cancelling = cancelCleanup(services, { identity: alice, cleanup })
+  release()
+  t.match(await cancelling, { state: 'cancelled', counts: { done: 1, skipped: 1 } })
+  t.notOk((await run.images.audit.store.getCleanupRun(cleanup.id))?.cancelRequestedBy, 'nothing recorded of the request, yet the run stopped')
 })

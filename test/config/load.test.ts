@@ -35,7 +35,9 @@ t.test('the environment alone configures one registry with defaults', async t =>
   t.same(config.audit, { driver: 'sqlite', path: './data/audit.db', poolSize: 10, statementTimeoutMs: 10_000, lockWaitMs: 60_000, reconcileIntervalMs: 300_000, reconcileAfterMs: 300_000, connectRetry: { initialMs: 500, maxMs: 30_000 }, retentionDays: 90, listScanLimit: 1000 })
   t.same({ pages: config.tagListMaxPages, bytes: config.tagListMaxBytes, scan: config.coTagScanLimit }, { pages: 10000, bytes: 33554432, scan: 50000 }, 'co-tag check limits')
   t.ok(Object.isFrozen(config.registries.default), 'config is frozen')
-  t.same(config.cleanups, { maxTags: 100_000, concurrency: 16, plansPerCaller: 2, runConcurrency: 4, maxDeletions: 100 })
+  t.same(config.cleanups, {
+    maxTags: 100_000, concurrency: 16, plansPerCaller: 2, runConcurrency: 4, maxDeletions: 100, heartbeatMs: 5000, staleAfterMs: 30_000, cancelWaitMs: 10_000, pollMs: 1000
+  })
   t.same(config.retention, { runAs: 'retention', policies: [] })
 })
 
@@ -147,6 +149,14 @@ audit: { driver: postgres, url: "postgres://h/db", lockWaitMs: 5000, reconcileAf
     /audit\.reconcileAfterMs: must be at least 15000 with driver postgres \(audit\.lockWaitMs 5000 \+ the slowest registry's connectMs \+ requestMs 10000\)/)
   t.equal(loadConfig(['--config', file('sqlite.yaml', 'registries: { default: { url: "http://x" } }\naudit: { reconcileAfterMs: 0 }\n')], {}).audit.reconcileAfterMs, 0,
     'one SQLite replica has no request in flight elsewhere')
+})
+
+t.test('cleanups.staleAfterMs holds at least three heartbeats, so a late beat does not stop a live run', async t => {
+  const yaml = (stale: number): string => file('heartbeat.yaml', `registries: { default: { url: "http://x" } }
+cleanups: { heartbeatMs: 1000, staleAfterMs: ${stale} }
+`)
+  t.equal(loadConfig(['--config', yaml(3000)], {}).cleanups.staleAfterMs, 3000, 'three beats are enough')
+  t.throws(() => loadConfig(['--config', yaml(2999)], {}), /cleanups\.staleAfterMs: must be at least 3 × cleanups\.heartbeatMs \(3000\)/)
 })
 
 t.test('issue 14: audit.tls names PEM files; TLS is set either there or in the URL, and a client certificate comes with its key', async t => {

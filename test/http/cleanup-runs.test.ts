@@ -11,6 +11,7 @@ import { loadPolicy } from '../../src/policy/load.js'
 import { startRegistry } from '../../testing/registry-process.js'
 import { daysBefore, pushCreated } from '../fixtures/cleanup-seed.js'
 import { contractProblems } from '../fixtures/contract.js'
+import { startFaultProxy } from '../fixtures/fault-proxy.js'
 import { sha256Hex, startGateway, type Gateway } from '../fixtures/gateway.js'
 import { directory, registryClient } from '../fixtures/use-case.js'
 
@@ -179,4 +180,65 @@ t.test('a run a stopped gateway left running is marked interrupted at the next s
   t.equal(await store.claimCleanupRun({ cleanupId, state: 'running', startedBy: 'apikey:alice', startedAt: new Date().toISOString(), maxDeletions: 100, counts }), true)
   await startGateway(t, { registries: { default: { url: registry.url } }, policy: POLICY, auditPath })
   t.match(await store.getCleanupRun(cleanupId), { state: 'interrupted', finishedAt: /^\d{4}-/, counts })
+})
+
+t.test('two gateways on one trail: a run on one is cancelled (200, or 202 cancelling) and followed through the other', async t => {
+  const proxy = await startFaultProxy(registry.url)
+  t.teardown(() => proxy.close())
+  const shared = join(dir, 'replicas.db')
+  const replica = async (cancelWaitMs: number): Promise<Gateway> => await startGateway(t, {
+    registries: { default: { url: proxy.url } },
+    policy: POLICY,
+    auditPath: shared,
+    config: { cleanups: { runConcurrency: 1, heartbeatMs: 20, staleAfterMs: 60_000, cancelWaitMs, pollMs: 20 } }
+  })
+  // A answers a cancel of another replica's run at once; B waits for it to stop.
+  const [a, b] = [await replica(0), await replica(60_000)]
+  const trail = openSqliteAuditStore(shared)
+  t.teardown(async () => { await trail.close() })
+  const hold = (): (() => void) => {
+    let release: () => void = () => {}
+    const remove = proxy.fault({ method: 'DELETE', action: { kind: 'hold', release: new Promise<void>(resolve => { release = resolve }) } })
+    return () => { remove(); release() }
+  }
+  const deletes = (): number => proxy.requests.filter(request => request.method === 'DELETE').length
+  const until = async (what: () => Promise<boolean> | boolean): Promise<void> => {
+    while (!await what()) await new Promise(resolve => setTimeout(resolve, 10))
+  }
+
+  const name = 'http/replicas'
+  for (const tag of ['pr-1', 'pr-2', 'pr-3']) await pushCreated(target, name, [tag], ago(30))
+  const plan = await planned(t, [name], { select: [{ glob: 'pr-*' }] })
+  await trail.saveCleanup({ id: plan.id, registry: plan.registry, createdBy: plan.createdBy, createdAt: plan.createdAt, state: plan.state, body: JSON.stringify(plan) })
+  let release = hold()
+  let before = deletes()
+  t.equal((await post(a, `/cleanups/${plan.id}/execute`, KEYS.alice)).status, 202)
+  await until(() => deletes() > before)
+  const following = events(b, plan.id)
+  t.match(await b.rest('DELETE', `/cleanups/${plan.id}`, { key: KEYS.auditor }), { status: 403 }, 'a caller who may not manage it cannot cancel it on another replica')
+  t.notOk((await trail.getCleanupRun(plan.id))?.cancelRequestedAt, 'and nothing is recorded')
+  const cancelling = b.rest('DELETE', `/cleanups/${plan.id}`, { key: KEYS.alice })
+  await until(async () => (await trail.getCleanupRun(plan.id))?.state === 'cancelling')
+  release()
+  const cancelled = await cancelling
+  t.match(cancelled, { status: 200, body: { state: 'cancelled', cancelRequestedBy: 'apikey:alice' } }, 'B waited for A\'s run to stop')
+  const stream = await following
+  t.match(stream.events[0], ['state', { state: 'running' }])
+  t.match(stream.events.at(-1), ['end', { state: 'cancelled', counts: cancelled.body.counts }], 'B\'s stream, read from the store, ends with the run')
+  t.ok(stream.events.slice(1, -1).every(([event]) => event === 'progress'))
+
+  const second = await planned(t, [name], { select: [{ glob: 'pr-*' }] })
+  await trail.saveCleanup({ id: second.id, registry: second.registry, createdBy: second.createdBy, createdAt: second.createdAt, state: second.state, body: JSON.stringify(second) })
+  release = hold()
+  before = deletes()
+  t.equal((await post(b, `/cleanups/${second.id}/execute`, KEYS.alice)).status, 202)
+  await until(() => deletes() > before)
+  const accepted = await a.rest('DELETE', `/cleanups/${second.id}`, { key: KEYS.alice })
+  t.match(accepted, { status: 202, body: { state: 'cancelling', cancelRequestedBy: 'apikey:alice' } }, 'not stopped in time: accepted')
+  const graphql = await a.gql('mutation($id: String!) { cancelCleanup(id: $id) { state cancelRequestedBy } }', { id: second.id }, { key: KEYS.alice })
+  t.same(graphql.body.data.cancelCleanup, { state: 'cancelling', cancelRequestedBy: 'apikey:alice' }, 'GraphQL says the same')
+  const followed = events(a, second.id)
+  release()
+  t.match((await followed).events.at(-1), ['end', { state: 'cancelled' }], 'A\'s stream of B\'s run ends with it')
+  t.match(await a.rest('GET', `/cleanups/${second.id}`, { key: KEYS.alice }), { body: { run: { state: 'cancelled', cancelRequestedBy: 'apikey:alice' } } })
 })

@@ -84,7 +84,8 @@ t.test('start-up leaves young records alone only when replicas share the store; 
       registries: directory(t, { default: registry.url }),
       retentionDays: 90,
       logger: log,
-      reconcile: { owner: 'me', locks: new KeyedQueue(), intervalMs: 100, inFlightMs: 400, sharedAtStartup }
+      reconcile: { owner: 'me', locks: new KeyedQueue(), intervalMs: 100, inFlightMs: 400, sharedAtStartup },
+      cleanupRuns: { staleAfterMs: 60_000, intervalMs: 100 }
     })
     await housekeeping.startup
     t.equal(await store.get(ancient.id), undefined, 'records past retention are pruned at start-up')
@@ -109,7 +110,8 @@ t.test('a pass that takes long is not overlapped; stop waits for it; a pass that
     registries: directory(t, { default: proxy.url }),
     retentionDays: 90,
     logger: log,
-    reconcile: { owner: 'me', locks: new KeyedQueue(), intervalMs: 50, inFlightMs: 0, sharedAtStartup: false }
+    reconcile: { owner: 'me', locks: new KeyedQueue(), intervalMs: 50, inFlightMs: 0, sharedAtStartup: false },
+    cleanupRuns: { staleAfterMs: 60_000, intervalMs: 50 }
   })
   await housekeeping.startup
   let release = (): void => {}
@@ -130,11 +132,79 @@ t.test('a pass that takes long is not overlapped; stop waits for it; a pass that
     registries: directory(t, { default: registry.url }),
     retentionDays: 90,
     logger: failing,
-    reconcile: { owner: 'me', locks: new KeyedQueue(), intervalMs: 50, inFlightMs: 0, sharedAtStartup: false }
+    reconcile: { owner: 'me', locks: new KeyedQueue(), intervalMs: 50, inFlightMs: 0, sharedAtStartup: false },
+    cleanupRuns: { staleAfterMs: 60_000, intervalMs: 50 }
   })
   await broken.startup
   await closed.close()
   await sleep(200)
   await broken.stop()
   t.ok(failing.errors.includes('reconciling pending audit records failed'), 'the failure is logged and the timer goes on')
+  t.ok(failing.errors.includes('marking stale cleanup runs interrupted failed'), 'so is a failed look for stale cleanup runs')
+})
+
+t.test('every replica marks a running cleanup run interrupted once its heartbeat is older than the bound, and only then', async t => {
+  let clock = Date.parse('2026-01-01T00:00:00.000Z')
+  const store = openSqliteAuditStore(':memory:', { now: () => new Date(clock) })
+  t.teardown(async () => { await store.close() })
+  const audit = new AuditTrail(store, { info () {} })
+  const counts = { done: 0, stale: 0, failed: 0, skipped: 0 }
+  const run = { state: 'running' as const, startedBy: 'alice', startedAt: new Date(clock).toISOString(), maxDeletions: 10, counts }
+  const [dead, live] = ['cleanup_' + 'd'.repeat(32), 'cleanup_' + 'e'.repeat(32)] as const
+  await store.claimCleanupRun({ ...run, cleanupId: dead })
+  await store.claimCleanupRun({ ...run, cleanupId: live })
+  clock += 10_000
+  t.same(await store.heartbeatCleanupRun(live), { cancelRequested: false }, 'the live owner beats')
+  clock += 2_000
+  const warnings: Array<[object, string]> = []
+  const housekeeping = startAuditHousekeeping({
+    audit,
+    registries: directory(t, { default: registry.url }),
+    retentionDays: 90,
+    logger: { info () {}, warn: (details, message) => { warnings.push([details, message]) }, error () {} },
+    reconcile: { owner: 'me', locks: new KeyedQueue(), intervalMs: 60_000, inFlightMs: 0, sharedAtStartup: true },
+    cleanupRuns: { staleAfterMs: 11_000, intervalMs: 20 }
+  })
+  await housekeeping.startup
+  t.same(warnings.map(([details]) => details), [{ cleanups: [dead] }], 'at start-up, only the run whose heartbeat is 12 s old')
+  t.match(await store.getCleanupRun(dead), { state: 'interrupted', finishedAt: new Date(clock).toISOString() })
+  t.equal((await store.getCleanupRun(live))?.state, 'running', 'the one that beat 2 s ago goes on')
+  clock += 10_000
+  while (warnings.length < 2) await sleep(20)
+  await housekeeping.stop()
+  t.match(warnings[1], [{ cleanups: [live], staleAfterMs: 11_000 }, /stopped beating/], 'a later sweep marks it once it too stopped beating')
+  t.equal(await store.heartbeatCleanupRun(live), undefined, 'its owner, beating late, learns the run is no longer its own')
+})
+
+t.test('a look for stale cleanup runs that takes long is not overlapped, and stop waits for it', async t => {
+  const { store } = memoryTrail(t)
+  let calls = 0
+  let release = (): void => {}
+  const held = new Promise<void>(resolve => { release = resolve })
+  const slow = Object.assign(Object.create(store) as typeof store, {
+    interruptStaleCleanupRuns: async () => {
+      calls++
+      await held
+      return []
+    }
+  })
+  const housekeeping = startAuditHousekeeping({
+    audit: new AuditTrail(slow, { info () {} }),
+    registries: directory(t, { default: registry.url }),
+    retentionDays: 90,
+    logger: logger(),
+    reconcile: { owner: 'me', locks: new KeyedQueue(), intervalMs: 60_000, inFlightMs: 0, sharedAtStartup: false },
+    cleanupRuns: { staleAfterMs: 60_000, intervalMs: 10 }
+  })
+  await housekeeping.startup
+  const called = (): boolean => calls > 0
+  while (!called()) await sleep(10)
+  await sleep(100)
+  t.equal(calls, 1, 'the next ticks found the look still under way')
+  let stopped = false
+  const stopping = housekeeping.stop().then(() => { stopped = true })
+  await sleep(20)
+  t.equal(stopped, false, 'stop waits for it')
+  release()
+  await stopping
 })
