@@ -210,3 +210,19 @@ t.test('a multi-platform image\'s children are read once per run, and a scan tha
   const indexReads = s.proxy.requests.slice(started).filter(entry => entry.path.endsWith(`/manifests/${multi.digest}`))
   t.equal(indexReads.length, 1, 'the index\'s children read by the first removal that needed them, then remembered')
 })
+
+t.test('a listing after the DELETE that fails leaves the deletion done and recorded as planned', async t => {
+  const name = 'shared/after'
+  await seed(name, ['pr-1', 'main'])
+  const s = await setup(t)
+  const cleanup = await s.plan([name], { select: [{ glob: 'pr-*' }] })
+  const { events } = await runHolding(s, cleanup, async () => {
+    // The DELETE is held: the next tag listing is the check after it.
+    s.proxy.fault({ method: 'GET', path: /\/tags\/list/, action: { kind: 'respond', status: 404, body: '{"errors":[{"code":"NAME_UNKNOWN","message":"gone"}]}' }, times: 1 })
+  })
+  t.match(events, [{ tag: 'pr-1', result: 'done', action: 'deleted-digest' }])
+  const audited = await s.run.images.audit.list({ cleanupId: cleanup.id }, { limit: 50 }, () => true)
+  t.match(audited.items, [{ tag: 'pr-1', outcome: 'deleted', removedTags: ['pr-1'] }])
+  t.equal(audited.items[0]?.errorCode, undefined)
+  t.same(await tagsNow(name), ['main'])
+})
