@@ -198,6 +198,7 @@ export class RepositoryTags implements TagObserver {
 
   saw (tag: string, digest: string, mediaType: string): void { this.#tags.set(tag, { digest, mediaType }) }
   gone (tag: string): void { this.#tags.delete(tag) }
+  digestOf (tag: string): string | undefined { return this.#tags.get(tag)?.digest }
 
   /** The digest the run deleted: every tag last seen on it went with it. */
   deleted (digest: string): void {

@@ -513,18 +513,27 @@ async function deleteDigest (run: Run, plan: DeletionPlan, manifest: Manifest, p
  * After a run's digest DELETE, still under the lock: the tags the late look listed that are gone now and were not
  * meant to go. A run resolves each tag once, so a tag it knew that someone moved onto this digest afterwards went
  * with it unseen; the registry has no conditional DELETE to prevent that, so it is found here and recorded with the
- * deletion, which undo then restores. The shared view forgets what the digest took.
+ * deletion, which undo then restores. A tag whose last known digest is gone too went with someone else's deletion
+ * of that digest, not with this one, and is not recorded (an untag by someone else in the same instant cannot be
+ * told apart, and would be). The shared view forgets what the digest took.
  */
 async function vanishedWith (
   client: RegistryClient, plan: Pick<DeletionPlan, 'repository' | 'digest'>, tags: RepositoryTags, before: readonly string[], removedTags: readonly string[]
 ): Promise<string[]> {
-  tags.deleted(plan.digest)
-  for (const tag of removedTags) tags.gone(tag)
   const after = new Set(await listedAfter(client, plan.repository, before))
   const meant = new Set(removedTags)
-  const vanished = before.filter(tag => !meant.has(tag) && !after.has(tag)).sort()
-  for (const tag of vanished) tags.gone(tag)
-  return vanished
+  const vanished: string[] = []
+  for (const tag of before.filter(name => !meant.has(name) && !after.has(name))) {
+    const last = tags.digestOf(tag)
+    tags.gone(tag)
+    // Unknown to the view (it answered 404 to the late look, before this DELETE) or on a digest gone too: not this DELETE's doing.
+    /* c8 ignore next */
+    if (last === undefined || await manifestGone(client, plan.repository, last) === true) continue
+    vanished.push(tag)
+  }
+  tags.deleted(plan.digest)
+  for (const tag of removedTags) tags.gone(tag)
+  return vanished.sort()
 }
 
 async function listedAfter (client: RegistryClient, repository: string, before: readonly string[]): Promise<readonly string[]> {

@@ -226,3 +226,20 @@ t.test('a listing after the DELETE that fails leaves the deletion done and recor
   t.equal(audited.items[0]?.errorCode, undefined)
   t.same(await tagsNow(name), ['main'])
 })
+
+t.test('a tag that 404s during the scan, and a tag deleted by someone else mid-run, are forgotten, then learnt again when listed', async t => {
+  const name = 'shared/churn'
+  const images = await seed(name, ['pr-1', 'pr-2', 'ghost', 'old'])
+  const s = await setup(t)
+  const cleanup = await s.plan([name], { select: [{ glob: 'pr-*' }] })
+  // The scan's GET of ghost answers 404 once, as for a tag deleted between the listing and the GET.
+  s.proxy.fault({ method: 'GET', path: `/v2/${name}/manifests/ghost`, action: { kind: 'respond', status: 404, body: '{"errors":[{"code":"MANIFEST_UNKNOWN","message":"gone"}]}' }, times: 1 })
+  const { events } = await runHolding(s, cleanup, async () => {
+    // Someone else deletes old while the run's first DELETE is held: the next late look no longer lists it.
+    await checker.deleteManifest(name, (images.get('old') as Seeded).digest)
+  })
+  t.same(events.map(event => event.result), ['done', 'done'])
+  t.same(await tagsNow(name), ['ghost'])
+  const audited = await s.run.images.audit.list({ cleanupId: cleanup.id }, { limit: 50 }, () => true)
+  t.ok(audited.items.every(item => item.errorCode === undefined && item.removedTags.length === 1), 'old went with its own digest, which someone else deleted: not recorded as this run\'s')
+})
