@@ -75,18 +75,19 @@ async function tagsNow (name: string): Promise<string[]> {
 
 /** Runs the cleanup; with `meanwhile`, the run's first DELETE is held until it has changed the registry. */
 async function runHolding (
-  setup: Setup, cleanup: CleanupPlan, meanwhile?: (deleting: string) => Promise<void>
+  setup: Setup, cleanup: CleanupPlan, meanwhile?: (deleting: string) => Promise<void>,
+  hold: { method: string, path?: (request: { path: string }) => boolean } = { method: 'DELETE' }
 ): Promise<{ events: Array<Extract<CleanupRunEvent, { type: 'tag' }>>, started: number }> {
   const { proxy, run } = setup
   let release = (): void => {}
   const held = new Promise<void>(resolve => { release = resolve })
-  if (meanwhile !== undefined) proxy.fault({ method: 'DELETE', action: { kind: 'hold', release: held }, times: 1 })
+  if (meanwhile !== undefined) proxy.fault({ ...hold, action: { kind: 'hold', release: held }, times: 1 })
   const started = proxy.requests.length
   await executeCleanup(run, { identity: alice, context, cleanup })
   const events: Array<Extract<CleanupRunEvent, { type: 'tag' }>> = []
   run.runs.subscribe(cleanup.id, event => { if (event.type === 'tag') events.push(event) })
   if (meanwhile !== undefined) {
-    const deleting = await proxy.waitFor(entry => entry.method === 'DELETE' && entry.action === 'hold')
+    const deleting = await proxy.waitFor(entry => entry.method === hold.method && entry.action === 'hold')
     await meanwhile(deleting.path.split('/manifests/')[1] as string)
     release()
   }
@@ -242,4 +243,22 @@ t.test('a tag that 404s during the scan, and a tag deleted by someone else mid-r
   t.same(await tagsNow(name), ['ghost'])
   const audited = await s.run.images.audit.list({ cleanupId: cleanup.id }, { limit: 50 }, () => true)
   t.ok(audited.items.every(item => item.errorCode === undefined && item.removedTags.length === 1), 'old went with its own digest, which someone else deleted: not recorded as this run\'s')
+})
+
+t.test('a tag deleted by someone else between two removals is forgotten when the next late look lists the tags', async t => {
+  const name = 'shared/between'
+  const images = await seed(name, ['pr-1', 'pr-2', 'old'])
+  const s = await setup(t)
+  const cleanup = await s.plan([name], { select: [{ glob: 'pr-*' }] })
+  // Listings of the run: the scan's, then per removal one before and one after its DELETE; the 4th is the second
+  // removal's late look, held while old goes.
+  let listings = 0
+  const fourth = ({ path }: { path: string }): boolean => path.endsWith('/tags/list') && ++listings === 4
+  const { events } = await runHolding(s, cleanup, async () => {
+    await checker.deleteManifest(name, (images.get('old') as Seeded).digest)
+  }, { method: 'GET', path: fourth })
+  t.same(events.map(event => event.result), ['done', 'done'])
+  t.same(await tagsNow(name), [])
+  const audited = await s.run.images.audit.list({ cleanupId: cleanup.id }, { limit: 50 }, () => true)
+  t.ok(audited.items.every(item => item.errorCode === undefined && item.removedTags.length === 1), 'nothing recorded as vanished')
 })
