@@ -74,8 +74,18 @@ async function plannedAndKept (deps: CleanupDeps, caller: Caller, request: Clean
     signal: caller.signal
   }))
   const { id, registry, createdBy, createdAt, state } = plan
-  await deps.audit.saveCleanup({ id, registry, createdBy, createdAt, state, body: JSON.stringify(plan) })
+  const body = JSON.stringify(plan)
+  await deps.audit.saveCleanup({ id, registry, createdBy, createdAt, state, body })
+  bodies.set(plan, body)
   return plan
+}
+
+/** The JSON each new plan was kept as: a plan of 10,000 entries is serialized once, for the store and the answer alike. */
+const bodies = new WeakMap<CleanupPlan, string>()
+
+/** The JSON of a plan createCleanup or planRetentionPolicy just answered, exactly as the store keeps it. */
+export function plannedBody (plan: CleanupPlan): string {
+  return bodies.get(plan) as string
 }
 
 /** `POST /cleanups`: plans the cleanup the body describes, keeps it, answers it. Nothing in the registry changes. */

@@ -10,7 +10,7 @@
  */
 import type { AuditRecord, CleanupRun, CleanupRunCounts, CleanupRunState } from '../audit/types.js'
 import { GatewayError, invalidField, isGatewayError } from '../errors.js'
-import { ScansPerCaller } from '../images/co-tags.js'
+import { ScansPerCaller, SharedTagScans } from '../images/co-tags.js'
 import { executePlan, type ImageServices, type RequestContext } from '../images/delete-image.js'
 import { restoreDeletion } from '../images/restore-deletion.js'
 import type { RestoreDeletionResult } from '../images/shapes.js'
@@ -264,8 +264,9 @@ async function perform (
   const deletedDigests = new Set<string>()
   const context: RequestContext = { ...input.context, cleanupId: cleanup.id }
   // The run's own concurrency bounds its co-tag scans; the per-caller limit is for requests, which a run would
-  // otherwise trip over itself (and audit a refused attempt for every retry).
-  const images: ImageServices = { ...services.images, coTagScans: new ScansPerCaller(services.concurrency) }
+  // otherwise trip over itself (and audit a refused attempt for every retry). One co-tag scan per repository serves
+  // the whole run, kept up to date by each removal's late look, rather than one scan per removal (N² fetches).
+  const images: ImageServices = { ...services.images, coTagScans: new ScansPerCaller(services.concurrency), sharedScans: new SharedTagScans() }
   let auditLost: unknown
   let persisting = Promise.resolve()
 

@@ -95,6 +95,13 @@ export interface CoTagScan {
   signal?: AbortSignal
   /** When given, also collects the tags that point at image indexes or manifest lists (digest → tags). */
   indexes?: Map<string, string[]>
+  /** When given, told what every tag asked points at, or that it is gone (a run's shared view keeps up this way). */
+  seen?: TagObserver
+}
+
+export interface TagObserver {
+  saw: (tag: string, digest: string, mediaType: string) => void
+  gone: (tag: string) => void
 }
 
 /** What the first scan found: the co-tags, and every tag it listed (so the last look checks only new ones). */
@@ -117,11 +124,12 @@ export async function tagsOnDigest (
       // GET, not HEAD: undici closes the connection after every HEAD, which would cost a TCP (and TLS)
       // handshake per tag; a manifest is a few KB, and its bytes are hashed, so the digest is checked too.
       const found = await client.getManifest(repository, candidate, 'pull,delete', signal)
+      scan.seen?.saw(candidate, found.digest, found.mediaType)
       if (found.digest === digest) sharing.push(candidate)
       else if (scan.indexes !== undefined && isIndex(found.mediaType)) scan.indexes.set(found.digest, [...scan.indexes.get(found.digest) ?? [], candidate])
     } catch (error) {
-      if (isGatewayError(error) && error.code === 'NOT_FOUND') return
-      throw error
+      if (!isGatewayError(error) || error.code !== 'NOT_FOUND') throw error
+      scan.seen?.gone(candidate)
     }
   }, scan.signal)
   return sharing.sort()
@@ -170,4 +178,95 @@ export async function lateCoTags (
     scan.budget.spend(candidates.length, `the tags of ${repository} added while ${repository}:${tag} was checked (${candidates.length})`)
     return await tagsOnDigest(client, repository, digest, candidates, scan)
   })
+}
+
+/** What a tag pointed at when a run last looked. */
+interface SeenTag { digest: string, mediaType: string }
+
+/**
+ * A cleanup run's one co-tag scan of a repository, shared by all its removals there: the tag list and every tag
+ * resolved once, then kept up to date instead of scanned again per removal (which made a run of N removals in an
+ * N-tag repository cost N² manifest fetches). It changes by what the run itself does (a deleted digest takes its
+ * tags, an untag its tag) and by what each removal's late look finds right before its DELETE: a fresh listing, whose
+ * unknown names are resolved and whose vanished names are forgotten. What it cannot see is a tag it already knows
+ * being moved onto a digest: the listing looks the same. The post-DELETE listing (`vanished`) catches that one.
+ */
+export class RepositoryTags implements TagObserver {
+  readonly #tags = new Map<string, SeenTag>()
+  /** Index digest → child digests: a manifest's content never changes under its digest, so this never goes stale. */
+  readonly children = new Map<string, unknown[]>()
+
+  saw (tag: string, digest: string, mediaType: string): void { this.#tags.set(tag, { digest, mediaType }) }
+  gone (tag: string): void { this.#tags.delete(tag) }
+  digestOf (tag: string): string | undefined { return this.#tags.get(tag)?.digest }
+
+  /** The digest the run deleted: every tag last seen on it went with it. */
+  deleted (digest: string): void {
+    for (const [tag, seen] of this.#tags) if (seen.digest === digest) this.#tags.delete(tag)
+  }
+
+  /** The co-tags of `digest` as last seen, the tags that point at indexes, and every name known now (the late look's baseline). */
+  findings (digest: string, tag: string, indexes?: Map<string, string[]>): CoTagFindings {
+    const coTags: string[] = []
+    for (const [other, seen] of this.#tags) {
+      if (other === tag) continue
+      if (seen.digest === digest) coTags.push(other)
+      else if (indexes !== undefined && isIndex(seen.mediaType)) indexes.set(seen.digest, [...indexes.get(seen.digest) ?? [], other])
+    }
+    return { coTags: coTags.sort(), listed: new Set(this.#tags.keys()) }
+  }
+
+  /**
+   * The late look with a shared view: a fresh listing; names it no longer has are forgotten, names the view does not
+   * know are resolved (and remembered), protected tags are always asked again. Answers the tags on `digest` now that
+   * the removal's first look did not report, and the listing, for the check after the DELETE.
+   */
+  async late (
+    client: RegistryClient, repository: string, digest: string, tag: string,
+    first: Readonly<CoTagFindings>, protectedTags: readonly string[], scan: CoTagScan
+  ): Promise<{ late: string[], listed: string[] }> {
+    return await scanning(scan, repository, tag, async () => {
+      const listed = await client.listTags(repository, scan.signal)
+      const now = new Set(listed)
+      for (const known of this.#tags.keys()) if (!now.has(known)) this.#tags.delete(known)
+      const candidates = [...new Set([...listed.filter(name => !this.#tags.has(name)), ...protectedTags])].filter(name => name !== tag)
+      scan.budget.spend(candidates.length, `the tags of ${repository} added while ${repository}:${tag} was checked (${candidates.length})`)
+      await tagsOnDigest(client, repository, digest, candidates, { ...scan, seen: this })
+      const reported = new Set([tag, ...first.coTags])
+      const late = [...now].filter(name => !reported.has(name) && this.#tags.get(name)?.digest === digest)
+      return { late: late.sort(), listed }
+    })
+  }
+}
+
+/** A run's shared scans, one per registry and repository, each made by the first removal that needs it. */
+export class SharedTagScans {
+  readonly #scans = new Map<string, Promise<RepositoryTags>>()
+
+  /**
+   * The co-tags of the removal's `digest` from the shared view, scanning the repository first if this run has not:
+   * one listing and every tag resolved, counted against this removal's budget. The removal's own tag was just
+   * resolved, so the view learns it first. A scan that fails is forgotten, and the next removal scans again.
+   */
+  async findCoTags (
+    client: RegistryClient, resolved: { repository: string, tag: string, digest: string, mediaType: string }, scan: CoTagScan
+  ): Promise<{ first: CoTagFindings, tags: RepositoryTags }> {
+    const { repository, tag } = resolved
+    const key = `${client.name}\n${repository}`
+    let pending = this.#scans.get(key)
+    if (pending === undefined) {
+      pending = scanning(scan, repository, tag, async () => {
+        const tags = new RepositoryTags()
+        const listed = await client.listTags(repository, scan.signal)
+        scan.budget.spend(listed.length, `the tags of ${repository} (${listed.length}), scanned once for this run`)
+        await tagsOnDigest(client, repository, '', listed, { ...scan, indexes: undefined, seen: tags })
+        return tags
+      })
+      this.#scans.set(key, pending)
+      pending.catch(() => { this.#scans.delete(key) })
+    }
+    const tags = await pending
+    tags.saw(tag, resolved.digest, resolved.mediaType)
+    return { first: tags.findings(resolved.digest, tag, scan.indexes), tags }
+  }
 }

@@ -13,7 +13,9 @@ import { parseImageRef } from '../registry/reference.js'
 import { isIndex } from '../registry/media-types.js'
 import { repositoryLockKey, type KeyedLock, type Untagger, type UntagStrategy } from '../registry/untag.js'
 import { AMBIGUOUS, attemptFields, denial, errorFields, manifestGone, settleQuietly, untagOutcome, type Authorize, type RequestContext } from './attempt.js'
-import { findCoTags, lateCoTags, ManifestBudget, type CoTagFindings, type CoTagScan, type ScansPerCaller } from './co-tags.js'
+import {
+  findCoTags, lateCoTags, ManifestBudget, type CoTagFindings, type CoTagScan, type RepositoryTags, type ScansPerCaller, type SharedTagScans
+} from './co-tags.js'
 import { makePlan, PLAN_ID, type DeleteMode, type DeletionPlan, type PlanContent, type PlanDecision } from './plan.js'
 import type { PlanBook } from './approvals.js'
 import type { DeleteImageResult } from './shapes.js'
@@ -44,6 +46,8 @@ export interface ImageServices {
   onAuditLost: (error: unknown, record: AuditRecord) => void
   /** Dry-runs' plans and their approvals, for executing a plan by its id later (POST /plans/<id>/…). */
   plans: PlanBook
+  /** A cleanup run's: one co-tag scan per repository shared by its removals, instead of one per removal. */
+  sharedScans?: SharedTagScans
 }
 
 export interface DeleteImageInput {
@@ -65,8 +69,8 @@ export interface DeleteImageInput {
   signal?: AbortSignal
 }
 
-/** The scan a plan was made from, kept for the late look right before a digest DELETE. */
-interface PlanScan { scan: CoTagScan, first: CoTagFindings }
+/** The scan a plan was made from, kept for the late look right before a digest DELETE; `tags` when it is a run's shared view. */
+interface PlanScan { scan: CoTagScan, first: CoTagFindings, tags?: RepositoryTags }
 
 /** One request's attempt, as its audit records see it; `pending` is set once the write-ahead record exists. */
 interface Run {
@@ -147,13 +151,17 @@ function childDigests (bytes: Buffer, registry: string, what: string): unknown[]
 
 /** The tagged indexes and lists that reference `digest`: deleting it would leave those multi-platform images broken. */
 async function referencingIndexes (
-  client: RegistryClient, repository: string, digest: string, indexes: Map<string, string[]>, scan: CoTagScan
+  client: RegistryClient, repository: string, digest: string, indexes: Map<string, string[]>, scan: CoTagScan, known = new Map<string, unknown[]>()
 ): Promise<DeletionPlan['referencedBy']> {
   const referencing: DeletionPlan['referencedBy'] = []
   scan.budget.spend(indexes.size, `which multi-platform images of ${repository} reference ${digest}`)
   for (const [indexDigest, tags] of indexes) {
-    const index = await client.getManifest(repository, indexDigest, 'pull,delete', scan.signal)
-    const children = childDigests(index.bytes, client.name, `${repository}@${indexDigest}`)
+    let children = known.get(indexDigest)
+    if (children === undefined) {
+      const index = await client.getManifest(repository, indexDigest, 'pull,delete', scan.signal)
+      children = childDigests(index.bytes, client.name, `${repository}@${indexDigest}`)
+      known.set(indexDigest, children)
+    }
     if (children.includes(digest)) referencing.push({ digest: indexDigest, tags: [...tags].sort() })
   }
   return referencing
@@ -178,19 +186,22 @@ async function planAfterScan (run: Run, base: PlanBase): Promise<Planned> {
   const { mode } = base
   const indexes = new Map<string, string[]>()
   const scan: CoTagScan = { concurrency: deps.coTagConcurrency, budget: new ManifestBudget(deps.coTagScanLimit), signal: input.signal }
-  const first = await findCoTags(client, base.repository, base.digest, base.tag, isIndex(base.mediaType) ? scan : { ...scan, indexes })
-  const referencedBy = await referencingIndexes(client, base.repository, base.digest, indexes, scan)
+  const scanned = isIndex(base.mediaType) ? scan : { ...scan, indexes }
+  const { first, tags } = deps.sharedScans === undefined
+    ? { first: await findCoTags(client, base.repository, base.digest, base.tag, scanned), tags: undefined }
+    : await deps.sharedScans.findCoTags(client, base, scanned)
+  const referencedBy = await referencingIndexes(client, base.repository, base.digest, indexes, scan, tags?.children)
   const force = mode === 'digest' && input.force === true
   if (mode === 'digest' && referencedBy.length > 0) throw referencedByIndex(run, base.digest, referencedBy)
   if (mode === 'digest' && first.coTags.length > 0 && !force) throw sharedDigest(run, base, first.coTags, [])
   if (mode === 'auto' && (first.coTags.length > 0 || referencedBy.length > 0)) {
-    return { content: untagContent(run, base, first.coTags, referencedBy), scan: { scan, first } }
+    return { content: untagContent(run, base, first.coTags, referencedBy), scan: { scan, first, ...(tags === undefined ? {} : { tags }) } }
   }
   return {
     content: {
       ...base, force, action: 'deleted-digest', strategy: 'digest', removedTags: [base.tag, ...first.coTags], sharedWith: first.coTags, referencedBy
     },
-    scan: { scan, first }
+    scan: { scan, first, ...(tags === undefined ? {} : { tags }) }
   }
 }
 
@@ -416,17 +427,18 @@ async function resolveAndRun (run: Run, readUnderLock: boolean): Promise<DeleteI
     return { auditId: record.id, ...resultOf(run, plan, true, refusal) }
   }
   return plan.action === 'untagged'
-    ? await untag(run, plan, manifest, readUnderLock)
+    ? await untag(run, plan, manifest, readUnderLock, planned.scan?.tags)
     : await deleteDigest(run, plan, manifest, planned.scan as PlanScan)
 }
 
 /** Removes only the plan's tag, with the registry's strategy; the saved bytes let undo put it back. */
-async function untag (run: Run, plan: DeletionPlan, manifest: Manifest, readUnderLock = false): Promise<DeleteImageResult> {
+async function untag (run: Run, plan: DeletionPlan, manifest: Manifest, readUnderLock = false, tags?: RepositoryTags): Promise<DeleteImageResult> {
   const { deps, client } = run
   const pending = await deps.audit.record({ ...run.attempt, ...auditFields(plan), decision: run.decision, outcome: 'pending', manifest: manifest.bytes })
   run.pending = pending
   const request = { repository: plan.repository, tag: plan.tag, original: manifest, readUnderLock }
   const done = await deps.untagger.untag(client, plan.strategy as UntagStrategy, request)
+  tags?.gone(plan.tag)
   await settleQuietly(deps, pending, {
     outcome: 'deleted',
     upstreamStatus: 202,
@@ -450,8 +462,13 @@ async function deleteDigest (run: Run, plan: DeletionPlan, manifest: Manifest, p
   const { repository, tag, digest } = plan
   let removedTags = plan.removedTags
   let sharedWith = plan.sharedWith
+  let vanished: string[] = []
   const untagInstead = await deps.locks.run(repositoryLockKey(client.name, repository), async () => {
-    const late = await lateCoTags(client, repository, digest, tag, planScan.first, deps.literalProtectedTags(client.name, repository), planScan.scan)
+    const protectedTags = deps.literalProtectedTags(client.name, repository)
+    const looked = planScan.tags === undefined
+      ? { late: await lateCoTags(client, repository, digest, tag, planScan.first, protectedTags, planScan.scan), listed: undefined }
+      : await planScan.tags.late(client, repository, digest, tag, planScan.first, protectedTags, planScan.scan)
+    const { late } = looked
     if (late.length > 0 && plan.mode === 'auto') {
       const { id: _id, decisions, ...content } = plan
       const strategy = deps.registrySettings(client.name).untagStrategy
@@ -474,11 +491,58 @@ async function deleteDigest (run: Run, plan: DeletionPlan, manifest: Manifest, p
     const writeAhead = { ...auditFields(plan), removedTags, decision: run.decision, outcome: 'pending' as const, manifest: manifest.bytes }
     run.pending = await deps.audit.record({ ...run.attempt, ...writeAhead })
     await client.deleteManifest(repository, digest)
+    if (looked.listed !== undefined) vanished = await vanishedWith(client, plan, planScan.tags as RepositoryTags, looked.listed, removedTags)
     return undefined
   })
-  if (untagInstead !== undefined) return await untag(run, untagInstead, manifest)
-  await settleQuietly(deps, run.pending as AuditRecord, { outcome: 'deleted', upstreamStatus: 202, durationMs: run.elapsed() })
-  return { auditId: (run.pending as AuditRecord).id, ...resultOf(run, plan, false, undefined, { removedTags, sharedWith }) }
+  if (untagInstead !== undefined) return await untag(run, untagInstead, manifest, false, planScan.tags)
+  const settled = vanished.length === 0
+    ? { outcome: 'deleted' as const, upstreamStatus: 202, durationMs: run.elapsed() }
+    : {
+        outcome: 'deleted' as const,
+        upstreamStatus: 202,
+        durationMs: run.elapsed(),
+        removedTags: [...removedTags, ...vanished],
+        errorCode: 'TAGS_VANISHED',
+        errorDetail: `${vanished.join(', ')} disappeared with this DELETE: moved onto ${digest} after the run last resolved them, they went with it; restoring this deletion puts them back`
+      }
+  await settleQuietly(deps, run.pending as AuditRecord, settled)
+  return { auditId: (run.pending as AuditRecord).id, ...resultOf(run, plan, false, undefined, { removedTags: settled.removedTags ?? removedTags, sharedWith }) }
+}
+
+/**
+ * After a run's digest DELETE, still under the lock: the tags the late look listed that are gone now and were not
+ * meant to go. A run resolves each tag once, so a tag it knew that someone moved onto this digest afterwards went
+ * with it unseen; the registry has no conditional DELETE to prevent that, so it is found here and recorded with the
+ * deletion, which undo then restores. A tag whose last known digest is gone too went with someone else's deletion
+ * of that digest, not with this one, and is not recorded (an untag by someone else in the same instant cannot be
+ * told apart, and would be). The shared view forgets what the digest took.
+ */
+async function vanishedWith (
+  client: RegistryClient, plan: Pick<DeletionPlan, 'repository' | 'digest'>, tags: RepositoryTags, before: readonly string[], removedTags: readonly string[]
+): Promise<string[]> {
+  const after = new Set(await listedAfter(client, plan.repository, before))
+  const meant = new Set(removedTags)
+  const vanished: string[] = []
+  for (const tag of before.filter(name => !meant.has(name) && !after.has(name))) {
+    const last = tags.digestOf(tag)
+    tags.gone(tag)
+    // Unknown to the view (it answered 404 to the late look, before this DELETE) or on a digest gone too: not this DELETE's doing.
+    /* c8 ignore next */
+    if (last === undefined || await manifestGone(client, plan.repository, last) === true) continue
+    vanished.push(tag)
+  }
+  tags.deleted(plan.digest)
+  for (const tag of removedTags) tags.gone(tag)
+  return vanished.sort()
+}
+
+async function listedAfter (client: RegistryClient, repository: string, before: readonly string[]): Promise<readonly string[]> {
+  try {
+    return await client.listTags(repository)
+  } catch {
+    // The DELETE is done and recorded as such; a listing that fails now only means this check cannot be made.
+    return before
+  }
 }
 
 /**

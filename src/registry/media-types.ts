@@ -19,6 +19,8 @@ export function essence (mediaType: string): string {
 }
 
 export function isIndex (mediaType: string): boolean {
+  // The bare types, as stored, answer without a split and a lower-case copy: planning asks per tag and per comparison.
+  if (mediaType === OCI_MANIFEST || mediaType === DOCKER_MANIFEST) return false
   const type = essence(mediaType)
   return type === OCI_INDEX || type === DOCKER_LIST
 }

@@ -89,7 +89,8 @@ t.test('POST /cleanups plans and keeps; GET shows it to its maker and to auditor
 
   const again = await gateway.rest('GET', `/cleanups/${plan.id as string}`)
   t.equal(again.status, 200)
-  t.same(again.body, plan, 'the plan as it was made')
+  t.same(again.body, plan, 'the plan as it was made: the answer to POST is the JSON kept, with no field the schema leaves out')
+  t.equal(reply.headers['content-type'], 'application/json; charset=utf-8')
   t.equal((await gateway.rest('GET', `/cleanups/${plan.id as string}`, { key: KEYS.auditor })).status, 200, 'an auditor may look')
   const stranger = await gateway.rest('GET', `/cleanups/${plan.id as string}`, { key: KEYS.ci })
   t.match(stranger, { status: 404, body: { code: 'NOT_FOUND' } }, 'anyone else is told it does not exist')
@@ -152,6 +153,7 @@ t.test('POST /retention/<name>/plan plans a configured policy; an unknown name i
   const reply = await gateway.rest('POST', '/retention/previews/plan')
   t.equal(reply.status, 201)
   t.match(reply.body, { policy: 'previews', repositories: [NAME], rules: RETENTION.policies[0]?.rules, totals: { remove: 2, keep: 3 } })
+  t.same((await gateway.rest('GET', `/cleanups/${reply.body.id as string}`)).body, reply.body, 'answered as kept')
   const old = await gateway.rest('POST', '/retention/old-previews/plan', { key: KEYS.ci })
   t.match(old, { status: 201, body: { policy: 'old-previews', registry: 'default', createdBy: 'apikey:ci', totals: { remove: 2, keep: 3 } } })
   const unknown = await gateway.rest('POST', '/retention/nightly/plan')
