@@ -59,7 +59,7 @@ async function setup (t: Test, protectedTags: string[] = []): Promise<Setup> {
   return {
     proxy,
     plan: async (repositories, rules) => await planCleanup(planning, { identity: alice, context, repositories, rules }),
-    run: { images, concurrency: 1, maxDeletions: 100, runs: new ActiveRuns(), now: Date.now }
+    run: { images, concurrency: 1, maxDeletions: 100, runs: new ActiveRuns(), now: Date.now, replicas: { heartbeatMs: 1000, staleAfterMs: 60_000, cancelWaitMs: 5000, pollMs: 10 } }
   }
 }
 
