@@ -67,12 +67,15 @@ const cancel = (p: (n: number) => string): string => `UPDATE cleanup_runs SET
 const sqliteParameter = (): string => '?'
 const postgresParameter = (n: number): string => `$${n}`
 
+/** interruptCleanupRuns' default cut-off: after every ISO time a run can have started at. */
+export const LATEST = '9999-12-31T23:59:59.999Z'
+
 export const CLEANUP_RUN_SQL = {
   sqlite: {
     claim: `INSERT INTO cleanup_runs (${runColumns}, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (cleanup_id) DO NOTHING`,
     select: `SELECT ${readColumns} FROM cleanup_runs WHERE cleanup_id = ?`,
     update: finish(sqliteParameter),
-    interrupt: "UPDATE cleanup_runs SET state = 'interrupted', finished_at = ? WHERE state = 'running' RETURNING cleanup_id",
+    interrupt: "UPDATE cleanup_runs SET state = 'interrupted', finished_at = ? WHERE state = 'running' AND started_at < ? RETURNING cleanup_id",
     heartbeat: "UPDATE cleanup_runs SET heartbeat_at = ? WHERE cleanup_id = ? AND state = 'running' RETURNING cancel_requested_at",
     cancel: cancel(sqliteParameter),
     interruptStale: "UPDATE cleanup_runs SET state = 'interrupted', finished_at = ? WHERE state = 'running' AND heartbeat_at < ? RETURNING cleanup_id"
@@ -81,7 +84,7 @@ export const CLEANUP_RUN_SQL = {
     claim: `INSERT INTO cleanup_runs (${runColumns}, heartbeat_at) VALUES ($1, $2, $3, $4, $5, $6, $7, now()) ON CONFLICT (cleanup_id) DO NOTHING`,
     select: `SELECT ${readColumns} FROM cleanup_runs WHERE cleanup_id = $1`,
     update: finish(postgresParameter),
-    interrupt: "UPDATE cleanup_runs SET state = 'interrupted', finished_at = $1 WHERE state = 'running' RETURNING cleanup_id",
+    interrupt: "UPDATE cleanup_runs SET state = 'interrupted', finished_at = $1 WHERE state = 'running' AND started_at < $2 RETURNING cleanup_id",
     heartbeat: "UPDATE cleanup_runs SET heartbeat_at = now() WHERE cleanup_id = $1 AND state = 'running' RETURNING cancel_requested_at",
     cancel: cancel(postgresParameter),
     interruptStale: `UPDATE cleanup_runs SET state = 'interrupted', finished_at = $1

@@ -5,7 +5,7 @@ import {
   cleanupValues, INSERT_CLEANUP_POSTGRES, POSTGRES_CLEANUPS_MIGRATION, PRUNE_CLEANUPS_POSTGRES, SELECT_CLEANUP_POSTGRES, toCleanupRecord, type CleanupRow
 } from './cleanup-sql.js'
 import {
-  CLEANUP_RUN_SQL, claimValues, POSTGRES_CLEANUP_RUN_LEASES_MIGRATION, POSTGRES_CLEANUP_RUNS_MIGRATION, toCleanupRun, updateValues, type CleanupRunRow
+  CLEANUP_RUN_SQL, claimValues, LATEST, POSTGRES_CLEANUP_RUN_LEASES_MIGRATION, POSTGRES_CLEANUP_RUNS_MIGRATION, toCleanupRun, updateValues, type CleanupRunRow
 } from './cleanup-run-sql.js'
 import { newAuditId } from './id.js'
 import { describePostgresError } from './postgres-errors.js'
@@ -411,9 +411,9 @@ export async function openPostgresAuditStore (options: PostgresAuditStoreOptions
       return rows.length === 0 ? undefined : toCleanupRun(rows[0] as CleanupRunRow)
     },
 
-    async interruptCleanupRuns () {
+    async interruptCleanupRuns (startedBefore = LATEST) {
       ensureOpen()
-      const { rows } = await pool.query<{ cleanup_id: string }>(CLEANUP_RUN_SQL.postgres.interrupt, [now().toISOString()])
+      const { rows } = await pool.query<{ cleanup_id: string }>(CLEANUP_RUN_SQL.postgres.interrupt, [now().toISOString(), startedBefore])
       return rows.map(row => row.cleanup_id)
     },
 

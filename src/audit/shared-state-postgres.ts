@@ -42,9 +42,10 @@ export interface PostgresSharedStateOptions {
   rateSweepEvery?: number
 }
 
-/** A 64-bit advisory lock id for a key: the first 8 bytes of its SHA-256, as PostgreSQL's signed bigint. */
+/** What `locked` answers when it did not wait and another held the key. */
 const NOT_HELD = Symbol('not held')
 
+/** A 64-bit advisory lock id for a key: the first 8 bytes of its SHA-256, as PostgreSQL's signed bigint. */
 export function advisoryLockId (key: string): string {
   return createHash('sha256').update(`registry-delete-gateway\n${key}`).digest().readBigInt64BE(0).toString()
 }

@@ -5,7 +5,7 @@ import {
   cleanupValues, INSERT_CLEANUP_SQLITE, PRUNE_CLEANUPS_SQLITE, SELECT_CLEANUP_SQLITE, SQLITE_CLEANUPS_MIGRATION, toCleanupRecord, type CleanupRow
 } from './cleanup-sql.js'
 import {
-  CLEANUP_RUN_SQL, SQLITE_CLEANUP_RUN_LEASES_MIGRATION, SQLITE_CLEANUP_RUNS_MIGRATION, sqliteClaimValues, toCleanupRun, updateValues, type CleanupRunRow
+  CLEANUP_RUN_SQL, LATEST, SQLITE_CLEANUP_RUN_LEASES_MIGRATION, SQLITE_CLEANUP_RUNS_MIGRATION, sqliteClaimValues, toCleanupRun, updateValues, type CleanupRunRow
 } from './cleanup-run-sql.js'
 import { newAuditId } from './id.js'
 import { outboxMigration, sqliteOutbox } from './outbox-sqlite.js'
@@ -439,9 +439,9 @@ export function openSqliteAuditStore (path: string, options: SqliteAuditStoreOpt
       return row === undefined ? undefined : toCleanupRun(row)
     },
 
-    async interruptCleanupRuns () {
+    async interruptCleanupRuns (startedBefore = LATEST) {
       ensureOpen()
-      return (cleanupRuns.interrupt.all(now().toISOString()) as Array<{ cleanup_id: string }>).map(row => row.cleanup_id)
+      return (cleanupRuns.interrupt.all(now().toISOString(), startedBefore) as Array<{ cleanup_id: string }>).map(row => row.cleanup_id)
     },
 
     async heartbeatCleanupRun (cleanupId) {

@@ -167,8 +167,11 @@ export interface AuditStore extends OutboxStore {
    */
   updateCleanupRun (cleanupId: string, changes: CleanupRunChanges): Promise<CleanupRunState | undefined>
   getCleanupRun (cleanupId: string): Promise<CleanupRun | undefined>
-  /** At start-up: every run still `running` belonged to a process that is gone; marks them interrupted, returns their ids. */
-  interruptCleanupRuns (): Promise<string[]>
+  /**
+   * At start-up: every run still `running` that started before `startedBefore` (this process's start) belonged to a
+   * process that is gone; marks them interrupted, returns their ids. Runs this process started meanwhile stay.
+   */
+  interruptCleanupRuns (startedBefore?: string): Promise<string[]>
   /**
    * The owner's heartbeat, while the run is `running`: answers whether a cancel was asked, or undefined (nothing
    * written) when the run is no longer running (another replica marked it interrupted).

@@ -23,6 +23,7 @@ import { cleanupEventMessages, type WebhookRoute } from '../notifications/events
 import type { CleanupNotificationEvent } from '../notifications/shapes.js'
 import type { Identity } from '../policy/types.js'
 import type { RequestContext } from '../images/attempt.js'
+import { PagesInFlight } from '../images/browse.js'
 import { planRetentionPolicy, type CleanupDeps, type RetentionPolicy } from './cleanups.js'
 import { executeCleanup, type CleanupRunServices } from './run-cleanup.js'
 import type { CleanupPlan } from './shapes.js'
@@ -81,7 +82,7 @@ export interface RetentionSchedulerDeps {
   defaultRegistry: string
   cleanups: CleanupDeps
   runs: CleanupRunServices
-  shared: Pick<SharedState, 'tryExclusive' | 'peekPlan' | 'putPlan'>
+  shared: Pick<SharedState, 'tryExclusive' | 'peekPlan' | 'putPlan' | 'takePlan'>
   outbox: Pick<OutboxStore, 'publish'>
   webhooks: readonly WebhookRoute[]
   /** Told after an event was written, so deliveries start at once. */
@@ -101,6 +102,10 @@ export interface RetentionScheduler {
 /** Scheduled times are remembered this long: far longer than any replica's clock could lag behind another's. */
 const SLOT_MEMORY_MS = 7 * 24 * 60 * 60 * 1000
 const SLOT_KIND = 'retention-slot'
+/** The policy's latest scheduled work: `{}` while it is being planned (until the lease ends), then `{cleanupId}`. */
+const LAST_KIND = 'retention-last'
+/** A replica that dies while planning holds the policy this long at most. */
+const PLANNING_LEASE_MS = 30 * 60 * 1000
 const DRY_RUN_KIND = 'retention-dry-run'
 /** Markers kept per kind: a policy every minute for a week, times a few policies. */
 const MARKER_CAPACITY = 100_000
@@ -124,6 +129,14 @@ export function startRetentionScheduler (deps: RetentionSchedulerDeps): Retentio
   /** Attempts under way in this process, one per policy at most. */
   const attempts = new Map<string, Promise<SlotOutcome>>()
   const stopping = new AbortController()
+
+  const observe = (policy: string, slotMs: number, outcome: SlotOutcome): void => {
+    try {
+      deps.observer?.(policy, new Date(slotMs).toISOString(), outcome)
+    } catch (error) {
+      logger.warn({ err: error, policy }, 'the retention observer failed')
+    }
+  }
 
   const publish = async (policy: ScheduledPolicy, event: CleanupNotificationEvent): Promise<void> => {
     const messages = cleanupEventMessages(deps.webhooks, event)
@@ -158,22 +171,38 @@ export function startRetentionScheduler (deps: RetentionSchedulerDeps): Retentio
     /* c8 ignore next */
     const { code, detail } = isGatewayError(error) ? error : { code: 'INTERNAL_ERROR', detail: 'the scheduled cleanup failed unexpectedly' }
     logger.warn({ policy: policy.name, scheduledFor: new Date(slotMs).toISOString(), errorCode: code, detail }, 'a scheduled cleanup did not run')
-    await publish(policy, eventOf(policy, slotMs, 'cleanup.failed', `evt_retention_${policy.name}_${slotMs}_failed`, {
+    // The id names neither the policy nor the time: the deliveries listing shows ids to auditors of one repository.
+    const id = `evt_retention_${createHash('sha256').update(`${policy.name}\n${slotMs}`).digest('hex').slice(0, 32)}_failed`
+    await publish(policy, eventOf(policy, slotMs, 'cleanup.failed', id, {
       errorCode: code, detail, ...(cleanupId === undefined ? {} : { cleanupId })
     }))
     return { outcome: 'failed', errorCode: code, ...(cleanupId === undefined ? {} : { cleanupId }) }
   }
 
-  const perform = async (policy: ScheduledPolicy, slotMs: number, lockLost: AbortSignal): Promise<SlotOutcome> => {
+  // Scheduled plans are made one at a time on a replica: policies sharing a service identity and a time would
+  // otherwise meet its per-caller limit (429) and lose that time. Each plan already reads 16 manifests at once.
+  const planner: CleanupDeps = { ...deps.cleanups, plansInFlight: new PagesInFlight(1, 'scheduled cleanups being planned', 'retention') }
+  let planning: Promise<unknown> = Promise.resolve()
+  const planInTurn = async (work: () => Promise<CleanupPlan>): Promise<CleanupPlan> => {
+    const turn = planning.then(work)
+    planning = turn.catch(() => undefined)
+    return await turn
+  }
+
+  const perform = async (policy: ScheduledPolicy, slotMs: number): Promise<SlotOutcome> => {
     const identity = serviceIdentity(policy.runAs ?? deps.runAs)
     const context: RequestContext = { requestId: `retention-${policy.name}-${slotMs}`, transport: 'schedule' }
-    const signal = AbortSignal.any([lockLost, stopping.signal])
+    const signal = stopping.signal
     let plan: CleanupPlan
     try {
-      plan = await planRetentionPolicy(deps.cleanups, { identity, context, signal, name: policy.name })
+      plan = await planInTurn(async () => await planRetentionPolicy(planner, { identity, context, signal, name: policy.name }))
     } catch (error) {
+      // The next time need not wait for a planning lease that ran out on nothing.
+      await deps.shared.takePlan(LAST_KIND, policy.name, now())
       return await failed(policy, slotMs, error)
     }
+    const last = { kind: LAST_KIND, id: policy.name, payload: { cleanupId: plan.id }, requester: identity.subject, expiresMs: now() + SLOT_MEMORY_MS }
+    await deps.shared.putPlan(last, MARKER_CAPACITY, now())
     if (policy.dryRunFirst) {
       const fingerprint = `${policy.name}:${policyFingerprint(policy, deps.runAs)}`
       if (await deps.shared.peekPlan(DRY_RUN_KIND, fingerprint, now()) === undefined) {
@@ -188,8 +217,8 @@ export function startRetentionScheduler (deps: RetentionSchedulerDeps): Retentio
     let run: CleanupRun
     try {
       await executeCleanup(deps.runs, { identity, context, cleanup: plan, ...(policy.maxDeletions === undefined ? {} : { maxDeletions: policy.maxDeletions }) })
-      // A lost lock lets another replica in, and a stopping gateway must not leave a run going: either cancels it
-      // (in-flight removals finish and are audited). A stop that came while the run was being claimed cancels it too.
+      // A stopping gateway must not leave a run going: it cancels it (in-flight removals finish and are audited),
+      // also when the stop came while the run was being claimed.
       const cancel = (): void => { deps.runs.runs.cancel(plan.id) }
       signal.addEventListener('abort', cancel, { once: true })
       // Only a stop landing while executeCleanup recorded the run gets here aborted, a window no test can aim at.
@@ -209,21 +238,42 @@ export function startRetentionScheduler (deps: RetentionSchedulerDeps): Retentio
     return { outcome: 'ran', cleanupId: plan.id, run }
   }
 
-  const attempt = async (policy: ScheduledPolicy, slotMs: number): Promise<SlotOutcome> => {
+  /**
+   * Under the policy's lock, briefly: the time is taken unless another replica took it, or the policy's previous
+   * run (or its planning, within its lease) is still going somewhere.
+   */
+  const claim = async (policy: ScheduledPolicy, slotMs: number): Promise<'claimed' | 'taken' | 'busy'> => {
     const slotId = `${policy.name}@${new Date(slotMs).toISOString()}`
+    if (await deps.shared.peekPlan(SLOT_KIND, slotId, now()) !== undefined) return 'taken'
+    const last = await deps.shared.peekPlan(LAST_KIND, policy.name, now())
+    if (last !== undefined) {
+      const { cleanupId } = last.payload as { cleanupId?: string }
+      if (cleanupId === undefined || (await deps.cleanups.audit.store.getCleanupRun(cleanupId))?.state === 'running') return 'busy'
+    }
+    const subject = serviceIdentity(policy.runAs ?? deps.runAs).subject
+    await deps.shared.putPlan({ kind: SLOT_KIND, id: slotId, payload: {}, requester: subject, expiresMs: slotMs + SLOT_MEMORY_MS }, MARKER_CAPACITY, now())
+    const planningLease = { kind: LAST_KIND, id: policy.name, payload: {}, requester: subject, expiresMs: now() + PLANNING_LEASE_MS }
+    await deps.shared.putPlan(planningLease, MARKER_CAPACITY, now())
+    return 'claimed'
+  }
+
+  const attempt = async (policy: ScheduledPolicy, slotMs: number): Promise<SlotOutcome> => {
+    let claimed: 'claimed' | 'taken' | 'busy'
     try {
-      const tried = await deps.shared.tryExclusive(`retention:${policy.name}`, async held => {
-        if (await deps.shared.peekPlan(SLOT_KIND, slotId, now()) !== undefined) return { outcome: 'taken' } as const
-        const subject = serviceIdentity(policy.runAs ?? deps.runAs).subject
-        await deps.shared.putPlan({ kind: SLOT_KIND, id: slotId, payload: {}, requester: subject, expiresMs: slotMs + SLOT_MEMORY_MS }, MARKER_CAPACITY, now())
-        return await perform(policy, slotMs, held.signal)
-      })
-      return tried.held ? tried.value : { outcome: 'busy' }
+      const tried = await deps.shared.tryExclusive(`retention:${policy.name}`, async () => await claim(policy, slotMs))
+      claimed = tried.held ? tried.value : 'busy'
     } catch (error) {
       // The shared store is down: no replica can tell whether another ran this time, so none does.
       logger.error({ err: error, policy: policy.name, scheduledFor: new Date(slotMs).toISOString() },
         'a scheduled cleanup could not take its lock; this time is skipped')
       return { outcome: 'failed', errorCode: 'AUDIT_UNAVAILABLE' }
+    }
+    if (claimed !== 'claimed') return { outcome: claimed }
+    try {
+      return await perform(policy, slotMs)
+    } catch (error) {
+      // Only the store's own calls between the use cases get here (the dry-run marker, the last-run marker).
+      return await failed(policy, slotMs, error)
     }
   }
 
@@ -233,13 +283,13 @@ export function startRetentionScheduler (deps: RetentionSchedulerDeps): Retentio
     if (attempts.has(policy.name)) {
       logger.warn({ policy: policy.name, scheduledFor: new Date(slotMs).toISOString() },
         'the previous scheduled run of this policy still goes here; this time is skipped')
-      deps.observer?.(policy.name, new Date(slotMs).toISOString(), { outcome: 'busy' })
+      observe(policy.name, slotMs, { outcome: 'busy' })
       return { outcome: 'busy' }
     }
     const running = attempt(policy, slotMs).finally(() => { attempts.delete(policy.name) })
     attempts.set(policy.name, running)
     const outcome = await running
-    deps.observer?.(policy.name, new Date(slotMs).toISOString(), outcome)
+    observe(policy.name, slotMs, outcome)
     return outcome
   }
 

@@ -54,13 +54,15 @@ export function startAuditHousekeeping (deps: HousekeepingDeps): AuditHousekeepi
     const summary = await reconcilePending({ ...deps, owner, locks, inFlightMs: graceMs }, logger)
     if (summary.settled + summary.left > 0) logger.info(summary, 'reconciled pending audit records')
   }
+  // Runs started from now on are this process's own, even while start-up housekeeping is still going.
+  const bootedAt = new Date().toISOString()
   const startup = (async () => {
     await prune()
     await reconcile(sharedAtStartup ? inFlightMs : 0)
     // A run still `running` belonged to a gateway that stopped mid-run: its tags are each done (audited, the
     // pending record just reconciled) or untouched, and it is reported as interrupted, not resumed. In a store
     // shared by replicas only a run whose heartbeat is stale is: another may be some replica's, still going.
-    const interrupted = sharedAtStartup ? await audit.store.interruptStaleCleanupRuns(staleAfterMs) : await audit.store.interruptCleanupRuns()
+    const interrupted = sharedAtStartup ? await audit.store.interruptStaleCleanupRuns(staleAfterMs) : await audit.store.interruptCleanupRuns(bootedAt)
     if (interrupted.length > 0) logger.warn({ cleanups: interrupted }, 'cleanup runs interrupted by a stop are marked interrupted')
   })().catch((error: unknown) => { logger.error({ err: error }, 'audit start-up housekeeping failed') })
   let sweeping: Promise<void> | undefined

@@ -10,6 +10,7 @@ import { startPostgres } from '../../testing/postgres-process.js'
 import { startRegistry } from '../../testing/registry-process.js'
 import { pushImage } from '../../testing/seed.js'
 import { ADMIN_KEY, sha256Hex, startGateway, type Gateway } from '../fixtures/gateway.js'
+import { startFaultProxy } from '../fixtures/fault-proxy.js'
 import { startReceiver, type Receiver } from '../fixtures/webhook-receiver.js'
 
 const registry = await startRegistry()
@@ -131,4 +132,30 @@ t.test('a scheduled policy runs once with two replicas: both timers fire at the 
   const deleted = await a.rest('GET', '/audit?outcome=deleted&name=sched/replicas')
   t.equal(deleted.body.items.length, 1, 'pr-3 removed once, by one replica')
   t.equal((await events(receiver, 1)).length, 1, 'one report')
+})
+
+t.test('a run still going on one replica makes the next time pass on the other; the policy lock is not held by a run', async t => {
+  const receiver = await startReceiver()
+  t.teardown(() => receiver.down())
+  const proxy = await startFaultProxy(registry.url)
+  t.teardown(() => proxy.close())
+  for (const tag of ['pr-1', 'pr-2']) await pushImage({ url: registry.url }, 'sched/overlap', [tag], 'oci')
+  const url = await postgres.createDatabase('schedule_overlap')
+  // One connection in the lock pool: a run that held the policy's lock would leave none for its own deletions.
+  const settings = (replica: number): Record<string, unknown> => ({
+    ...config(receiver, [retention('overlap', 'sched/overlap')], { audit: { driver: 'postgres', url, poolSize: 1 }, cleanups: { runConcurrency: 1 } }),
+    registries: { default: { url: replica === 0 ? proxy.url : registry.url, defaultMode: 'auto' } }
+  })
+  const a = await startGateway(t, { registries: { default: { url: proxy.url } }, policy: POLICY, config: settings(0) })
+  const b = await startGateway(t, { registries: { default: { url: registry.url } }, policy: POLICY, config: settings(1) })
+  let release = (): void => {}
+  proxy.fault({ method: 'DELETE', action: { kind: 'hold', release: new Promise<void>(resolve => { release = resolve }) }, times: 1 })
+  const at = Date.parse('2026-12-02T09:00:00Z')
+  const first = a.app.retentionScheduler.runSlot('overlap', at)
+  await proxy.waitFor(each => each.method === 'DELETE', 60_000)
+  t.same(await b.app.retentionScheduler.runSlot('overlap', at + 5 * MINUTE), { outcome: 'busy' }, 'the previous run is still going on replica A')
+  release()
+  t.match(await first, { outcome: 'ran', run: { state: 'done', counts: { done: 2 } } }, 'with one lock connection the run deleted its tags')
+  t.same(await tagsOf('sched/overlap'), [])
+  t.match(await b.app.retentionScheduler.runSlot('overlap', at + 10 * MINUTE), { outcome: 'ran', run: { counts: { done: 0 } } }, 'once it ended, the next time runs')
 })

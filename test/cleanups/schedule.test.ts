@@ -187,16 +187,36 @@ t.test('what a scheduled run refuses: an identity that may delete nothing, a pla
   const at = Date.parse('2026-12-02T04:00:00Z')
 
   t.match(await scheduler.runSlot('readonly', at), { outcome: 'failed', errorCode: 'FORBIDDEN' })
+  t.match(await scheduler.runSlot('readonly', at + 5 * MINUTE), { outcome: 'failed', errorCode: 'FORBIDDEN' }, 'a failed plan holds up no later time')
   t.match((await events(receiver, 1))[0], { type: 'cleanup.failed', data: { subject: 'service:readonly', errorCode: 'FORBIDDEN', detail: /may delete no tag/ } })
 
   const capped = await scheduler.runSlot('capped', at)
   t.match(capped, { outcome: 'failed', errorCode: 'INVALID_REQUEST' })
   t.ok((capped as { cleanupId?: string }).cleanupId, 'the plan over the cap is kept to review')
-  t.match((await events(receiver, 2))[1], { type: 'cleanup.failed', data: { errorCode: 'INVALID_REQUEST', detail: /more than maxDeletions \(2\)/ } })
+  t.match((await events(receiver, 3)).find(event => event.data.errorCode === 'INVALID_REQUEST'),
+    { type: 'cleanup.failed', data: { detail: /more than maxDeletions \(2\)/, cleanupId: (capped as { cleanupId?: string }).cleanupId } })
   t.same(await tagsOf('sched/capped'), ['pr-1', 'pr-2', 'pr-3'], 'nothing removed over the cap')
 
   t.match(await scheduler.runSlot('elsewhere', at), { outcome: 'failed', errorCode: /^UPSTREAM_/ })
   await t.rejects(scheduler.runSlot('nope', at), /no scheduled retention policy nope/)
+})
+
+t.test('policies sharing a service identity and a time all run: scheduled plans take turns, none is refused 429', async t => {
+  const receiver = await startReceiver()
+  t.teardown(() => receiver.down())
+  const names = ['one', 'two', 'three', 'four']
+  for (const name of names) await pushImage({ url: registry.url }, `sched/${name}`, ['pr-1'], 'oci')
+  const gateway = await startGateway(t, {
+    registries: { default: { url: registry.url, defaultMode: 'auto' } },
+    policy: POLICY,
+    config: config(receiver, names.map(name => retention(name, `sched/${name}`))),
+    // An observer that fails is logged, never a crash.
+    retentionObserver: () => { throw new Error('observer bug') }
+  })
+  const at = Date.parse('2026-12-02T03:30:00Z')
+  const outcomes = await Promise.all(names.map(async name => await gateway.app.retentionScheduler.runSlot(name, at)))
+  t.same(outcomes.map(outcome => outcome.outcome), ['ran', 'ran', 'ran', 'ran'])
+  for (const name of names) t.same(await tagsOf(`sched/${name}`), [])
 })
 
 t.test('a policy still running here skips its next time; once the gateway closed nothing runs', async t => {
@@ -285,20 +305,32 @@ t.test('a report the outbox cannot take is logged, and the run stands', async t 
   t.teardown(() => real.close())
   // A fault only here: an outbox failing exactly when the report is written, after the run, is not something a
   // real store can be made to do on cue.
-  const store = { ...real, publish: async () => { throw new Error('outbox unavailable') } }
+  const store = {
+    ...real,
+    publish: async () => { throw new Error('outbox unavailable') },
+    shared: {
+      ...real.shared,
+      putPlan: async (...args: Parameters<typeof real.shared.putPlan>) => {
+        if (args[0].kind === 'retention-dry-run') throw new Error('store unavailable')
+        await real.shared.putPlan(...args)
+      }
+    }
+  }
   const lines: string[] = []
   const sink = new Writable({ write (chunk: Buffer, _encoding, done) { lines.push(chunk.toString('utf8')); done() } })
   await pushImage({ url: registry.url }, 'sched/unreported', ['pr-1'], 'oci')
   const gateway = await startGateway(t, {
     registries: { default: { url: registry.url, defaultMode: 'auto' } },
     policy: POLICY,
-    config: config(receiver, [retention('unreported', 'sched/unreported')]),
+    config: config(receiver, [retention('unreported', 'sched/unreported'), retention('unmarked', 'sched/unreported', { dryRunFirst: true })]),
     auditStore: store,
     logger: pino({ level: 'info' }, sink)
   })
   t.match(await gateway.app.retentionScheduler.runSlot('unreported', Date.parse('2026-12-02T08:00:00Z')), { outcome: 'ran', run: { state: 'done' } })
   t.same(await tagsOf('sched/unreported'), [])
   t.ok(lines.some(line => line.includes('could not be written to the outbox') && line.includes('unreported')), 'an operator hears of it')
+  t.match(await gateway.app.retentionScheduler.runSlot('unmarked', Date.parse('2026-12-02T08:00:00Z')), { outcome: 'failed', errorCode: 'INTERNAL_ERROR' },
+    'a store failing between the use cases fails the time, reported as such')
 })
 
 t.test('a clock set back before the scheduled time: the timer waits again and runs the time once', async t => {
