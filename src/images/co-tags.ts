@@ -188,8 +188,10 @@ interface SeenTag { digest: string, mediaType: string }
  * resolved once, then kept up to date instead of scanned again per removal (which made a run of N removals in an
  * N-tag repository cost N² manifest fetches). It changes by what the run itself does (a deleted digest takes its
  * tags, an untag its tag) and by what each removal's late look finds right before its DELETE: a fresh listing, whose
- * unknown names are resolved and whose vanished names are forgotten. What it cannot see is a tag it already knows
- * being moved onto a digest: the listing looks the same. The post-DELETE listing (`vanished`) catches that one.
+ * unknown names are resolved and whose vanished names are forgotten. An index learnt that way is then read for the
+ * removal's digest, as a fresh scan would have (deleteDigest's late index check). What it cannot see is a tag it
+ * already knows being moved onto a digest: the listing looks the same. The post-DELETE listing (`vanished`) catches
+ * that one; an unprotected index tag moved onto a new index that lists the digest it does not.
  */
 export class RepositoryTags implements TagObserver {
   readonly #tags = new Map<string, SeenTag>()

@@ -151,10 +151,11 @@ function childDigests (bytes: Buffer, registry: string, what: string): unknown[]
 
 /** The tagged indexes and lists that reference `digest`: deleting it would leave those multi-platform images broken. */
 async function referencingIndexes (
-  client: RegistryClient, repository: string, digest: string, indexes: Map<string, string[]>, scan: CoTagScan, known = new Map<string, unknown[]>()
+  client: RegistryClient, repository: string, digest: string, indexes: Map<string, string[]>, scan: CoTagScan, known = new Map<string, unknown[]>(),
+  fetches = indexes.size
 ): Promise<DeletionPlan['referencedBy']> {
   const referencing: DeletionPlan['referencedBy'] = []
-  scan.budget.spend(indexes.size, `which multi-platform images of ${repository} reference ${digest}`)
+  scan.budget.spend(fetches, `which multi-platform images of ${repository} reference ${digest}`)
   for (const [indexDigest, tags] of indexes) {
     let children = known.get(indexDigest)
     if (children === undefined) {
@@ -165,6 +166,20 @@ async function referencingIndexes (
     if (children.includes(digest)) referencing.push({ digest: indexDigest, tags: [...tags].sort() })
   }
   return referencing
+}
+
+/**
+ * The late look's index check with a run's shared view, which resolves a tag once: an index tag pushed (or a protected
+ * one moved) since the scan is known only from the late look, and one listing the digest would break with it, as a
+ * single deletion's own scan would have found. Children read earlier in the run are neither fetched nor counted again.
+ */
+async function lateReferences (
+  client: RegistryClient, plan: Pick<DeletionPlan, 'repository' | 'tag' | 'digest'>, tags: RepositoryTags, scan: CoTagScan
+): Promise<DeletionPlan['referencedBy']> {
+  const indexes = new Map<string, string[]>()
+  tags.findings(plan.digest, plan.tag, indexes)
+  const unread = [...indexes.keys()].filter(index => !tags.children.has(index)).length
+  return await referencingIndexes(client, plan.repository, plan.digest, indexes, scan, tags.children, unread)
 }
 
 /**
@@ -469,12 +484,26 @@ async function deleteDigest (run: Run, plan: DeletionPlan, manifest: Manifest, p
       ? { late: await lateCoTags(client, repository, digest, tag, planScan.first, protectedTags, planScan.scan), listed: undefined }
       : await planScan.tags.late(client, repository, digest, tag, planScan.first, protectedTags, planScan.scan)
     const { late } = looked
-    if (late.length > 0 && plan.mode === 'auto') {
+    // An index is not checked for indexes listing it, at plan time either.
+    const lateIndexes = planScan.tags === undefined || isIndex(plan.mediaType) ? [] : await lateReferences(client, plan, planScan.tags, planScan.scan)
+    if ((late.length > 0 || lateIndexes.length > 0) && plan.mode === 'auto') {
       const { id: _id, decisions, ...content } = plan
       const strategy = deps.registrySettings(client.name).untagStrategy
-      const untagPlan = makePlan({ ...content, action: 'untagged', strategy, removedTags: [tag], sharedWith: [...plan.sharedWith, ...late].sort() }, decisions)
+      const untagPlan = makePlan({
+        ...content,
+        action: 'untagged',
+        strategy,
+        removedTags: [tag],
+        sharedWith: [...plan.sharedWith, ...late].sort(),
+        referencedBy: [...plan.referencedBy, ...lateIndexes]
+      }, decisions)
       if (run.input.planId !== undefined) throw planStale(run, untagPlan, run.input.planId)
       return untagPlan
+    }
+    if (lateIndexes.length > 0) {
+      const refusal = referencedByIndex(run, digest, lateIndexes)
+      run.decision = { allow: false, reason: refusal.detail }
+      throw refusal
     }
     if (late.length > 0) {
       const coTags = [...plan.sharedWith, ...late].sort()

@@ -2,16 +2,20 @@
  * A cleanup run scans each repository's co-tags once and keeps that view up to date, instead of scanning per removal
  * (N² manifest fetches). Against a real registry behind the fault proxy (which counts the requests and holds a
  * DELETE while someone else changes tags): a tag pushed onto a planned digest between plan and execute, or in the
- * middle of the run, is not deleted with it; a known tag moved onto a digest mid-run is recorded with the deletion
- * that took it, and undo puts it back.
+ * middle of the run, is not deleted with it, nor is a digest a multi-platform image pushed (or a protected one moved)
+ * meanwhile lists; a known tag moved onto a digest mid-run is recorded with the deletion that took it, and undo puts it back.
  */
 import t, { type Test } from 'tap'
 import { planCleanup, type CleanupServices } from '../../src/cleanups/plan-cleanup.js'
 import { ActiveRuns, executeCleanup, restoreCleanup, type CleanupRunEvent, type CleanupRunServices } from '../../src/cleanups/run-cleanup.js'
 import type { CleanupPlan, CleanupRules } from '../../src/cleanups/shapes.js'
 import { BrowseCache } from '../../src/images/browse-cache.js'
+import { SharedTagScans } from '../../src/images/co-tags.js'
+import { deleteImage } from '../../src/images/delete-image.js'
+import { sha256Digest } from '../../src/registry/client.js'
 import { loadPolicy } from '../../src/policy/load.js'
 import { startRegistry } from '../../testing/registry-process.js'
+import { MEDIA_TYPES } from '../../testing/seed.js'
 import { daysBefore, pushCreated, pushIndex, type Seeded } from '../fixtures/cleanup-seed.js'
 import { startFaultProxy, type FaultProxy } from '../fixtures/fault-proxy.js'
 import { directory, imageServices, memoryTrail, registryClient } from '../fixtures/use-case.js'
@@ -93,6 +97,17 @@ async function runHolding (
   }
   await run.runs.finished(cleanup.id)
   return { events, started }
+}
+
+/** Pushes an OCI index under `tag` that lists `platform` (already in the repository) as its amd64 image. */
+async function pushIndexOf (name: string, tag: string, platform: Seeded): Promise<string> {
+  const bytes = Buffer.from(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: MEDIA_TYPES.ociIndex,
+    manifests: [{ mediaType: platform.mediaType, digest: platform.digest, size: platform.bytes.length, platform: { os: 'linux', architecture: 'amd64' } }]
+  }))
+  await checker.putManifest(name, tag, bytes, MEDIA_TYPES.ociIndex)
+  return sha256Digest(bytes)
 }
 
 /** A planned removal whose digest is not `deleting`, and that runs later: the one the test changes under the run. */
@@ -261,4 +276,79 @@ t.test('a tag deleted by someone else between two removals is forgotten when the
   t.same(await tagsNow(name), [])
   const audited = await s.run.images.audit.list({ cleanupId: cleanup.id }, { limit: 50 }, () => true)
   t.ok(audited.items.every(item => item.errorCode === undefined && item.removedTags.length === 1), 'nothing recorded as vanished')
+})
+
+t.test('an index listing a planned digest, pushed between plan and execute, keeps that digest: the removal is stale', async t => {
+  const name = 'shared/index-before'
+  const images = await seed(name, ['pr-1', 'pr-2', 'main'])
+  const s = await setup(t)
+  const cleanup = await s.plan([name], { select: [{ glob: 'pr-*' }] })
+  const pr1 = images.get('pr-1') as Seeded
+  const multi = await pushIndexOf(name, 'multi', pr1)
+
+  const { events } = await runHolding(s, cleanup)
+  t.match(events.find(event => event.tag === 'pr-1'), { result: 'stale', errorCode: 'PLAN_STALE', detail: /would untag only it/ })
+  t.match(events.find(event => event.tag === 'pr-2'), { result: 'done', action: 'deleted-digest' })
+  t.same(await tagsNow(name), ['main', 'multi', 'pr-1'])
+  t.equal((await checker.getManifest(name, pr1.digest)).digest, pr1.digest, 'the platform image is still there')
+  t.equal((await checker.resolve(name, 'multi')).digest, multi, 'and the index still resolves')
+})
+
+t.test('an index listing a digest, pushed under a new tag in the middle of the run, is seen by the late look: that removal is stale', async t => {
+  const name = 'shared/index-middle'
+  // Two removals, so the index lists the digest of the very next one: no other late look learns it first.
+  const images = await seed(name, ['pr-1', 'pr-2', 'main'])
+  const s = await setup(t)
+  const cleanup = await s.plan([name], { select: [{ glob: 'pr-*' }] })
+  let later = { tag: '', digest: '' }
+  let multi = ''
+  const { events, started } = await runHolding(s, cleanup, async (deleting) => {
+    later = laterRemoval(cleanup, deleting)
+    multi = await pushIndexOf(name, 'multi', images.get(later.tag) as Seeded)
+  })
+  t.equal(events.length, 2)
+  t.match(events.find(event => event.tag === later.tag), { result: 'stale', errorCode: 'PLAN_STALE', detail: /would untag only it/ })
+  t.equal(events.filter(event => event.result === 'done').length, 1)
+  t.same(await tagsNow(name), ['main', 'multi', later.tag].sort())
+  t.equal((await checker.getManifest(name, later.digest)).digest, later.digest, 'the platform image is still there')
+  t.equal((await checker.resolve(name, 'multi')).digest, multi, 'and the index still resolves')
+  const made = s.proxy.requests.slice(started)
+  t.equal(made.filter(entry => entry.path.endsWith(`/manifests/${multi}`)).length, 1, 'the new index\'s children read once in the run')
+})
+
+t.test('a protected index tag moved mid-run onto a new index listing a digest keeps that digest', async t => {
+  const name = 'shared/index-moved'
+  const images = await seed(name, ['pr-1', 'pr-2'])
+  await pushIndex(target, name, ['release'], { amd64: daysBefore(NOW, 1), arm64: daysBefore(NOW, 1) })
+  const s = await setup(t, ['release'])
+  const cleanup = await s.plan([name], { select: [{ glob: 'pr-*' }] })
+  let later = { tag: '', digest: '' }
+  let moved = ''
+  const { events } = await runHolding(s, cleanup, async (deleting) => {
+    later = laterRemoval(cleanup, deleting)
+    moved = await pushIndexOf(name, 'release', images.get(later.tag) as Seeded)
+  })
+  t.match(events.find(event => event.tag === later.tag), { result: 'stale', errorCode: 'PLAN_STALE' })
+  t.same(await tagsNow(name), [later.tag, 'release'].sort())
+  t.equal((await checker.getManifest(name, later.digest)).digest, later.digest)
+  t.equal((await checker.resolve(name, 'release')).digest, moved)
+})
+
+t.test('a single deletion given a shared view: an index learnt by its late look refuses mode=digest, an index itself is not checked', async t => {
+  const name = 'shared/index-direct'
+  const images = await seed(name, ['pr-1'])
+  const other = await pushIndex(target, name, ['idx'], { amd64: daysBefore(NOW, 1), arm64: daysBefore(NOW, 1) })
+  const s = await setup(t)
+  const deps = { ...s.run.images, sharedScans: new SharedTagScans() }
+  const ask = { identity: alice, context, repository: name, mode: 'digest' as const }
+  // A dry-run makes the view; the index pushed after it is unknown to it until the deletion's late look.
+  t.match(await deleteImage(deps, { ...ask, tag: 'pr-1', dryRun: true }), { action: 'deleted-digest', allowed: true })
+  const pr1 = images.get('pr-1') as Seeded
+  const multi = await pushIndexOf(name, 'multi', pr1)
+  await t.rejects(deleteImage(deps, { ...ask, tag: 'pr-1' }), { code: 'REFERENCED_BY_INDEX', extras: { referencedBy: [{ digest: multi, tags: ['multi'] }] } })
+  const audited = await s.run.images.audit.list({}, { limit: 1 }, () => true)
+  t.match(audited.items[0], { tag: 'pr-1', outcome: 'rejected', errorCode: 'REFERENCED_BY_INDEX', decision: { allow: false } })
+  t.match(await deleteImage(deps, { ...ask, tag: 'idx' }), { action: 'deleted-digest', digest: other.digest })
+  t.same(await tagsNow(name), ['multi', 'pr-1'])
+  t.equal((await checker.resolve(name, 'multi')).digest, multi)
 })
