@@ -2,75 +2,20 @@
  * Issues 14 and 15: a scheduled retention policy with two replicas on one real PostgreSQL database runs once per
  * scheduled time, whether the replicas' timers fire together or a time is run on both by hand.
  */
-import { Webhook } from 'standardwebhooks'
 import t, { type Test } from 'tap'
-import { request } from 'undici'
 import type { SlotOutcome } from '../../src/cleanups/schedule.js'
 import { startPostgres } from '../../testing/postgres-process.js'
 import { startRegistry } from '../../testing/registry-process.js'
 import { pushImage } from '../../testing/seed.js'
-import { ADMIN_KEY, sha256Hex, startGateway, type Gateway } from '../fixtures/gateway.js'
+import { startGateway, type Gateway } from '../fixtures/gateway.js'
 import { startFaultProxy } from '../fixtures/fault-proxy.js'
+import { config, events, MINUTE, POLICY, retention, tagsOf as tagsOfIn } from '../fixtures/schedule.js'
 import { startReceiver, type Receiver } from '../fixtures/webhook-receiver.js'
 
 const registry = await startRegistry()
 t.teardown(() => registry.stop())
 
-const SECRET = `whsec_${Buffer.from('webhook secret for the schedule tests').toString('base64')}`
-const MINUTE = 60_000
-
-const POLICY = `
-apiKeys:
-  - { name: admin, sha256: ${sha256Hex(ADMIN_KEY)} }
-roles:
-  admin:
-    - { actions: ["*"], repositories: ["**"] }
-  janitor:
-    - { actions: [read, delete], repositories: ["sched/**"] }
-  reader:
-    - { actions: [read], repositories: ["**"] }
-bindings:
-  - { role: admin, subjects: ["apikey:admin"] }
-  - { role: janitor, subjects: ["service:retention"] }
-  - { role: reader, subjects: ["service:readonly"] }
-protectedTags:
-  - { repositories: ["sched/**"], tags: [keep-me] }
-`
-/** Once a year: no timer fires while a test runs its scheduled times by hand. */
-const YEARLY = '0 0 1 1 *'
-
-function retention (name: string, repository: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
-  return { name, repositories: [repository], rules: { select: [{ glob: 'pr-*' }] }, schedule: YEARLY, ...extra }
-}
-
-function config (receiver: Receiver, policies: Array<Record<string, unknown>>, extra: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    retention: { policies },
-    notifications: { webhooks: [{ name: 'ops', url: receiver.url, secret: SECRET, timeoutMs: 10_000, events: ['cleanup.planned', 'cleanup.finished', 'cleanup.failed'] }], pollMs: 20, retry: { firstDelayMs: 50, maxDelayMs: 200 } },
-    ...extra
-  }
-}
-
-async function tagsOf (name: string): Promise<string[]> {
-  const response = await request(`${registry.url}/v2/${name}/tags/list`)
-  const body = await response.body.json() as { tags: string[] | null }
-  return [...(body.tags ?? [])].sort()
-}
-
-interface Event { id: string, type: string, data: Record<string, any> }
-
-/**
- * The signed events the receiver got, verified, each once (delivery is at least once: an attempt that timed out on a
- * busy machine may have arrived, and is sent again); waits until there are `count`.
- */
-async function events (receiver: Receiver, count: number): Promise<Event[]> {
-  for (let n = 1; ; n++) {
-    await receiver.nth(n)
-    const verified = receiver.received.map(received => new Webhook(SECRET).verify(received.body, received.headers as Record<string, string>) as Event)
-    const distinct = [...new Map(verified.map(event => [event.id, event])).values()]
-    if (distinct.length >= count) return distinct
-  }
-}
+const tagsOf = async (name: string): Promise<string[]> => await tagsOfIn(registry.url, name)
 
 async function replicas (
   t: Test, url: string, receiver: Receiver, policy: Record<string, unknown>, offset: number, outcomes: Array<{ replica: number, outcome: SlotOutcome }>

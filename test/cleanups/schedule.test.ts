@@ -9,9 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import pino from 'pino'
-import { Webhook } from 'standardwebhooks'
 import t from 'tap'
-import { request } from 'undici'
 import { Value } from 'typebox/value'
 import { nextSlot, policyFingerprint, scheduleProblem, type ScheduledPolicy, type SlotOutcome } from '../../src/cleanups/schedule.js'
 import { validateConfig } from '../../src/config/load.js'
@@ -21,68 +19,15 @@ import { openSqliteAuditStore } from '../../src/audit/index.js'
 import { outboxRouter } from '../../src/services.js'
 import { startRegistry } from '../../testing/registry-process.js'
 import { pushImage } from '../../testing/seed.js'
-import { ADMIN_KEY, sha256Hex, startGateway } from '../fixtures/gateway.js'
+import { startGateway } from '../fixtures/gateway.js'
 import { startFaultProxy } from '../fixtures/fault-proxy.js'
-import { startReceiver, type Receiver } from '../fixtures/webhook-receiver.js'
+import { config, events, MINUTE, POLICY, retention, SECRET, tagsOf as tagsOfIn, type Event } from '../fixtures/schedule.js'
+import { startReceiver } from '../fixtures/webhook-receiver.js'
 
 const registry = await startRegistry()
 t.teardown(() => registry.stop())
 
-const SECRET = `whsec_${Buffer.from('webhook secret for the schedule tests').toString('base64')}`
-const MINUTE = 60_000
-
-const POLICY = `
-apiKeys:
-  - { name: admin, sha256: ${sha256Hex(ADMIN_KEY)} }
-roles:
-  admin:
-    - { actions: ["*"], repositories: ["**"] }
-  janitor:
-    - { actions: [read, delete], repositories: ["sched/**"] }
-  reader:
-    - { actions: [read], repositories: ["**"] }
-bindings:
-  - { role: admin, subjects: ["apikey:admin"] }
-  - { role: janitor, subjects: ["service:retention"] }
-  - { role: reader, subjects: ["service:readonly"] }
-protectedTags:
-  - { repositories: ["sched/**"], tags: [keep-me] }
-`
-/** Once a year: no timer fires while a test runs its scheduled times by hand. */
-const YEARLY = '0 0 1 1 *'
-
-function retention (name: string, repository: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
-  return { name, repositories: [repository], rules: { select: [{ glob: 'pr-*' }] }, schedule: YEARLY, ...extra }
-}
-
-function config (receiver: Receiver, policies: Array<Record<string, unknown>>, extra: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    retention: { policies },
-    notifications: { webhooks: [{ name: 'ops', url: receiver.url, secret: SECRET, timeoutMs: 10_000, events: ['cleanup.planned', 'cleanup.finished', 'cleanup.failed'] }], pollMs: 20, retry: { firstDelayMs: 50, maxDelayMs: 200 } },
-    ...extra
-  }
-}
-
-async function tagsOf (name: string): Promise<string[]> {
-  const response = await request(`${registry.url}/v2/${name}/tags/list`)
-  const body = await response.body.json() as { tags: string[] | null }
-  return [...(body.tags ?? [])].sort()
-}
-
-interface Event { id: string, type: string, data: Record<string, any> }
-
-/**
- * The signed events the receiver got, verified, each once (delivery is at least once: an attempt that timed out on a
- * busy machine may have arrived, and is sent again); waits until there are `count`.
- */
-async function events (receiver: Receiver, count: number): Promise<Event[]> {
-  for (let n = 1; ; n++) {
-    await receiver.nth(n)
-    const verified = receiver.received.map(received => new Webhook(SECRET).verify(received.body, received.headers as Record<string, string>) as Event)
-    const distinct = [...new Map(verified.map(event => [event.id, event])).values()]
-    if (distinct.length >= count) return distinct
-  }
-}
+const tagsOf = async (name: string): Promise<string[]> => await tagsOfIn(registry.url, name)
 
 t.test('the schedule grammar: five fields or a nickname, a real time zone', async t => {
   t.equal(scheduleProblem('30 3 * * *', 'UTC'), undefined)
