@@ -22,6 +22,8 @@ import type { CleanupEntry, CleanupPlan } from './shapes.js'
 
 /** The abort reason of a gateway that stops: its runs end interrupted, not cancelled. */
 const SHUTDOWN = Symbol('shutdown')
+/** How far behind a run's stored counts may be while it runs (other replicas follow a run through them). */
+const COUNTS_WRITE_MS = 250
 
 export type TagResult = 'done' | 'stale' | 'failed' | 'skipped'
 
@@ -269,13 +271,22 @@ async function perform (
   const images: ImageServices = { ...services.images, coTagScans: new ScansPerCaller(services.concurrency), sharedScans: new SharedTagScans() }
   let auditLost: unknown
   let persisting = Promise.resolve()
+  let countsDue: ReturnType<typeof setTimeout> | undefined
+
+  // Counts are written in order, one write at a time, and at most every COUNTS_WRITE_MS: a write per removal was a
+  // synchronous commit per tag on SQLite. The audit trail, not these counts, is what a restart trusts; this
+  // replica's subscribers get every tag event at once, other replicas see counts at most that much behind.
+  const writeCounts = (): void => {
+    countsDue = undefined
+    const counts = { ...run.counts }
+    persisting = persisting.then(async () => { await store.updateCleanupRun(cleanup.id, { state: 'running', counts }) }).catch(() => undefined)
+  }
 
   const report = (entry: CleanupEntry, result: TagResult, details: Partial<Extract<CleanupRunEvent, { type: 'tag' }>> = {}): void => {
     run.counts[result]++
     const counts = { ...run.counts }
     services.runs.emit(cleanup.id, { type: 'tag', cleanupId: cleanup.id, repository: entry.repository, tag: entry.tag, result, ...details, counts })
-    // Counts are written in order, one write at a time; the audit trail, not these counts, is what a restart trusts.
-    persisting = persisting.then(async () => { await store.updateCleanupRun(cleanup.id, { state: 'running', counts }) }).catch(() => undefined)
+    countsDue ??= setTimeout(writeCounts, COUNTS_WRITE_MS)
   }
 
   const execute = async (entry: CleanupEntry): Promise<void> => {
@@ -312,6 +323,8 @@ async function perform (
   const stoppedHere = signal.aborted && (signal.reason === SHUTDOWN || signal.reason === LOST)
   run.state = auditLost !== undefined || stoppedHere ? 'interrupted' : signal.aborted ? 'cancelled' : 'done'
   run.finishedAt = new Date(services.now()).toISOString()
+  // The final write below carries every count.
+  clearTimeout(countsDue)
   await persisting
   const stored = await store.updateCleanupRun(cleanup.id, { state: run.state, finishedAt: run.finishedAt, counts: run.counts }).catch(() => undefined)
   // Another replica's verdict (interrupted, when this one's heartbeat looked dead) stands: the store says how it ended.

@@ -301,6 +301,29 @@ const until = async (what: () => boolean): Promise<void> => {
   while (!what()) await new Promise(resolve => setTimeout(resolve, 10))
 }
 
+t.test('the stored counts follow a run that waits (other replicas read them), and the end writes them all', async t => {
+  const proxy = await startFaultProxy(registry.url)
+  t.teardown(() => proxy.close())
+  const name = 'run/counts'
+  for (const tag of ['pr-1', 'pr-2', 'pr-3']) await pushCreated(target, name, [tag], ago(30))
+  const { plan, run } = setup(t, { concurrency: 1 }, proxy.url)
+  const cleanup = await plan([name], { select: [{ glob: 'pr-*' }] })
+  await executeCleanup(run, { identity: alice, context, cleanup })
+  let release = (): void => {}
+  // The first removal's event comes before the next removal starts: from then on its DELETE waits.
+  run.runs.subscribe(cleanup.id, event => { if (event.type === 'tag' && event.counts.done === 1) release = holdDeletes(proxy) })
+  let stored = await run.images.audit.store.getCleanupRun(cleanup.id)
+  while (stored?.counts.done !== 1) {
+    await new Promise(resolve => setTimeout(resolve, 20))
+    stored = await run.images.audit.store.getCleanupRun(cleanup.id)
+  }
+  t.match(stored, { state: 'running', counts: { done: 1, skipped: 0 } }, 'the store has the first removal while the second is held')
+  release()
+  const finished = await run.runs.finished(cleanup.id)
+  t.match(finished, { state: 'done', counts: { done: 3 } })
+  t.same(await run.images.audit.store.getCleanupRun(cleanup.id), finished, 'and the end, with every count')
+})
+
 t.test('a run another replica marked interrupted stops at its owner\'s next heartbeat: the rest skipped, the verdict kept', async t => {
   const proxy = await startFaultProxy(registry.url)
   t.teardown(() => proxy.close())

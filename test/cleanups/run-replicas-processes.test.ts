@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { ChildProcess } from 'node:child_process'
+import pg from 'pg'
 import t from 'tap'
 import { request } from 'undici'
 import { stringify } from 'yaml'
@@ -139,6 +140,16 @@ function holdDeletes (): () => void {
   }
 }
 
+const db = new pg.Client({ connectionString: databaseUrl })
+await db.connect()
+t.teardown(async () => { await db.end() })
+
+/** When the replica running it last beat, as the store has it (the API does not show it). */
+async function heartbeatOf (id: string): Promise<string> {
+  const { rows } = await db.query<{ beat: string }>('SELECT heartbeat_at::text AS beat FROM cleanup_runs WHERE cleanup_id = $1', [id])
+  return (rows[0] as { beat: string }).beat
+}
+
 const deletesSeen = (): number => proxy.requests.filter(each => each.method === 'DELETE').length
 
 // A answers a cancel of B's run at once (202 cancelling); B waits for A's run to stop.
@@ -189,6 +200,10 @@ t.test('a run on B cancelled through A that does not stop in time: 202 cancellin
   t.match(answer, { status: 202, body: { cleanupId: plan.id, state: 'cancelling', cancelRequestedBy: 'apikey:alice' } },
     'the removal B has in flight keeps it running: accepted, not done')
   const following = events(a, plan.id)
+  // Released only once B has beaten after the cancel was recorded (that beat read it): released sooner, B's three
+  // removals could all finish before its next beat, and the run would end done.
+  const beatAfterCancel = await heartbeatOf(plan.id)
+  await until(async () => await heartbeatOf(plan.id) !== beatAfterCancel)
   release()
   const stream = await following
   t.match(stream[0], ['state', { state: 'cancelling' }])
