@@ -165,7 +165,8 @@ export async function startPostgres (options: PostgresProcessOptions = {}): Prom
     },
     async stop (stopOptions = {}) {
       await stopChild()
-      if (stopOptions.keepData !== true) await rm(dir, { recursive: true, force: true })
+      // A backend still finishing its last write can add a file while the directory is being removed (ENOTEMPTY).
+      if (stopOptions.keepData !== true) await rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 })
     }
   }
 }
