@@ -64,6 +64,7 @@ interface Active {
 /** The runs this process is executing: what cancel aborts and what the event stream listens to. */
 export class ActiveRuns {
   readonly #active = new Map<string, Active>()
+  #stopping = false
 
   /** Aborts the run; in-flight removals finish, the rest are skipped. False when this process is not running it. */
   cancel (cleanupId: string): boolean {
@@ -86,14 +87,23 @@ export class ActiveRuns {
     return this.#active.get(cleanupId)?.finished
   }
 
-  /** Waits for every run in progress, after stopping them (shutdown: in-flight removals finish, the runs end interrupted). */
+  /**
+   * Waits for every run in progress, after stopping them (shutdown: in-flight removals finish, the runs end
+   * interrupted). A run claimed after this (a scheduled time or a request already past its checks) is stopped as it
+   * starts: it ends interrupted with every removal skipped, not left going on a gateway that is closing.
+   */
   async stopAll (): Promise<void> {
+    this.#stopping = true
     const runs = [...this.#active.values()]
     for (const run of runs) run.controller.abort(SHUTDOWN)
     await Promise.allSettled(runs.map(async run => await run.finished))
   }
 
-  add (cleanupId: string, active: Active): void { this.#active.set(cleanupId, active) }
+  add (cleanupId: string, active: Active): void {
+    if (this.#stopping) active.controller.abort(SHUTDOWN)
+    this.#active.set(cleanupId, active)
+  }
+
   remove (cleanupId: string): void { this.#active.delete(cleanupId) }
   emit (cleanupId: string, event: CleanupRunEvent): void {
     // Only a run in progress emits: its entry is there until after its last event.
@@ -225,8 +235,16 @@ export async function cancelCleanup (services: CleanupRunServices, input: { iden
     cleanupId: cleanup.id, state: 'cancelled', startedBy: identity.subject, startedAt: now, finishedAt: now, maxDeletions: 0, counts: noCounts()
   }
   if (await guarded(async () => await store.claimCleanupRun(run))) return run
+  const stored = await guarded(async () => await store.getCleanupRun(cleanup.id)) as CleanupRun
+  if (isLive(stored)) {
+    // Claimed, here or on another replica, between the cancel request (no run yet) and the claim above: the
+    // cancel goes to that run rather than being lost.
+    await guarded(async () => await store.requestCleanupCancel(cleanup.id, identity.subject))
+    services.runs.cancel(cleanup.id)
+    return await stopped(services, cleanup.id)
+  }
   // Already run, cancelled, or interrupted: cancelling changes nothing, and says what it is.
-  return await guarded(async () => await store.getCleanupRun(cleanup.id)) as CleanupRun
+  return stored
 }
 
 /** Reads another replica's run until it has ended or cancelWaitMs has passed (on the injected clock). */

@@ -216,18 +216,12 @@ export function startRetentionScheduler (deps: RetentionSchedulerDeps): Retentio
     }
     let run: CleanupRun
     try {
+      // A stopping gateway stops the run (ActiveRuns.stopAll), also one claimed while it was stopping: in-flight
+      // removals finish and are audited, the run ends interrupted.
       await executeCleanup(deps.runs, { identity, context, cleanup: plan, ...(policy.maxDeletions === undefined ? {} : { maxDeletions: policy.maxDeletions }) })
-      // A stopping gateway must not leave a run going: it cancels it (in-flight removals finish and are audited),
-      // also when the stop came while the run was being claimed.
-      const cancel = (): void => { deps.runs.runs.cancel(plan.id) }
-      signal.addEventListener('abort', cancel, { once: true })
-      // Only a stop landing while executeCleanup recorded the run gets here aborted, a window no test can aim at.
-      /* c8 ignore next */
-      if (signal.aborted) cancel()
       // A run with nothing to remove can end before this line (microtask order decides): its end is then in the store.
       /* c8 ignore next */
       run = await (deps.runs.runs.finished(plan.id) ?? deps.cleanups.audit.store.getCleanupRun(plan.id)) as CleanupRun
-      signal.removeEventListener('abort', cancel)
     } catch (error) {
       return await failed(policy, slotMs, error, plan.id)
     }

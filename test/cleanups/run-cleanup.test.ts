@@ -439,3 +439,48 @@ t.test('a cancel of this replica\'s own run stops it even when the store cannot 
   t.match(await cancelling, { state: 'cancelled', counts: { done: 1, skipped: 1 } })
   t.notOk((await run.images.audit.store.getCleanupRun(cleanup.id))?.cancelRequestedBy, 'nothing recorded of the request, yet the run stopped')
 })
+
+t.test('a cancel racing another replica\'s claim: the run claimed between the request and the cancel\'s own claim is cancelled', async t => {
+  const proxy = await startFaultProxy(registry.url)
+  t.teardown(() => proxy.close())
+  const name = 'run/claim-race'
+  for (const tag of ['pr-1', 'pr-2', 'pr-3']) await pushCreated(target, name, [tag], ago(30))
+  const { plan, run } = setup(t, { concurrency: 1 }, proxy.url)
+  const cleanup = await plan([name], { select: [{ glob: 'pr-*' }] })
+  const release = holdDeletes(proxy)
+  t.teardown(release)
+  // Replica B executes it; replica A cancels it. A wrapper only to land B's claim exactly in the gap between A's two
+  // writes (no run to cancel yet, then A's own claim of a cancelled run), which no real timing can aim at.
+  const store = run.images.audit.store
+  let started: Promise<unknown> | undefined
+  const racing = Object.assign(Object.create(store) as typeof store, {
+    requestCleanupCancel: async (id: string, by: string) => {
+      const recorded = await store.requestCleanupCancel(id, by)
+      started ??= executeCleanup(run, { identity: alice, context, cleanup })
+      await started
+      return recorded
+    }
+  })
+  const replicaA: CleanupRunServices = {
+    ...run, runs: new ActiveRuns(), images: { ...run.images, audit: Object.assign(Object.create(run.images.audit) as typeof run.images.audit, { store: racing }) }
+  }
+  const cancelling = cancelCleanup(replicaA, { identity: alice, cleanup })
+  await proxy.waitFor(request => request.method === 'DELETE', 30_000)
+  release()
+  const answer = await cancelling
+  t.match(answer, { state: 'cancelled', cancelRequestedBy: 'user:alice' }, 'not `running`: the cancel reached the run B claimed')
+  t.ok(answer.counts.skipped >= 1 && answer.counts.done + answer.counts.skipped === 3, `the rest skipped (${answer.counts.done} done)`)
+  t.equal((await tagsNow(name)).length, 3 - answer.counts.done)
+})
+
+t.test('a run claimed while the gateway is stopping is stopped as it starts: interrupted, nothing removed', async t => {
+  const name = 'run/late'
+  for (const tag of ['pr-1', 'pr-2']) await pushCreated(target, name, [tag], ago(30))
+  const { plan, run } = setup(t)
+  const cleanup = await plan([name], { select: [{ glob: 'pr-*' }] })
+  await run.runs.stopAll()
+  t.match(await executeCleanup(run, { identity: alice, context, cleanup }), { state: 'running' }, 'claimed')
+  t.match(await run.runs.finished(cleanup.id), { state: 'interrupted', counts: { done: 0, skipped: 2 } })
+  t.match(await run.images.audit.store.getCleanupRun(cleanup.id), { state: 'interrupted', counts: { skipped: 2 } })
+  t.same(await tagsNow(name), ['pr-1', 'pr-2'], 'every tag untouched')
+})
