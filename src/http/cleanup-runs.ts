@@ -4,6 +4,7 @@ import Type from 'typebox'
 import type { CleanupRun } from '../audit/types.js'
 import { cancelCleanup, executeCleanup, isLive, restoreCleanup, type CleanupRunEvent, type CleanupRunServices } from '../cleanups/run-cleanup.js'
 import { CleanupRunSchema, ExecuteCleanupBodySchema, RestoreCleanupResultSchema } from '../cleanups/run-shapes.js'
+import { StoredRunFollowers } from '../cleanups/run-followers.js'
 import type { CleanupPlan } from '../cleanups/shapes.js'
 import type { Identity } from '../policy/types.js'
 import { clientRequestId } from './client-request-id.js'
@@ -16,6 +17,8 @@ export interface CleanupRunRouteDeps {
   load: (identity: Identity, id: string) => Promise<CleanupPlan>
   /** How often the event stream sends a comment line, so proxies keep an idle stream open. */
   heartbeatMs?: number
+  /** Polls the store for runs other replicas execute, one read per run however many streams follow it. */
+  followers?: StoredRunFollowers
 }
 
 function sse (stream: PassThrough, event: string, data: unknown): void {
@@ -29,6 +32,7 @@ function sse (stream: PassThrough, event: string, data: unknown): void {
  */
 export const cleanupRunRoutes = (deps: CleanupRunRouteDeps): FastifyPluginAsyncTypebox => async (app) => {
   const heartbeatMs = deps.heartbeatMs ?? 15_000
+  const followers = deps.followers ?? new StoredRunFollowers(async id => await deps.run.images.audit.store.getCleanupRun(id), deps.run.replicas.pollMs)
 
   app.post('/cleanups/:id/execute', {
     schema: { params: CleanupParams, body: ExecuteCleanupBodySchema, response: { 202: CleanupRunSchema } },
@@ -82,7 +86,7 @@ export const cleanupRunRoutes = (deps: CleanupRunRouteDeps): FastifyPluginAsyncT
         if (stored !== undefined) sse(stream, 'end', endOf(stored))
         stream.end()
       } else {
-        follow(stream, reply.raw, stored, heartbeatMs, deps.run)
+        follow(stream, reply.raw, stored, heartbeatMs, followers)
       }
       return await reply
     }
@@ -116,22 +120,20 @@ export const cleanupRunRoutes = (deps: CleanupRunRouteDeps): FastifyPluginAsyncT
 type Socket = { destroyed: boolean, on: (event: 'close', listener: () => void) => unknown }
 
 /**
- * Another replica's run, read from the store every cleanups.pollMs: a `progress` event (state and counts) whenever
- * they change, then `end`. The store keeps counts, not tags, so this stream has no per-tag events. A run whose
- * owner died ends once some replica marks it interrupted (cleanups.staleAfterMs).
+ * Another replica's run, read from the store every cleanups.pollMs (one read per run on this replica, however many
+ * streams follow it): a `progress` event (state and counts) whenever they change, then `end`. The store keeps
+ * counts, not tags, so this stream has no per-tag events. A run whose owner died ends once some replica marks it
+ * interrupted (cleanups.staleAfterMs).
  */
-function follow (stream: PassThrough, socket: Socket, first: CleanupRun, heartbeatMs: number, run: CleanupRunServices): void {
+function follow (stream: PassThrough, socket: Socket, first: CleanupRun, heartbeatMs: number, followers: StoredRunFollowers): void {
   const heartbeat = setInterval(() => { stream.write(': heartbeat\n\n') }, heartbeatMs)
-  let timer: NodeJS.Timeout | undefined
-  const stop = (): void => {
-    clearInterval(heartbeat)
-    clearTimeout(timer)
-    stream.end()
-  }
-  socket.on('close', stop)
   let last = JSON.stringify([first.state, first.counts])
-  const poll = async (): Promise<void> => {
-    const now = await run.images.audit.store.getCleanupRun(first.cleanupId) as CleanupRun
+  const unfollow = followers.follow(first.cleanupId, now => {
+    // A store that fails mid-stream ends it: the client's EventSource reconnects and reads the state again.
+    if (now === undefined) {
+      stop()
+      return
+    }
     const seen = JSON.stringify([now.state, now.counts])
     if (seen !== last) {
       last = seen
@@ -140,18 +142,14 @@ function follow (stream: PassThrough, socket: Socket, first: CleanupRun, heartbe
     if (!isLive(now)) {
       sse(stream, 'end', endOf(now))
       stop()
-      return
     }
-    // The client hung up (inject-based tests cannot hang up half-way).
-    /* c8 ignore next */
-    if (stream.writableEnded || socket.destroyed) return
-    schedule()
+  })
+  function stop (): void {
+    clearInterval(heartbeat)
+    unfollow()
+    stream.end()
   }
-  const schedule = (): void => {
-    // A store that fails mid-stream ends it: the client's EventSource reconnects and reads the state again.
-    timer = setTimeout(() => { poll().catch(stop) }, run.replicas.pollMs)
-  }
-  schedule()
+  socket.on('close', stop)
 }
 
 function endOf (run: CleanupRun): CleanupRunEvent {
