@@ -247,7 +247,8 @@ export function createServices (config: Config, overrides: ServiceOverrides, met
       inFlightMs: config.audit.reconcileAfterMs,
       sharedAtStartup: config.audit.driver === 'postgres'
     },
-    cleanupRuns: { staleAfterMs: config.cleanups.staleAfterMs, intervalMs: config.cleanups.heartbeatMs }
+    cleanupRuns: { staleAfterMs: config.cleanups.staleAfterMs, intervalMs: config.cleanups.heartbeatMs },
+    onRunsInterrupted: retentionScheduler.reportInterrupted
   })
   return {
     registries,

@@ -97,7 +97,15 @@ export interface RetentionScheduler {
   runSlot: (policyName: string, slotMs: number) => Promise<SlotOutcome>
   /** Stops the timers and waits for attempts under way (their runs are stopped by ActiveRuns.stopAll). */
   stop: () => Promise<void>
+  /**
+   * Reports the scheduled runs among `cleanupIds`, which this replica just marked interrupted because the replica
+   * running them stopped (kill -9, a lost node): that replica could not send the time's `cleanup.finished`.
+   */
+  reportInterrupted: (cleanupIds: readonly string[]) => Promise<void>
 }
+
+/** The policy's latest scheduled work, as its LAST_KIND marker keeps it once planned. */
+interface LastWork { cleanupId: string, slotMs: number, totals: CleanupPlan['totals'] }
 
 /** Scheduled times are remembered this long: far longer than any replica's clock could lag behind another's. */
 const SLOT_MEMORY_MS = 7 * 24 * 60 * 60 * 1000
@@ -201,7 +209,9 @@ export function startRetentionScheduler (deps: RetentionSchedulerDeps): Retentio
       await deps.shared.takePlan(LAST_KIND, policy.name, now())
       return await failed(policy, slotMs, error)
     }
-    const last = { kind: LAST_KIND, id: policy.name, payload: { cleanupId: plan.id }, requester: identity.subject, expiresMs: now() + SLOT_MEMORY_MS }
+    // The time and totals too: a replica that marks this run interrupted (its own replica died) reports it from here.
+    const payload: LastWork = { cleanupId: plan.id, slotMs, totals: plan.totals }
+    const last = { kind: LAST_KIND, id: policy.name, payload, requester: identity.subject, expiresMs: now() + SLOT_MEMORY_MS }
     await deps.shared.putPlan(last, MARKER_CAPACITY, now())
     if (policy.dryRunFirst) {
       const fingerprint = `${policy.name}:${policyFingerprint(policy, deps.runAs)}`
@@ -307,8 +317,28 @@ export function startRetentionScheduler (deps: RetentionSchedulerDeps): Retentio
   for (const policy of scheduled) arm(policy, now())
   if (scheduled.length > 0) logger.info({ policies: scheduled.map(policy => policy.name) }, 'scheduled retention policies armed')
 
+  const reportInterrupted = async (cleanupIds: readonly string[]): Promise<void> => {
+    for (const policy of scheduled) {
+      try {
+        // A planning lease ({}) or a marker from before times were kept ({cleanupId}) names no run to report.
+        const last = (await deps.shared.peekPlan(LAST_KIND, policy.name, now()))?.payload as Partial<LastWork> | undefined
+        if (last?.slotMs === undefined || !cleanupIds.includes(last.cleanupId as string)) continue
+        const run = await deps.cleanups.audit.store.getCleanupRun(last.cleanupId as string) as CleanupRun
+        logger.warn({ policy: policy.name, cleanupId: run.cleanupId, counts: run.counts },
+          'a scheduled cleanup\'s replica stopped mid-run; reported as it was marked')
+        // The same event id as its own replica's report: if that replica was only slow and reports too, one is kept.
+        await publish(policy, eventOf(policy, last.slotMs, 'cleanup.finished', `evt_cleanup_${run.cleanupId}_finished`, {
+          cleanupId: run.cleanupId, totals: last.totals, state: run.state, counts: run.counts
+        }))
+      } catch (error) {
+        logger.error({ err: error, policy: policy.name }, 'an interrupted scheduled cleanup could not be reported')
+      }
+    }
+  }
+
   return {
     runSlot,
+    reportInterrupted,
     async stop () {
       stopping.abort()
       for (const timer of timers.values()) clearTimeout(timer)

@@ -40,6 +40,8 @@ export interface HousekeepingDeps {
   }
   /** Cleanup runs whose owner stopped beating: looked for every intervalMs, marked interrupted past staleAfterMs. */
   cleanupRuns: { staleAfterMs: number, intervalMs: number }
+  /** Told which runs this replica marked interrupted (scheduled ones are reported for the replica that stopped). */
+  onRunsInterrupted?: (cleanupIds: readonly string[]) => Promise<void>
 }
 
 export function startAuditHousekeeping (deps: HousekeepingDeps): AuditHousekeeping {
@@ -63,7 +65,10 @@ export function startAuditHousekeeping (deps: HousekeepingDeps): AuditHousekeepi
     // pending record just reconciled) or untouched, and it is reported as interrupted, not resumed. In a store
     // shared by replicas only a run whose heartbeat is stale is: another may be some replica's, still going.
     const interrupted = sharedAtStartup ? await audit.store.interruptStaleCleanupRuns(staleAfterMs) : await audit.store.interruptCleanupRuns(bootedAt)
-    if (interrupted.length > 0) logger.warn({ cleanups: interrupted }, 'cleanup runs interrupted by a stop are marked interrupted')
+    if (interrupted.length > 0) {
+      logger.warn({ cleanups: interrupted }, 'cleanup runs interrupted by a stop are marked interrupted')
+      await deps.onRunsInterrupted?.(interrupted)
+    }
   })().catch((error: unknown) => { logger.error({ err: error }, 'audit start-up housekeeping failed') })
   let sweeping: Promise<void> | undefined
   const sweep = (): void => {
@@ -73,6 +78,7 @@ export function startAuditHousekeeping (deps: HousekeepingDeps): AuditHousekeepi
       const interrupted = await audit.store.interruptStaleCleanupRuns(staleAfterMs)
       if (interrupted.length > 0) {
         logger.warn({ cleanups: interrupted, staleAfterMs }, 'cleanup runs whose replica stopped beating are marked interrupted (kill -9, a lost node?)')
+        await deps.onRunsInterrupted?.(interrupted)
       }
     }).catch((error: unknown) => { logger.error({ err: error }, 'marking stale cleanup runs interrupted failed') })
       .finally(() => { sweeping = undefined })

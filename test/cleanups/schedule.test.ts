@@ -298,3 +298,82 @@ t.test('a clock set back before the scheduled time: the timer waits again and ru
   t.equal(outcomes.length, 1, 'run once')
   t.equal(Date.parse(outcomes[0]!.at) % (5 * MINUTE), 0)
 })
+
+t.test('a scheduled run whose replica stops mid-run: the replica that marks it interrupted reports the time, once', async t => {
+  const receiver = await startReceiver()
+  t.teardown(() => receiver.down())
+  const proxy = await startFaultProxy(registry.url)
+  t.teardown(() => proxy.close())
+  for (const tag of ['pr-1', 'pr-2', 'pr-3']) await pushImage({ url: registry.url }, 'sched/orphaned', [tag], 'oci')
+  const dir = mkdtempSync(join(tmpdir(), 'rdg-schedule-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const auditPath = join(dir, 'audit.db')
+  const settings = config(receiver, [retention('orphaned', 'sched/orphaned')], { cleanups: { runConcurrency: 1 } })
+  const options = { registries: { default: { url: proxy.url, defaultMode: 'auto' as const } }, policy: POLICY, config: settings, auditPath }
+  const first = await startGateway(t, options)
+  let release = (): void => {}
+  proxy.fault({ method: 'DELETE', action: { kind: 'hold', release: new Promise<void>(resolve => { release = resolve }) }, times: 1 })
+  const slot = Date.parse('2026-12-02T09:00:00Z')
+  const running = first.app.retentionScheduler.runSlot('orphaned', slot)
+  await proxy.waitFor(each => each.method === 'DELETE', 60_000)
+  // The first gateway's run cannot end while its DELETE is held: to a gateway starting on the same trail it is a
+  // run some stopped process left, as after kill -9 (SQLite: one host, so a start marks every earlier run).
+  await startGateway(t, options)
+  const [report] = await events(receiver, 1)
+  t.match(report, {
+    type: 'cleanup.finished',
+    data: { policy: 'orphaned', scheduledFor: '2026-12-02T09:00:00.000Z', subject: 'service:retention', state: 'interrupted', totals: { remove: 3 } }
+  }, 'reported by the gateway that marked it')
+  t.ok(Value.Check(CleanupNotificationEventSchema, report), 'in the documented shape')
+  release()
+  const outcome = await running
+  t.match(outcome, { outcome: 'ran', run: { state: 'interrupted' } }, 'the first gateway finds its run marked and stops')
+  t.equal(report?.data.cleanupId, (outcome as { cleanupId: string }).cleanupId)
+  const db = new Database(auditPath, { readonly: true })
+  t.teardown(() => db.close())
+  const written = db.prepare("SELECT COUNT(*) AS n FROM audit_outbox WHERE event_type = 'cleanup.finished'").get() as { n: number }
+  t.equal(written.n, 1, 'its own report, made as it stopped, is the same event: one in the outbox')
+})
+
+t.test('reporting interrupted runs: only a scheduled policy\'s latest run is reported; a store that fails is logged', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'rdg-schedule-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const receiver = await startReceiver()
+  t.teardown(() => receiver.down())
+  const notifications = config(receiver, []).notifications as Record<string, unknown>
+  const real = openSqliteAuditStore(join(dir, 'audit.db'), { outbox: outboxRouter({ notifications } as never) })
+  t.teardown(() => real.close())
+  // A fault only here: the shared store failing just when an interrupted run is looked up cannot be made on cue.
+  let failing = false
+  const store = {
+    ...real,
+    shared: {
+      ...real.shared,
+      peekPlan: async (...args: Parameters<typeof real.shared.peekPlan>) => {
+        if (failing) throw new Error('store unavailable')
+        return await real.shared.peekPlan(...args)
+      }
+    }
+  }
+  const lines: string[] = []
+  const sink = new Writable({ write (chunk: Buffer, _encoding, done) { lines.push(chunk.toString('utf8')); done() } })
+  const gateway = await startGateway(t, {
+    registries: { default: { url: registry.url, defaultMode: 'auto' } },
+    policy: POLICY,
+    config: config(receiver, [retention('never-ran', 'sched/none'), retention('leased', 'sched/none'), retention('old-marker', 'sched/none')]),
+    auditStore: store,
+    logger: pino({ level: 'info' }, sink)
+  })
+  const marker = (id: string, payload: object): Parameters<typeof real.shared.putPlan>[0] =>
+    ({ kind: 'retention-last', id, payload, requester: 'service:retention', expiresMs: Date.now() + MINUTE })
+  // A policy being planned holds a lease without a run; a marker written before times were kept names only the run.
+  await real.shared.putPlan(marker('leased', {}), 100, Date.now())
+  await real.shared.putPlan(marker('old-marker', { cleanupId: 'cleanup_old' }), 100, Date.now())
+  await gateway.app.retentionScheduler.reportInterrupted(['cleanup_old', 'cleanup_other'])
+  failing = true
+  await gateway.app.retentionScheduler.reportInterrupted(['cleanup_old'])
+  t.equal(lines.filter(line => line.includes('an interrupted scheduled cleanup could not be reported')).length, 3, 'each policy\'s failure logged')
+  const db = new Database(join(dir, 'audit.db'), { readonly: true })
+  t.teardown(() => db.close())
+  t.equal((db.prepare('SELECT COUNT(*) AS n FROM audit_outbox').get() as { n: number }).n, 0, 'nothing reported: no policy\'s latest run was among them')
+})

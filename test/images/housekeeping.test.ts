@@ -157,13 +157,15 @@ t.test('every replica marks a running cleanup run interrupted once its heartbeat
   t.same(await store.heartbeatCleanupRun(live), { cancelRequested: false }, 'the live owner beats')
   clock += 2_000
   const warnings: Array<[object, string]> = []
+  const told: Array<readonly string[]> = []
   const housekeeping = startAuditHousekeeping({
     audit,
     registries: directory(t, { default: registry.url }),
     retentionDays: 90,
     logger: { info () {}, warn: (details, message) => { warnings.push([details, message]) }, error () {} },
     reconcile: { owner: 'me', locks: new KeyedQueue(), intervalMs: 60_000, inFlightMs: 0, sharedAtStartup: true },
-    cleanupRuns: { staleAfterMs: 11_000, intervalMs: 20 }
+    cleanupRuns: { staleAfterMs: 11_000, intervalMs: 20 },
+    onRunsInterrupted: async ids => { told.push(ids) }
   })
   await housekeeping.startup
   t.same(warnings.map(([details]) => details), [{ cleanups: [dead] }], 'at start-up, only the run whose heartbeat is 12 s old')
@@ -174,6 +176,7 @@ t.test('every replica marks a running cleanup run interrupted once its heartbeat
   await housekeeping.stop()
   t.match(warnings[1], [{ cleanups: [live], staleAfterMs: 11_000 }, /stopped beating/], 'a later sweep marks it once it too stopped beating')
   t.equal(await store.heartbeatCleanupRun(live), undefined, 'its owner, beating late, learns the run is no longer its own')
+  t.same(told, [[dead], [live]], 'each marking told once (scheduled runs are reported from there)')
 })
 
 t.test('a look for stale cleanup runs that takes long is not overlapped, and stop waits for it', async t => {
