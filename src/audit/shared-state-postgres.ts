@@ -156,6 +156,14 @@ export function postgresSharedState (pool: pg.Pool, options: PostgresSharedState
       return left.length > 0 ? 'not-yours' : undefined
     },
 
+    async rememberOnce (kind, id, expiresMs, nowMs) {
+      // Expired records of the kind are dropped in the same statement (by the expiry index): only live ones stay.
+      const { rows } = await pool.query(`WITH expired AS (DELETE FROM gateway_plans WHERE kind = $1 AND expires_ms <= $4 AND id <> $2)
+        INSERT INTO gateway_plans AS p (kind, id, payload, requester, expires_ms) VALUES ($1, $2, '{}', '', $3)
+        ON CONFLICT (kind, id) DO UPDATE SET expires_ms = excluded.expires_ms WHERE p.expires_ms <= $4 RETURNING 1`, [kind, id, expiresMs, nowMs])
+      return rows.length === 1
+    },
+
     async claimPending (owner, olderThan, leaseMs, nowMs, after = '') {
       // SKIP LOCKED: a replica never waits for, nor takes, the row another replica is claiming right now.
       const { rows } = await pool.query<{ id: string }>(`UPDATE audit_records SET reconcile_owner = $1, reconcile_until = $2 WHERE id =

@@ -56,6 +56,12 @@ export interface SharedState {
    * reconciling at once never get the same record. Answers its id.
    */
   claimPending: (owner: string, olderThan: string, leaseMs: number, nowMs: number, after?: string) => Promise<string | undefined>
+  /**
+   * Records `id` under `kind` until `expiresMs` unless a live record is there, in one statement: true when it
+   * recorded it, false when any replica had (a replayed request). PostgreSQL only: SQLite's one replica remembers
+   * in memory.
+   */
+  rememberOnce?: (kind: string, id: string, expiresMs: number, nowMs: number) => Promise<boolean>
   /** Counts one request against `key`'s window (PostgreSQL only: SQLite's one replica keeps windows in memory). */
   hit?: (key: string, windowMs: number) => Promise<RateWindow>
 }

@@ -206,3 +206,21 @@ t.test('ended windows are swept every rateSweepEvery hits', async t => {
   await shared.hit('kept', 60_000)
   t.same((await pool.query('SELECT key FROM gateway_rate_limits')).rows, [{ key: 'kept' }])
 })
+
+t.test('rememberOnce: one replica records an id, the others (and itself) find it until it expires; expired ones are dropped', async t => {
+  const { url, stores: [a, b] } = await replicas(t, 2)
+  const now = 1_000_000
+  t.equal(await a!.shared.rememberOnce!('replay', 'sig-1', now + 100, now), true, 'recorded')
+  t.equal(await b!.shared.rememberOnce!('replay', 'sig-1', now + 100, now + 50), false, 'the other replica finds it')
+  t.equal(await a!.shared.rememberOnce!('replay', 'sig-1', now + 100, now + 50), false, 'and so does the first')
+  t.equal(await b!.shared.rememberOnce!('other-kind', 'sig-1', now + 100, now), true, 'per kind')
+  const answers = await Promise.all([a!, b!, a!, b!].map(async store => await store.shared.rememberOnce!('replay', 'sig-2', now + 100, now)))
+  t.same(answers.filter(Boolean), [true], 'four at once: exactly one records it')
+  t.equal(await b!.shared.rememberOnce!('replay', 'sig-1', now + 300, now + 100), true, 'expired: recorded again')
+  await a!.shared.rememberOnce!('replay', 'sig-3', now + 500, now + 200)
+  const admin = new pg.Client({ connectionString: url })
+  await admin.connect()
+  t.teardown(() => admin.end())
+  const left = await admin.query("SELECT id FROM gateway_plans WHERE kind = 'replay' ORDER BY id")
+  t.same(left.rows.map(row => row.id), ['sig-1', 'sig-3'], 'sig-2, expired by then, was dropped')
+})

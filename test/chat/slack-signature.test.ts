@@ -5,7 +5,7 @@
 import { isValidSlackRequest } from '@slack/bolt'
 import fc from 'fast-check'
 import t from 'tap'
-import { ReplayGuard, SIGNATURE_WINDOW_SECONDS, slackSignature, verifySlackSignature } from '../../src/chat/slack/signature.js'
+import { rememberSignatureEverywhere, ReplayGuard, SIGNATURE_WINDOW_SECONDS, slackSignature, verifySlackSignature } from '../../src/chat/slack/signature.js'
 import { isGatewayError } from '../../src/errors.js'
 
 const NOW = 1_800_000_000_000
@@ -89,4 +89,13 @@ t.test('the replay guard refuses a signature seen within the window and forgets 
   t.throws(() => { guard.remember('v0=b', later) }, { code: 'UNAUTHENTICATED' }, 'b is still within its time')
   guard.remember('v0=a', later + 1001)
   t.pass('a and b expired: a may be seen again (its timestamp is stale by then anyway)')
+})
+
+t.test('the replicas\' replay record: nothing to do on SQLite (one replica); a shared store that cannot answer refuses', async t => {
+  await t.resolves(rememberSignatureEverywhere({}, `v0=${'a'.repeat(64)}`, NOW), 'no shared store: the replica\'s own guard is the whole check')
+  // A fault only here: PostgreSQL failing on this one statement cannot be made on cue; the PostgreSQL test covers the rest.
+  const down = { rememberOnce: async () => { throw new Error('connection terminated') } }
+  const error = await rememberSignatureEverywhere(down, `v0=${'a'.repeat(64)}`, NOW).catch((caught: unknown) => caught)
+  t.match(error, { code: 'AUDIT_UNAVAILABLE', detail: /cannot tell whether this Slack request was already received/ })
+  t.notMatch(String((error as Error).message), /connection terminated/, 'the store\'s own words stay in the log')
 })

@@ -3,7 +3,8 @@
  * hex HMAC-SHA256, keyed with the app's signing secret, of `v0:<X-Slack-Request-Timestamp>:<raw body>`. The raw
  * bytes are hashed, never a re-serialized parse, so no parser quirk can make two bodies share a signature.
  */
-import { createHmac, timingSafeEqual } from 'node:crypto'
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
+import type { SharedState } from '../../audit/shared-state.js'
 import { GatewayError } from '../../errors.js'
 
 /** Slack's window: a request stamped further than this from now, either way, is refused. */
@@ -65,10 +66,32 @@ export class ReplayGuard {
       if (expires > nowMs) break
       this.#seen.delete(seen)
     }
-    if (this.#seen.has(signature)) throw refused('this signed request was already received (a replay)')
+    if (this.#seen.has(signature)) throw replayed()
     if (this.#seen.size >= this.#capacity) {
       throw new GatewayError('RATE_LIMITED', 'too many Slack requests within the signature window; retry in a minute.', { retryAfter: 60 })
     }
-    this.#seen.set(signature, nowMs + 2 * SIGNATURE_WINDOW_SECONDS * 1000)
+    this.#seen.set(signature, nowMs + REPLAY_MEMORY_MS)
   }
+}
+
+/** A signature is remembered for the window's width past its own stamp's furthest reach. */
+const REPLAY_MEMORY_MS = 2 * SIGNATURE_WINDOW_SECONDS * 1000
+
+const replayed = (): GatewayError => refused('this signed request was already received (a replay)')
+
+/**
+ * Replicas on one PostgreSQL: the signature is also recorded in the shared store, in one statement, so a request
+ * replayed to another replica is refused there as well (each replica's ReplayGuard only knows its own). Kept as a
+ * hash: the store needs only to tell signatures apart. Fails closed: a store that cannot answer refuses the request.
+ */
+export async function rememberSignatureEverywhere (shared: Pick<SharedState, 'rememberOnce'>, signature: string, nowMs: number): Promise<void> {
+  if (shared.rememberOnce === undefined) return
+  let fresh: boolean
+  try {
+    fresh = await shared.rememberOnce('slack-signature', createHash('sha256').update(signature).digest('hex'), nowMs + REPLAY_MEMORY_MS, nowMs)
+  } catch (error) {
+    throw new GatewayError('AUDIT_UNAVAILABLE',
+      'the shared store cannot tell whether this Slack request was already received, so it is refused; retry shortly.', { cause: error })
+  }
+  if (!fresh) throw replayed()
 }
