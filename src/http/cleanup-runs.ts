@@ -66,9 +66,19 @@ export const cleanupRunRoutes = (deps: CleanupRunRouteDeps): FastifyPluginAsyncT
     return { cleanupId: cleanup.id, items }
   })
 
+  // A closing server waits for its open responses, and an event stream stays open as long as its run: ended here
+  // first, or shutdown (which stops the runs only after the server has closed) would wait for every watched run.
+  // Clients reconnect to a replica still up.
+  const open = new Set<PassThrough>()
+  app.addHook('preClose', async () => {
+    for (const stream of open) stream.end()
+  })
+
   app.get('/cleanups/:id/events', { schema: { params: CleanupParams } }, async (request, reply) => {
     const cleanup = await deps.load(request.identity, request.params.id)
     const stream = new PassThrough()
+    open.add(stream)
+    reply.raw.on('close', () => { open.delete(stream) })
     const events: CleanupRunEvent[] = []
     let wake: (() => void) | undefined
     // Listening before the store is read: an event between the two is queued, not lost.
@@ -101,7 +111,8 @@ export const cleanupRunRoutes = (deps: CleanupRunRouteDeps): FastifyPluginAsyncT
       for (;;) {
         const event = events.shift()
         if (event === undefined) {
-          // The client hung up mid-run (inject-based tests cannot hang up half-way).
+          // The gateway is closing (preClose ended the stream) or the client hung up mid-run (inject-based tests
+          // cannot hang up half-way).
           /* c8 ignore next */
           if (stream.writableEnded || reply.raw.destroyed) break
           await new Promise<void>(resolve => { wake = resolve })

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
+import { request } from 'undici'
 import { openSqliteAuditStore } from '../../src/audit/index.js'
 import { planCleanup } from '../../src/cleanups/plan-cleanup.js'
 import type { CleanupPlan, CleanupRules } from '../../src/cleanups/shapes.js'
@@ -241,4 +242,38 @@ t.test('two gateways on one trail: a run on one is cancelled (200, or 202 cancel
   release()
   t.match((await followed).events.at(-1), ['end', { state: 'cancelled' }], 'A\'s stream of B\'s run ends with it')
   t.match(await a.rest('GET', `/cleanups/${second.id}`, { key: KEYS.alice }), { body: { run: { state: 'cancelled', cancelRequestedBy: 'apikey:alice' } } })
+})
+
+t.test('a gateway closing with event streams open ends them, so shutdown is not held up: its run ends interrupted', async t => {
+  const proxy = await startFaultProxy(registry.url)
+  t.teardown(() => proxy.close())
+  const shared = join(dir, 'closing.db')
+  const open = async (): Promise<Gateway> => await startGateway(t, {
+    registries: { default: { url: proxy.url } }, policy: POLICY, auditPath: shared, config: { cleanups: { runConcurrency: 1, pollMs: 20 } }
+  })
+  const [owner, other] = [await open(), await open()]
+  const trail = openSqliteAuditStore(shared)
+  t.teardown(async () => { await trail.close() })
+  const name = 'http/closing'
+  for (const tag of ['pr-1', 'pr-2', 'pr-3']) await pushCreated(target, name, [tag], ago(30))
+  const plan = await planned(t, [name], { select: [{ glob: 'pr-*' }] })
+  await trail.saveCleanup({ id: plan.id, registry: plan.registry, createdBy: plan.createdBy, createdAt: plan.createdAt, state: plan.state, body: JSON.stringify(plan) })
+  let release = (): void => {}
+  proxy.fault({ method: 'DELETE', action: { kind: 'hold', release: new Promise<void>(resolve => { release = resolve }) }, times: 1 })
+  t.equal((await post(owner, `/cleanups/${plan.id}/execute`, KEYS.alice)).status, 202)
+  await proxy.waitFor(request => request.method === 'DELETE', 30_000)
+  // Real sockets: inject has no server to close. Each stream is open (its headers came) before the close.
+  const watch = async (gateway: Gateway): Promise<{ text: Promise<string> }> => {
+    const address = await gateway.app.listen({ host: '127.0.0.1', port: 0 })
+    const response = await request(`${address}/cleanups/${plan.id}/events`, { headers: { 'x-api-key': KEYS.alice } })
+    return { text: response.body.text() }
+  }
+  const [local, followed] = [await watch(owner), await watch(other)]
+  await other.app.close()
+  t.match(await followed.text, /^event: state\n/, 'the stream following the run from the store ended as its replica closed')
+  const closing = owner.app.close()
+  release()
+  await closing
+  t.match(await local.text, /^event: state\n/, 'the run\'s own stream ended too')
+  t.match(await trail.getCleanupRun(plan.id), { state: 'interrupted', counts: { done: 1, skipped: 2 } }, 'the held removal finished, the rest skipped')
 })
