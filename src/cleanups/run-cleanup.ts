@@ -240,7 +240,7 @@ export async function cancelCleanup (services: CleanupRunServices, input: { iden
     // Claimed, here or on another replica, between the cancel request (no run yet) and the claim above: the
     // cancel goes to that run rather than being lost.
     await guarded(async () => await store.requestCleanupCancel(cleanup.id, identity.subject))
-    services.runs.cancel(cleanup.id)
+    if (services.runs.cancel(cleanup.id)) return await (services.runs.finished(cleanup.id) as Promise<CleanupRun>)
     return await stopped(services, cleanup.id)
   }
   // Already run, cancelled, or interrupted: cancelling changes nothing, and says what it is.

@@ -10,7 +10,9 @@ import { isLive } from './run-cleanup.js'
 export type RunReading = CleanupRun | undefined
 
 interface Followed {
-  listeners: Set<(reading: RunReading) => void>
+  /** Each listener, with the number of the read it joined after. */
+  listeners: Map<(reading: RunReading) => void, number>
+  reads: number
   timer: NodeJS.Timeout | undefined
 }
 
@@ -31,11 +33,11 @@ export class StoredRunFollowers {
   follow (cleanupId: string, listener: (reading: RunReading) => void): () => void {
     let followed = this.#followed.get(cleanupId)
     if (followed === undefined) {
-      followed = { listeners: new Set(), timer: undefined }
+      followed = { listeners: new Map(), reads: 0, timer: undefined }
       this.#followed.set(cleanupId, followed)
       this.#schedule(cleanupId, followed)
     }
-    followed.listeners.add(listener)
+    followed.listeners.set(listener, followed.reads)
     const current = followed
     return () => {
       current.listeners.delete(listener)
@@ -51,11 +53,15 @@ export class StoredRunFollowers {
   }
 
   async #poll (cleanupId: string, followed: Followed): Promise<void> {
+    const read = ++followed.reads
     const reading = await this.#read(cleanupId).catch(() => undefined)
     const last = reading === undefined || !isLive(reading)
     // Dropped before telling, so a listener that unsubscribes while told changes nothing here.
     if (last) this.#drop(cleanupId, followed)
-    for (const listener of [...followed.listeners]) listener(reading)
+    for (const [listener, joinedAfter] of [...followed.listeners]) {
+      // A read sent before this listener joined may be older than what its stream already showed; an end is final.
+      if (joinedAfter < read || last) listener(reading)
+    }
     if (!last && followed.listeners.size > 0) this.#schedule(cleanupId, followed)
   }
 

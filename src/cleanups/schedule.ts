@@ -324,6 +324,8 @@ export function startRetentionScheduler (deps: RetentionSchedulerDeps): Retentio
         const last = (await deps.shared.peekPlan(LAST_KIND, policy.name, now()))?.payload as Partial<LastWork> | undefined
         if (last?.slotMs === undefined || !cleanupIds.includes(last.cleanupId as string)) continue
         const run = await deps.cleanups.audit.store.getCleanupRun(last.cleanupId as string) as CleanupRun
+        // Run by someone else (a dry run's plan, or one over the cap, executed by hand later): not this time's run.
+        if (run.startedBy !== serviceIdentity(policy.runAs ?? deps.runAs).subject) continue
         logger.warn({ policy: policy.name, cleanupId: run.cleanupId, counts: run.counts },
           'a scheduled cleanup\'s replica stopped mid-run; reported as it was marked')
         // The same event id as its own replica's report: if that replica was only slow and reports too, one is kept.

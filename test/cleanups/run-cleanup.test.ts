@@ -4,6 +4,7 @@ import { planCleanup, type CleanupServices } from '../../src/cleanups/plan-clean
 import {
   ActiveRuns, cancelCleanup, executeCleanup, restoreCleanup, type CleanupRunEvent, type CleanupRunServices
 } from '../../src/cleanups/run-cleanup.js'
+import type { CleanupRun } from '../../src/audit/types.js'
 import type { CleanupPlan, CleanupRules } from '../../src/cleanups/shapes.js'
 import { BrowseCache } from '../../src/images/browse-cache.js'
 import { decide } from '../../src/policy/index.js'
@@ -440,17 +441,16 @@ t.test('a cancel of this replica\'s own run stops it even when the store cannot 
   t.notOk((await run.images.audit.store.getCleanupRun(cleanup.id))?.cancelRequestedBy, 'nothing recorded of the request, yet the run stopped')
 })
 
-t.test('a cancel racing another replica\'s claim: the run claimed between the request and the cancel\'s own claim is cancelled', async t => {
+async function cancelRacingClaim (t: Test, name: string, sameReplica: boolean): Promise<CleanupRun> {
   const proxy = await startFaultProxy(registry.url)
   t.teardown(() => proxy.close())
-  const name = 'run/claim-race'
   for (const tag of ['pr-1', 'pr-2', 'pr-3']) await pushCreated(target, name, [tag], ago(30))
   const { plan, run } = setup(t, { concurrency: 1 }, proxy.url)
   const cleanup = await plan([name], { select: [{ glob: 'pr-*' }] })
   const release = holdDeletes(proxy)
   t.teardown(release)
-  // Replica B executes it; replica A cancels it. A wrapper only to land B's claim exactly in the gap between A's two
-  // writes (no run to cancel yet, then A's own claim of a cancelled run), which no real timing can aim at.
+  // A wrapper only to land the run's claim exactly in the gap between the cancel's two writes (no run to cancel
+  // yet, then its own claim of a cancelled run), which no real timing can aim at.
   const store = run.images.audit.store
   let started: Promise<unknown> | undefined
   const racing = Object.assign(Object.create(store) as typeof store, {
@@ -461,16 +461,31 @@ t.test('a cancel racing another replica\'s claim: the run claimed between the re
       return recorded
     }
   })
-  const replicaA: CleanupRunServices = {
-    ...run, runs: new ActiveRuns(), images: { ...run.images, audit: Object.assign(Object.create(run.images.audit) as typeof run.images.audit, { store: racing }) }
+  const canceller: CleanupRunServices = {
+    ...run,
+    // No wait for another replica's run: only this replica's own is answered as it ended.
+    ...(sameReplica ? { replicas: { ...run.replicas, cancelWaitMs: 0 } } : { runs: new ActiveRuns() }),
+    images: { ...run.images, audit: Object.assign(Object.create(run.images.audit) as typeof run.images.audit, { store: racing }) }
   }
-  const cancelling = cancelCleanup(replicaA, { identity: alice, cleanup })
-  await proxy.waitFor(request => request.method === 'DELETE', 30_000)
+  const cancelling = cancelCleanup(canceller, { identity: alice, cleanup })
+  // Released once a removal is in flight, so the cancel lands mid-run (on this replica it may land before any).
+  await proxy.waitFor(request => request.method === 'DELETE', 5000).catch(() => undefined)
   release()
   const answer = await cancelling
-  t.match(answer, { state: 'cancelled', cancelRequestedBy: 'user:alice' }, 'not `running`: the cancel reached the run B claimed')
+  t.equal((await tagsNow(name)).length, 3 - answer.counts.done, 'every tag done or untouched')
+  return answer
+}
+
+t.test('a cancel racing another replica\'s claim: the run claimed between the request and the cancel\'s own claim is cancelled', async t => {
+  const answer = await cancelRacingClaim(t, 'run/claim-race', false)
+  t.match(answer, { state: 'cancelled', cancelRequestedBy: 'user:alice' }, 'not `running`: the cancel reached the run the other replica claimed')
   t.ok(answer.counts.skipped >= 1 && answer.counts.done + answer.counts.skipped === 3, `the rest skipped (${answer.counts.done} done)`)
-  t.equal((await tagsNow(name)).length, 3 - answer.counts.done)
+})
+
+t.test('the same race on the replica that claimed it: stopped at once and answered as it ended', async t => {
+  const answer = await cancelRacingClaim(t, 'run/claim-race-here', true)
+  t.match(answer, { state: 'cancelled' }, 'cancelled, not `cancelling`, with no wait for another replica')
+  t.equal(answer.counts.done + answer.counts.skipped, 3)
 })
 
 t.test('a run claimed while the gateway is stopping is stopped as it starts: interrupted, nothing removed', async t => {

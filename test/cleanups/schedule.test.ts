@@ -377,3 +377,32 @@ t.test('reporting interrupted runs: only a scheduled policy\'s latest run is rep
   t.teardown(() => db.close())
   t.equal((db.prepare('SELECT COUNT(*) AS n FROM audit_outbox').get() as { n: number }).n, 0, 'nothing reported: no policy\'s latest run was among them')
 })
+
+t.test('a dry run\'s plan executed by hand, whose gateway stops mid-run, is not reported as the policy\'s scheduled run', async t => {
+  const receiver = await startReceiver()
+  t.teardown(() => receiver.down())
+  const proxy = await startFaultProxy(registry.url)
+  t.teardown(() => proxy.close())
+  for (const tag of ['pr-1', 'pr-2']) await pushImage({ url: registry.url }, 'sched/by-hand', [tag], 'oci')
+  const dir = mkdtempSync(join(tmpdir(), 'rdg-schedule-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const auditPath = join(dir, 'audit.db')
+  const settings = config(receiver, [retention('by-hand', 'sched/by-hand', { dryRunFirst: true })], { cleanups: { runConcurrency: 1 } })
+  const options = { registries: { default: { url: proxy.url, defaultMode: 'auto' as const } }, policy: POLICY, config: settings, auditPath }
+  const first = await startGateway(t, options)
+  const planned = await first.app.retentionScheduler.runSlot('by-hand', Date.parse('2026-12-02T10:00:00Z'))
+  t.match(planned, { outcome: 'planned' })
+  let release = (): void => {}
+  proxy.fault({ method: 'DELETE', action: { kind: 'hold', release: new Promise<void>(resolve => { release = resolve }) }, times: 1 })
+  const cleanupId = (planned as { cleanupId: string }).cleanupId
+  t.match(await first.rest('POST', `/cleanups/${cleanupId}/execute`), { status: 202, body: { startedBy: 'apikey:admin' } }, 'an admin runs the dry run\'s plan')
+  await proxy.waitFor(each => each.method === 'DELETE', 60_000)
+  // As above: a gateway starting on the same trail marks the first one's run interrupted (and has told the scheduler).
+  await startGateway(t, options)
+  release()
+  const db = new Database(auditPath, { readonly: true })
+  t.teardown(() => db.close())
+  t.equal((db.prepare('SELECT state FROM cleanup_runs WHERE cleanup_id = ?').get(cleanupId) as { state: string }).state, 'interrupted', 'marked')
+  const written = db.prepare('SELECT event_type FROM audit_outbox ORDER BY event_type').all() as Array<{ event_type: string }>
+  t.same(written.map(row => row.event_type), ['cleanup.planned'], 'only the dry run\'s report: the admin\'s run is not the policy\'s')
+})

@@ -144,3 +144,43 @@ t.test('the shared poller: one per run, stopped when its last follower leaves or
   t.same(missing, [undefined], 'a run the store does not have ends the following')
   t.equal(followers.polling, 0)
 })
+
+t.test('a follower joining while a read is under way is not told that read (older than its own), only later ones and the end', async t => {
+  const { store } = memoryTrail(t)
+  await claimed(store, 'cleanup_joining')
+  let reading = 0
+  let open = (): void => {}
+  const followers = new StoredRunFollowers(async id => {
+    reading++
+    // The first read waits until the test lets it go, so the second follower joins while it is under way.
+    if (reading === 1) await new Promise<void>(resolve => { open = resolve })
+    return await store.getCleanupRun(id)
+  }, POLL_MS)
+  const early: Array<CleanupRun | undefined> = []
+  const late: Array<CleanupRun | undefined> = []
+  const stopEarly = followers.follow('cleanup_joining', run => { early.push(run) })
+  await until(() => reading === 1)
+  const stopLate = followers.follow('cleanup_joining', run => { late.push(run) })
+  open()
+  await until(() => early.length >= 2)
+  t.equal(late.length, early.length - 1, 'the late one missed only the read sent before it joined')
+  stopEarly()
+  stopLate()
+  await claimed(store, 'cleanup_ending')
+  let pending = 0
+  let finish = (): void => {}
+  const ending = new StoredRunFollowers(async id => {
+    pending++
+    await new Promise<void>(resolve => { finish = resolve })
+    return await store.getCleanupRun(id)
+  }, POLL_MS)
+  const first: Array<CleanupRun | undefined> = []
+  const second: Array<CleanupRun | undefined> = []
+  ending.follow('cleanup_ending', run => { first.push(run) })
+  await until(() => pending === 1)
+  ending.follow('cleanup_ending', run => { second.push(run) })
+  await store.updateCleanupRun('cleanup_ending', { state: 'done', finishedAt: new Date().toISOString(), counts: { done: 1, stale: 0, failed: 0, skipped: 0 } })
+  finish()
+  await until(() => second.length === 1)
+  t.match([first, second], [[{ state: 'done' }], [{ state: 'done' }]], 'the end reaches a follower that joined mid-read too')
+})
