@@ -11,7 +11,7 @@ export const LIST_CHUNK_ROWS = 100
  * index), so it reads only rows that match it and stops after the scan limit.
  */
 export const windowIndexes: ReadonlyArray<ReadonlyArray<keyof AuditFilter>> = [
-  ['cleanupId'], ['subject'], ['registry', 'name', 'tag'], ['name', 'tag'], ['outcome']
+  ['cleanupId'], ['subject'], ['registry', 'name', 'tag'], ['name', 'tag'], ['name'], ['outcome']
 ]
 
 /** Every filter field, in the fixed order each store builds its SQL in. */

@@ -71,7 +71,9 @@ const migrations: readonly string[] = [
   // Cleanup runs (issue 15): each deletion names its cleanup; a run's state and counts.
   POSTGRES_CLEANUP_RUNS_MIGRATION,
   // Cleanup runs across replicas: the owner's heartbeat and a cancel asked from anywhere (cleanup-run-sql.ts).
-  POSTGRES_CLEANUP_RUN_LEASES_MIGRATION
+  POSTGRES_CLEANUP_RUN_LEASES_MIGRATION,
+  // `GET /audit?name=` alone: the repository's records in id order (the (name, tag, id) index needs the tag too).
+  'CREATE INDEX audit_records_by_name_id ON audit_records (name, id);'
 ]
 
 export const postgresAuditSchemaVersion = migrations.length

@@ -159,19 +159,19 @@ t.test('audit migrate never creates, migrates or writes its source, and refuses 
   t.match(refused.err, `has audit schema version ${auditSchemaVersion + 1}, newer than this gateway knows (${auditSchemaVersion})`)
   t.equal(await tables(), 0, 'still nothing in PostgreSQL')
 
-  // A trail from before cleanup runs (two migrations behind: the runs, then their heartbeat and cancel columns):
-  // copied from an up-to-date copy in memory, file unchanged.
+  // A trail from before cleanup runs (three migrations behind: the runs, their heartbeat and cancel columns, the
+  // repository index): copied from an up-to-date copy in memory, file unchanged.
   const older = join(dir, 'older.db')
   const records = await seedSqlite(older, 5)
   const downgrade = new Database(older)
-  downgrade.exec('DROP INDEX audit_records_by_cleanup; DROP TABLE cleanup_runs; ALTER TABLE audit_records DROP COLUMN cleanup_id;')
-  downgrade.pragma(`user_version = ${auditSchemaVersion - 2}`)
+  downgrade.exec('DROP INDEX audit_records_by_name_id; DROP INDEX audit_records_by_cleanup; DROP TABLE cleanup_runs; ALTER TABLE audit_records DROP COLUMN cleanup_id;')
+  downgrade.pragma(`user_version = ${auditSchemaVersion - 3}`)
   downgrade.close()
   const copied = await run('audit', 'migrate', '--from', `sqlite:${older}`, '--to', url)
   t.equal(copied.code, 0, copied.err)
   t.match(copied.out, `copied: ${records.length}; already in PostgreSQL: 0`)
   const after = new Database(older, { readonly: true })
-  t.equal(after.pragma('user_version', { simple: true }), auditSchemaVersion - 2, 'the source file is not migrated')
+  t.equal(after.pragma('user_version', { simple: true }), auditSchemaVersion - 3, 'the source file is not migrated')
   t.notOk((after.pragma('table_info(audit_records)') as Array<{ name: string }>).some(column => column.name === 'cleanup_id'))
   after.close()
 
