@@ -102,10 +102,10 @@ export function deferredAuditStore (open: () => Promise<AuditStore>, options: De
       peekPlan: async (kind, id, nowMs) => await (await store()).shared.peekPlan(kind, id, nowMs),
       takePlan: async (kind, id, nowMs, requester) => await (await store()).shared.takePlan(kind, id, nowMs, requester),
       claimPending: async (owner, olderThan, leaseMs, nowMs, after) => await (await store()).shared.claimPending(owner, olderThan, leaseMs, nowMs, after),
-      rememberOnce: async (kind, id, expiresMs, nowMs) => {
+      rememberOnce: async (kind, id, ttlMs) => {
         const shared = (await store()).shared
         if (shared.rememberOnce === undefined) throw new Error('this audit store keeps no shared records')
-        return await shared.rememberOnce(kind, id, expiresMs, nowMs)
+        return await shared.rememberOnce(kind, id, ttlMs)
       },
       hit: async (key, windowMs) => {
         const shared = (await store()).shared

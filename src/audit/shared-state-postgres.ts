@@ -156,11 +156,15 @@ export function postgresSharedState (pool: pg.Pool, options: PostgresSharedState
       return left.length > 0 ? 'not-yours' : undefined
     },
 
-    async rememberOnce (kind, id, expiresMs, nowMs) {
-      // Expired records of the kind are dropped in the same statement (by the expiry index): only live ones stay.
-      const { rows } = await pool.query(`WITH expired AS (DELETE FROM gateway_plans WHERE kind = $1 AND expires_ms <= $4 AND id <> $2)
-        INSERT INTO gateway_plans AS p (kind, id, payload, requester, expires_ms) VALUES ($1, $2, '{}', '', $3)
-        ON CONFLICT (kind, id) DO UPDATE SET expires_ms = excluded.expires_ms WHERE p.expires_ms <= $4 RETURNING 1`, [kind, id, expiresMs, nowMs])
+    async rememberOnce (kind, id, ttlMs) {
+      // The database's clock for both the expiry and what counts as expired: a replica whose clock runs ahead must
+      // not drop a record another replica, behind, would still accept the request for. Expired records of the kind
+      // are dropped in the same statement (by the expiry index), so only live ones stay.
+      const { rows } = await pool.query(`WITH clock AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now_ms),
+        expired AS (DELETE FROM gateway_plans WHERE kind = $1 AND id <> $2 AND expires_ms <= (SELECT now_ms FROM clock))
+        INSERT INTO gateway_plans AS p (kind, id, payload, requester, expires_ms) SELECT $1, $2, '{}', '', now_ms + $3 FROM clock
+        ON CONFLICT (kind, id) DO UPDATE SET expires_ms = excluded.expires_ms WHERE p.expires_ms <= excluded.expires_ms - $3
+        RETURNING 1`, [kind, id, ttlMs])
       return rows.length === 1
     },
 

@@ -57,11 +57,11 @@ export interface SharedState {
    */
   claimPending: (owner: string, olderThan: string, leaseMs: number, nowMs: number, after?: string) => Promise<string | undefined>
   /**
-   * Records `id` under `kind` until `expiresMs` unless a live record is there, in one statement: true when it
-   * recorded it, false when any replica had (a replayed request). PostgreSQL only: SQLite's one replica remembers
-   * in memory.
+   * Records `id` under `kind` for `ttlMs` unless a live record is there, in one statement on the database's clock
+   * (replicas' clocks may disagree): true when it recorded it, false when any replica had (a replayed request).
+   * PostgreSQL only: SQLite's one replica remembers in memory.
    */
-  rememberOnce?: (kind: string, id: string, expiresMs: number, nowMs: number) => Promise<boolean>
+  rememberOnce?: (kind: string, id: string, ttlMs: number) => Promise<boolean>
   /** Counts one request against `key`'s window (PostgreSQL only: SQLite's one replica keeps windows in memory). */
   hit?: (key: string, windowMs: number) => Promise<RateWindow>
 }

@@ -70,7 +70,9 @@ export const cleanupRunRoutes = (deps: CleanupRunRouteDeps): FastifyPluginAsyncT
   // first, or shutdown (which stops the runs only after the server has closed) would wait for every watched run.
   // Clients reconnect to a replica still up.
   const open = new Set<PassThrough>()
+  let closing = false
   app.addHook('preClose', async () => {
+    closing = true
     for (const stream of open) stream.end()
   })
 
@@ -90,6 +92,12 @@ export const cleanupRunRoutes = (deps: CleanupRunRouteDeps): FastifyPluginAsyncT
     const state = stored ?? { cleanupId: cleanup.id, state: 'planned' as const }
     void reply.header('content-type', 'text/event-stream; charset=utf-8').header('cache-control', 'no-store').send(stream)
     sse(stream, 'state', state)
+    if (closing) {
+      // Asked before the gateway began to close, answered after: the state, and the stream ends at once.
+      unsubscribe?.()
+      stream.end()
+      return await reply
+    }
     if (unsubscribe === undefined) {
       // Not running here: a planned cleanup or a finished run is told at once; another replica's run is followed.
       if (stored === undefined || !isLive(stored)) {

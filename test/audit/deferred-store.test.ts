@@ -116,5 +116,5 @@ t.test('issue 14: the shared state is reached through the opened store too', asy
   const pending = await store.append(attempt({ time: '2000-01-01T00:00:00.000Z' }))
   t.equal(await store.shared.claimPending('me', new Date().toISOString(), 1000, Date.now()), pending.id)
   await t.rejects(store.shared.hit!('alice', 1000), /keeps no shared rate-limit windows/, 'SQLite under it: no shared windows')
-  await t.rejects(store.shared.rememberOnce!('k', 'x', 10, 0), /keeps no shared records/, 'nor shared records')
+  await t.rejects(store.shared.rememberOnce!('k', 'x', 10), /keeps no shared records/, 'nor shared records')
 })

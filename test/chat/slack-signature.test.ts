@@ -5,7 +5,7 @@
 import { isValidSlackRequest } from '@slack/bolt'
 import fc from 'fast-check'
 import t from 'tap'
-import { rememberSignatureEverywhere, ReplayGuard, SIGNATURE_WINDOW_SECONDS, slackSignature, verifySlackSignature } from '../../src/chat/slack/signature.js'
+import { acceptOnce, ReplayGuard, SIGNATURE_WINDOW_SECONDS, slackSignature, verifySlackSignature } from '../../src/chat/slack/signature.js'
 import { isGatewayError } from '../../src/errors.js'
 
 const NOW = 1_800_000_000_000
@@ -91,11 +91,20 @@ t.test('the replay guard refuses a signature seen within the window and forgets 
   t.pass('a and b expired: a may be seen again (its timestamp is stale by then anyway)')
 })
 
-t.test('the replicas\' replay record: nothing to do on SQLite (one replica); a shared store that cannot answer refuses', async t => {
-  await t.resolves(rememberSignatureEverywhere({}, `v0=${'a'.repeat(64)}`, NOW), 'no shared store: the replica\'s own guard is the whole check')
-  // A fault only here: PostgreSQL failing on this one statement cannot be made on cue; the PostgreSQL test covers the rest.
-  const down = { rememberOnce: async () => { throw new Error('connection terminated') } }
-  const error = await rememberSignatureEverywhere(down, `v0=${'a'.repeat(64)}`, NOW).catch((caught: unknown) => caught)
+t.test('accepting once across replicas: nothing shared on SQLite; a shared store that cannot answer refuses, and is not a replay after', async t => {
+  const signature = `v0=${'a'.repeat(64)}`
+  const guard = new ReplayGuard(10)
+  await t.resolves(acceptOnce(guard, {}, signature, NOW), 'no shared store: the replica\'s own guard is the whole check')
+  t.throws(() => { guard.remember(signature, NOW) }, /a replay/, 'which remembered it')
+  // A fault only here: PostgreSQL failing on this one statement cannot be made on cue; the PostgreSQL tests cover the rest.
+  let up = false
+  const shared = { rememberOnce: async () => { if (!up) throw new Error('connection terminated'); return true } }
+  const other = `v0=${'b'.repeat(64)}`
+  const error = await acceptOnce(guard, shared, other, NOW).catch((caught: unknown) => caught)
   t.match(error, { code: 'AUDIT_UNAVAILABLE', detail: /cannot tell whether this Slack request was already received/ })
   t.notMatch(String((error as Error).message), /connection terminated/, 'the store\'s own words stay in the log')
+  up = true
+  await t.resolves(acceptOnce(guard, shared, other, NOW), 'sent again once the store answers: accepted, not taken for a replay')
+  const said = await acceptOnce(guard, { rememberOnce: async () => false }, `v0=${'c'.repeat(64)}`, NOW).catch((caught: unknown) => caught)
+  t.match(said, { code: 'UNAUTHENTICATED', detail: /a replay/ }, 'another replica had it: a replay')
 })

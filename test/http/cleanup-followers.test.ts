@@ -26,10 +26,11 @@ interface Replica {
   /** Reads by the shared poller. */
   polls: () => number
   failReads: () => void
+  runs: ActiveRuns
 }
 
 /** The replica that follows: the routes over a trail whose reads are counted and can be made to fail. */
-async function follower (t: Test): Promise<Replica> {
+async function follower (t: Test, loaded: Promise<void> = Promise.resolve(), onLoad = (): void => {}): Promise<Replica> {
   const { store, audit } = memoryTrail(t)
   let reads = 0
   let polls = 0
@@ -54,9 +55,9 @@ async function follower (t: Test): Promise<Replica> {
   const app = Fastify()
   app.decorateRequest('identity', null as unknown as Identity)
   app.addHook('onRequest', async request => { request.identity = alice })
-  await app.register(cleanupRunRoutes({ run, load: async (_identity, id) => ({ id }) as CleanupPlan, heartbeatMs: 60_000, followers }))
+  await app.register(cleanupRunRoutes({ run, load: async (_identity, id) => { onLoad(); await loaded; return { id } as CleanupPlan }, heartbeatMs: 60_000, followers }))
   t.teardown(async () => { await app.close() })
-  return { app, store, followers, streamReads: () => reads - polls, polls: () => polls, failReads: () => { failing = true } }
+  return { app, store, followers, streamReads: () => reads - polls, polls: () => polls, failReads: () => { failing = true }, runs: run.runs }
 }
 
 /** What the running replica writes when it claims a run. */
@@ -183,4 +184,23 @@ t.test('a follower joining while a read is under way is not told that read (olde
   finish()
   await until(() => second.length === 1)
   t.match([first, second], [[{ state: 'done' }], [{ state: 'done' }]], 'the end reaches a follower that joined mid-read too')
+})
+
+t.test('a stream asked for before the gateway began to close, and answered after, ends at once instead of holding the close', async t => {
+  let load = (): void => {}
+  let handling = 0
+  const replica = await follower(t, new Promise<void>(resolve => { load = resolve }), () => { handling++ })
+  await claimed(replica.store, 'cleanup_closing')
+  await claimed(replica.store, 'cleanup_closing_here')
+  // A run this replica executes, as ActiveRuns holds one (it never ends here: no registry is involved).
+  const listeners = new Set<(event: unknown) => void>()
+  replica.runs.add('cleanup_closing_here', { controller: new AbortController(), listeners, finished: new Promise(() => {}) })
+  const asked = [stream(replica, 'cleanup_closing'), stream(replica, 'cleanup_closing_here')]
+  // Both in the handler (reading the plan) when the close begins.
+  await until(() => handling === 2)
+  await replica.app.close()
+  load()
+  for (const events of await Promise.all(asked)) t.same(events.map(([event]) => event), ['state'], 'its state, then the end of the stream, though the run goes on')
+  t.equal(replica.followers.polling, 0, 'nothing left following another replica\'s run')
+  t.equal(listeners.size, 0, 'nor listening to this replica\'s')
 })

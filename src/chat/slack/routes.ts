@@ -18,7 +18,7 @@ import {
   announcement, approvalRequest, deletedMessage, deniedMessage, ephemeral, failureText, HELP, planMessage, replacement, restoredMessage, statusMessage
 } from './messages.js'
 import { allowedResponseUrl, responseUrlPoster, type Poster } from './response-url.js'
-import { rememberSignatureEverywhere, ReplayGuard, verifySlackSignature } from './signature.js'
+import { acceptOnce, ReplayGuard, verifySlackSignature } from './signature.js'
 
 export type SlackSettings = NonNullable<Config['chat']['slack']>
 
@@ -122,9 +122,7 @@ export const slackRoutes = (deps: SlackDeps): FastifyPluginAsync => async (app) 
       signature: request.headers['x-slack-signature'],
       rawBody
     }, now())
-    const signature = request.headers['x-slack-signature'] as string
-    replays.remember(signature, now())
-    await rememberSignatureEverywhere(images.audit.store.shared, signature, now())
+    await acceptOnce(replays, images.audit.store.shared, request.headers['x-slack-signature'] as string, now())
     request.slackForm = new URLSearchParams(rawBody.toString('utf8'))
     const form = request.slackForm
     // Which fields name the user depends on the route, never on what the body happens to contain.

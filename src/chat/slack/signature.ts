@@ -72,6 +72,11 @@ export class ReplayGuard {
     }
     this.#seen.set(signature, nowMs + REPLAY_MEMORY_MS)
   }
+
+  /** Drops a signature remembered for a request that was then refused before anything was done. */
+  forget (signature: string): void {
+    this.#seen.delete(signature)
+  }
 }
 
 /** A signature is remembered for the window's width past its own stamp's furthest reach. */
@@ -80,16 +85,20 @@ const REPLAY_MEMORY_MS = 2 * SIGNATURE_WINDOW_SECONDS * 1000
 const replayed = (): GatewayError => refused('this signed request was already received (a replay)')
 
 /**
- * Replicas on one PostgreSQL: the signature is also recorded in the shared store, in one statement, so a request
- * replayed to another replica is refused there as well (each replica's ReplayGuard only knows its own). Kept as a
- * hash: the store needs only to tell signatures apart. Fails closed: a store that cannot answer refuses the request.
+ * Accepts each signed request once: this replica's guard first (no round trip for a replay sent here again), then,
+ * with replicas on one PostgreSQL, the shared store in one statement on the database's clock, so a request replayed
+ * to another replica is refused there as well. Kept there as a hash: the store needs only to tell signatures apart.
+ * Fails closed: a store that cannot answer refuses the request, and this replica forgets it, so the same request
+ * sent again once the store answers is not taken for a replay.
  */
-export async function rememberSignatureEverywhere (shared: Pick<SharedState, 'rememberOnce'>, signature: string, nowMs: number): Promise<void> {
+export async function acceptOnce (guard: ReplayGuard, shared: Pick<SharedState, 'rememberOnce'>, signature: string, nowMs: number): Promise<void> {
+  guard.remember(signature, nowMs)
   if (shared.rememberOnce === undefined) return
   let fresh: boolean
   try {
-    fresh = await shared.rememberOnce('slack-signature', createHash('sha256').update(signature).digest('hex'), nowMs + REPLAY_MEMORY_MS, nowMs)
+    fresh = await shared.rememberOnce('slack-signature', createHash('sha256').update(signature).digest('hex'), REPLAY_MEMORY_MS)
   } catch (error) {
+    guard.forget(signature)
     throw new GatewayError('AUDIT_UNAVAILABLE',
       'the shared store cannot tell whether this Slack request was already received, so it is refused; retry shortly.', { cause: error })
   }
