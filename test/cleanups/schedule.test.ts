@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import pino from 'pino'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { Value } from 'typebox/value'
 import { nextSlot, policyFingerprint, scheduleProblem, type ScheduledPolicy, type SlotOutcome } from '../../src/cleanups/schedule.js'
 import { validateConfig } from '../../src/config/load.js'
@@ -19,10 +19,10 @@ import { openSqliteAuditStore } from '../../src/audit/index.js'
 import { outboxRouter } from '../../src/services.js'
 import { startRegistry } from '../../testing/registry-process.js'
 import { pushImage } from '../../testing/seed.js'
-import { startGateway } from '../fixtures/gateway.js'
+import { startGateway, type GatewayOptions } from '../fixtures/gateway.js'
 import { startFaultProxy } from '../fixtures/fault-proxy.js'
 import { config, events, MINUTE, POLICY, retention, SECRET, tagsOf as tagsOfIn, type Event } from '../fixtures/schedule.js'
-import { startReceiver } from '../fixtures/webhook-receiver.js'
+import { startReceiver, type Receiver } from '../fixtures/webhook-receiver.js'
 
 const registry = await startRegistry()
 t.teardown(() => registry.stop())
@@ -299,20 +299,41 @@ t.test('a clock set back before the scheduled time: the timer waits again and ru
   t.equal(Date.parse(outcomes[0]!.at) % (5 * MINUTE), 0)
 })
 
-t.test('a scheduled run whose replica stops mid-run: the replica that marks it interrupted reports the time, once', async t => {
+/**
+ * Two gateways on one SQLite trail, as a replica killed mid-run and the one that starts next: a webhook receiver,
+ * a proxy that holds the next DELETE on cue, `tags` pushed to `repository`, and the options both gateways start with.
+ */
+interface SharedTrail {
+  options: GatewayOptions
+  auditPath: string
+  proxy: Awaited<ReturnType<typeof startFaultProxy>>
+  receiver: Receiver
+  /** Holds the next DELETE; the function returned lets it through. */
+  holdNextDelete: () => () => void
+}
+
+async function sharedTrail (t: Test, repository: string, tags: string[], policy: Record<string, unknown>): Promise<SharedTrail> {
   const receiver = await startReceiver()
   t.teardown(() => receiver.down())
   const proxy = await startFaultProxy(registry.url)
   t.teardown(() => proxy.close())
-  for (const tag of ['pr-1', 'pr-2', 'pr-3']) await pushImage({ url: registry.url }, 'sched/orphaned', [tag], 'oci')
+  for (const tag of tags) await pushImage({ url: registry.url }, repository, [tag], 'oci')
   const dir = mkdtempSync(join(tmpdir(), 'rdg-schedule-'))
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
   const auditPath = join(dir, 'audit.db')
-  const settings = config(receiver, [retention('orphaned', 'sched/orphaned')], { cleanups: { runConcurrency: 1 } })
-  const options = { registries: { default: { url: proxy.url, defaultMode: 'auto' as const } }, policy: POLICY, config: settings, auditPath }
+  const settings = config(receiver, [policy], { cleanups: { runConcurrency: 1 } })
+  const holdNextDelete = (): () => void => {
+    let release = (): void => {}
+    proxy.fault({ method: 'DELETE', action: { kind: 'hold', release: new Promise<void>(resolve => { release = resolve }) }, times: 1 })
+    return () => { release() }
+  }
+  return { options: { registries: { default: { url: proxy.url, defaultMode: 'auto' } }, policy: POLICY, config: settings, auditPath }, auditPath, proxy, receiver, holdNextDelete }
+}
+
+t.test('a scheduled run whose replica stops mid-run: the replica that marks it interrupted reports the time, once', async t => {
+  const { options, auditPath, proxy, holdNextDelete, receiver } = await sharedTrail(t, 'sched/orphaned', ['pr-1', 'pr-2', 'pr-3'], retention('orphaned', 'sched/orphaned'))
   const first = await startGateway(t, options)
-  let release = (): void => {}
-  proxy.fault({ method: 'DELETE', action: { kind: 'hold', release: new Promise<void>(resolve => { release = resolve }) }, times: 1 })
+  const release = holdNextDelete()
   const slot = Date.parse('2026-12-02T09:00:00Z')
   const running = first.app.retentionScheduler.runSlot('orphaned', slot)
   await proxy.waitFor(each => each.method === 'DELETE', 60_000)
@@ -379,21 +400,11 @@ t.test('reporting interrupted runs: only a scheduled policy\'s latest run is rep
 })
 
 t.test('a dry run\'s plan executed by hand, whose gateway stops mid-run, is not reported as the policy\'s scheduled run', async t => {
-  const receiver = await startReceiver()
-  t.teardown(() => receiver.down())
-  const proxy = await startFaultProxy(registry.url)
-  t.teardown(() => proxy.close())
-  for (const tag of ['pr-1', 'pr-2']) await pushImage({ url: registry.url }, 'sched/by-hand', [tag], 'oci')
-  const dir = mkdtempSync(join(tmpdir(), 'rdg-schedule-'))
-  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
-  const auditPath = join(dir, 'audit.db')
-  const settings = config(receiver, [retention('by-hand', 'sched/by-hand', { dryRunFirst: true })], { cleanups: { runConcurrency: 1 } })
-  const options = { registries: { default: { url: proxy.url, defaultMode: 'auto' as const } }, policy: POLICY, config: settings, auditPath }
+  const { options, auditPath, proxy, holdNextDelete } = await sharedTrail(t, 'sched/by-hand', ['pr-1', 'pr-2'], retention('by-hand', 'sched/by-hand', { dryRunFirst: true }))
   const first = await startGateway(t, options)
   const planned = await first.app.retentionScheduler.runSlot('by-hand', Date.parse('2026-12-02T10:00:00Z'))
   t.match(planned, { outcome: 'planned' })
-  let release = (): void => {}
-  proxy.fault({ method: 'DELETE', action: { kind: 'hold', release: new Promise<void>(resolve => { release = resolve }) }, times: 1 })
+  const release = holdNextDelete()
   const cleanupId = (planned as { cleanupId: string }).cleanupId
   t.match(await first.rest('POST', `/cleanups/${cleanupId}/execute`), { status: 202, body: { startedBy: 'apikey:admin' } }, 'an admin runs the dry run\'s plan')
   await proxy.waitFor(each => each.method === 'DELETE', 60_000)
