@@ -8,14 +8,14 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
-import pino from 'pino'
+import pino, { type Logger } from 'pino'
 import t, { type Test } from 'tap'
 import { Value } from 'typebox/value'
 import { nextSlot, policyFingerprint, scheduleProblem, type ScheduledPolicy, type SlotOutcome } from '../../src/cleanups/schedule.js'
 import { validateConfig } from '../../src/config/load.js'
 import { CleanupNotificationEventSchema } from '../../src/notifications/shapes.js'
 import { slackMessage } from '../../src/notifications/slack-format.js'
-import { openSqliteAuditStore } from '../../src/audit/index.js'
+import { openSqliteAuditStore, type AuditStore } from '../../src/audit/index.js'
 import { outboxRouter } from '../../src/services.js'
 import { startRegistry } from '../../testing/registry-process.js'
 import { pushImage } from '../../testing/seed.js'
@@ -240,7 +240,11 @@ t.test('a gateway that stops mid-run stops its scheduled run: removals in flight
     'the report is in the outbox, delivered or for the next process to deliver')
 })
 
-t.test('a report the outbox cannot take is logged, and the run stands', async t => {
+/**
+ * A real SQLite trail whose outbox routes to a webhook receiver, kept open by the test (so a fault wrapper can sit
+ * on it), and a logger whose lines the test reads.
+ */
+async function loggedTrail (t: Test): Promise<{ dir: string, receiver: Receiver, real: AuditStore, lines: string[], logger: Logger }> {
   const dir = mkdtempSync(join(tmpdir(), 'rdg-schedule-'))
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
   const receiver = await startReceiver()
@@ -248,6 +252,13 @@ t.test('a report the outbox cannot take is logged, and the run stands', async t 
   const notifications = config(receiver, []).notifications as Record<string, unknown>
   const real = openSqliteAuditStore(join(dir, 'audit.db'), { outbox: outboxRouter({ notifications } as never) })
   t.teardown(() => real.close())
+  const lines: string[] = []
+  const sink = new Writable({ write (chunk: Buffer, _encoding, done) { lines.push(chunk.toString('utf8')); done() } })
+  return { dir, receiver, real, lines, logger: pino({ level: 'info' }, sink) }
+}
+
+t.test('a report the outbox cannot take is logged, and the run stands', async t => {
+  const { receiver, real, lines, logger } = await loggedTrail(t)
   // A fault only here: an outbox failing exactly when the report is written, after the run, is not something a
   // real store can be made to do on cue.
   const store = {
@@ -261,15 +272,13 @@ t.test('a report the outbox cannot take is logged, and the run stands', async t 
       }
     }
   }
-  const lines: string[] = []
-  const sink = new Writable({ write (chunk: Buffer, _encoding, done) { lines.push(chunk.toString('utf8')); done() } })
   await pushImage({ url: registry.url }, 'sched/unreported', ['pr-1'], 'oci')
   const gateway = await startGateway(t, {
     registries: { default: { url: registry.url, defaultMode: 'auto' } },
     policy: POLICY,
     config: config(receiver, [retention('unreported', 'sched/unreported'), retention('unmarked', 'sched/unreported', { dryRunFirst: true })]),
     auditStore: store,
-    logger: pino({ level: 'info' }, sink)
+    logger
   })
   t.match(await gateway.app.retentionScheduler.runSlot('unreported', Date.parse('2026-12-02T08:00:00Z')), { outcome: 'ran', run: { state: 'done' } })
   t.same(await tagsOf('sched/unreported'), [])
@@ -357,13 +366,7 @@ t.test('a scheduled run whose replica stops mid-run: the replica that marks it i
 })
 
 t.test('reporting interrupted runs: only a scheduled policy\'s latest run is reported; a store that fails is logged', async t => {
-  const dir = mkdtempSync(join(tmpdir(), 'rdg-schedule-'))
-  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
-  const receiver = await startReceiver()
-  t.teardown(() => receiver.down())
-  const notifications = config(receiver, []).notifications as Record<string, unknown>
-  const real = openSqliteAuditStore(join(dir, 'audit.db'), { outbox: outboxRouter({ notifications } as never) })
-  t.teardown(() => real.close())
+  const { dir, receiver, real, lines, logger } = await loggedTrail(t)
   // A fault only here: the shared store failing just when an interrupted run is looked up cannot be made on cue.
   let failing = false
   const store = {
@@ -376,14 +379,12 @@ t.test('reporting interrupted runs: only a scheduled policy\'s latest run is rep
       }
     }
   }
-  const lines: string[] = []
-  const sink = new Writable({ write (chunk: Buffer, _encoding, done) { lines.push(chunk.toString('utf8')); done() } })
   const gateway = await startGateway(t, {
     registries: { default: { url: registry.url, defaultMode: 'auto' } },
     policy: POLICY,
     config: config(receiver, [retention('never-ran', 'sched/none'), retention('leased', 'sched/none'), retention('old-marker', 'sched/none')]),
     auditStore: store,
-    logger: pino({ level: 'info' }, sink)
+    logger
   })
   const marker = (id: string, payload: object): Parameters<typeof real.shared.putPlan>[0] =>
     ({ kind: 'retention-last', id, payload, requester: 'service:retention', expiresMs: Date.now() + MINUTE })
